@@ -1,0 +1,1 @@
+"""Planners and policies that drive the ego vehicle."""

@@ -1,0 +1,78 @@
+"""Rigid transforms. Poses are 4x4 homogeneous matrices ``T_a_b`` mapping points in frame b to frame a.
+
+Conventions: world and ego frames are x forward / y left / z up (m); camera frames follow OpenCV
+(x right, y down, z forward).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Rotation taking OpenCV camera axes to a forward-looking x-forward/y-left/z-up body frame.
+R_BODY_FROM_OPENCV = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+def rot_z(yaw_rad: float) -> np.ndarray:
+    c, s = np.cos(yaw_rad), np.sin(yaw_rad)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def rot_y(pitch_rad: float) -> np.ndarray:
+    c, s = np.cos(pitch_rad), np.sin(pitch_rad)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def make_pose(translation_m: np.ndarray | list[float], rotation: np.ndarray | None = None) -> np.ndarray:
+    """4x4 pose from a translation (3,) and an optional rotation matrix (3, 3)."""
+    pose = np.eye(4)
+    if rotation is not None:
+        pose[:3, :3] = rotation
+    pose[:3, 3] = np.asarray(translation_m, dtype=float)
+    return pose
+
+
+def pose_xyz_yaw(x_m: float, y_m: float, z_m: float, yaw_rad: float) -> np.ndarray:
+    return make_pose([x_m, y_m, z_m], rot_z(yaw_rad))
+
+
+def yaw_of(pose: np.ndarray) -> np.ndarray | float:
+    """Heading (rad) of the x axis of pose(s) (..., 4, 4) in the xy plane."""
+    return np.arctan2(pose[..., 1, 0], pose[..., 0, 0])
+
+
+def invert_pose(pose: np.ndarray) -> np.ndarray:
+    """Inverse of rigid pose(s) (..., 4, 4)."""
+    rot = pose[..., :3, :3]
+    inv = np.zeros_like(pose)
+    rot_t = np.swapaxes(rot, -1, -2)
+    inv[..., :3, :3] = rot_t
+    inv[..., :3, 3] = -np.einsum("...ij,...j->...i", rot_t, pose[..., :3, 3])
+    inv[..., 3, 3] = 1.0
+    return inv
+
+
+def transform_points(pose: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 4x4 pose to points (N, 3)."""
+    return points @ pose[:3, :3].T + pose[:3, 3]
+
+
+def rotate_vectors(pose: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    return vectors @ pose[:3, :3].T
+
+
+def is_rigid(pose: np.ndarray, atol: float = 1e-4) -> bool:
+    """True when ``pose`` is a finite 4x4 rigid transform (orthonormal rotation, det +1)."""
+    if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
+        return False
+    rot = pose[:3, :3]
+    return (
+        np.allclose(rot @ rot.T, np.eye(3), atol=atol)
+        and abs(np.linalg.det(rot) - 1.0) < atol
+        and np.allclose(pose[3], [0.0, 0.0, 0.0, 1.0], atol=atol)
+    )
+
+
+def points_in_box(points_box: np.ndarray, size_m: np.ndarray, margin_m: float = 0.0) -> np.ndarray:
+    """Mask (N,) of points (N, 3), given in a box's own centred frame, inside the box of size (3,)."""
+    half = np.asarray(size_m) / 2.0 + margin_m
+    return np.all(np.abs(points_box) <= half, axis=1)

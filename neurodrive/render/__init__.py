@@ -1,0 +1,1 @@
+"""Scene reconstruction from a log and camera / LiDAR rendering of the reconstructed scene."""

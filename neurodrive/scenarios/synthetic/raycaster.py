@@ -1,0 +1,187 @@
+"""Ground-truth renderer of a synthetic world: open3d (Embree) ray casting + procedural shading."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import open3d as o3d
+
+from neurodrive.scenarios.log import CameraSpec, LidarSpec, LidarSweep
+from neurodrive.scenarios.synthetic.shading import MaterialTable, shade_hits, sky_radiance
+from neurodrive.scenarios.synthetic.world import World
+
+NO_ACTOR = -1  # instance id of background pixels / points
+
+
+@dataclass(frozen=True)
+class Hits:
+    t_m: np.ndarray  # (n,) ray distance, inf on a miss
+    normals: np.ndarray  # (n, 3) unit, facing the ray origin
+    material: np.ndarray  # (n,) material id, -1 on a miss
+    instance: np.ndarray  # (n,) actor index into FrameScene.actor_ids, NO_ACTOR otherwise
+
+    @property
+    def hit(self) -> np.ndarray:
+        return np.isfinite(self.t_m)
+
+
+class FrameScene:
+    """The world with its actors placed at one frame's poses, ready for ray casting."""
+
+    def __init__(self, world: World, actor_poses: Mapping[str, np.ndarray]) -> None:
+        self.scene = o3d.t.geometry.RaycastingScene()
+        self.actor_ids = [aid for aid in actor_poses if aid in world.actor_meshes]
+        parts = [world.static] + [world.actor_meshes[a].transformed(actor_poses[a]) for a in self.actor_ids]
+        self.instance_of_geometry = np.array([NO_ACTOR] + list(range(len(self.actor_ids))), dtype=np.int32)
+        tri_offsets, materials = [], []
+        offset = 0
+        for part in parts:
+            if len(part.triangles) == 0:
+                part = _degenerate_part()
+            mesh = o3d.t.geometry.TriangleMesh()
+            mesh.vertex.positions = o3d.core.Tensor(np.ascontiguousarray(part.vertices, np.float32))
+            mesh.triangle.indices = o3d.core.Tensor(np.ascontiguousarray(part.triangles, np.int32))
+            self.scene.add_triangles(mesh)
+            tri_offsets.append(offset)
+            materials.append(part.material_ids)
+            offset += len(part.triangles)
+        self.triangle_offset = np.array(tri_offsets, dtype=np.int64)
+        self.triangle_material = np.concatenate(materials).astype(np.int32)
+
+    def cast(self, origins: np.ndarray, dirs: np.ndarray) -> Hits:
+        rays = np.concatenate([origins, dirs], axis=1).astype(np.float32)
+        ans = self.scene.cast_rays(o3d.core.Tensor(rays))
+        t = ans["t_hit"].numpy().astype(np.float64)
+        hit = np.isfinite(t)
+        geom = ans["geometry_ids"].numpy().astype(np.int64)
+        prim = ans["primitive_ids"].numpy().astype(np.int64)
+        normals = ans["primitive_normals"].numpy().astype(np.float64)
+        material = np.full(len(t), -1, np.int32)
+        instance = np.full(len(t), NO_ACTOR, np.int32)
+        material[hit] = self.triangle_material[self.triangle_offset[geom[hit]] + prim[hit]]
+        instance[hit] = self.instance_of_geometry[geom[hit]]
+        flip = np.sum(normals * dirs, axis=1) > 0
+        normals[flip] *= -1
+        norm = np.linalg.norm(normals, axis=1, keepdims=True)
+        normals = normals / np.where(norm > 0, norm, 1.0)
+        return Hits(t, normals, material, instance)
+
+    def occluded(self, origins: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+        rays = np.concatenate([origins, dirs], axis=1).astype(np.float32)
+        return self.scene.test_occlusions(o3d.core.Tensor(rays)).numpy().astype(bool)
+
+
+def _degenerate_part():
+    from neurodrive.scenarios.synthetic.world import MeshPart
+
+    far = np.full((3, 3), 1e7, np.float32)
+    far[1, 0] += 1
+    far[2, 1] += 1
+    return MeshPart(far, np.array([[0, 1, 2]], np.int32), np.zeros(1, np.int32))
+
+
+@dataclass(frozen=True)
+class CameraFrame:
+    rgb: np.ndarray  # (H, W, 3) uint8
+    depth_m: np.ndarray  # (H, W) float32 z-depth along the optical axis, inf where nothing is hit
+    instance: np.ndarray  # (H, W) int32 actor index into FrameScene.actor_ids, NO_ACTOR elsewhere
+
+
+@dataclass(frozen=True)
+class LidarFrame:
+    sweep: LidarSweep
+    instance: np.ndarray  # (M,) int32 actor index of each return, NO_ACTOR for background
+
+
+class WorldRenderer:
+    """Renders cameras and LiDAR of a :class:`World` (exact ground truth, no learning)."""
+
+    def __init__(self, world: World, exposure: float = 0.55) -> None:
+        self.world = world
+        self.table = MaterialTable(world)
+        self.exposure = exposure
+
+    def scene(self, actor_poses: Mapping[str, np.ndarray]) -> FrameScene:
+        return FrameScene(self.world, actor_poses)
+
+    def radiance(self, scene: FrameScene, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, Hits]:
+        """Linear radiance (n, 3) along rays and the primary hits."""
+        hits = scene.cast(origins, dirs)
+        out = sky_radiance(dirs, self.world.lighting)
+        idx = np.nonzero(hits.hit)[0]
+        if len(idx):
+            p = origins[idx] + dirs[idx] * hits.t_m[idx, None]
+            nrm = hits.normals[idx]
+            resp = self.table.shade(p, nrm, hits.material[idx])
+            sun = np.asarray(self.world.lighting.sun_direction)
+            facing = nrm @ sun > 0
+            visible = np.zeros(len(idx))
+            if np.any(facing):
+                f = np.nonzero(facing)[0]
+                origin = p[f] + nrm[f] * 0.02
+                visible[f] = ~scene.occluded(origin, np.broadcast_to(sun, origin.shape).copy())
+            out[idx] = shade_hits(self.table, resp, nrm, dirs[idx], visible)
+        return out, hits
+
+    def render_camera(
+        self,
+        scene: FrameScene,
+        camera: CameraSpec,
+        T_world_ego: np.ndarray,
+        supersample: int = 2,
+        gain: float = 1.0,
+        noise_std: float = 0.0,
+        rng: np.random.Generator | None = None,
+    ) -> CameraFrame:
+        T = T_world_ego @ camera.T_ego_camera
+        h, w, s = camera.height_px, camera.width_px, supersample
+        dirs_cam = camera.ray_directions(s).reshape(-1, 3)
+        dirs = dirs_cam @ T[:3, :3].T
+        origins = np.broadcast_to(T[:3, 3], dirs.shape).copy()
+        radiance, _ = self.radiance(scene, origins, dirs)
+        radiance = radiance.reshape(h, s, w, s, 3).mean(axis=(1, 3))
+        linear = np.clip(radiance * self.exposure * gain, 0.0, 1.0)
+        srgb = linear ** (1 / 2.2)
+        if noise_std > 0 and rng is not None:
+            srgb = srgb + rng.normal(0.0, noise_std, srgb.shape)
+        rgb = np.clip(np.round(srgb * 255.0), 0, 255).astype(np.uint8)
+        # depth and instance ids through the pixel centres
+        centre_cam = camera.ray_directions(1).reshape(-1, 3)
+        centre = scene.cast(np.broadcast_to(T[:3, 3], centre_cam.shape).copy(), centre_cam @ T[:3, :3].T)
+        depth = (centre.t_m * centre_cam[:, 2]).reshape(h, w).astype(np.float32)
+        return CameraFrame(rgb, depth, centre.instance.reshape(h, w))
+
+    def render_lidar(
+        self,
+        scene: FrameScene,
+        lidar: LidarSpec,
+        T_world_ego: np.ndarray,
+        rng: np.random.Generator,
+        range_noise_std_m: float = 0.0,
+        intensity_noise_std: float = 0.0,
+        drop_rays: bool = True,
+    ) -> LidarFrame:
+        """One sweep with range noise, material/incidence-dependent intensity and ray drop."""
+        T = T_world_ego @ lidar.T_ego_lidar
+        dirs_l = lidar.ray_directions().reshape(-1, 3)
+        dirs = dirs_l @ T[:3, :3].T
+        hits = scene.cast(np.broadcast_to(T[:3, 3], dirs.shape).copy(), dirs)
+        t = hits.t_m
+        ok = hits.hit & (t >= lidar.min_range_m) & (t <= lidar.max_range_m)
+        idx = np.nonzero(ok)[0]
+        p = T[:3, 3] + dirs[idx] * t[idx, None]
+        resp = self.table.shade(p, hits.normals[idx], hits.material[idx])
+        cos_i = np.abs(np.sum(hits.normals[idx] * dirs[idx], axis=1))
+        rel_range = t[idx] / lidar.max_range_m
+        intensity = resp.lidar_reflectivity * (0.3 + 0.7 * cos_i) * np.exp(-1.2 * rel_range)
+        intensity = np.clip(intensity + rng.normal(0.0, intensity_noise_std, len(idx)), 0.0, 1.0)
+        p_drop = resp.lidar_drop + 0.6 * np.clip((0.12 - cos_i) / 0.12, 0.0, 1.0) + 0.3 * rel_range**4
+        keep = rng.random(len(idx)) >= p_drop if drop_rays else np.ones(len(idx), bool)
+        idx, intensity = idx[keep], intensity[keep]
+        rng_m = t[idx] + rng.normal(0.0, range_noise_std_m, len(idx))
+        xyz = dirs_l[idx] * rng_m[:, None]
+        beam, az = np.divmod(idx, lidar.azimuth_bins)
+        sweep = LidarSweep(xyz.astype(np.float32), intensity.astype(np.float32), beam.astype(np.int16), az.astype(np.int32))
+        return LidarFrame(sweep, hits.instance[idx])

@@ -1,0 +1,1 @@
+"""Closed-loop simulation: world state, vehicle dynamics, actor behaviours, collisions, metrics."""

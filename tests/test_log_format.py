@@ -1,0 +1,174 @@
+"""Round trip and validation of the on-disk log format."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neurodrive.errors import DataError
+from neurodrive.scenarios.log_io import image_path, lidar_path, load_log, write_log
+
+
+@pytest.fixture()
+def log_copy(tiny_log_dir: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "log"
+    shutil.copytree(tiny_log_dir, dst)
+    return dst
+
+
+def test_round_trip_preserves_everything(tiny_log_dir: Path, tmp_path: Path) -> None:
+    log = load_log(tiny_log_dir)
+    write_log(log, tmp_path / "copy")
+    again = load_log(tmp_path / "copy")
+    assert again.name == log.name and again.num_frames == log.num_frames
+    np.testing.assert_array_equal(again.timestamps_s, log.timestamps_s)
+    np.testing.assert_array_equal(again.ego_poses, log.ego_poses)
+    assert again.rig.camera_names == log.rig.camera_names
+    for a, b in zip(again.rig.cameras, log.rig.cameras):
+        np.testing.assert_allclose(a.intrinsics, b.intrinsics)
+        np.testing.assert_allclose(a.T_ego_camera, b.T_ego_camera)
+    np.testing.assert_allclose(again.rig.lidar.beam_elevations_rad, log.rig.lidar.beam_elevations_rad)
+    assert [t.actor_id for t in again.tracks] == [t.actor_id for t in log.tracks]
+    for a, b in zip(again.tracks, log.tracks):
+        assert a.category == b.category
+        np.testing.assert_array_equal(a.poses, b.poses)
+        np.testing.assert_array_equal(a.valid, b.valid)
+        np.testing.assert_array_equal(a.size_m, b.size_m)
+    assert [l.lane_id for l in again.road_map.lanes] == [l.lane_id for l in log.road_map.lanes]
+    for frame in (0, log.num_frames - 1):
+        for cam in log.rig.camera_names:
+            np.testing.assert_array_equal(again.image(cam, frame), log.image(cam, frame))
+        la, lb = again.lidar(frame), log.lidar(frame)
+        np.testing.assert_array_equal(la.xyz_m, lb.xyz_m)
+        np.testing.assert_array_equal(la.intensity, lb.intensity)
+        np.testing.assert_array_equal(la.return_mask(log.rig.lidar), lb.return_mask(log.rig.lidar))
+
+
+def test_images_are_read_lazily_from_disk(log_copy: Path) -> None:
+    log = load_log(log_copy)
+    first = log.image("front", 0)
+    # replace the file after loading: the log must read the new content, it holds no pixels itself
+    shutil.copy(image_path(log_copy, "front", 1), image_path(log_copy, "front", 0))
+    assert not np.array_equal(log.image("front", 0), first)
+
+
+def _edit_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def _rewrite_npz(path: Path, **changes) -> None:
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays.update(changes)
+    np.savez(path, **arrays)
+
+
+def _nan_pose(root: Path) -> None:
+    with np.load(root / "poses.npz") as d:
+        poses = d["ego_poses"].copy()
+    poses[3, 0, 3] = np.nan
+    _rewrite_npz(root / "poses.npz", ego_poses=poses)
+
+
+def _non_increasing_time(root: Path) -> None:
+    with np.load(root / "poses.npz") as d:
+        t = d["timestamps_s"].copy()
+    t[2] = t[1]
+    _rewrite_npz(root / "poses.npz", timestamps_s=t)
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _bad_rotation(data: dict) -> None:
+    data["rig"]["cameras"][1]["T_ego_camera"][0][0] = 3.0
+
+
+def _duplicate_track(data: dict) -> None:
+    data["tracks"][1]["id"] = data["tracks"][0]["id"]
+
+
+CORRUPTIONS = {
+    "invalid json": (lambda r: (r / "log.json").write_text("{not json"), "log.json", None, "not valid JSON"),
+    "negative width": (
+        lambda r: _edit_json(r / "log.json", lambda d: d["rig"]["cameras"][0].update(width_px=-4)),
+        "log.json", "rig.cameras[0].width_px", "greater than 0",
+    ),
+    "non-rigid extrinsics": (lambda r: _edit_json(r / "log.json", _bad_rotation), "log.json", "rig.cameras[1].T_ego_camera", "rigid"),
+    "wrong format name": (lambda r: _edit_json(r / "log.json", lambda d: d.update(format="kitti")), "log.json", "format", "neurodrive-log"),
+    "unknown field": (lambda r: _edit_json(r / "log.json", lambda d: d.update(colour=1)), "log.json", "colour", "Extra inputs"),
+    "missing map": (lambda r: (r / "map.json").unlink(), "map.json", None, "missing file"),
+    "NaN ego pose": (_nan_pose, "poses.npz", "ego_poses[3]", "NaN"),
+    "time goes back": (_non_increasing_time, "poses.npz", "timestamps_s[2]", "strictly increasing"),
+    "truncated npz": (lambda r: _truncate(r / "poses.npz"), "poses.npz", None, "corrupt or truncated"),
+    "duplicate actor": (lambda r: _edit_json(r / "tracks.json", _duplicate_track), "tracks.json", "tracks", "duplicate actor id"),
+    "track shape": (lambda r: _rewrite_npz(r / "tracks.npz", valid=np.ones((1, 2), bool)), "tracks.npz", "valid", "expected shape"),
+    "lane with one point": (
+        lambda r: _edit_json(r / "map.json", lambda d: d["lanes"][0].update(centerline_m=[[0.0, 0.0]])),
+        "map.json", "lanes[0].centerline_m", "at least 2",
+    ),
+    "missing sweep": (lambda r: lidar_path(r, 5).unlink(), "000005.npz", None, "missing LiDAR sweep"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def test_corrupt_metadata_is_reported_with_file_and_field(log_copy: Path, name: str) -> None:
+    corrupt, file_name, field, text = CORRUPTIONS[name]
+    corrupt(log_copy)
+    with pytest.raises(DataError) as info:
+        load_log(log_copy)
+    err = info.value
+    assert Path(err.file).name == file_name
+    assert err.field == field
+    assert text in str(err)
+    assert "\n" not in str(err)
+
+
+def test_corrupt_sweep_is_reported_on_access(log_copy: Path) -> None:
+    path = lidar_path(log_copy, 2)
+    with np.load(path) as d:
+        beam = d["beam"].copy()
+    beam[0] = 999
+    _rewrite_npz(path, beam=beam)
+    log = load_log(log_copy)
+    log.lidar(1)  # others still load
+    with pytest.raises(DataError, match="beam index outside"):
+        log.lidar(2)
+
+
+def test_pickled_arrays_are_refused(log_copy: Path) -> None:
+    path = lidar_path(log_copy, 0)
+    np.savez(path, xyz_m=np.array([{"evil": 1}], dtype=object), intensity=np.zeros(1), beam=np.zeros(1), azimuth_index=np.zeros(1))
+    log = load_log(log_copy)
+    with pytest.raises(DataError, match="000000.npz"):
+        log.lidar(0)
+
+
+def test_truncated_and_wrong_size_images(log_copy: Path) -> None:
+    _truncate(image_path(log_copy, "front", 0))
+    from PIL import Image
+
+    Image.new("RGB", (10, 10)).save(image_path(log_copy, "front_right", 2))
+    log = load_log(log_copy)
+    with pytest.raises(DataError, match="corrupt or truncated image"):
+        log.image("front", 0)
+    with pytest.raises(DataError, match="expected 90x160"):
+        log.image("front_right", 2)
+
+
+def test_unknown_actor_and_camera(tiny_log_dir: Path) -> None:
+    log = load_log(tiny_log_dir)
+    with pytest.raises(DataError, match="unknown actor id 'nobody'"):
+        log.track("nobody")
+    with pytest.raises(KeyError, match="unknown camera"):
+        log.image("rear", 0)
+    with pytest.raises(IndexError):
+        log.lidar(log.num_frames)
