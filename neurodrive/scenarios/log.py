@@ -53,6 +53,12 @@ class CameraSpec:
         )
         return uv, inside
 
+    def scaled(self, factor: float) -> CameraSpec:
+        """The same camera at ``factor`` times the resolution (same field of view)."""
+        k = self.intrinsics.copy()
+        k[:2] *= factor
+        return CameraSpec(self.name, round(self.width_px * factor), round(self.height_px * factor), k, self.T_ego_camera)
+
     @staticmethod
     def looking(
         name: str,
