@@ -82,6 +82,88 @@ def info(log: Path = typer.Argument(..., help="Log folder.")) -> None:
     Console().print(table)
 
 
+@app.command()
+def reconstruct(
+    log: Path = typer.Argument(..., help="Log folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the reconstructed scene."),
+    steps: int = typer.Option(None, help="Appearance training steps (default from the config)."),
+    voxel: float = typer.Option(None, help="Background voxel size in metres (default 0.1)."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Reconstruct a scene from a log (LiDAR -> SDF mesh, images -> surface appearance, actors, sky).
+
+    Interrupted runs resume from the checkpoints in OUT/checkpoints when started again.
+    """
+    from dataclasses import replace
+
+    from neurodrive.render.reconstruct import ReconConfig
+    from neurodrive.render.reconstruct import reconstruct as run
+    from neurodrive.scenarios.log_io import load_log
+
+    cfg = ReconConfig(seed=seed)
+    if steps is not None:
+        if steps < 1:
+            _fail(ValueError(f"--steps must be positive, got {steps}"))
+        cfg = replace(cfg, train_steps=steps)
+    if voxel is not None:
+        if not 0.01 <= voxel <= 1.0:
+            _fail(ValueError(f"--voxel must lie in [0.01, 1.0] m, got {voxel}"))
+        cfg = replace(cfg, voxel_size_m=voxel)
+    try:
+        drv = load_log(log)
+        with progress_bar() as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total)
+                bar.update(tasks[stage], completed=done)
+
+            model = run(drv, out, cfg, progress)
+    except (DataError, ValueError) as e:
+        _fail(e)
+    stats = model.meta["stats"]
+    console.print(
+        f"wrote scene to {out}: {stats['background_triangles']} background triangles, "
+        f"{len(model.actors)} actors, {stats['texels']} texels"
+    )
+
+
+@app.command("evaluate-recon")
+def evaluate_recon(
+    scene: Path = typer.Argument(..., help="Reconstructed scene folder."),
+    log: Path = typer.Argument(..., help="The log it was reconstructed from."),
+    out: Path = typer.Option(None, "--out", "-o", help="Also write the metrics to this JSON file."),
+    lane_shift: bool = typer.Option(True, help="Also compare against ground truth 2 m to the side (generated logs)."),
+) -> None:
+    """Metrics on held-out frames: PSNR, SSIM, LiDAR depth / intensity / ray drop, Chamfer, lane shift."""
+    import json
+
+    from neurodrive.io_utils import atomic_write_json
+    from neurodrive.render.evaluate import evaluate_reconstruction
+    from neurodrive.render.scene_model import SceneModel
+    from neurodrive.scenarios.log_io import load_log
+
+    try:
+        model = SceneModel.load(scene)
+        drv = load_log(log)
+        with progress_bar() as bar:
+            task = bar.add_task("evaluating", total=len(model.meta.get("holdout_frames", [])))
+            metrics = evaluate_reconstruction(model, drv, lane_shift=lane_shift, progress=lambda s, d, n: bar.update(task, completed=d))
+    except (DataError, ValueError) as e:
+        _fail(e)
+    if out is not None:
+        atomic_write_json(out, metrics)
+    table = Table(title=f"reconstruction of '{drv.name}' on held-out frames {metrics['frames']}")
+    table.add_column("metric")
+    table.add_column("value")
+    for key, value in metrics.items():
+        if key in ("frames", "psnr_db_per_camera") or key.endswith("_note"):
+            continue
+        table.add_row(key, "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else json.dumps(value)))
+    Console().print(table)
+
+
 def main() -> None:
     app()
 

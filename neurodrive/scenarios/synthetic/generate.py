@@ -91,7 +91,12 @@ def generate_log(
             tracks=tracks,
             road_map=town.road_map,
             frame_rate_hz=cfg.frame_rate_hz,
-            metadata={"generator": "neurodrive.town", "preset": cfg.name, "seed": cfg.seed},
+            metadata={
+                "generator": "neurodrive.town",
+                "preset": cfg.name,
+                "seed": cfg.seed,
+                "camera_gains": {c.name: g for c, g in zip(rig.cameras, cfg.camera_gains)},
+            },
         )
         town.world.save(staging / GROUND_TRUTH_DIR)
     return out

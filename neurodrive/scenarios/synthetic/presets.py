@@ -34,8 +34,8 @@ class TownConfig:
     # LiDAR
     lidar_beams: int = 64
     lidar_azimuth_bins: int = 1024
-    lidar_top_elevation_deg: float = 2.0
-    lidar_bottom_elevation_deg: float = -24.8
+    lidar_top_elevation_deg: float = 15.0  # a Pandar64-like vertical field of view
+    lidar_bottom_elevation_deg: float = -25.0
     lidar_max_range_m: float = 100.0
     lidar_range_noise_m: float = 0.01
     lidar_intensity_noise: float = 0.01

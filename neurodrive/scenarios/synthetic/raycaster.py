@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import open3d as o3d
 
+from neurodrive.raycast import MeshRaycaster
 from neurodrive.scenarios.log import CameraSpec, LidarSpec, LidarSweep
 from neurodrive.scenarios.synthetic.shading import MaterialTable, shade_hits, sky_radiance
 from neurodrive.scenarios.synthetic.world import World
@@ -31,55 +31,24 @@ class FrameScene:
     """The world with its actors placed at one frame's poses, ready for ray casting."""
 
     def __init__(self, world: World, actor_poses: Mapping[str, np.ndarray]) -> None:
-        self.scene = o3d.t.geometry.RaycastingScene()
         self.actor_ids = [aid for aid in actor_poses if aid in world.actor_meshes]
         parts = [world.static] + [world.actor_meshes[a].transformed(actor_poses[a]) for a in self.actor_ids]
+        self.raycaster = MeshRaycaster([(p.vertices, p.triangles) for p in parts])
         self.instance_of_geometry = np.array([NO_ACTOR] + list(range(len(self.actor_ids))), dtype=np.int32)
-        tri_offsets, materials = [], []
-        offset = 0
-        for part in parts:
-            if len(part.triangles) == 0:
-                part = _degenerate_part()
-            mesh = o3d.t.geometry.TriangleMesh()
-            mesh.vertex.positions = o3d.core.Tensor(np.ascontiguousarray(part.vertices, np.float32))
-            mesh.triangle.indices = o3d.core.Tensor(np.ascontiguousarray(part.triangles, np.int32))
-            self.scene.add_triangles(mesh)
-            tri_offsets.append(offset)
-            materials.append(part.material_ids)
-            offset += len(part.triangles)
-        self.triangle_offset = np.array(tri_offsets, dtype=np.int64)
-        self.triangle_material = np.concatenate(materials).astype(np.int32)
+        self.triangle_offset = np.cumsum([0] + [len(p.triangles) for p in parts[:-1]]).astype(np.int64)
+        self.triangle_material = np.concatenate([p.material_ids for p in parts]).astype(np.int32)
 
     def cast(self, origins: np.ndarray, dirs: np.ndarray) -> Hits:
-        rays = np.concatenate([origins, dirs], axis=1).astype(np.float32)
-        ans = self.scene.cast_rays(o3d.core.Tensor(rays))
-        t = ans["t_hit"].numpy().astype(np.float64)
-        hit = np.isfinite(t)
-        geom = ans["geometry_ids"].numpy().astype(np.int64)
-        prim = ans["primitive_ids"].numpy().astype(np.int64)
-        normals = ans["primitive_normals"].numpy().astype(np.float64)
-        material = np.full(len(t), -1, np.int32)
-        instance = np.full(len(t), NO_ACTOR, np.int32)
-        material[hit] = self.triangle_material[self.triangle_offset[geom[hit]] + prim[hit]]
-        instance[hit] = self.instance_of_geometry[geom[hit]]
-        flip = np.sum(normals * dirs, axis=1) > 0
-        normals[flip] *= -1
-        norm = np.linalg.norm(normals, axis=1, keepdims=True)
-        normals = normals / np.where(norm > 0, norm, 1.0)
-        return Hits(t, normals, material, instance)
+        rh = self.raycaster.cast(origins, dirs)
+        hit = rh.hit
+        material = np.full(len(rh.t_m), -1, np.int32)
+        instance = np.full(len(rh.t_m), NO_ACTOR, np.int32)
+        material[hit] = self.triangle_material[self.triangle_offset[rh.geometry[hit]] + rh.triangle[hit]]
+        instance[hit] = self.instance_of_geometry[rh.geometry[hit]]
+        return Hits(np.where(hit, rh.t_m, np.inf), rh.normals, material, instance)
 
     def occluded(self, origins: np.ndarray, dirs: np.ndarray) -> np.ndarray:
-        rays = np.concatenate([origins, dirs], axis=1).astype(np.float32)
-        return self.scene.test_occlusions(o3d.core.Tensor(rays)).numpy().astype(bool)
-
-
-def _degenerate_part():
-    from neurodrive.scenarios.synthetic.world import MeshPart
-
-    far = np.full((3, 3), 1e7, np.float32)
-    far[1, 0] += 1
-    far[2, 1] += 1
-    return MeshPart(far, np.array([[0, 1, 2]], np.int32), np.zeros(1, np.int32))
+        return self.raycaster.occluded(origins, dirs)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,62 @@
+"""Ray casting against triangle meshes with open3d's RaycastingScene (Embree), shared by the
+ground-truth renderer and the reconstructed-scene renderer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import open3d as o3d
+
+
+@dataclass(frozen=True)
+class RayHits:
+    t_m: np.ndarray  # (n,) distance along the (unit) ray, inf on a miss
+    geometry: np.ndarray  # (n,) index of the mesh hit, -1 on a miss
+    triangle: np.ndarray  # (n,) triangle index within that mesh, -1 on a miss
+    uv: np.ndarray  # (n, 2) barycentric coordinates: point = (1-u-v) a + u b + v c
+    normals: np.ndarray  # (n, 3) unit triangle normals turned to face the ray origin
+
+    @property
+    def hit(self) -> np.ndarray:
+        return self.geometry >= 0
+
+
+class MeshRaycaster:
+    """A fixed set of triangle meshes (each (V, 3) vertices, (F, 3) triangles) to cast rays at."""
+
+    def __init__(self, meshes: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.scene = o3d.t.geometry.RaycastingScene()
+        self.num_meshes = len(meshes)
+        for vertices, triangles in meshes:
+            if len(triangles) == 0:  # keep geometry ids aligned with an unreachable triangle
+                vertices = np.array([[1e7, 1e7, 1e7], [1e7 + 1, 1e7, 1e7], [1e7, 1e7 + 1, 1e7]])
+                triangles = np.array([[0, 1, 2]])
+            mesh = o3d.t.geometry.TriangleMesh()
+            mesh.vertex.positions = o3d.core.Tensor(np.ascontiguousarray(vertices, np.float32))
+            mesh.triangle.indices = o3d.core.Tensor(np.ascontiguousarray(triangles, np.int32))
+            self.scene.add_triangles(mesh)
+
+    @staticmethod
+    def _rays(origins: np.ndarray, dirs: np.ndarray) -> o3d.core.Tensor:
+        origins = np.broadcast_to(origins, dirs.shape)
+        return o3d.core.Tensor(np.ascontiguousarray(np.concatenate([origins, dirs], axis=1), np.float32))
+
+    def cast(self, origins: np.ndarray, dirs: np.ndarray) -> RayHits:
+        ans = self.scene.cast_rays(self._rays(origins, dirs))
+        t = ans["t_hit"].numpy().astype(np.float64)
+        hit = np.isfinite(t)
+        invalid = o3d.t.geometry.RaycastingScene.INVALID_ID
+        geom = ans["geometry_ids"].numpy().astype(np.int64)
+        prim = ans["primitive_ids"].numpy().astype(np.int64)
+        geom[~hit | (geom == invalid)] = -1
+        prim[~hit | (prim == invalid)] = -1
+        normals = ans["primitive_normals"].numpy().astype(np.float64)
+        flip = np.sum(normals * dirs, axis=1) > 0
+        normals[flip] *= -1
+        norm = np.linalg.norm(normals, axis=1, keepdims=True)
+        normals /= np.where(norm > 0, norm, 1.0)
+        return RayHits(t, geom, prim, ans["primitive_uvs"].numpy(), normals)
+
+    def occluded(self, origins: np.ndarray, dirs: np.ndarray, t_far: float = np.inf) -> np.ndarray:
+        return self.scene.test_occlusions(self._rays(origins, dirs), tfar=t_far).numpy().astype(bool)

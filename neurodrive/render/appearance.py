@@ -1,0 +1,199 @@
+"""Fitting the surface appearance: texel colours, per-camera exposure, a tiny view-dependent MLP,
+and the sky environment map.
+
+1. Closed form: alternate per-texel mean colours (exposure removed) and per-camera affine exposure
+   fitted by least squares (the first camera is the reference).
+2. Gradient descent (PyTorch, CPU): texel features (colour + extra channels, sparse updates), the
+   MLP and the exposures, trained jointly on random pixel batches with resumable checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from neurodrive.io_utils import atomic_write_bytes, atomic_write_json
+from neurodrive.render.scene_model import AppearanceDecoder, SkyModel
+
+
+@dataclass
+class PixelSamples:
+    """Training pixels whose rays hit the reconstructed surface."""
+
+    texel: np.ndarray  # (N,) int64 global texel index
+    dirs: np.ndarray  # (N, 3) float32 world ray direction
+    camera: np.ndarray  # (N,) int8 camera index
+    rgb: np.ndarray  # (N, 3) uint8 observed colour
+
+
+@dataclass
+class SkySamples:
+    dirs: np.ndarray  # (M, 3) float32
+    camera: np.ndarray  # (M,) int8
+    rgb: np.ndarray  # (M, 3) uint8
+
+
+def _apply_inverse_exposure(rgb: np.ndarray, camera: np.ndarray, exposures: np.ndarray) -> np.ndarray:
+    out = np.empty_like(rgb)
+    for c in range(len(exposures)):
+        sel = camera == c
+        a, b = exposures[c, :, :3], exposures[c, :, 3]
+        out[sel] = (rgb[sel] - b) @ np.linalg.inv(a).T
+    return out
+
+
+def texel_means(texel: np.ndarray, values: np.ndarray, num_texels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-texel mean of ``values`` (N, 3) and the sample count per texel."""
+    count = np.bincount(texel, minlength=num_texels).astype(np.float64)
+    mean = np.stack([np.bincount(texel, values[:, k], minlength=num_texels) for k in range(values.shape[1])], 1)
+    return mean / np.maximum(count, 1)[:, None], count
+
+
+def fit_colours_and_exposure(samples: PixelSamples, num_texels: int, num_cameras: int, rounds: int, rng: np.random.Generator):
+    """Closed-form alternation; returns (texel colours (T, 3), sample counts (T,), exposures (C, 3, 4))."""
+    rgb = samples.rgb.astype(np.float64) / 255.0
+    exposures = np.tile(np.eye(3, 4), (num_cameras, 1, 1))
+    colours, count = texel_means(samples.texel, rgb, num_texels)
+    for _ in range(rounds):
+        for c in range(1, num_cameras):
+            idx = np.nonzero(samples.camera == c)[0]
+            if len(idx) < 100:
+                continue
+            idx = rng.choice(idx, size=min(len(idx), 400_000), replace=False)
+            x = np.concatenate([colours[samples.texel[idx]], np.ones((len(idx), 1))], axis=1)
+            sol, *_ = np.linalg.lstsq(x, rgb[idx], rcond=None)
+            exposures[c] = sol.T
+        colours, count = texel_means(samples.texel, _apply_inverse_exposure(rgb, samples.camera, exposures), num_texels)
+    return np.clip(colours, 0.0, 1.0), count, exposures
+
+
+def fit_sky(sky: SkySamples, exposures: np.ndarray, bins_az: int = 360, bins_el: int = 60,
+            min_el_rad: float = np.deg2rad(-10.0), max_el_rad: float = np.deg2rad(90.0)) -> SkyModel:
+    """Environment map: mean exposure-corrected colour per direction bin, holes filled from the nearest bin."""
+    image = np.zeros((bins_el, bins_az, 3))
+    if len(sky.dirs):
+        rgb = _apply_inverse_exposure(sky.rgb.astype(np.float64) / 255.0, sky.camera, exposures)
+        az = np.arctan2(sky.dirs[:, 1], sky.dirs[:, 0]) % (2 * np.pi)
+        el = np.arcsin(np.clip(sky.dirs[:, 2], -1, 1))
+        ix = np.clip((az / (2 * np.pi) * bins_az).astype(int), 0, bins_az - 1)
+        iy = np.clip(((el - min_el_rad) / (max_el_rad - min_el_rad) * bins_el).astype(int), 0, bins_el - 1)
+        mean, count = texel_means(iy * bins_az + ix, rgb, bins_el * bins_az)
+        image = mean.reshape(bins_el, bins_az, 3)
+        empty = count.reshape(bins_el, bins_az) == 0
+        if empty.all():
+            image[:] = 0.6
+        elif empty.any():
+            _, (ry, rx) = ndimage.distance_transform_edt(empty, return_indices=True)
+            image = image[ry, rx]
+        image = ndimage.gaussian_filter(image, sigma=(0.7, 0.7, 0))
+    else:
+        image[:] = 0.6
+    return SkyModel(np.clip(image, 0, 1).astype(np.float32), float(min_el_rad), float(max_el_rad))
+
+
+def train_decoder(
+    samples: PixelSamples,
+    colours: np.ndarray,
+    exposures: np.ndarray,
+    camera_names: list[str],
+    num_features: int,
+    hidden_units: int,
+    residual_scale: float,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    checkpoint_dir: Path,
+    checkpoint_every: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, AppearanceDecoder, list[float]]:
+    """Joint gradient descent; resumes from the newest checkpoint in ``checkpoint_dir``.
+
+    Returns (texel features (T, D), decoder, loss per step run in this call).
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(seed)
+    num_texels = len(colours)
+    extra = num_features - 3
+    features = torch.nn.Embedding(num_texels, num_features, sparse=True)
+    with torch.no_grad():
+        features.weight[:, :3] = torch.from_numpy(colours.astype(np.float32))
+        features.weight[:, 3:] = 0.0
+    mlp = torch.nn.Sequential(torch.nn.Linear(num_features + 3, hidden_units), torch.nn.ReLU(), torch.nn.Linear(hidden_units, 3))
+    with torch.no_grad():
+        mlp[2].weight.mul_(0.01)
+        mlp[2].bias.zero_()
+    exp_a = torch.nn.Parameter(torch.from_numpy(exposures[:, :, :3].astype(np.float32)).clone())
+    exp_b = torch.nn.Parameter(torch.from_numpy(exposures[:, :, 3].astype(np.float32)).clone())
+    opt_sparse = torch.optim.SparseAdam(list(features.parameters()), lr=learning_rate)
+    opt_dense = torch.optim.Adam(list(mlp.parameters()) + [exp_a, exp_b], lr=learning_rate)
+
+    start = 0
+    ckpt = checkpoint_dir / "appearance.safetensors"
+    meta = checkpoint_dir / "appearance.json"
+    if ckpt.is_file() and meta.is_file():
+        import json
+
+        state = load_file(str(ckpt))
+        if state["features"].shape == features.weight.shape:
+            with torch.no_grad():
+                features.weight.copy_(state["features"])
+                exp_a.copy_(state["exp_a"])
+                exp_b.copy_(state["exp_b"])
+                mlp.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("mlp.")})
+            start = int(json.loads(meta.read_text())["step"])
+
+    def save(step: int) -> None:
+        state = {"features": features.weight.detach(), "exp_a": exp_a.detach(), "exp_b": exp_b.detach()}
+        state |= {f"mlp.{k}": v.detach() for k, v in mlp.state_dict().items()}
+        tmp = checkpoint_dir / ".appearance.tmp"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+        atomic_write_bytes(ckpt, tmp.read_bytes())
+        tmp.unlink()
+        atomic_write_json(meta, {"step": step})
+
+    texel_t = torch.from_numpy(samples.texel)
+    dirs_t = torch.from_numpy(samples.dirs.astype(np.float32))
+    cam_t = torch.from_numpy(samples.camera.astype(np.int64))
+    rgb_t = torch.from_numpy(samples.rgb)
+    losses: list[float] = []
+    n = len(samples.texel)
+    for step in range(start, steps):
+        # the batch depends only on (seed, step): a resumed run sees the same batches
+        idx = torch.from_numpy(np.random.default_rng([seed, step]).integers(0, n, batch_size))
+        f = features(texel_t[idx])
+        d = dirs_t[idx]
+        c = cam_t[idx]
+        base = f[:, :3] + residual_scale * torch.tanh(mlp(torch.cat([f, d], dim=1)))
+        base = base.clamp(0.0, 1.0)
+        pred = torch.einsum("nij,nj->ni", exp_a[c], base) + exp_b[c]
+        target = rgb_t[idx].float() / 255.0
+        loss = torch.nn.functional.mse_loss(pred, target)
+        if extra > 0:
+            loss = loss + 1e-4 * (f[:, 3:] ** 2).mean()
+        opt_sparse.zero_grad()
+        opt_dense.zero_grad()
+        loss.backward()
+        opt_sparse.step()
+        opt_dense.step()
+        with torch.no_grad():  # the first camera is the exposure reference
+            exp_a[0] = torch.eye(3)
+            exp_b[0] = 0.0
+        losses.append(loss.item())
+        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+            save(step + 1)
+        if progress:
+            progress(step + 1, steps)
+    w = {k: v.detach().numpy() for k, v in mlp.state_dict().items()}
+    exp = np.concatenate([exp_a.detach().numpy(), exp_b.detach().numpy()[:, :, None]], axis=2)
+    decoder = AppearanceDecoder(
+        w1=w["0.weight"].T.copy(), b1=w["0.bias"], w2=w["2.weight"].T.copy(), b2=w["2.bias"],
+        residual_scale=residual_scale, exposures={name: exp[i] for i, name in enumerate(camera_names)},
+    )
+    return features.weight.detach().numpy().copy(), decoder, losses

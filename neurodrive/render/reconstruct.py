@@ -1,0 +1,455 @@
+"""``neurodrive reconstruct``: build a SceneModel from a driving log alone.
+
+Stages (each resumable; finished stages are kept in ``OUT/checkpoints`` until the scene is written):
+
+1. background geometry: sparse TSDF fitted to the LiDAR returns outside actor boxes (+ ground
+   patches under parked actors), marching cubes -> mesh;
+2. actors: one TSDF per track in its box frame from all its returns, mirrored left-right
+   (symmetry prior); a box-shaped fallback when too few returns;
+3. appearance: training pixels cast onto the meshes, texel atlases sized by the closest view,
+   closed-form colours + exposures, then joint gradient descent of features, MLP and exposures;
+   the sky from pixels that hit nothing; unobserved texels filled (actors: from the mirrored side
+   first), then from the nearest observed texel;
+4. LiDAR: intensity fall-off, per-triangle reflectivity and ray-drop rates from the sweeps.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import trimesh
+from scipy.spatial import cKDTree
+
+from neurodrive.geometry import invert_pose, transform_points
+from neurodrive.io_utils import atomic_write_json, atomic_write_npz
+from neurodrive.raycast import MeshRaycaster
+from neurodrive.render.appearance import (
+    PixelSamples,
+    SkySamples,
+    fit_colours_and_exposure,
+    fit_sky,
+    train_decoder,
+)
+from neurodrive.render.scene_model import ActorAsset, LidarIntensityModel, SceneModel, SurfaceMesh
+from neurodrive.render.texels import TexelAtlas
+from neurodrive.render.tsdf import SparseTsdf
+from neurodrive.scenarios.log import ActorTrack, DrivingLog
+from neurodrive.scenarios.log_io import read_npz
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class ReconConfig:
+    voxel_size_m: float = 0.1  # background TSDF voxel
+    truncation_m: float = 0.3  # band around near returns
+    truncation_per_m: float = 0.03  # the band widens with range ...
+    max_truncation_m: float = 1.2  # ... up to this
+    coarse_voxel_ratio: int = 3  # a coarser field fills gaps between sparse far returns
+    coarse_min_range_m: float = 0.0  # returns farther than this feed the coarse field
+    actor_voxel_size_m: float = 0.05
+    actor_margin_m: float = 0.3  # returns this close around a box are not background
+    ground_clearance_m: float = 0.12  # returns this low inside a box are ground, not actor
+    holdout_every: int = 5  # frames with index % holdout_every == holdout_phase are held out
+    holdout_phase: int = 2
+    num_features: int = 5  # per texel: 3 colour + extra channels for the MLP
+    hidden_units: int = 16
+    residual_scale: float = 0.25
+    min_texel_m: float = 0.02
+    max_texel_resolution: int = 24
+    exposure_rounds: int = 3
+    train_steps: int = 400
+    batch_size: int = 16384
+    learning_rate: float = 0.005
+    max_pixel_samples: int = 16_000_000  # bounds memory on long logs (pixels are strided beyond it)
+    checkpoint_every: int = 50
+    seed: int = 0
+
+
+def holdout_frames(num_frames: int, cfg: ReconConfig) -> list[int]:
+    return [f for f in range(num_frames) if f % cfg.holdout_every == cfg.holdout_phase]
+
+
+def training_frames(num_frames: int, cfg: ReconConfig) -> list[int]:
+    held = set(holdout_frames(num_frames, cfg))
+    return [f for f in range(num_frames) if f not in held]
+
+
+def _box_local(track: ActorTrack, frame: int, points_world: np.ndarray) -> np.ndarray:
+    return transform_points(invert_pose(track.poses[frame]), points_world)
+
+
+def _in_box(local: np.ndarray, size: np.ndarray, margin: float, floor_m: float) -> np.ndarray:
+    half = size / 2
+    return (
+        (np.abs(local[:, 0]) <= half[0] + margin)
+        & (np.abs(local[:, 1]) <= half[1] + margin)
+        & (local[:, 2] <= half[2] + margin)
+        & (local[:, 2] >= -half[2] + floor_m)
+    )
+
+
+def fit_background(log: DrivingLog, frames: list[int], cfg: ReconConfig, progress: Progress | None = None):
+    """Static mesh (vertices, triangles) from LiDAR returns outside every actor box."""
+    tsdf = SparseTsdf(cfg.voxel_size_m, cfg.truncation_m)
+    coarse = SparseTsdf(cfg.voxel_size_m * cfg.coarse_voxel_ratio, cfg.truncation_m * cfg.coarse_voxel_ratio)
+    for k, f in enumerate(frames):
+        sweep = log.lidar(f)
+        T = log.T_world_lidar(f)
+        pts = transform_points(T, sweep.xyz_m.astype(np.float64))
+        keep = np.ones(len(pts), bool)
+        for track in log.tracks:
+            if track.valid[f]:
+                keep &= ~_in_box(_box_local(track, f, pts), track.size_m, cfg.actor_margin_m, cfg.ground_clearance_m)
+        tsdf.integrate(T[:3, 3], pts[keep], truncation_per_m=cfg.truncation_per_m, max_truncation_m=cfg.max_truncation_m)
+        far = np.linalg.norm(pts - T[:3, 3], axis=1) > cfg.coarse_min_range_m
+        coarse.integrate(T[:3, 3], pts[keep & far])
+        if progress:
+            progress("background geometry", k + 1, len(frames))
+    # The ground under parked actors is never seen: close it with a patch at the surrounding
+    # ground height (its texels are later filled from the nearest observed ground).
+    for track in log.tracks:
+        if not track.is_static() or not track.valid[frames].any():
+            continue
+        f = frames[int(np.argmax(track.valid[frames]))]
+        pose = track.poses[f]
+        half = track.size_m[:2] / 2 + cfg.actor_margin_m + 0.3
+        gx, gy = np.meshgrid(
+            np.arange(-half[0], half[0], cfg.voxel_size_m / 2), np.arange(-half[1], half[1], cfg.voxel_size_m / 2)
+        )
+        ring = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], 1)
+        ground_z = pose[2, 3] - track.size_m[2] / 2
+        probe = transform_points(pose, ring)
+        probe[:, 2] = ground_z
+        sdf, seen = tsdf.query(probe)
+        if seen.sum() > 10:  # refine the height from nearby observed ground voxels
+            ground_z -= float(np.median(sdf[seen]))
+        probe[:, 2] = ground_z
+        tsdf.integrate(probe + np.array([0.0, 0.0, 1.5]), probe, weights=np.full(len(probe), 0.5))
+        coarse.integrate(probe + np.array([0.0, 0.0, 1.5]), probe, weights=np.full(len(probe), 0.5))
+    return tsdf.extract_mesh(min_weight=1.0, fallback=coarse)
+
+
+def fit_actor(log: DrivingLog, track: ActorTrack, frames: list[int], cfg: ReconConfig):
+    """Mesh of one actor in its box frame; mirrored returns give the unseen side."""
+    vs = cfg.actor_voxel_size_m
+    tsdf = SparseTsdf(vs, 3 * vs)
+    mirror = np.array([1.0, -1.0, 1.0])
+    n_points = 0
+    for f in frames:
+        if not track.valid[f]:
+            continue
+        T = log.T_world_lidar(f)
+        pts = transform_points(T, log.lidar(f).xyz_m.astype(np.float64))
+        local = _box_local(track, f, pts)
+        inside = _in_box(local, track.size_m, 0.05, cfg.ground_clearance_m * 0.7)
+        if not inside.any():
+            continue
+        origin = _box_local(track, f, T[:3, 3][None])[0]
+        tsdf.integrate(origin, local[inside])
+        tsdf.integrate(origin * mirror, local[inside] * mirror)
+        n_points += int(inside.sum())
+    v, t = tsdf.extract_mesh(min_weight=0.5) if n_points > 30 else (np.zeros((0, 3)), np.zeros((0, 3), np.int64))
+    if len(t) < 50:  # too little evidence: a box of the tracked size stands in
+        box = trimesh.creation.box(extents=track.size_m * np.array([1.0, 1.0, 1.0 - cfg.ground_clearance_m / track.size_m[2]]))
+        box = box.subdivide().subdivide()
+        box.apply_translation([0, 0, cfg.ground_clearance_m / 2])
+        v, t = np.asarray(box.vertices), np.asarray(box.faces)
+    half = track.size_m / 2 + 0.02
+    return np.clip(v, -half, half), t, n_points
+
+
+class _Stage:
+    """Checkpoint files of one reconstruction run."""
+
+    def __init__(self, folder: Path, log: DrivingLog, cfg: ReconConfig) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        signature = {"log": log.name, "num_frames": log.num_frames, "config": asdict(cfg)}
+        sig_path = folder / "run.json"
+        if sig_path.is_file() and json.loads(sig_path.read_text()) != signature:
+            shutil.rmtree(folder)  # a different log or config: start over
+            folder.mkdir(parents=True)
+        atomic_write_json(sig_path, signature)
+
+    def load_mesh(self, name: str):
+        path = self.folder / f"{name}.npz"
+        if not path.is_file():
+            return None
+        a = read_npz(path, {"vertices": (None, 3), "triangles": (None, 3)})
+        return a["vertices"], a["triangles"], a
+    def save_mesh(self, name: str, vertices: np.ndarray, triangles: np.ndarray, **extra: np.ndarray) -> None:
+        atomic_write_npz(self.folder / f"{name}.npz", vertices=vertices, triangles=triangles, **extra)
+
+
+def collect_pixel_samples(
+    log: DrivingLog,
+    frames: list[int],
+    meshes: list[tuple[np.ndarray, np.ndarray]],
+    actor_ids: list[str],
+    cfg: ReconConfig,
+    progress: Progress | None = None,
+):
+    """Cast every (strided) training pixel onto the meshes.
+
+    Returns per-sample (mesh index, triangle, uv, distance, direction, camera, rgb) and sky samples.
+    """
+    cams = log.rig.cameras
+    total = len(frames) * sum(c.width_px * c.height_px for c in cams)
+    stride = max(1, int(np.ceil(np.sqrt(total / cfg.max_pixel_samples))))
+    mesh_of_actor = {a: i + 1 for i, a in enumerate(actor_ids)}
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("mesh", "tri", "uv", "t", "dirs", "cam", "rgb")}
+    sky: dict[str, list[np.ndarray]] = {k: [] for k in ("dirs", "cam", "rgb")}
+    for k, f in enumerate(frames):
+        present = [a for a in actor_ids if log.track(a).valid[f]]
+        placed = [meshes[0]] + [
+            (meshes[mesh_of_actor[a]][0] @ log.track(a).poses[f][:3, :3].T + log.track(a).poses[f][:3, 3], meshes[mesh_of_actor[a]][1])
+            for a in present
+        ]
+        geom_to_mesh = np.array([0] + [mesh_of_actor[a] for a in present])
+        caster = MeshRaycaster(placed)
+        for ci, cam in enumerate(cams):
+            T = log.T_world_camera(cam.name, f)
+            dirs_cam = cam.ray_directions(1)[::stride, ::stride].reshape(-1, 3)
+            rgb = log.image(cam.name, f)[::stride, ::stride].reshape(-1, 3)
+            dirs = (dirs_cam @ T[:3, :3].T).astype(np.float64)
+            hits = caster.cast(T[:3, 3], dirs)
+            h = hits.hit
+            out["mesh"].append(geom_to_mesh[hits.geometry[h]].astype(np.int16))
+            out["tri"].append(hits.triangle[h].astype(np.int32))
+            out["uv"].append(hits.uv[h].astype(np.float32))
+            out["t"].append(hits.t_m[h].astype(np.float32))
+            out["dirs"].append(dirs[h].astype(np.float32))
+            out["cam"].append(np.full(h.sum(), ci, np.int8))
+            out["rgb"].append(rgb[h])
+            sky["dirs"].append(dirs[~h].astype(np.float32))
+            sky["cam"].append(np.full((~h).sum(), ci, np.int8))
+            sky["rgb"].append(rgb[~h])
+        if progress:
+            progress("casting training pixels", k + 1, len(frames))
+    cat = {k: np.concatenate(v) for k, v in out.items()}
+    return cat, SkySamples(*(np.concatenate(sky[k]) for k in ("dirs", "cam", "rgb"))), stride
+
+
+def build_atlases(meshes, samples: dict, pixel_angle_rad: float, cfg: ReconConfig) -> list[TexelAtlas]:
+    """Texel width per triangle = footprint of one pixel at the closest training view."""
+    atlases = []
+    for m, (v, t) in enumerate(meshes):
+        sel = samples["mesh"] == m
+        closest = np.full(len(t), np.inf)
+        np.minimum.at(closest, samples["tri"][sel], samples["t"][sel])
+        size = np.where(np.isfinite(closest), np.maximum(cfg.min_texel_m, closest * pixel_angle_rad), 1e3)
+        atlases.append(TexelAtlas.build(v, t, size, cfg.max_texel_resolution))
+    return atlases
+
+
+def fill_unobserved(values: np.ndarray, observed: np.ndarray, centres: np.ndarray, mirror_first: bool = False) -> np.ndarray:
+    """Copy each unobserved entry from the nearest observed one (optionally its mirror image in y first)."""
+    values = values.copy()
+    if observed.all() or not observed.any():
+        return values
+    tree = cKDTree(centres[observed])
+    obs_idx = np.nonzero(observed)[0]
+    missing = np.nonzero(~observed)[0]
+    query = centres[missing] * (np.array([1.0, -1.0, 1.0]) if mirror_first else 1.0)
+    _, nn = tree.query(query, k=1, workers=-1)
+    values[missing] = values[obs_idx[nn]]
+    return values
+
+
+def fit_lidar(
+    log: DrivingLog,
+    frames: list[int],
+    meshes: list[tuple[np.ndarray, np.ndarray]],
+    actor_ids: list[str],
+    progress: Progress | None = None,
+):
+    """Per-triangle reflectivity and drop rate, and the global intensity fall-off."""
+    lidar = log.rig.lidar
+    dirs_l = lidar.ray_directions().reshape(-1, 3)
+    mesh_of_actor = {a: i + 1 for i, a in enumerate(actor_ids)}
+    rec: dict[str, list[np.ndarray]] = {k: [] for k in ("mesh", "tri", "ret", "I", "cos", "r")}
+    for k, f in enumerate(frames):
+        present = [a for a in actor_ids if log.track(a).valid[f]]
+        placed = [meshes[0]] + [
+            (meshes[mesh_of_actor[a]][0] @ log.track(a).poses[f][:3, :3].T + log.track(a).poses[f][:3, 3], meshes[mesh_of_actor[a]][1])
+            for a in present
+        ]
+        geom_to_mesh = np.array([0] + [mesh_of_actor[a] for a in present])
+        T = log.T_world_lidar(f)
+        dirs = dirs_l @ T[:3, :3].T
+        hits = MeshRaycaster(placed).cast(T[:3, 3], dirs)
+        sweep = log.lidar(f)
+        ray = sweep.beam.astype(np.int64) * lidar.azimuth_bins + sweep.azimuth_index
+        returned = np.zeros(len(dirs), bool)
+        returned[ray] = True
+        intensity = np.zeros(len(dirs))
+        intensity[ray] = sweep.intensity
+        pred = hits.hit & (hits.t_m >= lidar.min_range_m) & (hits.t_m <= lidar.max_range_m)
+        rec["mesh"].append(geom_to_mesh[hits.geometry[pred]])
+        rec["tri"].append(hits.triangle[pred])
+        rec["ret"].append(returned[pred])
+        rec["I"].append(intensity[pred])
+        rec["cos"].append(np.abs(np.sum(hits.normals[pred] * dirs[pred], axis=1)))
+        rec["r"].append(hits.t_m[pred])
+        if progress:
+            progress("fitting LiDAR model", k + 1, len(frames))
+    d = {k: np.concatenate(v) for k, v in rec.items()}
+    key = d["mesh"].astype(np.int64) << 40 | d["tri"]
+    ret = d["ret"]
+    # fall-off: choose (alpha, beta) that best explains intensities with one reflectivity per triangle
+    rng = np.random.default_rng(0)
+    sub = np.nonzero(ret)[0]
+    sub = rng.choice(sub, size=min(len(sub), 300_000), replace=False) if len(sub) else sub
+    best = (np.inf, 0.5, 0.0)
+    if len(sub):
+        ukeys, inv = np.unique(key[sub], return_inverse=True)
+        cnt = np.bincount(inv)
+        for alpha in np.linspace(0.0, 0.9, 10):
+            for beta in np.linspace(0.0, 0.03, 13):
+                g = (alpha + (1 - alpha) * d["cos"][sub]) * np.exp(-beta * d["r"][sub])
+                # least-squares reflectivity per triangle: sum(I g) / sum(g^2)
+                rho = np.bincount(inv, d["I"][sub] * g) / np.maximum(np.bincount(inv, g * g), 1e-9)
+                err = np.sum((d["I"][sub] - rho[inv] * g) ** 2)
+                if err < best[0]:
+                    best = (err, alpha, beta)
+        del ukeys, cnt
+    model = LidarIntensityModel(float(best[1]), float(best[2]))
+    g_all = model.falloff(d["cos"], d["r"])
+    per_mesh = []
+    for m, (v, t) in enumerate(meshes):
+        sel = d["mesh"] == m
+        tri, r_sel = d["tri"][sel], ret[sel]
+        n = np.bincount(tri, minlength=len(t)).astype(float)
+        n_ret = np.bincount(tri, r_sel.astype(float), minlength=len(t))
+        num = np.bincount(tri[r_sel], (d["I"][sel] * g_all[sel])[r_sel], minlength=len(t))
+        den = np.bincount(tri[r_sel], (g_all[sel] ** 2)[r_sel], minlength=len(t))
+        refl = num / np.maximum(den, 1e-9)
+        global_drop = 1 - ret.mean() if len(ret) else 0.0
+        drop = (n - n_ret + 2 * global_drop) / (n + 2)
+        centroids = v[t].mean(axis=1) if len(t) else np.zeros((0, 3))
+        refl = fill_unobserved(refl, n_ret > 0, centroids)
+        drop = fill_unobserved(drop, n > 0, centroids)
+        per_mesh.append((np.clip(refl, 0, 1.5).astype(np.float32), np.clip(drop, 0, 1).astype(np.float32)))
+    return model, per_mesh
+
+
+def reconstruct(
+    log: DrivingLog,
+    out: str | Path,
+    cfg: ReconConfig = ReconConfig(),
+    progress: Progress | None = None,
+) -> SceneModel:
+    """Reconstruct ``log`` into ``out``; rerunning after an interruption resumes from checkpoints."""
+    out = Path(out)
+    stage = _Stage(out / "checkpoints", log, cfg)
+    frames = training_frames(log.num_frames, cfg)
+    if not frames:
+        raise ValueError(f"log '{log.name}' has no training frames left after holding out every {cfg.holdout_every}th")
+
+    # 1. background geometry
+    cached = stage.load_mesh("background_geometry")
+    if cached is None:
+        bg_v, bg_t = fit_background(log, frames, cfg, progress)
+        stage.save_mesh("background_geometry", bg_v, bg_t)
+    else:
+        bg_v, bg_t, _ = cached
+
+    # 2. actors
+    actor_ids = [t.actor_id for t in log.tracks if t.valid[frames].any()]
+    meshes: list[tuple[np.ndarray, np.ndarray]] = [(bg_v, bg_t)]
+    actor_points: dict[str, int] = {}
+    for k, aid in enumerate(actor_ids):
+        name = f"actor_geometry_{k:04d}"
+        cached = stage.load_mesh(name)
+        if cached is None:
+            v, t, npts = fit_actor(log, log.track(aid), frames, cfg)
+            stage.save_mesh(name, v, t, num_points=np.array(npts))
+        else:
+            v, t, arrays = cached
+            npts = int(arrays.get("num_points", 0))
+        meshes.append((v, t))
+        actor_points[aid] = npts
+        if progress:
+            progress("actor geometry", k + 1, len(actor_ids))
+
+    # 3. appearance
+    samples, sky_samples, stride = collect_pixel_samples(log, frames, meshes, actor_ids, cfg, progress)
+    fx = float(np.mean([c.intrinsics[0, 0] for c in log.rig.cameras]))
+    atlases = build_atlases(meshes, samples, stride / fx, cfg)
+    texel_offsets = np.concatenate([[0], np.cumsum([a.num_texels for a in atlases])])
+    texel = np.empty(len(samples["mesh"]), np.int64)
+    for m, atlas in enumerate(atlases):
+        sel = samples["mesh"] == m
+        texel[sel] = texel_offsets[m] + atlas.lookup(samples["tri"][sel], samples["uv"][sel])
+    pixels = PixelSamples(texel, samples["dirs"], samples["cam"], samples["rgb"])
+    del samples
+    num_texels = int(texel_offsets[-1])
+    cam_names = list(log.rig.camera_names)
+    rng = np.random.default_rng(cfg.seed)
+    colours, count, exposures = fit_colours_and_exposure(pixels, num_texels, len(cam_names), cfg.exposure_rounds, rng)
+    features, decoder, losses = train_decoder(
+        pixels, colours, exposures, cam_names, cfg.num_features, cfg.hidden_units, cfg.residual_scale,
+        cfg.train_steps, cfg.batch_size, cfg.learning_rate, cfg.seed, stage.folder, cfg.checkpoint_every,
+        (lambda d, n: progress("training appearance", d, n)) if progress else None,
+    )
+    exposures = np.stack([decoder.exposures[c] for c in cam_names])
+    sky = fit_sky(sky_samples, exposures)
+    observed = count > 0
+    filled_features = np.empty_like(features)
+    for m, (atlas, (v, t)) in enumerate(zip(atlases, meshes)):
+        lo, hi = texel_offsets[m], texel_offsets[m + 1]
+        centres = atlas.texel_centres(v, t)
+        feats, obs = features[lo:hi], observed[lo:hi]
+        if m > 0:  # actors: the mirrored side first (left-right symmetry prior)
+            mirrored = fill_unobserved(feats, obs, centres, mirror_first=True)
+            _, dist = None, None
+            tree_ok = obs.any()
+            if tree_ok:
+                dist, _ = cKDTree(centres[obs]).query(centres[~obs] * np.array([1.0, -1.0, 1.0]), k=1)
+                use = np.zeros(len(obs), bool)
+                use[np.nonzero(~obs)[0][dist < 0.15]] = True
+                feats = np.where(use[:, None], mirrored, feats)
+                obs = obs | use
+        filled_features[lo:hi] = fill_unobserved(feats, obs, centres)
+        if progress:
+            progress("filling unseen texels", m + 1, len(meshes))
+
+    # 4. LiDAR
+    intensity_model, lidar_attrs = fit_lidar(log, frames, meshes, actor_ids, progress)
+
+    def surface(m: int) -> SurfaceMesh:
+        v, t = meshes[m]
+        return SurfaceMesh(
+            v.astype(np.float32), t.astype(np.int32), atlases[m],
+            filled_features[texel_offsets[m]:texel_offsets[m + 1]].astype(np.float32), *lidar_attrs[m],
+        )
+
+    actors = {
+        aid: ActorAsset(aid, log.track(aid).category, log.track(aid).size_m.copy(), surface(k + 1), source=f"log:{log.name}")
+        for k, aid in enumerate(actor_ids)
+    }
+    meta = {
+        "log": {"name": log.name, "path": str(log.root), "num_frames": log.num_frames},
+        "holdout_frames": holdout_frames(log.num_frames, cfg),
+        "training_frames": frames,
+        "config": asdict(cfg),
+        "stats": {
+            "background_triangles": int(len(bg_t)),
+            "texels": num_texels,
+            "observed_texel_share": float(observed.mean()) if num_texels else 0.0,
+            "pixel_stride": stride,
+            "training_loss_first": losses[0] if losses else None,
+            "training_loss_last": losses[-1] if losses else None,
+            "actor_lidar_points": actor_points,
+        },
+    }
+    model = SceneModel(surface(0), actors, decoder, sky, intensity_model, meta)
+    model.save(out)
+    shutil.rmtree(stage.folder, ignore_errors=True)
+    return model

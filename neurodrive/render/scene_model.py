@@ -1,0 +1,362 @@
+"""The reconstructed scene: textured background mesh, actor assets, sky, LiDAR model, and its
+renderers. Written by ``neurodrive reconstruct``, read by everything downstream.
+
+On disk (all npz / safetensors / JSON, no pickles)::
+
+    scene.json                  format, source log, held-out frames, cameras, actor ids, stats
+    background.npz              SurfaceMesh arrays of the static scene
+    appearance.safetensors      decoder MLP, per-camera exposure, sky map
+    actors/<actor id>.npz/.json one reusable ActorAsset per tracked actor
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from neurodrive.errors import DataError
+from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
+from neurodrive.raycast import MeshRaycaster, RayHits
+from neurodrive.render.texels import TexelAtlas
+from neurodrive.scenarios.log import CameraSpec, LidarSpec, LidarSweep
+from neurodrive.scenarios.log_io import read_npz
+
+SCENE_FORMAT = "neurodrive-scene"
+SCENE_VERSION = 1
+NO_ACTOR = -1
+
+
+@dataclass(frozen=True)
+class SurfaceMesh:
+    """A triangle mesh with texel appearance features and per-triangle LiDAR attributes."""
+
+    vertices: np.ndarray  # (V, 3) float32, metres
+    triangles: np.ndarray  # (F, 3) int32
+    atlas: TexelAtlas
+    texels: np.ndarray  # (T, D) float32 appearance features (first 3: base sRGB colour)
+    lidar_reflectivity: np.ndarray  # (F,) float32
+    lidar_drop: np.ndarray  # (F,) float32 probability that a ray hitting the triangle returns nothing
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "vertices": self.vertices.astype(np.float32),
+            "triangles": self.triangles.astype(np.int32),
+            "texel_offset": self.atlas.offset,
+            "texel_resolution": self.atlas.resolution,
+            "texels": self.texels.astype(np.float32),
+            "lidar_reflectivity": self.lidar_reflectivity.astype(np.float32),
+            "lidar_drop": self.lidar_drop.astype(np.float32),
+        }
+
+    @staticmethod
+    def from_arrays(path: Path, a: dict[str, np.ndarray]) -> SurfaceMesh:
+        f = len(a["triangles"])
+        for name in ("texel_offset", "texel_resolution", "lidar_reflectivity", "lidar_drop"):
+            if len(a[name]) != f:
+                raise DataError(path, name, f"expected {f} entries (one per triangle), got {len(a[name])}")
+        atlas = TexelAtlas(a["texel_offset"].astype(np.int64), a["texel_resolution"].astype(np.int32))
+        if a["texels"].shape[0] != atlas.num_texels:
+            raise DataError(path, "texels", f"expected {atlas.num_texels} texels, got {a['texels'].shape[0]}")
+        if f and (a["triangles"].min() < 0 or a["triangles"].max() >= len(a["vertices"])):
+            raise DataError(path, "triangles", "vertex index out of range")
+        return SurfaceMesh(a["vertices"], a["triangles"], atlas, a["texels"], a["lidar_reflectivity"], a["lidar_drop"])
+
+    @staticmethod
+    def read(path: Path) -> SurfaceMesh:
+        shapes = {
+            "vertices": (None, 3), "triangles": (None, 3), "texel_offset": (None,), "texel_resolution": (None,),
+            "texels": (None, None), "lidar_reflectivity": (None,), "lidar_drop": (None,),
+        }
+        return SurfaceMesh.from_arrays(path, read_npz(path, shapes))
+
+
+@dataclass(frozen=True)
+class ActorAsset:
+    """A rigid actor reconstruction in its box frame (centred, x forward, y left, z up)."""
+
+    actor_id: str
+    category: str
+    size_m: np.ndarray  # (3,) length, width, height of its box
+    mesh: SurfaceMesh
+    source: str = ""  # where it was reconstructed from
+
+    def save(self, folder: Path) -> None:
+        atomic_write_npz(folder / f"{self.actor_id}.npz", **self.mesh.arrays())
+        atomic_write_json(
+            folder / f"{self.actor_id}.json",
+            {"id": self.actor_id, "category": self.category, "size_m": np.asarray(self.size_m).tolist(), "source": self.source},
+        )
+
+    @staticmethod
+    def load(npz_path: str | Path) -> ActorAsset:
+        npz_path = Path(npz_path)
+        meta_path = npz_path.with_suffix(".json")
+        try:
+            meta = json.loads(meta_path.read_text())
+            size = np.asarray(meta["size_m"], float)
+            if size.shape != (3,) or not np.all(size > 0):
+                raise DataError(meta_path, "size_m", "expected three positive numbers")
+            return ActorAsset(str(meta["id"]), str(meta["category"]), size, SurfaceMesh.read(npz_path), str(meta.get("source", "")))
+        except FileNotFoundError as e:
+            raise DataError(meta_path, None, "missing file") from e
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            if isinstance(e, DataError):
+                raise
+            raise DataError(meta_path, None, f"malformed actor asset metadata: {e}") from e
+
+
+@dataclass(frozen=True)
+class AppearanceDecoder:
+    """Baked tiny MLP: texel features + view direction -> colour, then per-camera exposure."""
+
+    w1: np.ndarray  # (D + 3, H)
+    b1: np.ndarray  # (H,)
+    w2: np.ndarray  # (H, 3)
+    b2: np.ndarray  # (3,)
+    residual_scale: float
+    exposures: dict[str, np.ndarray]  # camera name -> (3, 4) affine colour transform
+
+    def exposure(self, camera: str | None) -> np.ndarray:
+        if camera is not None and camera in self.exposures:
+            return self.exposures[camera]
+        return np.mean(np.stack(list(self.exposures.values())), axis=0) if self.exposures else np.eye(3, 4)
+
+    def decode(self, features: np.ndarray, dirs: np.ndarray, exposure: np.ndarray) -> np.ndarray:
+        x = np.concatenate([features, dirs], axis=1).astype(np.float32)
+        h = np.maximum(x @ self.w1 + self.b1, 0.0)
+        base = features[:, :3] + self.residual_scale * np.tanh(h @ self.w2 + self.b2)
+        return np.clip(np.clip(base, 0.0, 1.0) @ exposure[:, :3].T + exposure[:, 3], 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class SkyModel:
+    """Learned environment map over direction: azimuth x elevation, bilinearly interpolated."""
+
+    image: np.ndarray  # (H, W, 3) sRGB in [0, 1]; rows from min to max elevation, columns over azimuth
+    min_elevation_rad: float
+    max_elevation_rad: float
+
+    def lookup(self, dirs: np.ndarray) -> np.ndarray:
+        h, w, _ = self.image.shape
+        az = np.arctan2(dirs[:, 1], dirs[:, 0]) % (2 * np.pi)
+        el = np.arcsin(np.clip(dirs[:, 2], -1, 1))
+        x = az / (2 * np.pi) * w - 0.5
+        y = np.clip((el - self.min_elevation_rad) / (self.max_elevation_rad - self.min_elevation_rad) * h - 0.5, 0, h - 1)
+        x0 = np.floor(x).astype(int)
+        y0 = np.minimum(np.floor(y).astype(int), h - 2) if h > 1 else np.zeros(len(y), int)
+        fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+        x0m, x1m = x0 % w, (x0 + 1) % w
+        y1 = np.minimum(y0 + 1, h - 1)
+        img = self.image
+        return (1 - fy) * ((1 - fx) * img[y0, x0m] + fx * img[y0, x1m]) + fy * ((1 - fx) * img[y1, x0m] + fx * img[y1, x1m])
+
+
+@dataclass(frozen=True)
+class LidarIntensityModel:
+    """intensity = reflectivity * (alpha + (1 - alpha) cos(incidence)) * exp(-beta * range)."""
+
+    alpha: float
+    beta_per_m: float
+
+    def falloff(self, cos_incidence: np.ndarray, range_m: np.ndarray) -> np.ndarray:
+        return (self.alpha + (1 - self.alpha) * cos_incidence) * np.exp(-self.beta_per_m * range_m)
+
+
+@dataclass(frozen=True)
+class CameraRender:
+    rgb: np.ndarray  # (H, W, 3) uint8
+    depth_m: np.ndarray  # (H, W) float32 z-depth, inf where the sky is seen
+    instance: np.ndarray  # (H, W) int32 index into the rendered actor ids, NO_ACTOR elsewhere
+    actor_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LidarRender:
+    sweep: LidarSweep
+    instance: np.ndarray  # (M,) int32 actor index of each return, NO_ACTOR for background
+    actor_ids: tuple[str, ...]
+    return_probability: np.ndarray  # (B, W) predicted probability that each ray returns
+
+
+class PlacedScene:
+    """Background plus actors at given poses, ready for ray casting (built once per frame)."""
+
+    def __init__(self, model: SceneModel, actor_poses: Mapping[str, np.ndarray]) -> None:
+        unknown = [a for a in actor_poses if a not in model.actors]
+        if unknown:
+            raise KeyError(f"unknown actor id(s) {unknown}; known: {sorted(model.actors)}")
+        self.model = model
+        self.actor_ids = tuple(actor_poses)
+        self.poses = [np.asarray(actor_poses[a], float) for a in self.actor_ids]
+        self.meshes = [model.background] + [model.actors[a].mesh for a in self.actor_ids]
+        placed = [(model.background.vertices, model.background.triangles)]
+        for a, pose in zip(self.actor_ids, self.poses):
+            m = model.actors[a].mesh
+            placed.append((m.vertices.astype(np.float64) @ pose[:3, :3].T + pose[:3, 3], m.triangles))
+        self.raycaster = MeshRaycaster(placed)
+
+    def cast(self, origins: np.ndarray, dirs: np.ndarray) -> RayHits:
+        return self.raycaster.cast(origins, dirs)
+
+    def features(self, hits: RayHits, idx: np.ndarray) -> np.ndarray:
+        """Texel features (len(idx), D) of hit rays ``idx``."""
+        out = np.zeros((len(idx), self.model.background.texels.shape[1]), np.float32)
+        geom = hits.geometry[idx]
+        for g in np.unique(geom):
+            sel = geom == g
+            mesh = self.meshes[g]
+            tex = mesh.atlas.lookup(hits.triangle[idx][sel], hits.uv[idx][sel])
+            out[sel] = mesh.texels[tex]
+        return out
+
+    def per_triangle(self, hits: RayHits, idx: np.ndarray, name: str) -> np.ndarray:
+        out = np.zeros(len(idx), np.float32)
+        geom = hits.geometry[idx]
+        for g in np.unique(geom):
+            sel = geom == g
+            out[sel] = getattr(self.meshes[g], name)[hits.triangle[idx][sel]]
+        return out
+
+
+class SceneModel:
+    def __init__(
+        self,
+        background: SurfaceMesh,
+        actors: dict[str, ActorAsset],
+        decoder: AppearanceDecoder,
+        sky: SkyModel,
+        lidar_intensity: LidarIntensityModel,
+        meta: dict,
+    ) -> None:
+        self.background = background
+        self.actors = actors
+        self.decoder = decoder
+        self.sky = sky
+        self.lidar_intensity = lidar_intensity
+        self.meta = meta
+
+    # ------------------------------------------------------------------ rendering
+
+    def place(self, actor_poses: Mapping[str, np.ndarray]) -> PlacedScene:
+        return PlacedScene(self, actor_poses)
+
+    def render_camera(
+        self, scene: PlacedScene, camera: CameraSpec, T_world_ego: np.ndarray, exposure_camera: str | None = None
+    ) -> CameraRender:
+        """Image, depth and actor masks of ``camera`` (any intrinsics / resolution) at an ego pose."""
+        T = T_world_ego @ camera.T_ego_camera
+        dirs_cam = camera.ray_directions(1).reshape(-1, 3)
+        dirs = dirs_cam @ T[:3, :3].T
+        hits = scene.cast(T[:3, 3], dirs)
+        rgb = self.sky.lookup(dirs)
+        idx = np.nonzero(hits.hit)[0]
+        exposure = self.decoder.exposure(exposure_camera or camera.name)
+        rgb = np.clip(rgb @ exposure[:, :3].T + exposure[:, 3], 0, 1)
+        if len(idx):
+            rgb[idx] = self.decoder.decode(scene.features(hits, idx), dirs[idx], exposure)
+        instance = np.full(len(dirs), NO_ACTOR, np.int32)
+        instance[idx] = hits.geometry[idx] - 1
+        h, w = camera.height_px, camera.width_px
+        depth = np.where(hits.hit, hits.t_m * dirs_cam[:, 2], np.inf).reshape(h, w).astype(np.float32)
+        img = np.round(rgb.reshape(h, w, 3) * 255).astype(np.uint8)
+        return CameraRender(img, depth, instance.reshape(h, w), scene.actor_ids)
+
+    def render_lidar(
+        self,
+        scene: PlacedScene,
+        lidar: LidarSpec,
+        T_world_ego: np.ndarray,
+        rng: np.random.Generator | None = None,
+    ) -> LidarRender:
+        """A sweep: ranges from the mesh, learned intensity, and learned ray drop.
+
+        With ``rng`` drops are sampled; without it each ray returns when its return probability
+        is at least 0.5 (the most likely sweep).
+        """
+        T = T_world_ego @ lidar.T_ego_lidar
+        dirs_l = lidar.ray_directions().reshape(-1, 3)
+        dirs = dirs_l @ T[:3, :3].T
+        hits = scene.cast(T[:3, 3], dirs)
+        in_range = hits.hit & (hits.t_m >= lidar.min_range_m) & (hits.t_m <= lidar.max_range_m)
+        idx = np.nonzero(in_range)[0]
+        p_return = np.zeros(len(dirs))
+        p_return[idx] = 1.0 - scene.per_triangle(hits, idx, "lidar_drop")
+        keep = (rng.random(len(dirs)) < p_return) if rng is not None else (p_return >= 0.5)
+        idx = np.nonzero(keep)[0]
+        cos_i = np.abs(np.sum(hits.normals[idx] * dirs[idx], axis=1))
+        refl = scene.per_triangle(hits, idx, "lidar_reflectivity")
+        intensity = np.clip(refl * self.lidar_intensity.falloff(cos_i, hits.t_m[idx]), 0, 1)
+        beam, az = np.divmod(idx, lidar.azimuth_bins)
+        sweep = LidarSweep(
+            (dirs_l[idx] * hits.t_m[idx, None]).astype(np.float32),
+            intensity.astype(np.float32),
+            beam.astype(np.int16),
+            az.astype(np.int32),
+        )
+        return LidarRender(sweep, (hits.geometry[idx] - 1).astype(np.int32), scene.actor_ids, p_return.reshape(lidar.num_beams, lidar.azimuth_bins))
+
+    # ------------------------------------------------------------------ storage
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_npz(folder / "background.npz", **self.background.arrays())
+        for asset in self.actors.values():
+            asset.save(folder / "actors")
+        d = self.decoder
+        tensors = {"w1": d.w1, "b1": d.b1, "w2": d.w2, "b2": d.b2, "sky": self.sky.image}
+        tensors |= {f"exposure.{cam}": e for cam, e in d.exposures.items()}
+        tmp = folder / ".appearance.safetensors.tmp"
+        save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, str(tmp))
+        atomic_write_bytes(folder / "appearance.safetensors", tmp.read_bytes())
+        tmp.unlink()
+        meta = dict(self.meta) | {
+            "format": SCENE_FORMAT,
+            "version": SCENE_VERSION,
+            "actors": sorted(self.actors),
+            "cameras": sorted(d.exposures),
+            "decoder": {"residual_scale": d.residual_scale},
+            "sky": {"min_elevation_rad": self.sky.min_elevation_rad, "max_elevation_rad": self.sky.max_elevation_rad},
+            "lidar_intensity": {"alpha": self.lidar_intensity.alpha, "beta_per_m": self.lidar_intensity.beta_per_m},
+        }
+        atomic_write_json(folder / "scene.json", meta)  # written last: marks the scene complete
+
+    @staticmethod
+    def load(folder: str | Path) -> SceneModel:
+        folder = Path(folder)
+        meta_path = folder / "scene.json"
+        if not meta_path.is_file():
+            raise DataError(meta_path, None, "missing file (not a reconstructed scene, or reconstruction unfinished)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(meta_path, None, f"not valid JSON (line {e.lineno}): {e.msg}") from e
+        if meta.get("format") != SCENE_FORMAT or meta.get("version") != SCENE_VERSION:
+            raise DataError(meta_path, "format", f"expected {SCENE_FORMAT} version {SCENE_VERSION}")
+        app_path = folder / "appearance.safetensors"
+        try:
+            t = load_file(str(app_path))
+        except FileNotFoundError as e:
+            raise DataError(app_path, None, "missing file") from e
+        except Exception as e:  # safetensors raises its own error types on corrupt headers
+            raise DataError(app_path, None, f"corrupt or truncated safetensors file: {e}") from e
+        try:
+            decoder = AppearanceDecoder(
+                t["w1"], t["b1"], t["w2"], t["b2"], float(meta["decoder"]["residual_scale"]),
+                {k.split(".", 1)[1]: v for k, v in t.items() if k.startswith("exposure.")},
+            )
+            sky = SkyModel(t["sky"], float(meta["sky"]["min_elevation_rad"]), float(meta["sky"]["max_elevation_rad"]))
+            li = LidarIntensityModel(float(meta["lidar_intensity"]["alpha"]), float(meta["lidar_intensity"]["beta_per_m"]))
+            actor_ids = list(meta["actors"])
+        except KeyError as e:
+            raise DataError(meta_path if not str(e).strip("'") in t else app_path, str(e).strip("'"), "missing entry") from e
+        background = SurfaceMesh.read(folder / "background.npz")
+        if background.texels.shape[1] + 3 != decoder.w1.shape[0]:
+            raise DataError(app_path, "w1", "decoder input size does not match the texel features")
+        actors = {a: ActorAsset.load(folder / "actors" / f"{a}.npz") for a in actor_ids}
+        return SceneModel(background, actors, decoder, sky, li, meta)

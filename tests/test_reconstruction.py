@@ -1,0 +1,184 @@
+"""Reconstruction from a log: geometry, appearance, actors, LiDAR model, resume, evaluation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neurodrive.errors import DataError
+from neurodrive.render.evaluate import evaluate_reconstruction, psnr
+from neurodrive.render.reconstruct import ReconConfig, holdout_frames, reconstruct
+from neurodrive.render.scene_model import ActorAsset, SceneModel, SurfaceMesh
+from neurodrive.render.texels import TexelAtlas
+from neurodrive.render.tsdf import SparseTsdf
+from neurodrive.scenarios.log_io import load_log
+
+FAST = ReconConfig(train_steps=40, checkpoint_every=10, batch_size=4096)
+
+
+@pytest.fixture(scope="module")
+def scene_dir(tiny_log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("scenes") / "tiny"
+    reconstruct(load_log(tiny_log_dir), out, FAST)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(scene_dir: Path) -> SceneModel:
+    return SceneModel.load(scene_dir)
+
+
+def test_tsdf_recovers_a_plane_and_a_box_from_rays() -> None:
+    rng = np.random.default_rng(0)
+    tsdf = SparseTsdf(0.1, 0.3)
+    for origin in (np.array([-3.0, 0.0, 2.0]), np.array([3.0, 1.0, 2.0])):
+        d = rng.normal(size=(60000, 3))
+        d[:, 2] = -np.abs(d[:, 2]) - 0.3
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        t_ground = -origin[2] / d[:, 2]
+        # an axis-aligned box [-1, 1] x [-1, 1] x [0, 1]: intersect by slabs
+        inv = 1.0 / d
+        t0, t1 = (np.array([-1, -1, 0]) - origin) * inv, (np.array([1, 1, 1]) - origin) * inv
+        t_near = np.minimum(t0, t1).max(axis=1)
+        t_far = np.maximum(t0, t1).min(axis=1)
+        hit_box = (t_near < t_far) & (t_near > 0)
+        t = np.where(hit_box, np.minimum(t_near, t_ground), t_ground)
+        pts = origin + d * t[:, None]
+        keep = np.abs(pts[:, :2]).max(axis=1) < 6
+        tsdf.integrate(origin, pts[keep] + rng.normal(0, 0.005, (keep.sum(), 3)))
+    v, f = tsdf.extract_mesh()
+    assert len(f) > 1000
+    on_ground = np.abs(v[:, 2]) < 0.05
+    on_box_top = (np.abs(v[:, 2] - 1.0) < 0.05) & (np.abs(v[:, :2]).max(axis=1) < 0.9)
+    assert on_ground.mean() > 0.5 and on_box_top.sum() > 50
+    # every vertex lies near the true surface
+    box_distance = np.abs(np.max(np.abs(v - [0, 0, 0.5]) - [1, 1, 0.5], axis=1))
+    err = np.minimum(np.abs(v[:, 2]), box_distance)
+    assert np.median(err) < 0.01 and np.percentile(err, 95) < 0.06
+
+
+def test_texel_atlas_maps_every_texel_centre_to_itself() -> None:
+    from neurodrive.raycast import MeshRaycaster
+
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], float)
+    f = np.array([[0, 1, 2], [1, 3, 2]])
+    atlas = TexelAtlas.build(v, f, np.array([0.1, 0.45]))
+    assert list(atlas.resolution) == [15, 4] and atlas.num_texels == 15 * 16 // 2 + 4 * 5 // 2
+    centres = atlas.texel_centres(v, f)
+    hits = MeshRaycaster([(v, f)]).cast(centres + [0, 0, 1.0], np.tile([0, 0, -1.0], (len(centres), 1)))
+    np.testing.assert_array_equal(atlas.lookup(hits.triangle, hits.uv), np.arange(len(centres)))
+
+
+def test_held_out_frames_are_excluded_and_reproduced(model: SceneModel, tiny_log_dir: Path) -> None:
+    log = load_log(tiny_log_dir)
+    assert model.meta["holdout_frames"] == holdout_frames(log.num_frames, FAST) == [2, 7]
+    assert not set(model.meta["training_frames"]) & {2, 7}
+    metrics = evaluate_reconstruction(model, log)
+    # a flat mean-colour image is the no-model baseline
+    baseline = np.mean([
+        psnr(np.full_like(log.image(c, f), log.image(c, f).reshape(-1, 3).mean(0).astype(np.uint8)), log.image(c, f))
+        for c in log.rig.camera_names for f in (2, 7)
+    ])
+    assert metrics["psnr_db"] > baseline + 4.0
+    assert metrics["ssim"] > 0.4
+    assert metrics["lidar_median_depth_error_m"] < 0.05
+    assert metrics["lidar_intensity_rmse"] < 0.1
+    assert metrics["lidar_chamfer_m"] < 1.5
+    assert metrics["lane_shift_psnr_db"] > baseline + 2.0
+
+
+def test_fitting_appearance_reduces_the_error(model: SceneModel, tiny_log_dir: Path) -> None:
+    log = load_log(tiny_log_dir)
+    frame = model.meta["training_frames"][1]
+    scene = model.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
+    fitted = np.mean([psnr(model.render_camera(scene, c, log.ego_poses[frame]).rgb, log.image(c.name, frame)) for c in log.rig.cameras])
+    # the same geometry with unfitted texels (one mean colour) and untrained exposure
+    bg = model.background
+    flat = np.tile(bg.texels.mean(axis=0), (len(bg.texels), 1))
+    untrained = SceneModel(replace(bg, texels=flat), {}, replace(model.decoder, exposures={}), model.sky, model.lidar_intensity, model.meta)
+    flat_scene = untrained.place({})
+    before = np.mean([psnr(untrained.render_camera(flat_scene, c, log.ego_poses[frame]).rgb, log.image(c.name, frame)) for c in log.rig.cameras])
+    assert fitted > before + 5.0
+    # per-camera exposure is learned: the generator gives front_right a brighter gain than front_left
+    gain = {c: np.trace(e[:, :3]) / 3 + e[:, 3].mean() for c, e in model.decoder.exposures.items()}
+    assert gain["front_right"] > gain["front"] > gain["front_left"]
+
+
+def test_actor_assets_are_symmetric_and_reusable(model: SceneModel, scene_dir: Path) -> None:
+    assert model.actors, "every tracked actor gets an asset"
+    for aid, asset in model.actors.items():
+        assert np.all(np.abs(asset.mesh.vertices) <= asset.size_m / 2 + 0.03), aid
+    car = max((a for a in model.actors.values() if a.category == "car"), key=lambda a: len(a.mesh.triangles))
+    v = car.mesh.vertices
+    from scipy.spatial import cKDTree
+
+    dist, _ = cKDTree(v).query(v * [1, -1, 1])
+    assert np.median(dist) < 0.03  # left-right symmetry prior
+    # assets load standalone (for insertion into other scenes)
+    again = ActorAsset.load(scene_dir / "actors" / f"{car.actor_id}.npz")
+    np.testing.assert_array_equal(again.mesh.texels, car.mesh.texels)
+    assert again.category == "car"
+
+
+def test_learned_lidar_model(model: SceneModel, tiny_log_dir: Path) -> None:
+    log = load_log(tiny_log_dir)
+    frame = 7
+    scene = model.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
+    pred = model.render_lidar(scene, log.rig.lidar, log.ego_poses[frame])
+    real = log.lidar(frame)
+    lidar = log.rig.lidar
+    both = pred.sweep.return_mask(lidar) & real.return_mask(lidar)
+    pi, ri = np.zeros(both.shape), np.zeros(both.shape)
+    pi[pred.sweep.beam, pred.sweep.azimuth_index] = pred.sweep.intensity
+    ri[real.beam, real.azimuth_index] = real.intensity
+    assert np.corrcoef(pi[both], ri[both])[0, 1] > 0.5  # learned reflectivity tracks the real one
+    assert 0.0 <= model.lidar_intensity.alpha <= 1.0
+    # sampled drops are seeded: same seed, same sweep
+    a = model.render_lidar(scene, lidar, log.ego_poses[frame], rng=np.random.default_rng(3)).sweep
+    b = model.render_lidar(scene, lidar, log.ego_poses[frame], rng=np.random.default_rng(3)).sweep
+    np.testing.assert_array_equal(a.xyz_m, b.xyz_m)
+    assert a.num_returns < pred.return_probability.size
+
+
+def test_interrupted_reconstruction_resumes(tiny_log_dir: Path, tmp_path: Path) -> None:
+    log = load_log(tiny_log_dir)
+    out = tmp_path / "scene"
+
+    def killer(stage: str, done: int, total: int) -> None:
+        if stage == "training appearance" and done == 25:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct(log, out, FAST, killer)
+    assert not (out / "scene.json").exists()
+    assert json.loads((out / "checkpoints" / "appearance.json").read_text())["step"] == 20
+    calls: list[tuple[str, int]] = []
+    model = reconstruct(log, out, FAST, lambda s, d, n: calls.append((s, d)))
+    assert not any(s == "background geometry" for s, _ in calls)  # geometry came from the checkpoint
+    assert min(d for s, d in calls if s == "training appearance") == 21  # training went on from step 20
+    assert (out / "scene.json").is_file() and not (out / "checkpoints").exists()
+    assert len(model.actors) > 0
+
+
+def test_scene_files_are_safe_and_validated(scene_dir: Path, tmp_path: Path) -> None:
+    for npz in scene_dir.rglob("*.npz"):
+        with np.load(npz, allow_pickle=False) as data:
+            assert all(data[k].dtype != object for k in data.files)
+    bad = tmp_path / "bad"
+    shutil.copytree(scene_dir, bad)
+    data = (bad / "background.npz").read_bytes()
+    (bad / "background.npz").write_bytes(data[: len(data) // 3])
+    with pytest.raises(DataError, match="background.npz"):
+        SceneModel.load(bad)
+    (bad / "scene.json").unlink()
+    with pytest.raises(DataError, match="scene.json"):
+        SceneModel.load(bad)
+    with pytest.raises(DataError, match="texels"):
+        arrays = dict(np.load(scene_dir / "background.npz"))
+        arrays["texels"] = arrays["texels"][:-1]
+        SurfaceMesh.from_arrays(Path("background.npz"), arrays)
