@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import trimesh
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from neurodrive.geometry import invert_pose, transform_points
@@ -52,6 +53,9 @@ class ReconConfig:
     max_truncation_m: float = 1.2  # ... up to this
     coarse_voxel_ratio: int = 3  # a coarser field fills gaps between sparse far returns
     coarse_min_range_m: float = 0.0  # returns farther than this feed the coarse field
+    ground_underlay_cell_m: float = 2.0  # heightfield under the TSDF ground that closes far holes (0: off)
+    wall_extrusion_m: float = 12.0  # walls continue this far above the LiDAR's view (0: off)
+    wall_min_height_m: float = 3.0  # only open wall tops above this height are extruded
     actor_voxel_size_m: float = 0.05
     actor_margin_m: float = 0.3  # returns this close around a box are not background
     ground_clearance_m: float = 0.12  # returns this low inside a box are ground, not actor
@@ -61,8 +65,11 @@ class ReconConfig:
     hidden_units: int = 16
     residual_scale: float = 0.25
     min_texel_m: float = 0.02
+    texel_smoothing_k: int = 6  # texels seen fewer than 3 times are blended with this many neighbours
+    texel_pixel_ratio: float = 2.0  # texel width in pixel footprints at the closest training view
     max_texel_resolution: int = 24
     exposure_rounds: int = 3
+    lidar_smoothing_m: float = 0.25  # LiDAR reflectivity / drop evidence is pooled over voxels this big
     train_steps: int = 400
     batch_size: int = 16384
     learning_rate: float = 0.005
@@ -97,6 +104,7 @@ def _in_box(local: np.ndarray, size: np.ndarray, margin: float, floor_m: float) 
 def fit_background(log: DrivingLog, frames: list[int], cfg: ReconConfig, progress: Progress | None = None):
     """Static mesh (vertices, triangles) from LiDAR returns outside every actor box."""
     tsdf = SparseTsdf(cfg.voxel_size_m, cfg.truncation_m)
+    static_points = []
     coarse = SparseTsdf(cfg.voxel_size_m * cfg.coarse_voxel_ratio, cfg.truncation_m * cfg.coarse_voxel_ratio)
     for k, f in enumerate(frames):
         sweep = log.lidar(f)
@@ -108,6 +116,7 @@ def fit_background(log: DrivingLog, frames: list[int], cfg: ReconConfig, progres
                 keep &= ~_in_box(_box_local(track, f, pts), track.size_m, cfg.actor_margin_m, cfg.ground_clearance_m)
         tsdf.integrate(T[:3, 3], pts[keep], truncation_per_m=cfg.truncation_per_m, max_truncation_m=cfg.max_truncation_m)
         far = np.linalg.norm(pts - T[:3, 3], axis=1) > cfg.coarse_min_range_m
+        static_points.append(pts[keep][::4])
         coarse.integrate(T[:3, 3], pts[keep & far])
         if progress:
             progress("background geometry", k + 1, len(frames))
@@ -132,7 +141,101 @@ def fit_background(log: DrivingLog, frames: list[int], cfg: ReconConfig, progres
         probe[:, 2] = ground_z
         tsdf.integrate(probe + np.array([0.0, 0.0, 1.5]), probe, weights=np.full(len(probe), 0.5))
         coarse.integrate(probe + np.array([0.0, 0.0, 1.5]), probe, weights=np.full(len(probe), 0.5))
-    return tsdf.extract_mesh(min_weight=1.0, fallback=coarse)
+    v, t = tsdf.extract_mesh(min_weight=1.0, fallback=coarse)
+    if cfg.ground_underlay_cell_m > 0:
+        gv, gt = ground_underlay(np.concatenate(static_points), cfg.ground_underlay_cell_m, 30.0, 0.04)
+        v, t = np.concatenate([v, gv]), np.concatenate([t, gt + len(v)])
+    return v, t
+
+
+def ground_underlay(points: np.ndarray, cell_m: float, margin_m: float, depth_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """A coarse ground heightfield just below the measured ground.
+
+    Far ground is hit by few, widely spaced LiDAR rings, so the TSDF mesh has holes there. This
+    grid (lowest return per cell, median-filtered, empty cells from the nearest filled one) sits
+    ``depth_m`` under the TSDF ground: wherever that exists it is hit first; through holes and
+    beyond the rings the underlay is seen, and the images texture it.
+    """
+    if len(points) == 0:
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
+    lo = points[:, :2].min(axis=0) - margin_m
+    hi = points[:, :2].max(axis=0) + margin_m
+    shape = np.ceil((hi - lo) / cell_m).astype(int) + 1
+    ij = np.floor((points[:, :2] - lo) / cell_m).astype(int)
+    flat = ij[:, 0] * shape[1] + ij[:, 1]
+    lowest = np.full(shape[0] * shape[1], np.inf)
+    np.minimum.at(lowest, flat, points[:, 2])
+    grid = lowest.reshape(shape)
+    empty = ~np.isfinite(grid)
+    if empty.all():
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
+    _, (ri, rj) = ndimage.distance_transform_edt(empty, return_indices=True)
+    grid = ndimage.median_filter(grid[ri, rj], size=3) - depth_m
+    gx, gy = np.meshgrid(lo[0] + cell_m * np.arange(shape[0]), lo[1] + cell_m * np.arange(shape[1]), indexing="ij")
+    vertices = np.stack([gx.ravel(), gy.ravel(), grid.ravel()], axis=1)
+    idx = np.arange(shape[0] * shape[1]).reshape(shape)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
+    triangles = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
+    return vertices, triangles
+
+
+def extrude_wall_tops(
+    vertices: np.ndarray,
+    triangles: np.ndarray,
+    min_height_m: float,
+    extrude_m: float,
+    step_m: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Continue walls upward above the LiDAR's field of view.
+
+    A spinning LiDAR sees little of a facade above its top beam, so the TSDF mesh of a wall stops
+    at an open upper border. Every open, level border edge on top of a near-vertical triangle
+    higher than ``min_height_m`` is extruded upward by ``extrude_m`` in ``step_m`` strips; the
+    camera images then decide the strips' appearance (facade, or sky where the wall really ended).
+    """
+    if len(triangles) == 0 or extrude_m <= 0:
+        return vertices, triangles
+    tri = vertices[triangles]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    edges = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
+    opposite = np.concatenate([triangles[:, 2], triangles[:, 0], triangles[:, 1]])
+    face = np.tile(np.arange(len(triangles)), 3)
+    _, inv, counts = np.unique(np.sort(edges, axis=1), axis=0, return_inverse=True, return_counts=True)
+    a, b = vertices[edges[:, 0]], vertices[edges[:, 1]]
+    length = np.linalg.norm(b - a, axis=1)
+    top = np.minimum(a[:, 2], b[:, 2])
+    cand = (
+        (counts[inv.reshape(-1)] == 1)
+        & (np.abs(normals[face, 2]) < 0.25)
+        & (np.abs(a[:, 2] - b[:, 2]) < 0.3 * np.maximum(length, 1e-9))
+        & (vertices[opposite, 2] < top - 0.01)
+        & (top > min_height_m)
+    )
+    if not cand.any():
+        return vertices, triangles
+    a, b = a[cand], b[cand]
+    # keep edges on long straight walls: many candidate edges nearby running the same way
+    mid = (a + b) / 2
+    direction = (b - a)[:, :2] / np.maximum(np.linalg.norm((b - a)[:, :2], axis=1, keepdims=True), 1e-9)
+    neighbours = cKDTree(mid).query_ball_point(mid, r=2.0, workers=-1)
+    support = np.array([np.sum(np.abs(direction[nb] @ direction[i]) > 0.9) for i, nb in enumerate(neighbours)])
+    straight = support >= 12
+    if not straight.any():
+        return vertices, triangles
+    a, b = a[straight], b[straight]
+    steps = max(1, int(round(extrude_m / step_m)))
+    lift = np.arange(steps + 1)[:, None, None] * np.array([0.0, 0.0, extrude_m / steps])
+    col_a = (a[None] + lift).reshape(-1, 3)  # (steps+1) * n, level-major
+    col_b = (b[None] + lift).reshape(-1, 3)
+    n = len(a)
+    base = len(vertices)
+    ia = base + np.arange((steps + 1) * n).reshape(steps + 1, n)
+    ib = ia + (steps + 1) * n
+    new_tris = np.concatenate(
+        [np.stack([ia[:-1], ib[:-1], ib[1:]], -1).reshape(-1, 3), np.stack([ia[:-1], ib[1:], ia[1:]], -1).reshape(-1, 3)]
+    )
+    return np.concatenate([vertices, col_a, col_b]), np.concatenate([triangles, new_tris])
 
 
 def fit_actor(log: DrivingLog, track: ActorTrack, frames: list[int], cfg: ReconConfig):
@@ -155,13 +258,30 @@ def fit_actor(log: DrivingLog, track: ActorTrack, frames: list[int], cfg: ReconC
         tsdf.integrate(origin * mirror, local[inside] * mirror)
         n_points += int(inside.sum())
     v, t = tsdf.extract_mesh(min_weight=0.5) if n_points > 30 else (np.zeros((0, 3)), np.zeros((0, 3), np.int64))
+    half = track.size_m / 2 + 0.02
+    if len(v) >= 20:
+        # Shape prior: the convex hull of the (mirrored) surface. It closes what the LiDAR cannot
+        # see (glass, the far side, the underside); the images then paint it. A vehicle seen only
+        # in part keeps the full length of its tracked box in its lower body.
+        pts = np.clip(v, -half, half)
+        if track.category not in ("pedestrian", "cyclist") and np.ptp(pts[:, 0]) < 0.85 * track.size_m[0]:
+            l2, w2, h2 = track.size_m / 2
+            z0, z1 = -h2 + cfg.ground_clearance_m * 1.5, -h2 + 0.5 * track.size_m[2]
+            body = np.array([[x, y, z] for x in (-l2, l2) for y in (-w2 + 0.05, w2 - 0.05) for z in (z0, z1)])
+            pts = np.concatenate([pts, body])
+        try:
+            hull = trimesh.convex.convex_hull(pts)
+            if hull.volume > 0.2 * np.prod(track.size_m):
+                v, t = trimesh.remesh.subdivide_to_size(hull.vertices, hull.faces, max_edge=cfg.actor_voxel_size_m * 2)
+            else:
+                t = np.zeros((0, 3), np.int64)
+        except Exception:  # a degenerate (flat) point set: fall back to the box below
+            t = np.zeros((0, 3), np.int64)
     if len(t) < 50:  # too little evidence: a box of the tracked size stands in
         box = trimesh.creation.box(extents=track.size_m * np.array([1.0, 1.0, 1.0 - cfg.ground_clearance_m / track.size_m[2]]))
-        box = box.subdivide().subdivide()
         box.apply_translation([0, 0, cfg.ground_clearance_m / 2])
-        v, t = np.asarray(box.vertices), np.asarray(box.faces)
-    half = track.size_m / 2 + 0.02
-    return np.clip(v, -half, half), t, n_points
+        v, t = trimesh.remesh.subdivide_to_size(box.vertices, box.faces, max_edge=cfg.actor_voxel_size_m * 2)
+    return np.clip(v, -half, half), np.asarray(t), n_points
 
 
 class _Stage:
@@ -262,14 +382,33 @@ def fill_unobserved(values: np.ndarray, observed: np.ndarray, centres: np.ndarra
     return values
 
 
+def smooth_sparse_texels(features: np.ndarray, count: np.ndarray, centres: np.ndarray, k: int) -> np.ndarray:
+    """Blend texels seen by few pixels with their neighbours: one or two samples are noisy
+    (sensor noise, transient shadows, pixels straddling an edge)."""
+    weak = np.nonzero(count < 3)[0]
+    if k <= 1 or len(weak) == 0 or len(features) <= k:
+        return features
+    _, nn = cKDTree(centres).query(centres[weak], k=k, workers=-1)
+    w_nb = np.maximum(count[nn], 0.5)  # (n, k) neighbours weighted by their evidence
+    own = count[weak] + 0.5
+    mixed = (features[weak] * own[:, None] + np.einsum("nk,nkd->nd", w_nb[:, 1:], features[nn[:, 1:]])) / (
+        own + w_nb[:, 1:].sum(axis=1)
+    )[:, None]
+    out = features.copy()
+    out[weak] = mixed
+    return out
+
+
 def fit_lidar(
     log: DrivingLog,
     frames: list[int],
     meshes: list[tuple[np.ndarray, np.ndarray]],
     actor_ids: list[str],
     progress: Progress | None = None,
+    smoothing_m: float = 0.25,
 ):
-    """Per-triangle reflectivity and drop rate, and the global intensity fall-off."""
+    """Per-triangle reflectivity and drop rate (pooled over ``smoothing_m`` voxels), and the
+    global intensity fall-off."""
     lidar = log.rig.lidar
     dirs_l = lidar.ray_directions().reshape(-1, 3)
     mesh_of_actor = {a: i + 1 for i, a in enumerate(actor_ids)}
@@ -322,6 +461,7 @@ def fit_lidar(
     model = LidarIntensityModel(float(best[1]), float(best[2]))
     g_all = model.falloff(d["cos"], d["r"])
     per_mesh = []
+    global_drop = 1 - ret.mean() if len(ret) else 0.0
     for m, (v, t) in enumerate(meshes):
         sel = d["mesh"] == m
         tri, r_sel = d["tri"][sel], ret[sel]
@@ -329,12 +469,14 @@ def fit_lidar(
         n_ret = np.bincount(tri, r_sel.astype(float), minlength=len(t))
         num = np.bincount(tri[r_sel], (d["I"][sel] * g_all[sel])[r_sel], minlength=len(t))
         den = np.bincount(tri[r_sel], (g_all[sel] ** 2)[r_sel], minlength=len(t))
-        refl = num / np.maximum(den, 1e-9)
-        global_drop = 1 - ret.mean() if len(ret) else 0.0
-        drop = (n - n_ret + 2 * global_drop) / (n + 2)
         centroids = v[t].mean(axis=1) if len(t) else np.zeros((0, 3))
-        refl = fill_unobserved(refl, n_ret > 0, centroids)
-        drop = fill_unobserved(drop, n > 0, centroids)
+        # pool the sparse per-triangle evidence over small neighbourhoods (voxels)
+        vox = np.unique(np.floor(centroids / smoothing_m).astype(np.int64), axis=0, return_inverse=True)[1].reshape(-1)
+        pooled = [np.bincount(vox, x)[vox] for x in (n, n_ret, num, den)]
+        drop = (pooled[0] - pooled[1] + 2 * global_drop) / (pooled[0] + 2)
+        refl = (num + pooled[2]) / np.maximum(den + pooled[3], 1e-9)
+        refl = fill_unobserved(refl, pooled[1] > 0, centroids)
+        drop = fill_unobserved(drop, pooled[0] > 0, centroids)
         per_mesh.append((np.clip(refl, 0, 1.5).astype(np.float32), np.clip(drop, 0, 1).astype(np.float32)))
     return model, per_mesh
 
@@ -356,6 +498,7 @@ def reconstruct(
     cached = stage.load_mesh("background_geometry")
     if cached is None:
         bg_v, bg_t = fit_background(log, frames, cfg, progress)
+        bg_v, bg_t = extrude_wall_tops(bg_v, bg_t, cfg.wall_min_height_m, cfg.wall_extrusion_m)
         stage.save_mesh("background_geometry", bg_v, bg_t)
     else:
         bg_v, bg_t, _ = cached
@@ -381,7 +524,7 @@ def reconstruct(
     # 3. appearance
     samples, sky_samples, stride = collect_pixel_samples(log, frames, meshes, actor_ids, cfg, progress)
     fx = float(np.mean([c.intrinsics[0, 0] for c in log.rig.cameras]))
-    atlases = build_atlases(meshes, samples, stride / fx, cfg)
+    atlases = build_atlases(meshes, samples, cfg.texel_pixel_ratio * stride / fx, cfg)
     texel_offsets = np.concatenate([[0], np.cumsum([a.num_texels for a in atlases])])
     texel = np.empty(len(samples["mesh"]), np.int64)
     for m, atlas in enumerate(atlases):
@@ -416,18 +559,20 @@ def reconstruct(
                 use[np.nonzero(~obs)[0][dist < 0.15]] = True
                 feats = np.where(use[:, None], mirrored, feats)
                 obs = obs | use
-        filled_features[lo:hi] = fill_unobserved(feats, obs, centres)
+        feats = fill_unobserved(feats, obs, centres)
+        filled_features[lo:hi] = smooth_sparse_texels(feats, count[lo:hi], centres, cfg.texel_smoothing_k)
         if progress:
             progress("filling unseen texels", m + 1, len(meshes))
 
     # 4. LiDAR
-    intensity_model, lidar_attrs = fit_lidar(log, frames, meshes, actor_ids, progress)
+    intensity_model, lidar_attrs = fit_lidar(log, frames, meshes, actor_ids, progress, cfg.lidar_smoothing_m)
 
     def surface(m: int) -> SurfaceMesh:
         v, t = meshes[m]
         return SurfaceMesh(
             v.astype(np.float32), t.astype(np.int32), atlases[m],
             filled_features[texel_offsets[m]:texel_offsets[m + 1]].astype(np.float32), *lidar_attrs[m],
+            np.minimum(count[texel_offsets[m]:texel_offsets[m + 1]], 65535).astype(np.uint16),
         )
 
     actors = {

@@ -41,6 +41,7 @@ class SurfaceMesh:
     texels: np.ndarray  # (T, D) float32 appearance features (first 3: base sRGB colour)
     lidar_reflectivity: np.ndarray  # (F,) float32
     lidar_drop: np.ndarray  # (F,) float32 probability that a ray hitting the triangle returns nothing
+    texel_observations: np.ndarray  # (T,) uint16 training pixels that saw each texel (0: filled in)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -51,6 +52,7 @@ class SurfaceMesh:
             "texels": self.texels.astype(np.float32),
             "lidar_reflectivity": self.lidar_reflectivity.astype(np.float32),
             "lidar_drop": self.lidar_drop.astype(np.float32),
+            "texel_observations": np.minimum(self.texel_observations, 65535).astype(np.uint16),
         }
 
     @staticmethod
@@ -60,17 +62,20 @@ class SurfaceMesh:
             if len(a[name]) != f:
                 raise DataError(path, name, f"expected {f} entries (one per triangle), got {len(a[name])}")
         atlas = TexelAtlas(a["texel_offset"].astype(np.int64), a["texel_resolution"].astype(np.int32))
-        if a["texels"].shape[0] != atlas.num_texels:
-            raise DataError(path, "texels", f"expected {atlas.num_texels} texels, got {a['texels'].shape[0]}")
+        for name in ("texels", "texel_observations"):
+            if a[name].shape[0] != atlas.num_texels:
+                raise DataError(path, name, f"expected {atlas.num_texels} texels, got {a[name].shape[0]}")
         if f and (a["triangles"].min() < 0 or a["triangles"].max() >= len(a["vertices"])):
             raise DataError(path, "triangles", "vertex index out of range")
-        return SurfaceMesh(a["vertices"], a["triangles"], atlas, a["texels"], a["lidar_reflectivity"], a["lidar_drop"])
+        return SurfaceMesh(
+            a["vertices"], a["triangles"], atlas, a["texels"], a["lidar_reflectivity"], a["lidar_drop"], a["texel_observations"]
+        )
 
     @staticmethod
     def read(path: Path) -> SurfaceMesh:
         shapes = {
             "vertices": (None, 3), "triangles": (None, 3), "texel_offset": (None,), "texel_resolution": (None,),
-            "texels": (None, None), "lidar_reflectivity": (None,), "lidar_drop": (None,),
+            "texels": (None, None), "lidar_reflectivity": (None,), "lidar_drop": (None,), "texel_observations": (None,),
         }
         return SurfaceMesh.from_arrays(path, read_npz(path, shapes))
 
@@ -245,23 +250,36 @@ class SceneModel:
     def place(self, actor_poses: Mapping[str, np.ndarray]) -> PlacedScene:
         return PlacedScene(self, actor_poses)
 
-    def render_camera(
-        self, scene: PlacedScene, camera: CameraSpec, T_world_ego: np.ndarray, exposure_camera: str | None = None
-    ) -> CameraRender:
-        """Image, depth and actor masks of ``camera`` (any intrinsics / resolution) at an ego pose."""
-        T = T_world_ego @ camera.T_ego_camera
-        dirs_cam = camera.ray_directions(1).reshape(-1, 3)
-        dirs = dirs_cam @ T[:3, :3].T
-        hits = scene.cast(T[:3, 3], dirs)
-        rgb = self.sky.lookup(dirs)
+    def _shade(self, scene: PlacedScene, origin: np.ndarray, dirs: np.ndarray, exposure: np.ndarray):
+        hits = scene.cast(origin, dirs)
+        rgb = np.clip(self.sky.lookup(dirs) @ exposure[:, :3].T + exposure[:, 3], 0, 1)
         idx = np.nonzero(hits.hit)[0]
-        exposure = self.decoder.exposure(exposure_camera or camera.name)
-        rgb = np.clip(rgb @ exposure[:, :3].T + exposure[:, 3], 0, 1)
         if len(idx):
             rgb[idx] = self.decoder.decode(scene.features(hits, idx), dirs[idx], exposure)
-        instance = np.full(len(dirs), NO_ACTOR, np.int32)
-        instance[idx] = hits.geometry[idx] - 1
+        return rgb, hits
+
+    def render_camera(
+        self,
+        scene: PlacedScene,
+        camera: CameraSpec,
+        T_world_ego: np.ndarray,
+        exposure_camera: str | None = None,
+        supersample: int = 1,
+    ) -> CameraRender:
+        """Image, depth and actor masks of ``camera`` (any intrinsics / resolution) at an ego pose.
+
+        ``supersample`` s > 1 averages s x s rays per pixel (anti-aliasing, s^2 times the work).
+        """
+        T = T_world_ego @ camera.T_ego_camera
         h, w = camera.height_px, camera.width_px
+        exposure = self.decoder.exposure(exposure_camera or camera.name)
+        dirs_cam = camera.ray_directions(1).reshape(-1, 3)
+        rgb, hits = self._shade(scene, T[:3, 3], dirs_cam @ T[:3, :3].T, exposure)
+        if supersample > 1:
+            fine = camera.ray_directions(supersample).reshape(-1, 3) @ T[:3, :3].T
+            rgb = self._shade(scene, T[:3, 3], fine, exposure)[0]
+            rgb = rgb.reshape(h, supersample, w, supersample, 3).mean(axis=(1, 3))
+        instance = np.where(hits.hit, hits.geometry - 1, NO_ACTOR).astype(np.int32)
         depth = np.where(hits.hit, hits.t_m * dirs_cam[:, 2], np.inf).reshape(h, w).astype(np.float32)
         img = np.round(rgb.reshape(h, w, 3) * 255).astype(np.uint8)
         return CameraRender(img, depth, instance.reshape(h, w), scene.actor_ids)

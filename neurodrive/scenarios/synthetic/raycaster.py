@@ -146,7 +146,9 @@ class WorldRenderer:
         rel_range = t[idx] / lidar.max_range_m
         intensity = resp.lidar_reflectivity * (0.3 + 0.7 * cos_i) * np.exp(-1.2 * rel_range)
         intensity = np.clip(intensity + rng.normal(0.0, intensity_noise_std, len(idx)), 0.0, 1.0)
-        p_drop = resp.lidar_drop + 0.6 * np.clip((0.12 - cos_i) / 0.12, 0.0, 1.0) + 0.3 * rel_range**4
+        # drop: per material (glass mostly passes the beam), near-grazing incidence, and the
+        # weak echoes close to the maximum range
+        p_drop = resp.lidar_drop + np.clip((0.08 - cos_i) / 0.05, 0.0, 1.0) + np.clip((rel_range - 0.85) / 0.12, 0.0, 1.0)
         keep = rng.random(len(idx)) >= p_drop if drop_rays else np.ones(len(idx), bool)
         idx, intensity = idx[keep], intensity[keep]
         rng_m = t[idx] + rng.normal(0.0, range_noise_std_m, len(idx))

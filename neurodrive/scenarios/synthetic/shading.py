@@ -111,7 +111,7 @@ class MaterialTable:
         field_noise = fbm(x[field] * 0.8, y[field] * 0.8, octaves=3, seed=14)[:, None]
         albedo[field] = np.array([0.10, 0.12, 0.05]) * (0.7 + 0.6 * field_noise)
         refl[field] = 0.25
-        drop = np.full(len(p), 0.01)
+        drop = np.full(len(p), 0.005)
         return albedo, np.zeros(len(p)), refl, drop
 
     def _block(self, p: np.ndarray, n: np.ndarray, mat: np.ndarray):
@@ -131,7 +131,7 @@ class MaterialTable:
         sidewalk = d < walk
         albedo = np.where(sidewalk[:, None], concrete, grass)
         refl = np.where(sidewalk, 0.35, 0.22)
-        drop = np.where(sidewalk, 0.01, 0.04)
+        drop = np.where(sidewalk, 0.005, 0.03)
         return albedo, np.zeros(len(p)), refl, drop
 
     def _facade(self, p: np.ndarray, n: np.ndarray, mat: np.ndarray):
@@ -172,7 +172,7 @@ class MaterialTable:
         albedo[in_glass] = glass[in_glass]
         mirror = np.where(in_glass, np.where(curtain, 0.08, 0.4), 0.0)
         refl = np.where(in_glass, 0.05, np.where(in_frame, 0.5, 0.4))
-        drop = np.where(in_glass, 0.55, 0.01)
+        drop = np.where(in_glass, 0.9, 0.01)
         return albedo, mirror, refl, drop
 
 

@@ -116,12 +116,12 @@ def build_town(cfg: TownConfig) -> Town:
     roof_mat = lib.solid((0.09, 0.09, 0.1), noise_amp=0.3, noise_scale=0.5, lidar_reflectivity=0.2)
     bark_mat = lib.solid((0.10, 0.07, 0.045), noise_amp=0.4, noise_scale=4.0, lidar_reflectivity=0.25)
     foliage_mats = [
-        lib.solid((0.045, 0.11, 0.025), noise_amp=0.6, noise_scale=2.5, lidar_reflectivity=0.3, lidar_drop=0.15),
-        lib.solid((0.07, 0.13, 0.03), noise_amp=0.6, noise_scale=2.5, lidar_reflectivity=0.3, lidar_drop=0.15),
+        lib.solid((0.045, 0.11, 0.025), noise_amp=0.6, noise_scale=2.5, lidar_reflectivity=0.3, lidar_drop=0.08),
+        lib.solid((0.07, 0.13, 0.03), noise_amp=0.6, noise_scale=2.5, lidar_reflectivity=0.3, lidar_drop=0.08),
     ]
     metal_mat = lib.solid((0.22, 0.23, 0.24), noise_amp=0.1, lidar_reflectivity=0.5)
     lamp_mat = lib.solid((0.8, 0.78, 0.7), noise_amp=0.0, lidar_reflectivity=0.6)
-    glass_mat = lib.solid((0.02, 0.025, 0.03), noise_amp=0.0, mirror=0.45, lidar_reflectivity=0.05, lidar_drop=0.5)
+    glass_mat = lib.solid((0.02, 0.025, 0.03), noise_amp=0.0, mirror=0.45, lidar_reflectivity=0.05, lidar_drop=0.9)
     tire_mat = lib.solid((0.025, 0.025, 0.025), noise_amp=0.1, lidar_reflectivity=0.05, lidar_drop=0.05)
     head_mat = lib.solid((0.8, 0.8, 0.75), noise_amp=0.0, mirror=0.2, lidar_reflectivity=0.9)
     tail_mat = lib.solid((0.55, 0.03, 0.02), noise_amp=0.0, mirror=0.2, lidar_reflectivity=0.9)
