@@ -3,7 +3,7 @@ and the sky environment map.
 
 1. Closed form: alternate per-texel mean colours (exposure removed) and per-camera affine exposure
    fitted by least squares (the first camera is the reference).
-2. Gradient descent (PyTorch, CPU): texel features (colour + extra channels, sparse updates), the
+2. Gradient descent (PyTorch, CPU): extra texel feature channels (sparse updates), the
    MLP and the exposures, trained jointly on random pixel batches with resumable checkpoints.
 """
 
@@ -121,17 +121,18 @@ def train_decoder(
     torch.manual_seed(seed)
     num_texels = len(colours)
     extra = num_features - 3
-    features = torch.nn.Embedding(num_texels, num_features, sparse=True)
+    # colours come from the closed-form fit and stay fixed; the extra channels are learned
+    base_colour = torch.from_numpy(colours.astype(np.float32))
+    extras = torch.nn.Embedding(num_texels, max(extra, 1), sparse=True)
     with torch.no_grad():
-        features.weight[:, :3] = torch.from_numpy(colours.astype(np.float32))
-        features.weight[:, 3:] = 0.0
+        extras.weight.zero_()
     mlp = torch.nn.Sequential(torch.nn.Linear(num_features + 3, hidden_units), torch.nn.ReLU(), torch.nn.Linear(hidden_units, 3))
     with torch.no_grad():
         mlp[2].weight.mul_(0.01)
         mlp[2].bias.zero_()
     exp_a = torch.nn.Parameter(torch.from_numpy(exposures[:, :, :3].astype(np.float32)).clone())
     exp_b = torch.nn.Parameter(torch.from_numpy(exposures[:, :, 3].astype(np.float32)).clone())
-    opt_sparse = torch.optim.SparseAdam(list(features.parameters()), lr=learning_rate)
+    opt_sparse = torch.optim.SparseAdam(list(extras.parameters()), lr=learning_rate)
     opt_dense = torch.optim.Adam(list(mlp.parameters()) + [exp_a, exp_b], lr=learning_rate)
 
     start = 0
@@ -141,16 +142,16 @@ def train_decoder(
         import json
 
         state = load_file(str(ckpt))
-        if state["features"].shape == features.weight.shape:
+        if state["extras"].shape == extras.weight.shape:
             with torch.no_grad():
-                features.weight.copy_(state["features"])
+                extras.weight.copy_(state["extras"])
                 exp_a.copy_(state["exp_a"])
                 exp_b.copy_(state["exp_b"])
                 mlp.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("mlp.")})
             start = int(json.loads(meta.read_text())["step"])
 
     def save(step: int) -> None:
-        state = {"features": features.weight.detach(), "exp_a": exp_a.detach(), "exp_b": exp_b.detach()}
+        state = {"extras": extras.weight.detach(), "exp_a": exp_a.detach(), "exp_b": exp_b.detach()}
         state |= {f"mlp.{k}": v.detach() for k, v in mlp.state_dict().items()}
         tmp = checkpoint_dir / ".appearance.tmp"
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
@@ -167,7 +168,8 @@ def train_decoder(
     for step in range(start, steps):
         # the batch depends only on (seed, step): a resumed run sees the same batches
         idx = torch.from_numpy(np.random.default_rng([seed, step]).integers(0, n, batch_size))
-        f = features(texel_t[idx])
+        tex = texel_t[idx]
+        f = torch.cat([base_colour[tex], extras(tex)[:, :extra]], dim=1)
         d = dirs_t[idx]
         c = cam_t[idx]
         base = f[:, :3] + residual_scale * torch.tanh(mlp(torch.cat([f, d], dim=1)))
@@ -196,4 +198,5 @@ def train_decoder(
         w1=w["0.weight"].T.copy(), b1=w["0.bias"], w2=w["2.weight"].T.copy(), b2=w["2.bias"],
         residual_scale=residual_scale, exposures={name: exp[i] for i, name in enumerate(camera_names)},
     )
-    return features.weight.detach().numpy().copy(), decoder, losses
+    features = np.concatenate([colours.astype(np.float32), extras.weight.detach().numpy()[:, :extra]], axis=1)
+    return features, decoder, losses

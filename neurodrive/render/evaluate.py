@@ -40,8 +40,13 @@ def evaluate_reconstruction(
     frames: list[int] | None = None,
     lane_shift: bool = True,
     progress: Callable[[str, int, int], None] | None = None,
+    supersample: int = 2,
 ) -> dict:
-    """Metrics on held-out frames (default: the scene's held-out frames)."""
+    """Metrics on held-out frames (default: the scene's held-out frames).
+
+    Images are rendered with ``supersample`` x ``supersample`` rays per pixel, as the
+    (anti-aliased) camera images are.
+    """
     frames = list(model.meta.get("holdout_frames", [])) if frames is None else frames
     if not frames:
         raise ValueError("no held-out frames to evaluate on")
@@ -52,7 +57,7 @@ def evaluate_reconstruction(
         poses = {a: p for a, p in log.actor_poses_at(f).items() if a in model.actors}
         scene = model.place(poses)
         for cam in log.rig.cameras:
-            pred = model.render_camera(scene, cam, log.ego_poses[f]).rgb
+            pred = model.render_camera(scene, cam, log.ego_poses[f], supersample=supersample).rgb
             real = log.image(cam.name, f)
             psnrs.append(psnr(pred, real))
             per_camera[cam.name].append(psnrs[-1])
@@ -80,6 +85,7 @@ def evaluate_reconstruction(
         "psnr_db": float(np.mean(psnrs)),
         "psnr_db_per_camera": {c: float(np.mean(v)) for c, v in per_camera.items()},
         "ssim": float(np.mean(ssims)),
+        "render_supersample": supersample,
         "lpips": None,
         "lpips_note": "not computed: LPIPS needs pretrained network weights, which cannot be downloaded here",
         "lidar_median_depth_error_m": float(np.median(depth)) if len(depth) else float("nan"),
@@ -88,11 +94,13 @@ def evaluate_reconstruction(
         "lidar_chamfer_m": float(np.nanmean(chamfers)),
     }
     if lane_shift:
-        result |= lane_shift_psnr(model, log, frames)
+        result |= lane_shift_psnr(model, log, frames, supersample=supersample)
     return result
 
 
-def lane_shift_psnr(model: SceneModel, log: DrivingLog, frames: list[int], shift_m: float = LANE_SHIFT_M) -> dict:
+def lane_shift_psnr(
+    model: SceneModel, log: DrivingLog, frames: list[int], shift_m: float = LANE_SHIFT_M, supersample: int = 2
+) -> dict:
     """PSNR against exact ground truth with the ego shifted sideways (generated logs only)."""
     gt_dir = Path(log.root) / "ground_truth"
     if not (gt_dir / "world.json").is_file():
@@ -110,5 +118,5 @@ def lane_shift_psnr(model: SceneModel, log: DrivingLog, frames: list[int], shift
         scene = model.place({a: p for a, p in poses.items() if a in model.actors})
         for cam in log.rig.cameras:
             truth = gt.render_camera(gt_scene, cam, shifted, supersample=2, gain=float(gains.get(cam.name, 1.0))).rgb
-            values.append(psnr(model.render_camera(scene, cam, shifted).rgb, truth))
+            values.append(psnr(model.render_camera(scene, cam, shifted, supersample=supersample).rgb, truth))
     return {"lane_shift_m": shift_m, "lane_shift_psnr_db": float(np.mean(values))}

@@ -66,7 +66,7 @@ class ReconConfig:
     residual_scale: float = 0.25
     min_texel_m: float = 0.02
     texel_smoothing_k: int = 6  # texels seen fewer than 3 times are blended with this many neighbours
-    texel_pixel_ratio: float = 2.0  # texel width in pixel footprints at the closest training view
+    texel_pixel_ratio: float = 1.5  # texel width in pixel footprints at the closest training view
     max_texel_resolution: int = 24
     exposure_rounds: int = 3
     lidar_smoothing_m: float = 0.25  # LiDAR reflectivity / drop evidence is pooled over voxels this big
@@ -101,6 +101,68 @@ def _in_box(local: np.ndarray, size: np.ndarray, margin: float, floor_m: float) 
     )
 
 
+def inpaint_dropped_rays(sweep, lidar, max_gap: int = 16, tolerance: float = 0.08) -> np.ndarray:
+    """Virtual returns (K, 3) in the LiDAR frame for dropped rays inside a surface.
+
+    Glass and dark paint drop most rays, which would leave window-shaped holes in the facades.
+    A dropped run of at most ``max_gap`` azimuth bins whose two bounding returns lie at nearly
+    the same range is filled by interpolating the range between them; runs next to the sky (no
+    return on one side, or very different ranges) stay empty.
+    """
+    rng_img = sweep.range_image(lidar)
+    valid = rng_img > 0
+    b, w = valid.shape
+    cols = np.arange(w)
+    left = np.where(valid, cols[None, :], -1)
+    left = np.maximum.accumulate(left, axis=1)
+    right = np.where(valid, cols[None, :], w)
+    right = np.minimum.accumulate(right[:, ::-1], axis=1)[:, ::-1]
+    rows = np.arange(b)[:, None]
+    ok = ~valid & (left >= 0) & (right < w) & (right - left - 1 <= max_gap)
+    r_left = rng_img[rows, np.clip(left, 0, w - 1)]
+    r_right = rng_img[rows, np.clip(right, 0, w - 1)]
+    ok &= np.abs(r_left - r_right) < tolerance * np.maximum(r_left, r_right) + 0.05
+    if not ok.any():
+        return np.zeros((0, 3))
+    frac = (cols[None, :] - left) / np.maximum(right - left, 1)
+    ranges = r_left + frac * (r_right - r_left)
+    return lidar.ray_directions()[ok] * ranges[ok][:, None]
+
+
+def carve_unsupported_extrusion(
+    vertices: np.ndarray, triangles: np.ndarray, first_extruded: int, log: DrivingLog, frames: list[int], pool_m: float = 1.5
+) -> np.ndarray:
+    """Drop extruded wall triangles that LiDAR rays crossed without any return (the wall ended).
+
+    Returns the triangles kept. Evidence is pooled over ``pool_m`` voxels, so glass (which drops
+    most rays) inside a real wall does not cut it.
+    """
+    if first_extruded >= len(triangles):
+        return triangles
+    lidar = log.rig.lidar
+    caster = MeshRaycaster([(vertices, triangles)])
+    dirs_l = lidar.ray_directions().reshape(-1, 3)
+    n_hit = np.zeros(len(triangles))
+    n_ret = np.zeros(len(triangles))
+    for f in frames:
+        T = log.T_world_lidar(f)
+        hits = caster.cast(T[:3, 3], dirs_l @ T[:3, :3].T)
+        sweep = log.lidar(f)
+        real = sweep.range_image(lidar).reshape(-1)
+        sel = hits.hit & (hits.triangle >= first_extruded) & (hits.t_m <= lidar.max_range_m)
+        occluded = (real > 0) & (real < hits.t_m - 0.5)  # something (an actor, a tree) was in front
+        sel &= ~occluded
+        np.add.at(n_hit, hits.triangle[sel], 1.0)
+        np.add.at(n_ret, hits.triangle[sel & (real > 0)], 1.0)
+    centroids = vertices[triangles].mean(axis=1)
+    vox = np.unique(np.floor(centroids / pool_m).astype(np.int64), axis=0, return_inverse=True)[1].reshape(-1)
+    pooled_hit = np.bincount(vox, n_hit)[vox]
+    pooled_ret = np.bincount(vox, n_ret)[vox]
+    extruded = np.arange(len(triangles)) >= first_extruded
+    carve = extruded & (pooled_hit >= 3) & (pooled_ret <= 0.05 * pooled_hit)
+    return triangles[~carve]
+
+
 def fit_background(log: DrivingLog, frames: list[int], cfg: ReconConfig, progress: Progress | None = None):
     """Static mesh (vertices, triangles) from LiDAR returns outside every actor box."""
     tsdf = SparseTsdf(cfg.voxel_size_m, cfg.truncation_m)
@@ -115,6 +177,13 @@ def fit_background(log: DrivingLog, frames: list[int], cfg: ReconConfig, progres
             if track.valid[f]:
                 keep &= ~_in_box(_box_local(track, f, pts), track.size_m, cfg.actor_margin_m, cfg.ground_clearance_m)
         tsdf.integrate(T[:3, 3], pts[keep], truncation_per_m=cfg.truncation_per_m, max_truncation_m=cfg.max_truncation_m)
+        virtual = transform_points(T, inpaint_dropped_rays(sweep, log.rig.lidar))
+        if len(virtual):
+            inside = np.zeros(len(virtual), bool)
+            for track in log.tracks:
+                if track.valid[f]:
+                    inside |= _in_box(_box_local(track, f, virtual), track.size_m, cfg.actor_margin_m, 0.0)
+            tsdf.integrate(T[:3, 3], virtual[~inside], weights=np.full((~inside).sum(), 0.5))
         far = np.linalg.norm(pts - T[:3, 3], axis=1) > cfg.coarse_min_range_m
         static_points.append(pts[keep][::4])
         coarse.integrate(T[:3, 3], pts[keep & far])
@@ -264,11 +333,16 @@ def fit_actor(log: DrivingLog, track: ActorTrack, frames: list[int], cfg: ReconC
         # see (glass, the far side, the underside); the images then paint it. A vehicle seen only
         # in part keeps the full length of its tracked box in its lower body.
         pts = np.clip(v, -half, half)
-        if track.category not in ("pedestrian", "cyclist") and np.ptp(pts[:, 0]) < 0.85 * track.size_m[0]:
-            l2, w2, h2 = track.size_m / 2
+        vehicle = track.category not in ("pedestrian", "cyclist")
+        l2, w2, h2 = track.size_m / 2
+        if vehicle and np.ptp(pts[:, 0]) < 0.85 * track.size_m[0]:
             z0, z1 = -h2 + cfg.ground_clearance_m * 1.5, -h2 + 0.5 * track.size_m[2]
             body = np.array([[x, y, z] for x in (-l2, l2) for y in (-w2 + 0.05, w2 - 0.05) for z in (z0, z1)])
             pts = np.concatenate([pts, body])
+        if vehicle and pts[:, 2].max() < h2 - 0.1:
+            # the roof is rarely seen (glass and grazing rays): a cabin top at the box height
+            cabin = np.array([[x, y, h2] for x in (-0.45 * l2, 0.25 * l2) for y in (-w2 + 0.25, w2 - 0.25)])
+            pts = np.concatenate([pts, cabin])
         try:
             hull = trimesh.convex.convex_hull(pts)
             if hull.volume > 0.2 * np.prod(track.size_m):
@@ -498,7 +572,9 @@ def reconstruct(
     cached = stage.load_mesh("background_geometry")
     if cached is None:
         bg_v, bg_t = fit_background(log, frames, cfg, progress)
+        n_measured = len(bg_t)
         bg_v, bg_t = extrude_wall_tops(bg_v, bg_t, cfg.wall_min_height_m, cfg.wall_extrusion_m)
+        bg_t = carve_unsupported_extrusion(bg_v, bg_t, n_measured, log, frames)
         stage.save_mesh("background_geometry", bg_v, bg_t)
     else:
         bg_v, bg_t, _ = cached
