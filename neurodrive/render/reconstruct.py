@@ -456,6 +456,26 @@ def fill_unobserved(values: np.ndarray, observed: np.ndarray, centres: np.ndarra
     return values
 
 
+def drop_features(triangle_drop: np.ndarray, cos_incidence: np.ndarray, relative_range: np.ndarray) -> np.ndarray:
+    from neurodrive.render.scene_model import lidar_drop_features
+
+    return lidar_drop_features(triangle_drop, cos_incidence, relative_range)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, max_samples: int = 1_000_000, iterations: int = 15) -> np.ndarray:
+    """Logistic regression by Newton steps (with a small ridge), on a subsample."""
+    if len(y) > max_samples:
+        sel = rng.choice(len(y), max_samples, replace=False)
+        x, y = x[sel], y[sel]
+    w = np.zeros(x.shape[1])
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-np.clip(x @ w, -30, 30)))
+        grad = x.T @ (p - y) + 1e-3 * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-3 * np.eye(len(w))
+        w -= np.linalg.solve(hess, grad)
+    return w
+
+
 def smooth_sparse_texels(features: np.ndarray, count: np.ndarray, centres: np.ndarray, k: int) -> np.ndarray:
     """Blend texels seen by few pixels with their neighbours: one or two samples are noisy
     (sensor noise, transient shadows, pixels straddling an edge)."""
@@ -534,6 +554,7 @@ def fit_lidar(
         del ukeys, cnt
     model = LidarIntensityModel(float(best[1]), float(best[2]))
     g_all = model.falloff(d["cos"], d["r"])
+    drop_weights = None
     per_mesh = []
     global_drop = 1 - ret.mean() if len(ret) else 0.0
     for m, (v, t) in enumerate(meshes):
@@ -552,6 +573,15 @@ def fit_lidar(
         refl = fill_unobserved(refl, pooled[1] > 0, centroids)
         drop = fill_unobserved(drop, pooled[0] > 0, centroids)
         per_mesh.append((np.clip(refl, 0, 1.5).astype(np.float32), np.clip(drop, 0, 1).astype(np.float32)))
+    # ray drop also depends on the ray (grazing incidence, range): a logistic model on top of the
+    # per-triangle rates, fitted on the training rays
+    q = np.concatenate([per_mesh[m][1][d["tri"][d["mesh"] == m]] for m in range(len(meshes))])
+    order = np.concatenate([np.nonzero(d["mesh"] == m)[0] for m in range(len(meshes))])
+    if len(order) > 100:
+        x = drop_features(q, d["cos"][order], d["r"][order] / log.rig.lidar.max_range_m)
+        y = (~ret[order]).astype(float)
+        drop_weights = fit_logistic(x, y, np.random.default_rng(0))
+    model = LidarIntensityModel(model.alpha, model.beta_per_m, drop_weights)
     return model, per_mesh
 
 

@@ -161,15 +161,39 @@ class SkyModel:
         return (1 - fy) * ((1 - fx) * img[y0, x0m] + fx * img[y0, x1m]) + fy * ((1 - fx) * img[y1, x0m] + fx * img[y1, x1m])
 
 
+def lidar_drop_features(triangle_drop: np.ndarray, cos_incidence: np.ndarray, relative_range: np.ndarray) -> np.ndarray:
+    """Inputs (n, 6) of the logistic ray-drop model."""
+    q = np.clip(triangle_drop, 1e-3, 1 - 1e-3)
+    return np.stack(
+        [
+            np.ones_like(q),
+            np.log(q / (1 - q)),
+            np.clip((0.1 - cos_incidence) / 0.1, 0, 1),
+            np.clip((0.05 - cos_incidence) / 0.05, 0, 1),
+            relative_range,
+            np.clip((relative_range - 0.8) / 0.2, 0, 1),
+        ],
+        axis=1,
+    )
+
+
 @dataclass(frozen=True)
 class LidarIntensityModel:
-    """intensity = reflectivity * (alpha + (1 - alpha) cos(incidence)) * exp(-beta * range)."""
+    """intensity = reflectivity * (alpha + (1 - alpha) cos(incidence)) * exp(-beta * range);
+    drop probability = logistic(weights . lidar_drop_features) (per-triangle rate alone if no weights)."""
 
     alpha: float
     beta_per_m: float
+    drop_weights: np.ndarray | None = None  # (6,)
 
     def falloff(self, cos_incidence: np.ndarray, range_m: np.ndarray) -> np.ndarray:
         return (self.alpha + (1 - self.alpha) * cos_incidence) * np.exp(-self.beta_per_m * range_m)
+
+    def drop_probability(self, triangle_drop: np.ndarray, cos_incidence: np.ndarray, relative_range: np.ndarray) -> np.ndarray:
+        if self.drop_weights is None:
+            return triangle_drop
+        z = lidar_drop_features(triangle_drop, cos_incidence, relative_range) @ self.drop_weights
+        return 1 / (1 + np.exp(-np.clip(z, -30, 30)))
 
 
 @dataclass(frozen=True)
@@ -303,7 +327,10 @@ class SceneModel:
         in_range = hits.hit & (hits.t_m >= lidar.min_range_m) & (hits.t_m <= lidar.max_range_m)
         idx = np.nonzero(in_range)[0]
         p_return = np.zeros(len(dirs))
-        p_return[idx] = 1.0 - scene.per_triangle(hits, idx, "lidar_drop")
+        cos_hit = np.abs(np.sum(hits.normals[idx] * dirs[idx], axis=1))
+        p_return[idx] = 1.0 - self.lidar_intensity.drop_probability(
+            scene.per_triangle(hits, idx, "lidar_drop"), cos_hit, hits.t_m[idx] / lidar.max_range_m
+        )
         keep = (rng.random(len(dirs)) < p_return) if rng is not None else (p_return >= 0.5)
         idx = np.nonzero(keep)[0]
         cos_i = np.abs(np.sum(hits.normals[idx] * dirs[idx], axis=1))
@@ -340,7 +367,11 @@ class SceneModel:
             "cameras": sorted(d.exposures),
             "decoder": {"residual_scale": d.residual_scale},
             "sky": {"min_elevation_rad": self.sky.min_elevation_rad, "max_elevation_rad": self.sky.max_elevation_rad},
-            "lidar_intensity": {"alpha": self.lidar_intensity.alpha, "beta_per_m": self.lidar_intensity.beta_per_m},
+            "lidar_intensity": {
+                "alpha": self.lidar_intensity.alpha,
+                "beta_per_m": self.lidar_intensity.beta_per_m,
+                "drop_weights": None if self.lidar_intensity.drop_weights is None else self.lidar_intensity.drop_weights.tolist(),
+            },
         }
         atomic_write_json(folder / "scene.json", meta)  # written last: marks the scene complete
 
@@ -369,7 +400,9 @@ class SceneModel:
                 {k.split(".", 1)[1]: v for k, v in t.items() if k.startswith("exposure.")},
             )
             sky = SkyModel(t["sky"], float(meta["sky"]["min_elevation_rad"]), float(meta["sky"]["max_elevation_rad"]))
-            li = LidarIntensityModel(float(meta["lidar_intensity"]["alpha"]), float(meta["lidar_intensity"]["beta_per_m"]))
+            lim = meta["lidar_intensity"]
+            weights = lim.get("drop_weights")
+            li = LidarIntensityModel(float(lim["alpha"]), float(lim["beta_per_m"]), None if weights is None else np.asarray(weights, float))
             actor_ids = list(meta["actors"])
         except KeyError as e:
             raise DataError(meta_path if not str(e).strip("'") in t else app_path, str(e).strip("'"), "missing entry") from e
