@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from neurodrive.render.reconstruct import ReconConfig, reconstruct
+from neurodrive.scenarios.log_io import load_log
 from neurodrive.scenarios.synthetic.generate import generate_log
 from neurodrive.scenarios.synthetic.presets import get_preset
 
@@ -13,4 +15,15 @@ def tiny_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated log shared by the tests (read-only: copy it before corrupting)."""
     out = tmp_path_factory.mktemp("logs") / "tiny"
     generate_log(get_preset("tiny"), out)
+    return out
+
+
+FAST_RECON = ReconConfig(train_steps=40, checkpoint_every=10, batch_size=4096)
+
+
+@pytest.fixture(scope="session")
+def tiny_scene_dir(tiny_log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny log reconstructed with few training steps (read-only)."""
+    out = tmp_path_factory.mktemp("scenes") / "tiny"
+    reconstruct(load_log(tiny_log_dir), out, FAST_RECON)
     return out

@@ -18,14 +18,12 @@ from neurodrive.render.texels import TexelAtlas
 from neurodrive.render.tsdf import SparseTsdf
 from neurodrive.scenarios.log_io import load_log
 
-FAST = ReconConfig(train_steps=40, checkpoint_every=10, batch_size=4096)
+from tests.conftest import FAST_RECON as FAST
 
 
 @pytest.fixture(scope="module")
-def scene_dir(tiny_log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("scenes") / "tiny"
-    reconstruct(load_log(tiny_log_dir), out, FAST)
-    return out
+def scene_dir(tiny_scene_dir: Path) -> Path:
+    return tiny_scene_dir
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ def _apply_inverse_exposure(rgb: np.ndarray, camera: np.ndarray, exposures: np.n
     for c in range(len(exposures)):
         sel = camera == c
         a, b = exposures[c, :, :3], exposures[c, :, 3]
-        out[sel] = (rgb[sel] - b) @ np.linalg.inv(a).T
+        out[sel] = (rgb[sel] - b.astype(rgb.dtype)) @ np.linalg.inv(a).T.astype(rgb.dtype)
     return out
 
 
@@ -55,7 +55,7 @@ def texel_means(texel: np.ndarray, values: np.ndarray, num_texels: int) -> tuple
 
 def fit_colours_and_exposure(samples: PixelSamples, num_texels: int, num_cameras: int, rounds: int, rng: np.random.Generator):
     """Closed-form alternation; returns (texel colours (T, 3), sample counts (T,), exposures (C, 3, 4))."""
-    rgb = samples.rgb.astype(np.float64) / 255.0
+    rgb = samples.rgb.astype(np.float32) / np.float32(255.0)
     exposures = np.tile(np.eye(3, 4), (num_cameras, 1, 1))
     colours, count = texel_means(samples.texel, rgb, num_texels)
     for _ in range(rounds):

@@ -476,20 +476,23 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, max_sam
     return w
 
 
-def smooth_sparse_texels(features: np.ndarray, count: np.ndarray, centres: np.ndarray, k: int) -> np.ndarray:
+def smooth_sparse_texels(
+    features: np.ndarray, count: np.ndarray, centres: np.ndarray, k: int, chunk: int = 200_000
+) -> np.ndarray:
     """Blend texels seen by few pixels with their neighbours: one or two samples are noisy
     (sensor noise, transient shadows, pixels straddling an edge)."""
     weak = np.nonzero(count < 3)[0]
     if k <= 1 or len(weak) == 0 or len(features) <= k:
         return features
-    _, nn = cKDTree(centres).query(centres[weak], k=k, workers=-1)
-    w_nb = np.maximum(count[nn], 0.5)  # (n, k) neighbours weighted by their evidence
-    own = count[weak] + 0.5
-    mixed = (features[weak] * own[:, None] + np.einsum("nk,nkd->nd", w_nb[:, 1:], features[nn[:, 1:]])) / (
-        own + w_nb[:, 1:].sum(axis=1)
-    )[:, None]
+    tree = cKDTree(centres)
     out = features.copy()
-    out[weak] = mixed
+    for start in range(0, len(weak), chunk):  # in chunks: bounded memory
+        sel = weak[start:start + chunk]
+        _, nn = tree.query(centres[sel], k=k, workers=-1)
+        w_nb = np.maximum(count[nn[:, 1:]], 0.5).astype(np.float32)  # neighbours weighted by evidence
+        own = (count[sel] + 0.5).astype(np.float32)
+        total = np.einsum("nk,nkd->nd", w_nb, features[nn[:, 1:]]) + features[sel] * own[:, None]
+        out[sel] = total / (own + w_nb.sum(axis=1))[:, None]
     return out
 
 
@@ -689,6 +692,9 @@ def reconstruct(
         "log": {"name": log.name, "path": str(log.root), "num_frames": log.num_frames},
         "holdout_frames": holdout_frames(log.num_frames, cfg),
         "training_frames": frames,
+        "training_ego_xy_yaw": [
+            [float(p[0, 3]), float(p[1, 3]), float(np.arctan2(p[1, 0], p[0, 0]))] for p in log.ego_poses[frames]
+        ],
         "config": asdict(cfg),
         "stats": {
             "background_triangles": int(len(bg_t)),

@@ -132,10 +132,14 @@ class AppearanceDecoder:
         return np.mean(np.stack(list(self.exposures.values())), axis=0) if self.exposures else np.eye(3, 4)
 
     def decode(self, features: np.ndarray, dirs: np.ndarray, exposure: np.ndarray) -> np.ndarray:
-        x = np.concatenate([features, dirs], axis=1).astype(np.float32)
-        h = np.maximum(x @ self.w1 + self.b1, 0.0)
-        base = features[:, :3] + self.residual_scale * np.tanh(h @ self.w2 + self.b2)
-        return np.clip(np.clip(base, 0.0, 1.0) @ exposure[:, :3].T + exposure[:, 3], 0.0, 1.0)
+        d = features.shape[1]
+        w1 = self.w1.astype(np.float32)
+        h = features @ w1[:d] + dirs.astype(np.float32) @ w1[d:] + self.b1
+        np.maximum(h, 0.0, out=h)
+        base = features[:, :3] + np.float32(self.residual_scale) * np.tanh(h @ self.w2 + self.b2)
+        np.clip(base, 0.0, 1.0, out=base)
+        out = base @ exposure[:, :3].T.astype(np.float32) + exposure[:, 3].astype(np.float32)
+        return np.clip(out, 0.0, 1.0, out=out)
 
 
 @dataclass(frozen=True)
@@ -202,6 +206,41 @@ class CameraRender:
     depth_m: np.ndarray  # (H, W) float32 z-depth, inf where the sky is seen
     instance: np.ndarray  # (H, W) int32 index into the rendered actor ids, NO_ACTOR elsewhere
     actor_ids: tuple[str, ...]
+    unseen_share: float = 0.0  # share of pixels on surfaces no training pixel saw (filled in)
+
+
+@dataclass(frozen=True)
+class RealismConfidence:
+    """How far a render is extrapolated from the log it was reconstructed from."""
+
+    distance_to_training_m: float  # ego position to the nearest training ego position
+    heading_difference_rad: float  # to that training pose
+    unseen_pixel_share: float  # over all cameras: pixels on surfaces never seen in training
+    score: float  # in [0, 1]; 1: a training view, falls with distance, turn and unseen surface
+
+    @staticmethod
+    def assess(meta: dict, T_world_ego: np.ndarray, unseen_share: float) -> RealismConfidence:
+        poses = np.asarray(meta.get("training_ego_xy_yaw", []), float).reshape(-1, 3)
+        if len(poses) == 0:
+            dist, turn = float("nan"), float("nan")
+            score = 1.0 - unseen_share
+        else:
+            d = np.linalg.norm(poses[:, :2] - T_world_ego[:2, 3], axis=1)
+            k = int(np.argmin(d))
+            yaw = np.arctan2(T_world_ego[1, 0], T_world_ego[0, 0])
+            dist = float(d[k])
+            turn = float(abs((yaw - poses[k, 2] + np.pi) % (2 * np.pi) - np.pi))
+            score = float(np.exp(-dist / 4.0) * np.exp(-turn / 0.6) * (1.0 - unseen_share))
+        return RealismConfidence(dist, turn, float(unseen_share), score)
+
+
+@dataclass(frozen=True)
+class FrameRender:
+    """All sensors rendered from one placement of the scene (one instant)."""
+
+    cameras: dict[str, CameraRender]
+    lidar: LidarRender | None
+    confidence: RealismConfidence
 
 
 @dataclass(frozen=True)
@@ -232,23 +271,35 @@ class PlacedScene:
     def cast(self, origins: np.ndarray, dirs: np.ndarray) -> RayHits:
         return self.raycaster.cast(origins, dirs)
 
-    def features(self, hits: RayHits, idx: np.ndarray) -> np.ndarray:
-        """Texel features (len(idx), D) of hit rays ``idx``."""
-        out = np.zeros((len(idx), self.model.background.texels.shape[1]), np.float32)
-        geom = hits.geometry[idx]
-        for g in np.unique(geom):
-            sel = geom == g
+    @staticmethod
+    def _groups(geom: np.ndarray):
+        """(mesh index, positions) for each mesh hit, positions into ``geom``."""
+        if len(geom) == 0:
+            return
+        order = np.argsort(geom, kind="stable")
+        sorted_geom = geom[order]
+        cuts = np.flatnonzero(np.diff(sorted_geom)) + 1
+        for part in np.split(order, cuts):
+            yield int(geom[part[0]]), part
+
+    def features(self, hits: RayHits, idx: np.ndarray, with_observed: bool = False):
+        """Texel features (len(idx), D) of hit rays ``idx`` (and whether training saw each texel)."""
+        out = np.empty((len(idx), self.model.background.texels.shape[1]), np.float32)
+        seen = np.zeros(len(idx), bool)
+        tri, uv = hits.triangle[idx], hits.uv[idx]
+        for g, pos in self._groups(hits.geometry[idx]):
             mesh = self.meshes[g]
-            tex = mesh.atlas.lookup(hits.triangle[idx][sel], hits.uv[idx][sel])
-            out[sel] = mesh.texels[tex]
-        return out
+            tex = mesh.atlas.lookup(tri[pos], uv[pos])
+            out[pos] = mesh.texels[tex]
+            if with_observed:
+                seen[pos] = mesh.texel_observations[tex] > 0
+        return (out, seen) if with_observed else out
 
     def per_triangle(self, hits: RayHits, idx: np.ndarray, name: str) -> np.ndarray:
         out = np.zeros(len(idx), np.float32)
-        geom = hits.geometry[idx]
-        for g in np.unique(geom):
-            sel = geom == g
-            out[sel] = getattr(self.meshes[g], name)[hits.triangle[idx][sel]]
+        tri = hits.triangle[idx]
+        for g, pos in self._groups(hits.geometry[idx]):
+            out[pos] = getattr(self.meshes[g], name)[tri[pos]]
         return out
 
 
@@ -276,11 +327,17 @@ class SceneModel:
 
     def _shade(self, scene: PlacedScene, origin: np.ndarray, dirs: np.ndarray, exposure: np.ndarray):
         hits = scene.cast(origin, dirs)
-        rgb = np.clip(self.sky.lookup(dirs) @ exposure[:, :3].T + exposure[:, 3], 0, 1)
+        rgb = np.empty((len(dirs), 3), np.float32)
+        miss = np.nonzero(~hits.hit)[0]
+        if len(miss):
+            rgb[miss] = np.clip(self.sky.lookup(dirs[miss]) @ exposure[:, :3].T + exposure[:, 3], 0, 1)
         idx = np.nonzero(hits.hit)[0]
+        unseen = 0
         if len(idx):
-            rgb[idx] = self.decoder.decode(scene.features(hits, idx), dirs[idx], exposure)
-        return rgb, hits
+            features, seen = scene.features(hits, idx, with_observed=True)
+            rgb[idx] = self.decoder.decode(features, dirs[idx], exposure)
+            unseen = int(np.sum(~seen))
+        return rgb, hits, unseen
 
     def render_camera(
         self,
@@ -298,7 +355,7 @@ class SceneModel:
         h, w = camera.height_px, camera.width_px
         exposure = self.decoder.exposure(exposure_camera or camera.name)
         dirs_cam = camera.ray_directions(1).reshape(-1, 3)
-        rgb, hits = self._shade(scene, T[:3, 3], dirs_cam @ T[:3, :3].T, exposure)
+        rgb, hits, unseen = self._shade(scene, T[:3, 3], dirs_cam @ T[:3, :3].T, exposure)
         if supersample > 1:
             fine = camera.ray_directions(supersample).reshape(-1, 3) @ T[:3, :3].T
             rgb = self._shade(scene, T[:3, 3], fine, exposure)[0]
@@ -306,7 +363,23 @@ class SceneModel:
         instance = np.where(hits.hit, hits.geometry - 1, NO_ACTOR).astype(np.int32)
         depth = np.where(hits.hit, hits.t_m * dirs_cam[:, 2], np.inf).reshape(h, w).astype(np.float32)
         img = np.round(rgb.reshape(h, w, 3) * 255).astype(np.uint8)
-        return CameraRender(img, depth, instance.reshape(h, w), scene.actor_ids)
+        return CameraRender(img, depth, instance.reshape(h, w), scene.actor_ids, unseen / (h * w))
+
+    def render_frame(
+        self,
+        scene: PlacedScene,
+        T_world_ego: np.ndarray,
+        cameras: tuple[CameraSpec, ...] = (),
+        lidar: LidarSpec | None = None,
+        rng: np.random.Generator | None = None,
+        supersample: int = 1,
+    ) -> FrameRender:
+        """Every camera and the LiDAR from one placement of the actors, with a realism confidence."""
+        images = {c.name: self.render_camera(scene, c, T_world_ego, supersample=supersample) for c in cameras}
+        sweep = self.render_lidar(scene, lidar, T_world_ego, rng) if lidar is not None else None
+        pixels = sum(c.width_px * c.height_px for c in cameras)
+        unseen = sum(r.unseen_share * c.width_px * c.height_px for r, c in zip(images.values(), cameras)) / max(pixels, 1)
+        return FrameRender(images, sweep, RealismConfidence.assess(self.meta, T_world_ego, unseen))
 
     def render_lidar(
         self,

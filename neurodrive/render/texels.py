@@ -55,7 +55,11 @@ class TexelAtlas:
             row_end = (i + 1) * nn - (i + 1) * i // 2
             i = np.where(k >= row_end, i + 1, i)
         j = k - (i * nn - i * (i - 1) // 2)
-        u = (i + 1.0 / 3.0) / nn
-        v = (j + 1.0 / 3.0) / nn
-        a, b, c = (vertices[triangles[tri_of, m]] for m in range(3))
-        return (1 - u - v)[:, None] * a + u[:, None] * b + v[:, None] * c
+        u = ((i + 1.0 / 3.0) / nn).astype(np.float32)[:, None]
+        v = ((j + 1.0 / 3.0) / nn).astype(np.float32)[:, None]
+        del k, nn, i, j
+        verts = vertices.astype(np.float32)
+        out = verts[triangles[tri_of, 0]] * (1 - u - v)
+        out += verts[triangles[tri_of, 1]] * u
+        out += verts[triangles[tri_of, 2]] * v
+        return out

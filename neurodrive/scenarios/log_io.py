@@ -258,9 +258,13 @@ def _rig_to_json(rig: SensorRig) -> dict:
     }
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of an (H, W, 3) uint8 colour image or an (H, W) uint16 single-channel image."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, format="PNG", compress_level=4)
+    if image.dtype == np.uint16:
+        Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
+    else:
+        Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, format="PNG", compress_level=4)
     return buf.getvalue()
 
 

@@ -1,0 +1,160 @@
+"""Rendering a reconstructed scene with edited actors, the edits file, realism confidence, CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from neurodrive.cli import app
+from neurodrive.errors import DataError
+from neurodrive.geometry import invert_pose, make_pose, points_in_box, pose_xyz_yaw, transform_points
+from neurodrive.render.edits import EditedScene, SceneEdits
+from neurodrive.render.scene_model import SceneModel
+from neurodrive.scenarios.log_io import load_log
+
+FRAME = 4
+
+
+@pytest.fixture(scope="module")
+def model(tiny_scene_dir: Path) -> SceneModel:
+    return SceneModel.load(tiny_scene_dir)
+
+
+@pytest.fixture(scope="module")
+def log(tiny_log_dir: Path):
+    return load_log(tiny_log_dir)
+
+
+def _render(model, log, poses):
+    placed = model.place(poses)
+    return placed, model.render_frame(placed, log.ego_poses[FRAME], log.rig.cameras, log.rig.lidar)
+
+
+def _most_visible_actor(model, log) -> str:
+    poses = {a: p for a, p in log.actor_poses_at(FRAME).items() if a in model.actors}
+    placed, frame = _render(model, log, poses)
+    counts = {a: sum(int((r.instance == placed.actor_ids.index(a)).sum()) for r in frame.cameras.values()) for a in poses}
+    return max(counts, key=counts.get)
+
+
+def test_removing_an_actor_removes_its_pixels_and_returns(model, log) -> None:
+    poses = {a: p for a, p in log.actor_poses_at(FRAME).items() if a in model.actors}
+    target = _most_visible_actor(model, log)
+    placed, before = _render(model, log, poses)
+    k = placed.actor_ids.index(target)
+    assert (before.lidar.instance == k).sum() > 5
+    covered = {c: r.instance == k for c, r in before.cameras.items()}
+    assert sum(m.sum() for m in covered.values()) > 50
+    edited = EditedScene(model, SceneEdits(remove=[target]))
+    placed2, after = _render(edited.model, log, edited.actor_poses(log.actor_poses_at(FRAME), FRAME))
+    assert target not in placed2.actor_ids
+    pts = transform_points(log.T_world_lidar(FRAME), after.lidar.sweep.xyz_m)
+    local = transform_points(invert_pose(poses[target]), pts)
+    assert points_in_box(local, log.track(target).size_m, -0.05).sum() == 0  # no returns left inside
+    for cam, mask in covered.items():
+        if mask.any():  # what it hid is background now, farther away
+            assert np.median(after.cameras[cam].depth_m[mask]) > np.median(before.cameras[cam].depth_m[mask])
+
+
+def test_reposing_moves_pixels_and_returns_consistently(model, log) -> None:
+    target = _most_visible_actor(model, log)
+    offset = np.array([2.0, 0.0, 0.0])
+    base = {a: p for a, p in log.actor_poses_at(FRAME).items() if a in model.actors}
+    edited = EditedScene(model, SceneEdits.model_validate({"repose": {target: {"offset": [*offset, 0.0]}}}))
+    moved_poses = edited.actor_poses(log.actor_poses_at(FRAME), FRAME)
+    np.testing.assert_allclose(moved_poses[target], base[target] @ make_pose(offset))
+    shift_world = moved_poses[target][:3, 3] - base[target][:3, 3]
+    placed_a, a = _render(model, log, base)
+    placed_b, b = _render(edited.model, log, moved_poses)
+    ka, kb = placed_a.actor_ids.index(target), placed_b.actor_ids.index(target)
+    pa = transform_points(log.T_world_lidar(FRAME), a.lidar.sweep.xyz_m[a.lidar.instance == ka])
+    pb = transform_points(log.T_world_lidar(FRAME), b.lidar.sweep.xyz_m[b.lidar.instance == kb])
+    assert len(pa) > 5 and len(pb) > 5
+    # LiDAR: the returns stay on the actor, which sits at its new pose
+    local = transform_points(invert_pose(moved_poses[target]), pb)
+    assert points_in_box(local, log.track(target).size_m, 0.05).all()
+    assert np.linalg.norm(pb.mean(0) - pa.mean(0) - shift_world) < 1.5
+    # camera: the actor's pixels, lifted to 3D with their depth, lie in the moved box too
+    checked = 0
+    for cam in log.rig.cameras:
+        mb = b.cameras[cam.name].instance == kb
+        if mb.sum() < 30:
+            continue
+        v, u = np.nonzero(mb)
+        k = cam.intrinsics
+        rays = np.stack([(u + 0.5 - k[0, 2]) / k[0, 0], (v + 0.5 - k[1, 2]) / k[1, 1], np.ones(len(u))], 1)
+        world = transform_points(log.T_world_camera(cam.name, FRAME), rays * b.cameras[cam.name].depth_m[mb][:, None])
+        inside = points_in_box(transform_points(invert_pose(moved_poses[target]), world), log.track(target).size_m, 0.05)
+        assert inside.mean() > 0.95, cam.name
+        checked += 1
+    assert checked > 0
+
+
+def test_inserted_asset_appears_at_the_requested_pose(model, log, tiny_scene_dir: Path) -> None:
+    source = _most_visible_actor(model, log)
+    ego = log.ego_poses[FRAME]
+    ahead = transform_points(ego, np.array([[9.0, 0.0, 0.0]]))[0]
+    z = log.track(source).size_m[2] / 2
+    pose = [float(ahead[0]), float(ahead[1]), float(z), 0.3]
+    asset_file = str(tiny_scene_dir / "actors" / f"{source}.npz")  # an asset file, as from another scene
+    edits = SceneEdits.model_validate({"insert": [{"id": "newcomer", "asset": asset_file, "pose": pose}]})
+    edited = EditedScene(model, edits)
+    poses = edited.actor_poses(log.actor_poses_at(FRAME), FRAME)
+    np.testing.assert_allclose(poses["newcomer"], pose_xyz_yaw(*pose))
+    placed, frame = _render(edited.model, log, poses)
+    k = placed.actor_ids.index("newcomer")
+    assert (frame.cameras["front"].instance == k).sum() > 100
+    pts = transform_points(log.T_world_lidar(FRAME), frame.lidar.sweep.xyz_m[frame.lidar.instance == k])
+    assert len(pts) > 10
+    assert points_in_box(transform_points(invert_pose(pose_xyz_yaw(*pose)), pts), log.track(source).size_m, 0.05).all()
+
+
+def test_edits_file_errors_name_file_and_field(model, tmp_path: Path) -> None:
+    path = tmp_path / "edits.yaml"
+    path.write_text("remove: [nobody]\n")
+    with pytest.raises(DataError, match=r"edits.yaml: field 'remove\[0\]': unknown actor id 'nobody'"):
+        EditedScene(model, SceneEdits.load(path), str(path))
+    path.write_text("repose:\n  vehicle_000: {offset: [1, 2, 3, 0], trajectory: [[0, 0, 0, 0]]}\n")
+    with pytest.raises(DataError, match="exactly one of"):
+        SceneEdits.load(path)
+    path.write_text("insert: [{id: x, asset: vehicle_000, pose: [1, 2, nan, 0]}]\n")
+    with pytest.raises(DataError, match=r"insert\[0\]\.pose"):
+        SceneEdits.load(path)
+    path.write_text("remove: [a\n")
+    with pytest.raises(DataError, match="not valid YAML"):
+        SceneEdits.load(path)
+
+
+def test_realism_confidence_falls_with_extrapolation(model, log) -> None:
+    placed = model.place({})
+    scores = []
+    for shift in (0.0, 2.0, 15.0):
+        ego = log.ego_poses[model.meta["training_frames"][0]] @ make_pose([0.0, shift, 0.0])
+        scores.append(model.render_frame(placed, ego, log.rig.cameras[:1]).confidence)
+    assert scores[0].distance_to_training_m < 1e-6 and scores[0].score > 0.5
+    assert scores[0].score > scores[1].score > scores[2].score
+    assert scores[2].unseen_pixel_share > scores[0].unseen_pixel_share
+
+
+def test_render_cli_writes_images_lidar_and_confidence(tiny_scene_dir: Path, tiny_log_dir: Path, tmp_path: Path) -> None:
+    edits = tmp_path / "edits.yaml"
+    edits.write_text("remove: [pedestrian_000]\n")
+    out = tmp_path / "render"
+    result = CliRunner().invoke(app, ["render", str(tiny_scene_dir), "--log", str(tiny_log_dir), "--frame", "3",
+                                      "--lane-shift", "2", "--edit", str(edits), "--scale", "0.5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    from PIL import Image
+
+    assert Image.open(out / "front.png").size == (80, 45)
+    ply = (out / "lidar.ply").read_bytes()
+    n = int(ply.split(b"element vertex ")[1].split(b"\n")[0])
+    assert n > 100 and len(ply.split(b"end_header\n", 1)[1]) == n * 16
+    import json
+
+    conf = json.loads((out / "confidence.json").read_text())
+    assert abs(conf["distance_to_training_m"] - 2.0) < 1.0 and "pedestrian_000" not in conf["actors"]
+    bad = CliRunner().invoke(app, ["render", str(tiny_scene_dir), "--log", str(tiny_log_dir), "--frame", "99", "--out", str(out)])
+    assert bad.exit_code == 2 and "--frame must lie in" in bad.output
