@@ -42,21 +42,23 @@ class MeshRaycaster:
         origins = np.broadcast_to(origins, dirs.shape)
         return o3d.core.Tensor(np.ascontiguousarray(np.concatenate([origins, dirs], axis=1), np.float32))
 
-    def cast(self, origins: np.ndarray, dirs: np.ndarray) -> RayHits:
+    def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True) -> RayHits:
+        """Nearest hits of rays; ``normals=False`` skips the normals (left as zeros) for speed."""
         ans = self.scene.cast_rays(self._rays(origins, dirs))
         t = ans["t_hit"].numpy().astype(np.float64)
         hit = np.isfinite(t)
-        invalid = o3d.t.geometry.RaycastingScene.INVALID_ID
         geom = ans["geometry_ids"].numpy().astype(np.int64)
         prim = ans["primitive_ids"].numpy().astype(np.int64)
-        geom[~hit | (geom == invalid)] = -1
-        prim[~hit | (prim == invalid)] = -1
-        normals = ans["primitive_normals"].numpy().astype(np.float64)
-        flip = np.sum(normals * dirs, axis=1) > 0
-        normals[flip] *= -1
-        norm = np.linalg.norm(normals, axis=1, keepdims=True)
-        normals /= np.where(norm > 0, norm, 1.0)
-        return RayHits(t, geom, prim, ans["primitive_uvs"].numpy(), normals)
+        geom[~hit] = -1
+        prim[~hit] = -1
+        if normals:
+            n = ans["primitive_normals"].numpy().astype(np.float64)
+            n[np.einsum("ij,ij->i", n, dirs) > 0] *= -1
+            norm = np.linalg.norm(n, axis=1, keepdims=True)
+            n /= np.where(norm > 0, norm, 1.0)
+        else:
+            n = np.zeros((len(t), 3))
+        return RayHits(t, geom, prim, ans["primitive_uvs"].numpy(), n)
 
     def occluded(self, origins: np.ndarray, dirs: np.ndarray, t_far: float = np.inf) -> np.ndarray:
         return self.scene.test_occlusions(self._rays(origins, dirs), tfar=t_far).numpy().astype(bool)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -131,14 +132,21 @@ class AppearanceDecoder:
             return self.exposures[camera]
         return np.mean(np.stack(list(self.exposures.values())), axis=0) if self.exposures else np.eye(3, 4)
 
+    @cached_property
+    def _weights(self) -> tuple[np.ndarray, ...]:
+        """Contiguous float32 blocks (matrix products on strided slices are an order slower)."""
+        d = self.w1.shape[0] - 3
+        c = np.ascontiguousarray
+        return (c(self.w1[:d], np.float32), c(self.w1[d:], np.float32), c(self.b1, np.float32),
+                c(self.w2, np.float32), c(self.b2, np.float32))
+
     def decode(self, features: np.ndarray, dirs: np.ndarray, exposure: np.ndarray) -> np.ndarray:
-        d = features.shape[1]
-        w1 = self.w1.astype(np.float32)
-        h = features @ w1[:d] + dirs.astype(np.float32) @ w1[d:] + self.b1
+        w_feat, w_dir, b1, w2, b2 = self._weights
+        h = features @ w_feat + dirs.astype(np.float32) @ w_dir + b1
         np.maximum(h, 0.0, out=h)
-        base = features[:, :3] + np.float32(self.residual_scale) * np.tanh(h @ self.w2 + self.b2)
+        base = features[:, :3] + np.float32(self.residual_scale) * np.tanh(h @ w2 + b2)
         np.clip(base, 0.0, 1.0, out=base)
-        out = base @ exposure[:, :3].T.astype(np.float32) + exposure[:, 3].astype(np.float32)
+        out = base @ np.ascontiguousarray(exposure[:, :3].T, np.float32) + exposure[:, 3].astype(np.float32)
         return np.clip(out, 0.0, 1.0, out=out)
 
 
@@ -268,19 +276,22 @@ class PlacedScene:
             placed.append((m.vertices.astype(np.float64) @ pose[:3, :3].T + pose[:3, 3], m.triangles))
         self.raycaster = MeshRaycaster(placed)
 
-    def cast(self, origins: np.ndarray, dirs: np.ndarray) -> RayHits:
-        return self.raycaster.cast(origins, dirs)
+    def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True) -> RayHits:
+        return self.raycaster.cast(origins, dirs, normals)
 
     @staticmethod
     def _groups(geom: np.ndarray):
         """(mesh index, positions) for each mesh hit, positions into ``geom``."""
         if len(geom) == 0:
             return
-        order = np.argsort(geom, kind="stable")
-        sorted_geom = geom[order]
-        cuts = np.flatnonzero(np.diff(sorted_geom)) + 1
-        for part in np.split(order, cuts):
-            yield int(geom[part[0]]), part
+        background = geom == 0  # most rays: no sorting for them
+        yield 0, np.flatnonzero(background)
+        rest = np.flatnonzero(~background)
+        if len(rest):
+            order = rest[np.argsort(geom[rest], kind="stable")]
+            cuts = np.flatnonzero(np.diff(geom[order])) + 1
+            for part in np.split(order, cuts):
+                yield int(geom[part[0]]), part
 
     def features(self, hits: RayHits, idx: np.ndarray, with_observed: bool = False):
         """Texel features (len(idx), D) of hit rays ``idx`` (and whether training saw each texel)."""
@@ -326,7 +337,7 @@ class SceneModel:
         return PlacedScene(self, actor_poses)
 
     def _shade(self, scene: PlacedScene, origin: np.ndarray, dirs: np.ndarray, exposure: np.ndarray):
-        hits = scene.cast(origin, dirs)
+        hits = scene.cast(origin, dirs, normals=False)
         rgb = np.empty((len(dirs), 3), np.float32)
         miss = np.nonzero(~hits.hit)[0]
         if len(miss):
@@ -355,9 +366,9 @@ class SceneModel:
         h, w = camera.height_px, camera.width_px
         exposure = self.decoder.exposure(exposure_camera or camera.name)
         dirs_cam = camera.ray_directions(1).reshape(-1, 3)
-        rgb, hits, unseen = self._shade(scene, T[:3, 3], dirs_cam @ T[:3, :3].T, exposure)
+        rgb, hits, unseen = self._shade(scene, T[:3, 3], dirs_cam @ np.ascontiguousarray(T[:3, :3].T), exposure)
         if supersample > 1:
-            fine = camera.ray_directions(supersample).reshape(-1, 3) @ T[:3, :3].T
+            fine = camera.ray_directions(supersample).reshape(-1, 3) @ np.ascontiguousarray(T[:3, :3].T)
             rgb = self._shade(scene, T[:3, 3], fine, exposure)[0]
             rgb = rgb.reshape(h, supersample, w, supersample, 3).mean(axis=(1, 3))
         instance = np.where(hits.hit, hits.geometry - 1, NO_ACTOR).astype(np.int32)
@@ -395,7 +406,7 @@ class SceneModel:
         """
         T = T_world_ego @ lidar.T_ego_lidar
         dirs_l = lidar.ray_directions().reshape(-1, 3)
-        dirs = dirs_l @ T[:3, :3].T
+        dirs = dirs_l @ np.ascontiguousarray(T[:3, :3].T)
         hits = scene.cast(T[:3, 3], dirs)
         in_range = hits.hit & (hits.t_m >= lidar.min_range_m) & (hits.t_m <= lidar.max_range_m)
         idx = np.nonzero(in_range)[0]

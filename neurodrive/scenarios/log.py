@@ -29,6 +29,17 @@ class CameraSpec:
 
     def ray_directions(self, supersample: int = 1) -> np.ndarray:
         """Unit ray directions in the camera frame, (H*s, W*s, 3), through (sub)pixel centres."""
+        if supersample == 1:
+            return self._pixel_rays
+        return self._rays(supersample)
+
+    @cached_property
+    def _pixel_rays(self) -> np.ndarray:
+        rays = self._rays(1)
+        rays.flags.writeable = False
+        return rays
+
+    def _rays(self, supersample: int) -> np.ndarray:
         s = supersample
         u = (np.arange(self.width_px * s) + 0.5) / s
         v = (np.arange(self.height_px * s) + 0.5) / s
