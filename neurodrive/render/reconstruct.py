@@ -381,6 +381,20 @@ class _Stage:
         atomic_write_npz(self.folder / f"{name}.npz", vertices=vertices, triangles=triangles, **extra)
 
 
+def frame_caster(
+    log: DrivingLog, frame: int, meshes: list[tuple[np.ndarray, np.ndarray]], actor_ids: list[str]
+) -> tuple[MeshRaycaster, np.ndarray]:
+    """Background (mesh 0) plus the actors valid at ``frame`` at their poses, and the mesh index
+    (into ``meshes``; actor k is mesh k + 1) of each geometry in the caster."""
+    present = [k for k, a in enumerate(actor_ids) if log.track(a).valid[frame]]
+    placed = [meshes[0]]
+    for k in present:
+        pose = log.track(actor_ids[k]).poses[frame]
+        v, t = meshes[k + 1]
+        placed.append((v @ pose[:3, :3].T + pose[:3, 3], t))
+    return MeshRaycaster(placed), np.array([0] + [k + 1 for k in present])
+
+
 def collect_pixel_samples(
     log: DrivingLog,
     frames: list[int],
@@ -396,17 +410,10 @@ def collect_pixel_samples(
     cams = log.rig.cameras
     total = len(frames) * sum(c.width_px * c.height_px for c in cams)
     stride = max(1, int(np.ceil(np.sqrt(total / cfg.max_pixel_samples))))
-    mesh_of_actor = {a: i + 1 for i, a in enumerate(actor_ids)}
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("mesh", "tri", "uv", "t", "dirs", "cam", "rgb")}
     sky: dict[str, list[np.ndarray]] = {k: [] for k in ("dirs", "cam", "rgb")}
     for k, f in enumerate(frames):
-        present = [a for a in actor_ids if log.track(a).valid[f]]
-        placed = [meshes[0]] + [
-            (meshes[mesh_of_actor[a]][0] @ log.track(a).poses[f][:3, :3].T + log.track(a).poses[f][:3, 3], meshes[mesh_of_actor[a]][1])
-            for a in present
-        ]
-        geom_to_mesh = np.array([0] + [mesh_of_actor[a] for a in present])
-        caster = MeshRaycaster(placed)
+        caster, geom_to_mesh = frame_caster(log, f, meshes, actor_ids)
         for ci, cam in enumerate(cams):
             T = log.T_world_camera(cam.name, f)
             dirs_cam = cam.ray_directions(1)[::stride, ::stride].reshape(-1, 3)
@@ -508,18 +515,12 @@ def fit_lidar(
     global intensity fall-off."""
     lidar = log.rig.lidar
     dirs_l = lidar.ray_directions().reshape(-1, 3)
-    mesh_of_actor = {a: i + 1 for i, a in enumerate(actor_ids)}
     rec: dict[str, list[np.ndarray]] = {k: [] for k in ("mesh", "tri", "ret", "I", "cos", "r")}
     for k, f in enumerate(frames):
-        present = [a for a in actor_ids if log.track(a).valid[f]]
-        placed = [meshes[0]] + [
-            (meshes[mesh_of_actor[a]][0] @ log.track(a).poses[f][:3, :3].T + log.track(a).poses[f][:3, 3], meshes[mesh_of_actor[a]][1])
-            for a in present
-        ]
-        geom_to_mesh = np.array([0] + [mesh_of_actor[a] for a in present])
+        caster, geom_to_mesh = frame_caster(log, f, meshes, actor_ids)
         T = log.T_world_lidar(f)
         dirs = dirs_l @ T[:3, :3].T
-        hits = MeshRaycaster(placed).cast(T[:3, 3], dirs)
+        hits = caster.cast(T[:3, 3], dirs)
         sweep = log.lidar(f)
         ray = sweep.beam.astype(np.int64) * lidar.azimuth_bins + sweep.azimuth_index
         returned = np.zeros(len(dirs), bool)
