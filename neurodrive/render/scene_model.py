@@ -91,6 +91,16 @@ class ActorAsset:
     mesh: SurfaceMesh
     source: str = ""  # where it was reconstructed from
 
+    @cached_property
+    def caster(self) -> MeshRaycaster:
+        """Ray caster of the mesh in the box frame (built once, reused at every pose)."""
+        return MeshRaycaster([(self.mesh.vertices, self.mesh.triangles)])
+
+    @cached_property
+    def bounding_radius_m(self) -> float:
+        v = self.mesh.vertices
+        return float(np.linalg.norm(v, axis=1).max()) + 0.01 if len(v) else 0.0
+
     def save(self, folder: Path) -> None:
         atomic_write_npz(folder / f"{self.actor_id}.npz", **self.mesh.arrays())
         atomic_write_json(
@@ -260,7 +270,13 @@ class LidarRender:
 
 
 class PlacedScene:
-    """Background plus actors at given poses, ready for ray casting (built once per frame)."""
+    """Background plus actors at given poses, ready for ray casting.
+
+    Placing actors builds nothing: the background's acceleration structure is built once per
+    scene model and each actor's once per asset, in its box frame. A ray is cast against the
+    background, and against every actor whose bounding sphere it passes, transformed into that
+    actor's frame; the nearest hit wins.
+    """
 
     def __init__(self, model: SceneModel, actor_poses: Mapping[str, np.ndarray]) -> None:
         unknown = [a for a in actor_poses if a not in model.actors]
@@ -270,14 +286,40 @@ class PlacedScene:
         self.actor_ids = tuple(actor_poses)
         self.poses = [np.asarray(actor_poses[a], float) for a in self.actor_ids]
         self.meshes = [model.background] + [model.actors[a].mesh for a in self.actor_ids]
-        placed = [(model.background.vertices, model.background.triangles)]
-        for a, pose in zip(self.actor_ids, self.poses):
-            m = model.actors[a].mesh
-            placed.append((m.vertices.astype(np.float64) @ pose[:3, :3].T + pose[:3, 3], m.triangles))
-        self.raycaster = MeshRaycaster(placed)
+        self._casters = [model.actors[a].caster for a in self.actor_ids]
+        self._radius = np.array([model.actors[a].bounding_radius_m for a in self.actor_ids])
+        self._centres = np.array([p[:3, 3] for p in self.poses]).reshape(-1, 3)
 
     def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True) -> RayHits:
-        return self.raycaster.cast(origins, dirs, normals)
+        hits = self.model.background_caster.cast(origins, dirs, normals)
+        if not self.actor_ids:
+            return hits
+        t, geom, tri, uv, nrm = hits.t_m.copy(), hits.geometry.copy(), hits.triangle.copy(), hits.uv.copy(), hits.normals
+        origins = np.broadcast_to(origins, dirs.shape)
+        single_origin = origins.strides[0] == 0
+        # which rays pass each actor's bounding sphere: (n, A) from one matrix product
+        if single_origin:
+            rel = self._centres - origins[0]  # (A, 3)
+            along = dirs @ rel.T  # (n, A)
+            miss_sq = np.sum(rel * rel, axis=1)[None, :] - along**2
+        else:
+            rel = self._centres[None, :, :] - origins[:, None, :]
+            along = np.einsum("nd,nad->na", dirs, rel)
+            miss_sq = np.sum(rel * rel, axis=2) - along**2
+        near = (miss_sq <= self._radius**2) & (along >= -self._radius) & (along - self._radius < t[:, None])
+        for k in np.flatnonzero(near.any(axis=0)):
+            sel = np.flatnonzero(near[:, k])
+            pose = self.poses[k]
+            rot = pose[:3, :3]
+            local = self._casters[k].cast((origins[sel] - pose[:3, 3]) @ rot, dirs[sel] @ rot, normals)
+            closer = local.hit & (local.t_m < t[sel])
+            if not closer.any():
+                continue
+            s = sel[closer]
+            t[s], geom[s], tri[s], uv[s] = local.t_m[closer], k + 1, local.triangle[closer], local.uv[closer]
+            if normals:
+                nrm[s] = local.normals[closer] @ rot.T
+        return RayHits(t, geom, tri, uv, nrm)
 
     @staticmethod
     def _groups(geom: np.ndarray):
@@ -332,6 +374,11 @@ class SceneModel:
         self.meta = meta
 
     # ------------------------------------------------------------------ rendering
+
+    @cached_property
+    def background_caster(self) -> MeshRaycaster:
+        """Ray caster of the static background (built once per scene model)."""
+        return MeshRaycaster([(self.background.vertices, self.background.triangles)])
 
     def place(self, actor_poses: Mapping[str, np.ndarray]) -> PlacedScene:
         return PlacedScene(self, actor_poses)
