@@ -62,3 +62,52 @@ class MeshRaycaster:
 
     def occluded(self, origins: np.ndarray, dirs: np.ndarray, t_far: float = np.inf) -> np.ndarray:
         return self.scene.test_occlusions(self._rays(origins, dirs), tfar=t_far).numpy().astype(bool)
+
+
+class CompositeCaster:
+    """A static background plus rigid parts (actors) placed by poses, cast without rebuilding.
+
+    Each part keeps its own ray caster in its local frame; a ray is tested against a part only
+    when it passes the part's bounding sphere, in the part's frame, and the nearest hit wins.
+    Geometry index 0 is the background, k + 1 the k-th placed part.
+    """
+
+    def __init__(self, background: MeshRaycaster, parts: list[MeshRaycaster], radii_m: list[float], poses: list[np.ndarray]) -> None:
+        self.background = background
+        self.parts = parts
+        self.radius = np.asarray(radii_m, float)
+        self.poses = [np.asarray(p, float) for p in poses]
+        self.centres = np.array([p[:3, 3] for p in self.poses]).reshape(-1, 3)
+
+    def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True) -> RayHits:
+        hits = self.background.cast(origins, dirs, normals)
+        if not self.parts:
+            return hits
+        t, geom, tri, uv, nrm = hits.t_m.copy(), hits.geometry.copy(), hits.triangle.copy(), hits.uv.copy(), hits.normals
+        origins = np.broadcast_to(origins, dirs.shape)
+        if origins.strides[0] == 0:  # one origin (a sensor): one matrix product for all parts
+            rel = self.centres - origins[0]
+            along = dirs @ rel.T
+            miss_sq = np.sum(rel * rel, axis=1)[None, :] - along**2
+        else:
+            rel = self.centres[None, :, :] - origins[:, None, :]
+            along = np.einsum("nd,nad->na", dirs, rel)
+            miss_sq = np.sum(rel * rel, axis=2) - along**2
+        near = (miss_sq <= self.radius**2) & (along >= -self.radius) & (along - self.radius < t[:, None])
+        for k in np.flatnonzero(near.any(axis=0)):
+            sel = np.flatnonzero(near[:, k])
+            rot, trans = self.poses[k][:3, :3], self.poses[k][:3, 3]
+            local = self.parts[k].cast((origins[sel] - trans) @ rot, dirs[sel] @ rot, normals)
+            closer = local.hit & (local.t_m < t[sel])
+            if not closer.any():
+                continue
+            s = sel[closer]
+            t[s], geom[s], tri[s], uv[s] = local.t_m[closer], k + 1, local.triangle[closer], local.uv[closer]
+            if normals:
+                nrm[s] = local.normals[closer] @ rot.T
+        return RayHits(t, geom, tri, uv, nrm)
+
+
+def bounding_radius_m(vertices: np.ndarray) -> float:
+    """Radius of the sphere about the local origin that holds every vertex."""
+    return float(np.linalg.norm(vertices, axis=1).max()) + 0.01 if len(vertices) else 0.0

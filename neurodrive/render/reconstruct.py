@@ -28,7 +28,7 @@ from scipy.spatial import cKDTree
 
 from neurodrive.geometry import invert_pose, transform_points
 from neurodrive.io_utils import atomic_write_json, atomic_write_npz
-from neurodrive.raycast import MeshRaycaster
+from neurodrive.raycast import CompositeCaster, MeshRaycaster, bounding_radius_m
 from neurodrive.render.appearance import (
     PixelSamples,
     SkySamples,
@@ -381,18 +381,25 @@ class _Stage:
         atomic_write_npz(self.folder / f"{name}.npz", vertices=vertices, triangles=triangles, **extra)
 
 
-def frame_caster(
-    log: DrivingLog, frame: int, meshes: list[tuple[np.ndarray, np.ndarray]], actor_ids: list[str]
-) -> tuple[MeshRaycaster, np.ndarray]:
-    """Background (mesh 0) plus the actors valid at ``frame`` at their poses, and the mesh index
-    (into ``meshes``; actor k is mesh k + 1) of each geometry in the caster."""
-    present = [k for k, a in enumerate(actor_ids) if log.track(a).valid[frame]]
-    placed = [meshes[0]]
-    for k in present:
-        pose = log.track(actor_ids[k]).poses[frame]
-        v, t = meshes[k + 1]
-        placed.append((v @ pose[:3, :3].T + pose[:3, 3], t))
-    return MeshRaycaster(placed), np.array([0] + [k + 1 for k in present])
+class FrameCasters:
+    """Ray casters of the background and of each actor mesh, built once for the whole log."""
+
+    def __init__(self, meshes: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.background = MeshRaycaster([meshes[0]])
+        self.actors = [MeshRaycaster([m]) for m in meshes[1:]]
+        self.radii = [bounding_radius_m(m[0]) for m in meshes[1:]]
+
+    def at(self, log: DrivingLog, frame: int, actor_ids: list[str]) -> tuple[CompositeCaster, np.ndarray]:
+        """The actors valid at ``frame`` at their poses, and the mesh index (actor k: mesh k + 1)
+        of each geometry index of the returned caster."""
+        present = [k for k, a in enumerate(actor_ids) if log.track(a).valid[frame]]
+        caster = CompositeCaster(
+            self.background,
+            [self.actors[k] for k in present],
+            [self.radii[k] for k in present],
+            [log.track(actor_ids[k]).poses[frame] for k in present],
+        )
+        return caster, np.array([0] + [k + 1 for k in present])
 
 
 def collect_pixel_samples(
@@ -412,8 +419,9 @@ def collect_pixel_samples(
     stride = max(1, int(np.ceil(np.sqrt(total / cfg.max_pixel_samples))))
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("mesh", "tri", "uv", "t", "dirs", "cam", "rgb")}
     sky: dict[str, list[np.ndarray]] = {k: [] for k in ("dirs", "cam", "rgb")}
+    casters = FrameCasters(meshes)
     for k, f in enumerate(frames):
-        caster, geom_to_mesh = frame_caster(log, f, meshes, actor_ids)
+        caster, geom_to_mesh = casters.at(log, f, actor_ids)
         for ci, cam in enumerate(cams):
             T = log.T_world_camera(cam.name, f)
             dirs_cam = cam.ray_directions(1)[::stride, ::stride].reshape(-1, 3)
@@ -516,8 +524,9 @@ def fit_lidar(
     lidar = log.rig.lidar
     dirs_l = lidar.ray_directions().reshape(-1, 3)
     rec: dict[str, list[np.ndarray]] = {k: [] for k in ("mesh", "tri", "ret", "I", "cos", "r")}
+    casters = FrameCasters(meshes)
     for k, f in enumerate(frames):
-        caster, geom_to_mesh = frame_caster(log, f, meshes, actor_ids)
+        caster, geom_to_mesh = casters.at(log, f, actor_ids)
         T = log.T_world_lidar(f)
         dirs = dirs_l @ T[:3, :3].T
         hits = caster.cast(T[:3, 3], dirs)

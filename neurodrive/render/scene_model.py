@@ -22,7 +22,7 @@ from safetensors.numpy import load_file, save_file
 
 from neurodrive.errors import DataError
 from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
-from neurodrive.raycast import MeshRaycaster, RayHits
+from neurodrive.raycast import CompositeCaster, MeshRaycaster, RayHits, bounding_radius_m
 from neurodrive.render.texels import TexelAtlas
 from neurodrive.scenarios.log import CameraSpec, LidarSpec, LidarSweep
 from neurodrive.scenarios.log_io import read_npz
@@ -98,8 +98,7 @@ class ActorAsset:
 
     @cached_property
     def bounding_radius_m(self) -> float:
-        v = self.mesh.vertices
-        return float(np.linalg.norm(v, axis=1).max()) + 0.01 if len(v) else 0.0
+        return bounding_radius_m(self.mesh.vertices)
 
     def save(self, folder: Path) -> None:
         atomic_write_npz(folder / f"{self.actor_id}.npz", **self.mesh.arrays())
@@ -286,40 +285,13 @@ class PlacedScene:
         self.actor_ids = tuple(actor_poses)
         self.poses = [np.asarray(actor_poses[a], float) for a in self.actor_ids]
         self.meshes = [model.background] + [model.actors[a].mesh for a in self.actor_ids]
-        self._casters = [model.actors[a].caster for a in self.actor_ids]
-        self._radius = np.array([model.actors[a].bounding_radius_m for a in self.actor_ids])
-        self._centres = np.array([p[:3, 3] for p in self.poses]).reshape(-1, 3)
+        assets = [model.actors[a] for a in self.actor_ids]
+        self.caster = CompositeCaster(
+            model.background_caster, [a.caster for a in assets], [a.bounding_radius_m for a in assets], self.poses
+        )
 
     def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True) -> RayHits:
-        hits = self.model.background_caster.cast(origins, dirs, normals)
-        if not self.actor_ids:
-            return hits
-        t, geom, tri, uv, nrm = hits.t_m.copy(), hits.geometry.copy(), hits.triangle.copy(), hits.uv.copy(), hits.normals
-        origins = np.broadcast_to(origins, dirs.shape)
-        single_origin = origins.strides[0] == 0
-        # which rays pass each actor's bounding sphere: (n, A) from one matrix product
-        if single_origin:
-            rel = self._centres - origins[0]  # (A, 3)
-            along = dirs @ rel.T  # (n, A)
-            miss_sq = np.sum(rel * rel, axis=1)[None, :] - along**2
-        else:
-            rel = self._centres[None, :, :] - origins[:, None, :]
-            along = np.einsum("nd,nad->na", dirs, rel)
-            miss_sq = np.sum(rel * rel, axis=2) - along**2
-        near = (miss_sq <= self._radius**2) & (along >= -self._radius) & (along - self._radius < t[:, None])
-        for k in np.flatnonzero(near.any(axis=0)):
-            sel = np.flatnonzero(near[:, k])
-            pose = self.poses[k]
-            rot = pose[:3, :3]
-            local = self._casters[k].cast((origins[sel] - pose[:3, 3]) @ rot, dirs[sel] @ rot, normals)
-            closer = local.hit & (local.t_m < t[sel])
-            if not closer.any():
-                continue
-            s = sel[closer]
-            t[s], geom[s], tri[s], uv[s] = local.t_m[closer], k + 1, local.triangle[closer], local.uv[closer]
-            if normals:
-                nrm[s] = local.normals[closer] @ rot.T
-        return RayHits(t, geom, tri, uv, nrm)
+        return self.caster.cast(origins, dirs, normals)
 
     @staticmethod
     def _groups(geom: np.ndarray):
