@@ -36,7 +36,7 @@ from neurodrive.render.appearance import (
     fit_sky,
     train_decoder,
 )
-from neurodrive.render.scene_model import ActorAsset, LidarIntensityModel, SceneModel, SurfaceMesh
+from neurodrive.render.scene_model import ActorAsset, LidarIntensityModel, SceneModel, SurfaceMesh, lidar_drop_features
 from neurodrive.render.texels import TexelAtlas
 from neurodrive.render.tsdf import SparseTsdf
 from neurodrive.scenarios.log import ActorTrack, DrivingLog
@@ -457,24 +457,25 @@ def build_atlases(meshes, samples: dict, pixel_angle_rad: float, cfg: ReconConfi
     return atlases
 
 
-def fill_unobserved(values: np.ndarray, observed: np.ndarray, centres: np.ndarray, mirror_first: bool = False) -> np.ndarray:
-    """Copy each unobserved entry from the nearest observed one (optionally its mirror image in y first)."""
-    values = values.copy()
+def fill_unobserved(
+    values: np.ndarray, observed: np.ndarray, centres: np.ndarray, mirror: bool = False, max_distance_m: float = np.inf
+) -> tuple[np.ndarray, np.ndarray]:
+    """Copy each unobserved entry from the nearest observed one within ``max_distance_m``; with
+    ``mirror`` the nearest to its mirror image in y (left-right symmetry).
+
+    Returns (values, mask of entries now holding observed values).
+    """
+    values, filled = values.copy(), observed.copy()
     if observed.all() or not observed.any():
-        return values
-    tree = cKDTree(centres[observed])
+        return values, filled
     obs_idx = np.nonzero(observed)[0]
     missing = np.nonzero(~observed)[0]
-    query = centres[missing] * (np.array([1.0, -1.0, 1.0]) if mirror_first else 1.0)
-    _, nn = tree.query(query, k=1, workers=-1)
-    values[missing] = values[obs_idx[nn]]
-    return values
-
-
-def drop_features(triangle_drop: np.ndarray, cos_incidence: np.ndarray, relative_range: np.ndarray) -> np.ndarray:
-    from neurodrive.render.scene_model import lidar_drop_features
-
-    return lidar_drop_features(triangle_drop, cos_incidence, relative_range)
+    query = centres[missing] * (np.array([1.0, -1.0, 1.0]) if mirror else 1.0)
+    dist, nn = cKDTree(centres[observed]).query(query, k=1, workers=-1, distance_upper_bound=max_distance_m)
+    ok = np.isfinite(dist)
+    values[missing[ok]] = values[obs_idx[nn[ok]]]
+    filled[missing[ok]] = True
+    return values, filled
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, max_samples: int = 1_000_000, iterations: int = 15) -> np.ndarray:
@@ -554,8 +555,7 @@ def fit_lidar(
     sub = rng.choice(sub, size=min(len(sub), 300_000), replace=False) if len(sub) else sub
     best = (np.inf, 0.5, 0.0)
     if len(sub):
-        ukeys, inv = np.unique(key[sub], return_inverse=True)
-        cnt = np.bincount(inv)
+        inv = np.unique(key[sub], return_inverse=True)[1].reshape(-1)
         for alpha in np.linspace(0.0, 0.9, 10):
             for beta in np.linspace(0.0, 0.03, 13):
                 g = (alpha + (1 - alpha) * d["cos"][sub]) * np.exp(-beta * d["r"][sub])
@@ -564,7 +564,6 @@ def fit_lidar(
                 err = np.sum((d["I"][sub] - rho[inv] * g) ** 2)
                 if err < best[0]:
                     best = (err, alpha, beta)
-        del ukeys, cnt
     model = LidarIntensityModel(float(best[1]), float(best[2]))
     g_all = model.falloff(d["cos"], d["r"])
     drop_weights = None
@@ -583,15 +582,15 @@ def fit_lidar(
         pooled = [np.bincount(vox, x)[vox] for x in (n, n_ret, num, den)]
         drop = (pooled[0] - pooled[1] + 2 * global_drop) / (pooled[0] + 2)
         refl = (num + pooled[2]) / np.maximum(den + pooled[3], 1e-9)
-        refl = fill_unobserved(refl, pooled[1] > 0, centroids)
-        drop = fill_unobserved(drop, pooled[0] > 0, centroids)
+        refl, _ = fill_unobserved(refl, pooled[1] > 0, centroids)
+        drop, _ = fill_unobserved(drop, pooled[0] > 0, centroids)
         per_mesh.append((np.clip(refl, 0, 1.5).astype(np.float32), np.clip(drop, 0, 1).astype(np.float32)))
     # ray drop also depends on the ray (grazing incidence, range): a logistic model on top of the
     # per-triangle rates, fitted on the training rays
     q = np.concatenate([per_mesh[m][1][d["tri"][d["mesh"] == m]] for m in range(len(meshes))])
     order = np.concatenate([np.nonzero(d["mesh"] == m)[0] for m in range(len(meshes))])
     if len(order) > 100:
-        x = drop_features(q, d["cos"][order], d["r"][order] / log.rig.lidar.max_range_m)
+        x = lidar_drop_features(q, d["cos"][order], d["r"][order] / log.rig.lidar.max_range_m)
         y = (~ret[order]).astype(float)
         drop_weights = fit_logistic(x, y, np.random.default_rng(0))
     model = LidarIntensityModel(model.alpha, model.beta_per_m, drop_weights)
@@ -669,16 +668,8 @@ def reconstruct(
         centres = atlas.texel_centres(v, t)
         feats, obs = features[lo:hi], observed[lo:hi]
         if m > 0:  # actors: the mirrored side first (left-right symmetry prior)
-            mirrored = fill_unobserved(feats, obs, centres, mirror_first=True)
-            _, dist = None, None
-            tree_ok = obs.any()
-            if tree_ok:
-                dist, _ = cKDTree(centres[obs]).query(centres[~obs] * np.array([1.0, -1.0, 1.0]), k=1)
-                use = np.zeros(len(obs), bool)
-                use[np.nonzero(~obs)[0][dist < 0.15]] = True
-                feats = np.where(use[:, None], mirrored, feats)
-                obs = obs | use
-        feats = fill_unobserved(feats, obs, centres)
+            feats, obs = fill_unobserved(feats, obs, centres, mirror=True, max_distance_m=0.15)
+        feats, _ = fill_unobserved(feats, obs, centres)
         filled_features[lo:hi] = smooth_sparse_texels(feats, count[lo:hi], centres, cfg.texel_smoothing_k)
         if progress:
             progress("filling unseen texels", m + 1, len(meshes))
