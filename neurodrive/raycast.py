@@ -85,15 +85,18 @@ class CompositeCaster:
             return hits
         t, geom, tri, uv, nrm = hits.t_m.copy(), hits.geometry.copy(), hits.triangle.copy(), hits.uv.copy(), hits.normals
         origins = np.broadcast_to(origins, dirs.shape)
-        if origins.strides[0] == 0:  # one origin (a sensor): one matrix product for all parts
-            rel = self.centres - origins[0]
-            along = dirs @ rel.T
-            miss_sq = np.sum(rel * rel, axis=1)[None, :] - along**2
+        if origins.strides[0] == 0:  # one origin (a sensor): one float32 matrix product for all parts
+            rel = self.centres - origins[0]  # (A, 3)
+            along = dirs.astype(np.float32) @ rel.T.astype(np.float32)  # (n, A) distance to the closest approach
+            # a unit ray passes within r of the centre when along >= sqrt(|rel|^2 - r^2) (origin outside)
+            dist_sq = np.sum(rel * rel, axis=1)
+            threshold = np.where(dist_sq > self.radius**2, np.sqrt(np.maximum(dist_sq - self.radius**2, 0.0)), -self.radius)
+            near = (along >= threshold.astype(np.float32)) & (along < (t[:, None] + self.radius).astype(np.float32))
         else:
             rel = self.centres[None, :, :] - origins[:, None, :]
             along = np.einsum("nd,nad->na", dirs, rel)
             miss_sq = np.sum(rel * rel, axis=2) - along**2
-        near = (miss_sq <= self.radius**2) & (along >= -self.radius) & (along - self.radius < t[:, None])
+            near = (miss_sq <= self.radius**2) & (along >= -self.radius) & (along - self.radius < t[:, None])
         for k in np.flatnonzero(near.any(axis=0)):
             sel = np.flatnonzero(near[:, k])
             rot, trans = self.poses[k][:3, :3], self.poses[k][:3, 3]
