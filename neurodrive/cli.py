@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -178,8 +179,6 @@ def render(
     """Render camera images (+ depth, actor masks) and a LiDAR sweep of a scene from any ego pose."""
     import json
 
-    import numpy as np
-
     from neurodrive.geometry import make_pose, pose_xyz_yaw
     from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
     from neurodrive.render.edits import EditedScene, SceneEdits
@@ -229,10 +228,8 @@ def render(
                   f"realism confidence {c.score:.2f} ({json.dumps(round(c.distance_to_training_m, 2))} m from the nearest training view)")
 
 
-def write_ply(path: Path, xyz: "np.ndarray", intensity: "np.ndarray") -> None:
+def write_ply(path: Path, xyz: np.ndarray, intensity: np.ndarray) -> None:
     """Binary little-endian PLY with x, y, z, intensity (float32)."""
-    import numpy as np
-
     from neurodrive.io_utils import atomic_write_bytes
 
     header = (
