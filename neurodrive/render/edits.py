@@ -38,28 +38,28 @@ class _Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Repose(_Schema):
-    offset: PoseXYZYaw | None = None
+class _PoseOrTrajectory(_Schema):
+    """One fixed pose (field named by ``_single``) or a trajectory: exactly one of them."""
+
+    _single: str = "pose"
     trajectory: list[PoseXYZYaw] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
-    def _one_of(self) -> Repose:
-        if (self.offset is None) == (self.trajectory is None):
-            raise ValueError("give exactly one of 'offset' or 'trajectory'")
+    def _one_of(self) -> _PoseOrTrajectory:
+        if (getattr(self, self._single) is None) == (self.trajectory is None):
+            raise ValueError(f"give exactly one of '{self._single}' or 'trajectory'")
         return self
 
 
-class Insert(_Schema):
+class Repose(_PoseOrTrajectory):
+    _single: str = "offset"
+    offset: PoseXYZYaw | None = None
+
+
+class Insert(_PoseOrTrajectory):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
     asset: str = Field(min_length=1)  # an actor id of the scene, or a path to an asset .npz
     pose: PoseXYZYaw | None = None
-    trajectory: list[PoseXYZYaw] | None = Field(default=None, min_length=1)
-
-    @model_validator(mode="after")
-    def _one_of(self) -> Insert:
-        if (self.pose is None) == (self.trajectory is None):
-            raise ValueError("give exactly one of 'pose' or 'trajectory'")
-        return self
 
 
 class SceneEdits(_Schema):
