@@ -307,25 +307,37 @@ def extrude_wall_tops(
     return np.concatenate([vertices, col_a, col_b]), np.concatenate([triangles, new_tris])
 
 
-def fit_actor(log: DrivingLog, track: ActorTrack, frames: list[int], cfg: ReconConfig):
-    """Mesh of one actor in its box frame; mirrored returns give the unseen side."""
+def gather_actor_returns(
+    log: DrivingLog, tracks: list[ActorTrack], frames: list[int], cfg: ReconConfig
+) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Per actor and frame: (sensor origin (3,), returns inside its box (M, 3)), both in its box
+    frame. Every sweep is read once for all actors."""
+    out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {t.actor_id: [] for t in tracks}
+    for f in frames:
+        present = [t for t in tracks if t.valid[f]]
+        if not present:
+            continue
+        T = log.T_world_lidar(f)
+        pts = transform_points(T, log.lidar(f).xyz_m.astype(np.float64))
+        for track in present:
+            local = _box_local(track, f, pts)
+            inside = _in_box(local, track.size_m, 0.05, cfg.ground_clearance_m * 0.7)
+            if inside.any():
+                out[track.actor_id].append((_box_local(track, f, T[:3, 3][None])[0], local[inside]))
+    return out
+
+
+def fit_actor(track: ActorTrack, returns: list[tuple[np.ndarray, np.ndarray]], cfg: ReconConfig):
+    """Mesh of one actor in its box frame from its returns (see gather_actor_returns); mirrored
+    returns give the unseen side."""
     vs = cfg.actor_voxel_size_m
     tsdf = SparseTsdf(vs, 3 * vs)
     mirror = np.array([1.0, -1.0, 1.0])
     n_points = 0
-    for f in frames:
-        if not track.valid[f]:
-            continue
-        T = log.T_world_lidar(f)
-        pts = transform_points(T, log.lidar(f).xyz_m.astype(np.float64))
-        local = _box_local(track, f, pts)
-        inside = _in_box(local, track.size_m, 0.05, cfg.ground_clearance_m * 0.7)
-        if not inside.any():
-            continue
-        origin = _box_local(track, f, T[:3, 3][None])[0]
-        tsdf.integrate(origin, local[inside])
-        tsdf.integrate(origin * mirror, local[inside] * mirror)
-        n_points += int(inside.sum())
+    for origin, points in returns:
+        tsdf.integrate(origin, points)
+        tsdf.integrate(origin * mirror, points * mirror)
+        n_points += len(points)
     v, t = tsdf.extract_mesh(min_weight=0.5) if n_points > 30 else (np.zeros((0, 3)), np.zeros((0, 3), np.int64))
     half = track.size_m / 2 + 0.02
     if len(v) >= 20:
@@ -377,6 +389,7 @@ class _Stage:
             return None
         a = read_npz(path, {"vertices": (None, 3), "triangles": (None, 3)})
         return a["vertices"], a["triangles"], a
+
     def save_mesh(self, name: str, vertices: np.ndarray, triangles: np.ndarray, **extra: np.ndarray) -> None:
         atomic_write_npz(self.folder / f"{name}.npz", vertices=vertices, triangles=triangles, **extra)
 
@@ -625,12 +638,14 @@ def reconstruct(
     actor_ids = [t.actor_id for t in log.tracks if t.valid[frames].any()]
     meshes: list[tuple[np.ndarray, np.ndarray]] = [(bg_v, bg_t)]
     actor_points: dict[str, int] = {}
+    cached_actors = [stage.load_mesh(f"actor_geometry_{k:04d}") for k in range(len(actor_ids))]
+    to_fit = [log.track(a) for a, c in zip(actor_ids, cached_actors) if c is None]
+    returns = gather_actor_returns(log, to_fit, frames, cfg) if to_fit else {}
     for k, aid in enumerate(actor_ids):
-        name = f"actor_geometry_{k:04d}"
-        cached = stage.load_mesh(name)
+        cached = cached_actors[k]
         if cached is None:
-            v, t, npts = fit_actor(log, log.track(aid), frames, cfg)
-            stage.save_mesh(name, v, t, num_points=np.array(npts))
+            v, t, npts = fit_actor(log.track(aid), returns.pop(aid), cfg)
+            stage.save_mesh(f"actor_geometry_{k:04d}", v, t, num_points=np.array(npts))
         else:
             v, t, arrays = cached
             npts = int(arrays.get("num_points", 0))
