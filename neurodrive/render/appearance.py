@@ -116,7 +116,8 @@ def train_decoder(
     Returns (texel features (T, D), decoder, loss per step run in this call).
     """
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+    from safetensors.torch import save as save_safetensors
 
     torch.manual_seed(seed)
     num_texels = len(colours)
@@ -153,10 +154,7 @@ def train_decoder(
     def save(step: int) -> None:
         state = {"extras": extras.weight.detach(), "exp_a": exp_a.detach(), "exp_b": exp_b.detach()}
         state |= {f"mlp.{k}": v.detach() for k, v in mlp.state_dict().items()}
-        tmp = checkpoint_dir / ".appearance.tmp"
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-        atomic_write_bytes(ckpt, tmp.read_bytes())
-        tmp.unlink()
+        atomic_write_bytes(ckpt, save_safetensors({k: v.contiguous() for k, v in state.items()}))
         atomic_write_json(meta, {"step": step})
 
     texel_t = torch.from_numpy(samples.texel)

@@ -18,7 +18,8 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
+from safetensors.numpy import save as save_safetensors
 
 from neurodrive.errors import DataError
 from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
@@ -459,10 +460,7 @@ class SceneModel:
         d = self.decoder
         tensors = {"w1": d.w1, "b1": d.b1, "w2": d.w2, "b2": d.b2, "sky": self.sky.image}
         tensors |= {f"exposure.{cam}": e for cam, e in d.exposures.items()}
-        tmp = folder / ".appearance.safetensors.tmp"
-        save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, str(tmp))
-        atomic_write_bytes(folder / "appearance.safetensors", tmp.read_bytes())
-        tmp.unlink()
+        atomic_write_bytes(folder / "appearance.safetensors", save_safetensors({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}))
         meta = dict(self.meta) | {
             "format": SCENE_FORMAT,
             "version": SCENE_VERSION,
