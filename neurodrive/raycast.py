@@ -11,11 +11,11 @@ import open3d as o3d
 
 @dataclass(frozen=True)
 class RayHits:
-    t_m: np.ndarray  # (n,) distance along the (unit) ray, inf on a miss
-    geometry: np.ndarray  # (n,) index of the mesh hit, -1 on a miss
-    triangle: np.ndarray  # (n,) triangle index within that mesh, -1 on a miss
-    uv: np.ndarray  # (n, 2) barycentric coordinates: point = (1-u-v) a + u b + v c
-    normals: np.ndarray  # (n, 3) unit triangle normals turned to face the ray origin
+    t_m: np.ndarray  # (n,) float32 distance along the (unit) ray, inf on a miss
+    geometry: np.ndarray  # (n,) int32 index of the mesh hit, -1 on a miss
+    triangle: np.ndarray  # (n,) int32 triangle index within that mesh, -1 on a miss
+    uv: np.ndarray  # (n, 2) float32 barycentric coordinates: point = (1-u-v) a + u b + v c
+    normals: np.ndarray  # (n, 3) float32 unit triangle normals turned to face the ray origin
 
     @property
     def hit(self) -> np.ndarray:
@@ -43,21 +43,21 @@ class MeshRaycaster:
         return o3d.core.Tensor(np.ascontiguousarray(np.concatenate([origins, dirs], axis=1), np.float32))
 
     def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True) -> RayHits:
-        """Nearest hits of rays; ``normals=False`` skips the normals (left as zeros) for speed."""
+        """Nearest hits of rays; ``normals=False`` skips the normals (left as zeros) for speed.
+
+        Arrays keep open3d's float32 / 32-bit types (no copies); its invalid id reads as -1.
+        """
         ans = self.scene.cast_rays(self._rays(origins, dirs))
-        t = ans["t_hit"].numpy().astype(np.float64)
-        hit = np.isfinite(t)
-        geom = ans["geometry_ids"].numpy().astype(np.int64)
-        prim = ans["primitive_ids"].numpy().astype(np.int64)
-        geom[~hit] = -1
-        prim[~hit] = -1
+        t = ans["t_hit"].numpy()
+        geom = ans["geometry_ids"].numpy().view(np.int32)  # RaycastingScene.INVALID_ID (2^32 - 1) -> -1
+        prim = ans["primitive_ids"].numpy().view(np.int32)
         if normals:
-            n = ans["primitive_normals"].numpy().astype(np.float64)
-            n[np.einsum("ij,ij->i", n, dirs) > 0] *= -1
+            n = ans["primitive_normals"].numpy()
+            n[np.einsum("ij,ij->i", n, dirs.astype(np.float32, copy=False)) > 0] *= -1
             norm = np.linalg.norm(n, axis=1, keepdims=True)
             n /= np.where(norm > 0, norm, 1.0)
         else:
-            n = np.zeros((len(t), 3))
+            n = np.zeros((len(t), 3), np.float32)
         return RayHits(t, geom, prim, ans["primitive_uvs"].numpy(), n)
 
     def occluded(self, origins: np.ndarray, dirs: np.ndarray, t_far: float = np.inf) -> np.ndarray:
@@ -83,22 +83,11 @@ class CompositeCaster:
         hits = self.background.cast(origins, dirs, normals)
         if not self.parts:
             return hits
-        t, geom, tri, uv, nrm = hits.t_m.copy(), hits.geometry.copy(), hits.triangle.copy(), hits.uv.copy(), hits.normals
+        t, geom, tri, uv, nrm = hits.t_m, hits.geometry, hits.triangle, hits.uv, hits.normals  # fresh arrays: updated in place
         origins = np.broadcast_to(origins, dirs.shape)
-        if origins.strides[0] == 0:  # one origin (a sensor): one float32 matrix product for all parts
-            rel = self.centres - origins[0]  # (A, 3)
-            along = dirs.astype(np.float32) @ rel.T.astype(np.float32)  # (n, A) distance to the closest approach
-            # a unit ray passes within r of the centre when along >= sqrt(|rel|^2 - r^2) (origin outside)
-            dist_sq = np.sum(rel * rel, axis=1)
-            threshold = np.where(dist_sq > self.radius**2, np.sqrt(np.maximum(dist_sq - self.radius**2, 0.0)), -self.radius)
-            near = (along >= threshold.astype(np.float32)) & (along < (t[:, None] + self.radius).astype(np.float32))
-        else:
-            rel = self.centres[None, :, :] - origins[:, None, :]
-            along = np.einsum("nd,nad->na", dirs, rel)
-            miss_sq = np.sum(rel * rel, axis=2) - along**2
-            near = (miss_sq <= self.radius**2) & (along >= -self.radius) & (along - self.radius < t[:, None])
-        for k in np.flatnonzero(near.any(axis=0)):
-            sel = np.flatnonzero(near[:, k])
+        for k, sel in enumerate(self._candidates(origins, dirs, t)):
+            if len(sel) == 0:
+                continue
             rot, trans = self.poses[k][:3, :3], self.poses[k][:3, 3]
             local = self.parts[k].cast((origins[sel] - trans) @ rot, dirs[sel] @ rot, normals)
             closer = local.hit & (local.t_m < t[sel])
@@ -109,6 +98,26 @@ class CompositeCaster:
             if normals:
                 nrm[s] = local.normals[closer] @ rot.T
         return RayHits(t, geom, tri, uv, nrm)
+
+    def _candidates(self, origins: np.ndarray, dirs: np.ndarray, t_m: np.ndarray):
+        """For each part, the rays that pass its bounding sphere before their background hit."""
+        radius32 = self.radius.astype(np.float32)
+        if origins.strides[0] == 0:  # one origin (a sensor): one float32 matrix product for all parts
+            rel = self.centres - origins[0]  # (A, 3)
+            along = rel.astype(np.float32) @ dirs.T.astype(np.float32)  # (A, n) distance to the closest approach
+            # a unit ray passes within r of the centre when along >= sqrt(|rel|^2 - r^2) (origin outside)
+            dist_sq = np.sum(rel * rel, axis=1)
+            inside = dist_sq <= self.radius**2
+            threshold = np.where(inside, -self.radius, np.sqrt(np.maximum(dist_sq - self.radius**2, 0.0))).astype(np.float32)
+            for k, row in enumerate(along):  # row by row: the cheap cone test first, then the depth test
+                sel = np.flatnonzero(row >= threshold[k])
+                yield sel[row[sel] < t_m[sel] + radius32[k]]
+            return
+        rel = self.centres[None, :, :] - origins[:, None, :]
+        along = np.einsum("nd,nad->na", dirs, rel)
+        miss_sq = np.sum(rel * rel, axis=2) - along**2
+        near = (miss_sq <= self.radius**2) & (along >= -self.radius) & (along - self.radius < t_m[:, None])
+        yield from (np.flatnonzero(col) for col in near.T)
 
 
 def bounding_radius_m(vertices: np.ndarray) -> float:

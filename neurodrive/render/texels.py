@@ -37,10 +37,10 @@ class TexelAtlas:
 
     def lookup(self, triangle: np.ndarray, uv: np.ndarray) -> np.ndarray:
         """Texel index of hits (triangle (n,), barycentric uv (n, 2))."""
-        n = self.resolution[triangle].astype(np.int64)
-        i = np.clip(np.floor(uv[:, 0] * n).astype(np.int64), 0, n - 1)
-        j = np.clip(np.floor(uv[:, 1] * n).astype(np.int64), 0, n - 1 - i)
-        return self.offset[triangle] + i * n - i * (i - 1) // 2 + j
+        n = np.take(self.resolution, triangle)  # int32: cells per edge are small
+        i = np.clip((uv[:, 0] * n).astype(np.int32), 0, n - 1)
+        j = np.clip((uv[:, 1] * n).astype(np.int32), 0, n - 1 - i)
+        return np.take(self.offset, triangle) + (i * n - i * (i - 1) // 2 + j)
 
     def texel_centres(self, vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
         """(T, 3) a point inside each texel's cell (for nearest-texel filling)."""
