@@ -228,6 +228,69 @@ def render(
                   f"realism confidence {c.score:.2f} ({json.dumps(round(c.distance_to_training_m, 2))} m from the nearest training view)")
 
 
+@app.command()
+def replay(
+    scenario: Path = typer.Argument(..., help="Scenario YAML."),
+    agent: str = typer.Option("expert", "--agent", "-a", help="Agent: expert, idm, constant-velocity, lidar-aeb (or a plug-in)."),
+    out: Path = typer.Option(Path("replay_out"), "--out", "-o", help="Folder for video.mp4, metrics.json and plot.png."),
+    video: bool = typer.Option(True, help="Render the cameras and write the mp4 (needs the scenario's scene)."),
+    seed: int = typer.Option(None, help="Episode seed (default: the scenario's)."),
+) -> None:
+    """Run an agent in closed loop through a scenario; write an mp4, metrics.json and a plot."""
+    from neurodrive.replay import replay as run_replay
+
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task(f"{agent} on {scenario.name}", total=None)
+            metrics = run_replay(scenario, agent, out, video=video, seed=seed,
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except (DataError, KeyError) as e:
+        _fail(e)
+    table = Table(title=f"{metrics['scenario']} - {agent}")
+    table.add_column("metric")
+    table.add_column("score", justify="right")
+    table.add_column("value", justify="right")
+    for name, m in metrics["metrics"].items():
+        value = "inf" if m["value"] is None else f"{m['value']:.3g} {m['unit']}"
+        table.add_row(name, f"{m['score']:.2f}", value)
+    table.add_row("[bold]nuPlan-style score", f"[bold]{metrics['nuplan_score']:.3f}", "")
+    table.add_row("[bold]NeuroNCAP score", f"[bold]{metrics['neuroncap_score']:.2f}", "of 5")
+    console.print(table)
+    console.print(f"wrote {out}/metrics.json, plot.png" + (", video.mp4" if (out / "video.mp4").is_file() else ""))
+
+
+@app.command("eval")
+def evaluate(
+    scenarios: Path = typer.Argument(..., help="Folder of scenario YAML files."),
+    agent: str = typer.Option("expert", "--agent", "-a"),
+    out: Path = typer.Option(Path("eval_out"), "--out", "-o"),
+    workers: int = typer.Option(1, min=1, help="Local worker processes."),
+    ray_address: str = typer.Option(None, help="Run on this Ray cluster (e.g. 'auto' or 'ray://host:10001')."),
+    video: bool = typer.Option(False, help="Also write each scenario's mp4."),
+    overwrite: bool = typer.Option(False, help="Re-run scenarios that already have metrics."),
+) -> None:
+    """Run an agent on every scenario of a folder (in parallel); write OUT/summary.json."""
+    from neurodrive.evaluation import evaluate_scenarios
+
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task(f"{agent}", total=len(list(scenarios.glob("*.y*ml"))))
+            summary = evaluate_scenarios(scenarios, agent, out, workers, ray_address, video, overwrite,
+                                         on_done=lambda name, r: bar.advance(task))
+    except (DataError, RuntimeError) as e:
+        _fail(e)
+    table = Table(title=f"{agent}: {summary['scenarios']} scenarios")
+    for col in ("scenario", "nuPlan score", "NeuroNCAP", "collisions"):
+        table.add_column(col)
+    for name, r in summary["results"].items():
+        if "error" in r:
+            table.add_row(name, "[red]error", r["error"][:60], "")
+        else:
+            table.add_row(name, f"{r['nuplan_score']:.3f}", f"{r['neuroncap_score']:.2f}", str(len(r["collisions"])))
+    console.print(table)
+    console.print(f"wrote {out}/summary.json")
+
+
 def write_ply(path: Path, xyz: np.ndarray, intensity: np.ndarray) -> None:
     """Binary little-endian PLY with x, y, z, intensity (float32)."""
     from neurodrive.io_utils import atomic_write_bytes

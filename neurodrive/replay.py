@@ -1,0 +1,184 @@
+"""Running an agent through a scenario and recording it: mp4 (cameras + LiDAR bird's-eye view),
+metrics.json and a plot. Used by ``neurodrive replay`` / ``neurodrive eval`` and the demo."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+from PIL import Image, ImageDraw
+
+from neurodrive.agents import Agent, make_agent
+from neurodrive.geometry import transform_points
+from neurodrive.io_utils import atomic_write_bytes, atomic_write_json
+from neurodrive.scenarios.scenario import Scenario
+from neurodrive.sim.simulator import Observation, SimConfig, Simulator
+from neurodrive.sim.state import box_corners_xy
+
+
+@dataclass(frozen=True)
+class BevStyle:
+    size_px: int = 360
+    range_m: float = 40.0  # metres from the ego to the top edge
+    ego_row_share: float = 0.7  # the ego sits this far down the image
+
+
+def bird_eye_view(sim: Simulator, observation: Observation, style: BevStyle = BevStyle()) -> np.ndarray:
+    """(S, S, 3) uint8: drivable area, lanes, route, LiDAR returns, actor boxes and the ego, ego heading up."""
+    s = style.size_px
+    scale = s * style.ego_row_share / style.range_m  # px per m
+    ego = observation.ego
+    c, si = math.cos(ego.yaw_rad), math.sin(ego.yaw_rad)
+
+    def to_px(xy: np.ndarray) -> list[tuple[float, float]]:
+        rel = np.asarray(xy, float).reshape(-1, 2) - [ego.x_m, ego.y_m]
+        fwd = rel[:, 0] * c + rel[:, 1] * si
+        left = -rel[:, 0] * si + rel[:, 1] * c
+        return list(zip(s / 2 - left * scale, s * style.ego_row_share - fwd * scale))
+
+    img = Image.new("RGB", (s, s), (24, 24, 28))
+    draw = ImageDraw.Draw(img)
+    for area in sim.log.road_map.drivable_areas:
+        draw.polygon(to_px(area), fill=(60, 60, 66))
+    for lane in sim.log.road_map.lanes:
+        draw.line(to_px(lane.centerline_m), fill=(95, 95, 105), width=1)
+    route_s = float(sim.route.project(np.array([ego.x_m, ego.y_m]))[0])
+    draw.line(to_px(sim.route.position(route_s + np.linspace(0, 60, 31))), fill=(70, 170, 90), width=3)
+    sensors = observation.sensors
+    if sensors is not None and sensors.lidar is not None and sim.rig is not None:
+        pts = transform_points(ego.pose() @ sim.rig.lidar.T_ego_lidar, sensors.lidar.sweep.xyz_m.astype(float))
+        px = np.array(to_px(pts[:, :2])).reshape(-1, 2)
+        inside = (px[:, 0] >= 0) & (px[:, 0] < s) & (px[:, 1] >= 0) & (px[:, 1] < s)
+        value = np.clip(60 + 195 * sensors.lidar.sweep.intensity[inside], 0, 255).astype(np.uint8)
+        arr = np.asarray(img).copy()
+        arr[px[inside, 1].astype(int), px[inside, 0].astype(int)] = np.stack([value, value, np.full_like(value, 255)], axis=1)
+        img = Image.fromarray(arr)
+        draw = ImageDraw.Draw(img)
+    hit = {c.actor_id for c in sim.record.collisions} if sim.record else set()
+    for a in observation.actors.values():
+        corners = box_corners_xy(a.x_m, a.y_m, a.yaw_rad, a.size_m[0], a.size_m[1])[0]
+        draw.polygon(to_px(corners), outline=(230, 60, 60) if a.actor_id in hit else (90, 160, 255), width=2)
+    p = sim.params
+    cx, cy = ego.centre_xy(p)
+    draw.polygon(to_px(box_corners_xy(cx, cy, ego.yaw_rad, p.length_m, p.width_m)[0]), fill=(250, 160, 40))
+    return np.asarray(img)
+
+
+def compose_frame(sim: Simulator, observation: Observation, height_px: int = 360) -> np.ndarray:
+    """Camera images side by side, then the bird's-eye view, with a status line."""
+    panels = []
+    if observation.sensors is not None:
+        for render in observation.sensors.cameras.values():
+            im = Image.fromarray(render.rgb)
+            panels.append(np.asarray(im.resize((max(1, round(im.width * height_px / im.height)), height_px), Image.BILINEAR)))
+    panels.append(bird_eye_view(sim, observation, BevStyle(size_px=height_px)))
+    frame = np.concatenate(panels, axis=1)
+    frame = frame[:, : frame.shape[1] // 2 * 2]  # even sizes for the H.264 encoder
+    img = Image.fromarray(np.ascontiguousarray(frame))
+    ImageDraw.Draw(img).text(
+        (6, 4), f"t={observation.time_s:4.1f}s  v={observation.ego.speed_mps:4.1f} m/s  collisions={len(sim.record.collisions)}",
+        fill=(255, 255, 255),
+    )
+    return np.asarray(img)
+
+
+def write_plot(sim: Simulator, path: Path) -> None:
+    """Speed, acceleration and progress over time (PNG, written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rec = sim.record
+    t = np.array(rec.times_s)
+    e = rec.ego_array()
+    fig, axes = plt.subplots(3, 1, figsize=(7, 6), sharex=True)
+    axes[0].plot(t, e[:, 3])
+    axes[0].set_ylabel("speed (m/s)")
+    axes[1].plot(t, e[:, 4])
+    axes[1].set_ylabel("accel (m/s²)")
+    axes[2].plot(t, rec.progress_m())
+    axes[2].set_ylabel("progress (m)")
+    axes[2].set_xlabel("time (s)")
+    for c in rec.collisions:
+        for ax in axes:
+            ax.axvline(c.time_s, color="red", linestyle="--")
+    fig.suptitle(sim.scenario.name)
+    fig.tight_layout()
+    with tempfile.NamedTemporaryFile(suffix=".png", dir=path.parent, delete=False) as tmp:
+        fig.savefig(tmp.name, dpi=80)
+    plt.close(fig)
+    os.replace(tmp.name, path)
+
+
+def json_safe(value):
+    """Infinite / NaN floats become None (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return json_safe(value.item())
+    return value
+
+
+def run_episode(
+    sim: Simulator,
+    agent: Agent,
+    seed: int | None = None,
+    on_frame: Callable[[Observation], None] | None = None,
+) -> dict:
+    """Runs one episode to its end; returns the metrics."""
+    sim.want_sensors = sim.scene is not None and (agent.needs_sensors or on_frame is not None)
+    agent.reset(sim.agent_context())
+    obs = sim.reset(seed)
+    if on_frame:
+        on_frame(obs)
+    while not sim.done:
+        obs, _ = sim.step(agent.act(obs))
+        if on_frame:
+            on_frame(obs)
+    return json_safe(sim.metrics())
+
+
+def replay(scenario_path: str | Path, agent_name: str, out_dir: str | Path, video: bool = True, seed: int | None = None,
+           progress: Callable[[int, int], None] | None = None) -> dict:
+    """``neurodrive replay``: writes OUT/video.mp4, OUT/metrics.json and OUT/plot.png."""
+    scenario_path, out = Path(scenario_path), Path(out_dir)
+    scenario = Scenario.load(scenario_path)
+    agent = make_agent(agent_name)
+    sim = Simulator(scenario, scenario_path, config=SimConfig(), render_sensors=video or agent.needs_sensors)
+    out.mkdir(parents=True, exist_ok=True)
+    total = int(round(scenario.duration_s / sim.config.dt_s))
+    writer, tmp_video = None, None
+    if video and sim.scene is not None:
+        tmp_video = out / ".video.partial.mp4"
+        writer = imageio.get_writer(tmp_video, format="FFMPEG", fps=round(1 / sim.config.dt_s), codec="libx264", macro_block_size=1)
+
+    def on_frame(obs: Observation) -> None:
+        if writer is not None:
+            writer.append_data(compose_frame(sim, obs))
+        if progress:
+            progress(obs.step, total)
+
+    try:
+        metrics = run_episode(sim, agent, seed, on_frame)
+    finally:
+        if writer is not None:
+            writer.close()
+    if tmp_video is not None:
+        os.replace(tmp_video, out / "video.mp4")
+    metrics = {"scenario": scenario.name, "agent": agent_name, "seed": scenario.seed if seed is None else seed, **metrics}
+    atomic_write_json(out / "metrics.json", metrics)
+    write_plot(sim, out / "plot.png")
+    atomic_write_bytes(out / "scenario.yaml", scenario.dump_yaml().encode())
+    return metrics

@@ -1,0 +1,353 @@
+"""The closed-loop simulator: ego dynamics, actor behaviours, collisions, sensors, records.
+
+Stepped at 10 Hz. Each step the ego's action (a ``Control`` or a ``Trajectory`` tracked by pure
+pursuit) moves it through the kinematic bicycle model, every actor behaviour advances (reactive
+ones see the ego as a box), collisions are checked on sub-steps, and - when sensors are wanted -
+the reconstructed scene renders the cameras and the LiDAR with the actors where they now are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import shapely
+
+from neurodrive.errors import DataError
+from neurodrive.geometry import pose_xyz_yaw, yaw_of
+from neurodrive.render.scene_model import ActorAsset, FrameRender, SceneModel
+from neurodrive.render.edits import Repose
+from neurodrive.scenarios.log import ActorTrack, DrivingLog, SensorRig
+from neurodrive.scenarios.log_io import load_log
+from neurodrive.scenarios.scenario import InsertActor, Scenario
+from neurodrive.sim.behaviours import ActorBehaviour, IDMFollower, TimedTrajectory, idm_from_track, log_replay
+from neurodrive.sim.collisions import CollisionEvent, detect_collisions, footprints
+from neurodrive.sim.controllers import PurePursuitController, Trajectory
+from neurodrive.sim.metrics import EpisodeRecord, evaluate_episode, lane_under
+from neurodrive.sim.paths import Polyline
+from neurodrive.sim.state import ActorState, WorldState
+from neurodrive.sim.vehicle import Control, EgoState, KinematicBicycleModel, VehicleParameters
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    dt_s: float = 0.1  # 10 Hz
+    collision_substeps: int = 4
+    stop_on_collision: bool = True  # the episode ends at the first collision (as NeuroNCAP)
+    goal_tolerance_m: float = 2.0
+
+
+@dataclass(frozen=True)
+class ExpertPlan:
+    """The logged ego from the start frame on (times relative to the episode start)."""
+
+    times_s: np.ndarray  # (K,)
+    xy_m: np.ndarray  # (K, 2) rear axle
+    speed_mps: np.ndarray  # (K,)
+
+    def trajectory_from(self, time_s: float, horizon_s: float = 4.0, dt_s: float = 0.1) -> Trajectory:
+        """Logged waypoints over the horizon (constant velocity beyond the log's end)."""
+        t = time_s + np.arange(0.0, horizon_s + 1e-9, dt_s)
+        end_v = (self.xy_m[-1] - self.xy_m[-2]) / max(self.times_s[-1] - self.times_s[-2], 1e-6) if len(self.times_s) > 1 else np.zeros(2)
+        xy = np.stack([np.interp(t, self.times_s, self.xy_m[:, 0]), np.interp(t, self.times_s, self.xy_m[:, 1])], axis=1)
+        after = t > self.times_s[-1]
+        xy[after] = self.xy_m[-1] + (t[after] - self.times_s[-1])[:, None] * end_v
+        speed = np.interp(t, self.times_s, self.speed_mps)
+        if np.linalg.norm(xy[-1] - xy[0]) < 0.5:  # standing still: a short stub ahead, speed 0
+            heading = np.array([1.0, 0.0])
+            xy = np.stack([xy[0], xy[0] + heading])
+            speed = np.zeros(2)
+        return Trajectory(xy, speed)
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    """What an agent may know before the episode starts."""
+
+    params: VehicleParameters
+    dt_s: float
+    route: Polyline
+    speed_limit_mps: float
+    expert: ExpertPlan
+    rig: SensorRig | None
+
+
+@dataclass(frozen=True)
+class Observation:
+    step: int
+    time_s: float
+    ego: EgoState
+    actors: dict[str, ActorState]  # the simulator's ground truth (privileged)
+    route: Polyline
+    sensors: FrameRender | None  # rendered cameras + LiDAR (None without a scene or when not asked for)
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    collisions: list[CollisionEvent]
+    off_road: bool
+    goal_reached: bool
+    done: bool
+
+
+class Simulator:
+    """One scenario, stepped by an agent's actions."""
+
+    def __init__(self, scenario: Scenario, source: str | Path = "<scenario>", params: VehicleParameters = VehicleParameters(),
+                 config: SimConfig = SimConfig(), scene: SceneModel | None = None, log: DrivingLog | None = None,
+                 render_sensors: bool = True) -> None:
+        self.scenario, self.source, self.params, self.config = scenario, str(source), params, config
+        if scene is None and scenario.scene is not None and render_sensors:
+            scene = SceneModel.load(scenario.resolve_path(scenario.scene))
+        if log is None:
+            if scenario.log is not None:
+                log = load_log(scenario.resolve_path(scenario.log))
+            elif scene is not None:
+                log = load_log(scene.meta["log"]["path"])
+            else:
+                log = load_log(Path(SceneModel.load(scenario.resolve_path(scenario.scene)).meta["log"]["path"]))
+        self.log = log
+        self.dynamics = KinematicBicycleModel(params)
+        self.controller = PurePursuitController(params)
+        self._check_ids()
+        self.scene = self._scene_with_inserts(scene) if scene is not None and render_sensors else None
+        self.rig = self._sensor_rig() if self.scene is not None else None
+        self.start_frame, start_ego = self._start()
+        self.route, self.goal_s_m = self._route(start_ego)
+        self.expert = self._expert()
+        self._start_ego = start_ego
+        self.state: WorldState | None = None
+        self.record: EpisodeRecord | None = None
+        self.behaviours: dict[str, ActorBehaviour] = {}
+        self.want_sensors = self.scene is not None
+
+    # ------------------------------------------------------------------ set-up
+
+    def _fail(self, field: str, problem: str) -> None:
+        raise DataError(self.source, field, problem)
+
+    def _check_ids(self) -> None:
+        known = {t.actor_id for t in self.log.tracks}
+        a = self.scenario.actors
+        for i, aid in enumerate(a.remove):
+            if aid not in known:
+                self._fail(f"actors.remove[{i}]", f"unknown actor id '{aid}' (known: {', '.join(sorted(known))})")
+        for aid in a.repose:
+            if aid not in known:
+                self._fail(f"actors.repose.{aid}", f"unknown actor id '{aid}'")
+        lanes = {lane.lane_id for lane in self.log.road_map.lanes}
+        for i, ins in enumerate(a.insert):
+            if ins.id in known or ins.id == "ego" or ins.id in {x.id for x in a.insert[:i]}:
+                self._fail(f"actors.insert[{i}].id", f"actor id '{ins.id}' already exists")
+            if ins.behaviour is not None and ins.behaviour.lane is not None and ins.behaviour.lane not in lanes:
+                self._fail(f"actors.insert[{i}].behaviour.lane", f"unknown lane '{ins.behaviour.lane}'")
+        for i, lane in enumerate(self.scenario.route.lanes or []):
+            if lane not in lanes:
+                self._fail(f"route.lanes[{i}]", f"unknown lane '{lane}' (known: {', '.join(sorted(lanes))})")
+        if self.scenario.start.frame is not None and self.scenario.start.frame >= self.log.num_frames:
+            self._fail("start.frame", f"{self.scenario.start.frame} is past the log's last frame {self.log.num_frames - 1}")
+
+    def _insert_asset(self, i: int, ins: InsertActor, scene: SceneModel | None) -> ActorAsset | None:
+        if scene is not None and ins.asset in scene.actors:
+            return scene.actors[ins.asset]
+        path = self.scenario.resolve_path(ins.asset)
+        if path.suffix == ".npz" and path.is_file():
+            return ActorAsset.load(path)
+        if scene is None:
+            return None
+        self._fail(f"actors.insert[{i}].asset", f"'{ins.asset}' is neither an actor of the scene nor an asset .npz")
+        return None
+
+    def _insert_size(self, i: int, ins: InsertActor) -> tuple[str, tuple[float, float, float]]:
+        asset = self._insert_asset(i, ins, self.scene)
+        if asset is not None:
+            return asset.category, tuple(float(v) for v in asset.size_m)
+        track = next((t for t in self.log.tracks if t.actor_id == ins.asset), None)
+        if track is None:
+            self._fail(f"actors.insert[{i}].asset", f"'{ins.asset}' is neither a logged actor nor an asset .npz")
+        return track.category, tuple(float(v) for v in track.size_m)
+
+    def _scene_with_inserts(self, scene: SceneModel) -> SceneModel:
+        assets = dict(scene.actors)
+        for i, ins in enumerate(self.scenario.actors.insert):
+            base = self._insert_asset(i, ins, scene)
+            assets[ins.id] = ActorAsset(ins.id, base.category, base.size_m, base.mesh, source=base.source or ins.asset)
+        return SceneModel(scene.background, assets, scene.decoder, scene.sky, scene.lidar_intensity, scene.meta)
+
+    def _sensor_rig(self) -> SensorRig:
+        s = self.scenario.sensors
+        cams = self.log.rig.cameras
+        if s.cameras is not None:
+            names = {c.name for c in cams}
+            for i, name in enumerate(s.cameras):
+                if name not in names:
+                    self._fail(f"sensors.cameras[{i}]", f"unknown camera '{name}' (known: {', '.join(sorted(names))})")
+            cams = tuple(c for c in cams if c.name in s.cameras)
+        if s.camera_scale != 1.0:
+            cams = tuple(c.scaled(s.camera_scale) for c in cams)
+        return SensorRig(cams, self.log.rig.lidar)
+
+    def _logged_speed(self, frame: int) -> float:
+        ts, poses = self.log.timestamps_s, self.log.ego_poses
+        a, b = (frame, frame + 1) if frame + 1 < len(ts) else (frame - 1, frame)
+        if a < 0:
+            return 0.0
+        return float(np.linalg.norm(poses[b, :2, 3] - poses[a, :2, 3]) / (ts[b] - ts[a]))
+
+    def _start(self) -> tuple[int, EgoState]:
+        st = self.scenario.start
+        if st.pose is not None:
+            x, y, yaw = st.pose
+            return 0, EgoState(x, y, yaw, st.speed_mps or 0.0, z_m=float(self.log.ego_poses[0, 2, 3]))
+        f = st.frame or 0
+        pose = self.log.ego_poses[f]
+        speed = st.speed_mps if st.speed_mps is not None else self._logged_speed(f)
+        return f, EgoState(float(pose[0, 3]), float(pose[1, 3]), float(yaw_of(pose)), speed, z_m=float(pose[2, 3]))
+
+    def _route(self, ego: EgoState) -> tuple[Polyline, float | None]:
+        rm = self.log.road_map
+        r = self.scenario.route
+        if r.lanes:
+            line = Polyline(np.vstack([rm.lane(lane).centerline_m for lane in r.lanes]))
+        else:
+            k, _, heading = lane_under(rm, ego.centre_xy(self.params))
+            if k is not None and abs((heading - ego.yaw_rad + np.pi) % (2 * np.pi) - np.pi) < np.pi / 2:
+                line = Polyline(rm.lanes[k].centerline_m)
+            else:
+                d = np.array([np.cos(ego.yaw_rad), np.sin(ego.yaw_rad)])
+                line = Polyline(np.stack([[ego.x_m, ego.y_m], [ego.x_m, ego.y_m] + 200.0 * d]))
+        line = line.extended(50.0, 300.0)
+        goal_s = float(line.project(np.asarray(r.goal, float))[0]) if r.goal is not None else None
+        return line, goal_s
+
+    def _expert(self) -> ExpertPlan:
+        f = self.start_frame
+        ts = self.log.timestamps_s[f:] - self.log.timestamps_s[f]
+        xy = self.log.ego_poses[f:, :2, 3]
+        speeds = np.array([self._logged_speed(k) for k in range(f, self.log.num_frames)])
+        if len(ts) < 2:
+            ts, xy, speeds = np.array([0.0, 1.0]), np.vstack([xy, xy]), np.zeros(2)
+        return ExpertPlan(ts, xy, speeds)
+
+    def _expert_progress_m(self) -> float:
+        plan = self.expert.trajectory_from(0.0, self.scenario.duration_s, self.config.dt_s)
+        r = self.params.rear_axle_to_centre_m
+        heading = np.arctan2(*(plan.xy_m[-1] - plan.xy_m[0])[::-1]) if len(plan.xy_m) > 1 else 0.0
+        ends = np.array([plan.xy_m[0], plan.xy_m[-1]]) + r * np.array([np.cos(heading), np.sin(heading)])
+        s, _ = self.route.project(ends)
+        return float(s[1] - s[0])
+
+    def _behaviours(self, rng: np.random.Generator) -> dict[str, ActorBehaviour]:
+        a = self.scenario.actors
+        t0 = float(self.log.timestamps_s[self.start_frame])
+        out: dict[str, ActorBehaviour] = {}
+        for track in self.log.tracks:
+            if track.actor_id in a.remove or not track.valid.any():
+                continue
+            if track.actor_id in a.repose:
+                track = self._reposed(track, a.repose[track.actor_id])
+            if a.behaviour == "idm":
+                out[track.actor_id] = idm_from_track(track, self.log.timestamps_s, self.start_frame, time_offset_s=t0)
+            else:
+                out[track.actor_id] = log_replay(track, self.log.timestamps_s, t0)
+        ground_z = self._start_ego.z_m
+        for i, ins in enumerate(a.insert):
+            category, size = self._insert_size(i, ins)
+            j = ins.jitter
+            dt, dx, dy, dyaw = (rng.uniform(-h, h) if h > 0 else 0.0 for h in (j.time_s, j.x_m, j.y_m, j.yaw_rad))
+            scale = 1.0 + (rng.uniform(-j.speed_scale, j.speed_scale) if j.speed_scale > 0 else 0.0)
+            z = ground_z + size[2] / 2
+            if ins.trajectory is not None:
+                tr = np.asarray(ins.trajectory, float)
+                times = tr[0, 0] + (tr[:, 0] - tr[0, 0]) / scale + dt
+                xyz = np.column_stack([tr[:, 1] + dx, tr[:, 2] + dy, np.full(len(tr), z)])
+                out[ins.id] = TimedTrajectory(ins.id, category, size, times, xyz, tr[:, 3] + dyaw)
+            else:
+                b = ins.behaviour
+                line = Polyline(self.log.road_map.lane(b.lane).centerline_m if b.lane else np.asarray(b.waypoints, float)).extended(0.0, 300.0)
+                out[ins.id] = IDMFollower(ins.id, category, size, line, b.start_s_m + dx, b.speed_mps * scale,
+                                          b.speed_mps * scale, z, start_time_s=max(0.0, b.start_time_s + dt))
+        return out
+
+    @staticmethod
+    def _reposed(track: ActorTrack, rep: Repose) -> ActorTrack:
+        poses = track.poses.copy()
+        if rep.trajectory is not None:
+            traj = rep.trajectory
+            for k in range(len(poses)):
+                poses[k] = pose_xyz_yaw(*traj[min(k, len(traj) - 1)])
+            valid = np.ones(len(poses), bool)
+        else:
+            poses = poses @ pose_xyz_yaw(*rep.offset)
+            valid = track.valid
+        return replace(track, poses=poses, valid=valid)
+
+    # ------------------------------------------------------------------ running
+
+    def agent_context(self) -> AgentContext:
+        k, _, _ = lane_under(self.log.road_map, self._start_ego.centre_xy(self.params))
+        limit = self.log.road_map.lanes[k].speed_limit_mps if k is not None else 13.9
+        return AgentContext(self.params, self.config.dt_s, self.route, limit, self.expert, self.rig)
+
+    def reset(self, seed: int | None = None) -> Observation:
+        rng = np.random.default_rng(self.scenario.seed if seed is None else seed)
+        self.behaviours = self._behaviours(rng)
+        actors = {aid: s for aid, b in self.behaviours.items() if (s := b.state_at_start(0.0)) is not None}
+        self.state = WorldState(0, 0.0, self._start_ego, actors)
+        self.record = EpisodeRecord(self.config.dt_s, self.params, self.route, self.log.road_map, self._expert_progress_m(), self._start_ego.speed_mps)
+        self._record(self.state)
+        self.done = False
+        return self.observe()
+
+    def _record(self, state: WorldState) -> None:
+        e = state.ego
+        self.record.times_s.append(state.time_s)
+        self.record.ego.append(np.array([e.x_m, e.y_m, e.yaw_rad, e.speed_mps, e.accel_mps2, e.steering_rad]))
+        self.record.actors.append(list(state.actors.values()))
+
+    def render(self, state: WorldState | None = None) -> FrameRender | None:
+        """Cameras and LiDAR of the scene with the actors at their current poses."""
+        state = state or self.state
+        if self.scene is None:
+            return None
+        placed = self.scene.place({aid: a.pose() for aid, a in state.actors.items() if aid in self.scene.actors})
+        return self.scene.render_frame(placed, state.ego.pose(), self.rig.cameras, self.rig.lidar)
+
+    def observe(self) -> Observation:
+        sensors = self.render() if self.want_sensors else None
+        return Observation(self.state.step, self.state.time_s, self.state.ego, dict(self.state.actors), self.route, sensors)
+
+    def step(self, action: Control | Trajectory) -> tuple[Observation, StepInfo]:
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        if self.done:
+            raise RuntimeError("the episode is over; call reset()")
+        s, dt = self.state, self.config.dt_s
+        control = self.controller.control(s.ego, action) if isinstance(action, Trajectory) else action
+        ego = self.dynamics.propagate(s.ego, control, dt)
+        agents = list(s.actors.values()) + [s.ego_box(self.params)]
+        actors = {aid: a for aid, b in self.behaviours.items() if (a := b.step(s.time_s, agents, dt)) is not None}
+        new = WorldState(s.step + 1, round(s.time_s + dt, 9), ego, actors)
+        hit_before = {c.actor_id for c in self.record.collisions}
+        events = detect_collisions(s, new, self.params, self.config.collision_substeps, ignore=hit_before)
+        self.record.collisions.extend(events)
+        self.state = new
+        self._record(new)
+        progress = float(self.route.project(ego.centre_xy(self.params))[0])
+        goal = self.goal_s_m is not None and progress >= self.goal_s_m - self.config.goal_tolerance_m
+        off_road = not self._on_road(ego)
+        self.done = bool(new.time_s >= self.scenario.duration_s - 1e-9 or goal or (events and self.config.stop_on_collision))
+        return self.observe(), StepInfo(events, off_road, goal, self.done)
+
+    @cached_property
+    def _drivable(self) -> shapely.Geometry:
+        return shapely.union_all([shapely.Polygon(p) for p in self.log.road_map.drivable_areas])
+
+    def _on_road(self, ego: EgoState) -> bool:
+        box = footprints([WorldState(0, 0.0, ego).ego_box(self.params)])[0]
+        return bool(shapely.distance(self._drivable, shapely.points(np.asarray(box.exterior.coords))).max() <= 0.3)
+
+    def metrics(self) -> dict:
+        return evaluate_episode(self.record)
