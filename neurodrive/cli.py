@@ -27,6 +27,18 @@ def progress_bar() -> Progress:
     )
 
 
+def stage_progress(bar: Progress):
+    """A ``progress(stage, done, total)`` callback that shows one bar per stage."""
+    tasks: dict[str, int] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    return progress
+
+
 def _fail(err: Exception) -> None:
     console.print(f"[red]error:[/red] {err}")
     raise typer.Exit(code=2)
@@ -113,14 +125,7 @@ def reconstruct(
     try:
         drv = load_log(log)
         with progress_bar() as bar:
-            tasks: dict[str, int] = {}
-
-            def progress(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=total)
-                bar.update(tasks[stage], completed=done)
-
-            model = run(drv, out, cfg, progress)
+            model = run(drv, out, cfg, stage_progress(bar))
     except (DataError, ValueError) as e:
         _fail(e)
     stats = model.meta["stats"]
@@ -289,6 +294,41 @@ def evaluate(
             table.add_row(name, f"{r['nuplan_score']:.3f}", f"{r['neuroncap_score']:.2f}", str(len(r["collisions"])))
     console.print(table)
     console.print(f"wrote {out}/summary.json")
+
+
+@app.command()
+def view(
+    target: Path = typer.Argument(..., help="A reconstructed scene folder or a scenario YAML."),
+    save: Path = typer.Option(Path("edited_scenario.yaml"), help="Where S saves the edits as a scenario."),
+) -> None:
+    """Interactive viewer: drive with the arrow keys, click/drag actors, X removes, I inserts, S saves."""
+    from neurodrive.viewer import Viewer
+
+    try:
+        viewer = Viewer(target, save)
+    except (DataError, ValueError) as e:
+        _fail(e)
+    try:
+        viewer.run()
+    finally:
+        viewer.close()
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for the log, scene, videos and report."),
+    preset: str = typer.Option("town-small", help="Town preset to generate."),
+) -> None:
+    """Generate a town log, reconstruct it, run a cut-in scenario in closed loop; write videos + a report."""
+    from neurodrive.demo import run_demo
+
+    try:
+        with progress_bar() as bar:
+            results = run_demo(out, preset, progress=stage_progress(bar), log_only=console.print)
+    except (DataError, KeyError, ValueError) as e:
+        _fail(e)
+    console.print((out / "report.md").read_text())
+    console.print(f"videos: {', '.join(str(out / 'replay' / a / 'video.mp4') for a in results)}")
 
 
 def write_ply(path: Path, xyz: np.ndarray, intensity: np.ndarray) -> None:

@@ -30,19 +30,33 @@ class BevStyle:
     ego_row_share: float = 0.7  # the ego sits this far down the image
 
 
-def bird_eye_view(sim: Simulator, observation: Observation, style: BevStyle = BevStyle()) -> np.ndarray:
+class BevProjection:
+    """World xy <-> pixels of an ego-centred bird's-eye view (ego heading up)."""
+
+    def __init__(self, ego_x_m: float, ego_y_m: float, ego_yaw_rad: float, style: BevStyle = BevStyle()) -> None:
+        self.x, self.y, self.style = ego_x_m, ego_y_m, style
+        self.c, self.s = math.cos(ego_yaw_rad), math.sin(ego_yaw_rad)
+        self.scale = style.size_px * style.ego_row_share / style.range_m  # px per m
+
+    def to_px(self, xy: np.ndarray) -> list[tuple[float, float]]:
+        rel = np.asarray(xy, float).reshape(-1, 2) - [self.x, self.y]
+        fwd = rel[:, 0] * self.c + rel[:, 1] * self.s
+        left = -rel[:, 0] * self.s + rel[:, 1] * self.c
+        size = self.style.size_px
+        return list(zip(size / 2 - left * self.scale, size * self.style.ego_row_share - fwd * self.scale))
+
+    def to_world(self, u_px: float, v_px: float) -> np.ndarray:
+        size = self.style.size_px
+        left = (size / 2 - u_px) / self.scale
+        fwd = (size * self.style.ego_row_share - v_px) / self.scale
+        return np.array([self.x + fwd * self.c - left * self.s, self.y + fwd * self.s + left * self.c])
+
+
+def bird_eye_view(sim: Simulator, observation: Observation, style: BevStyle = BevStyle(), selected: str | None = None) -> np.ndarray:
     """(S, S, 3) uint8: drivable area, lanes, route, LiDAR returns, actor boxes and the ego, ego heading up."""
     s = style.size_px
-    scale = s * style.ego_row_share / style.range_m  # px per m
     ego = observation.ego
-    c, si = math.cos(ego.yaw_rad), math.sin(ego.yaw_rad)
-
-    def to_px(xy: np.ndarray) -> list[tuple[float, float]]:
-        rel = np.asarray(xy, float).reshape(-1, 2) - [ego.x_m, ego.y_m]
-        fwd = rel[:, 0] * c + rel[:, 1] * si
-        left = -rel[:, 0] * si + rel[:, 1] * c
-        return list(zip(s / 2 - left * scale, s * style.ego_row_share - fwd * scale))
-
+    to_px = BevProjection(ego.x_m, ego.y_m, ego.yaw_rad, style).to_px
     img = Image.new("RGB", (s, s), (24, 24, 28))
     draw = ImageDraw.Draw(img)
     for area in sim.log.road_map.drivable_areas:
@@ -64,23 +78,24 @@ def bird_eye_view(sim: Simulator, observation: Observation, style: BevStyle = Be
     hit = {c.actor_id for c in sim.record.collisions} if sim.record else set()
     for a in observation.actors.values():
         corners = box_corners_xy(a.x_m, a.y_m, a.yaw_rad, a.size_m[0], a.size_m[1])[0]
-        draw.polygon(to_px(corners), outline=(230, 60, 60) if a.actor_id in hit else (90, 160, 255), width=2)
+        colour = (230, 60, 60) if a.actor_id in hit else ((255, 255, 90) if a.actor_id == selected else (90, 160, 255))
+        draw.polygon(to_px(corners), outline=colour, width=3 if a.actor_id == selected else 2)
     p = sim.params
     cx, cy = ego.centre_xy(p)
     draw.polygon(to_px(box_corners_xy(cx, cy, ego.yaw_rad, p.length_m, p.width_m)[0]), fill=(250, 160, 40))
     return np.asarray(img)
 
 
-def compose_frame(sim: Simulator, observation: Observation, height_px: int = 360) -> np.ndarray:
-    """Camera images side by side, then the bird's-eye view, with a status line."""
+def compose_frame(sim: Simulator, observation: Observation, height_px: int = 360, selected: str | None = None) -> np.ndarray:
+    """Camera images side by side, then the bird's-eye view (the last ``height_px`` columns), with a status line."""
     panels = []
     if observation.sensors is not None:
         for render in observation.sensors.cameras.values():
             im = Image.fromarray(render.rgb)
             panels.append(np.asarray(im.resize((max(1, round(im.width * height_px / im.height)), height_px), Image.BILINEAR)))
-    panels.append(bird_eye_view(sim, observation, BevStyle(size_px=height_px)))
+    panels.append(bird_eye_view(sim, observation, BevStyle(size_px=height_px), selected))
     frame = np.concatenate(panels, axis=1)
-    frame = frame[:, : frame.shape[1] // 2 * 2]  # even sizes for the H.264 encoder
+    frame = frame[:, frame.shape[1] % 2 :]  # even width for the H.264 encoder (the bird view stays last)
     img = Image.fromarray(np.ascontiguousarray(frame))
     ImageDraw.Draw(img).text(
         (6, 4), f"t={observation.time_s:4.1f}s  v={observation.ego.speed_mps:4.1f} m/s  collisions={len(sim.record.collisions)}",

@@ -705,7 +705,7 @@ def reconstruct(
         for k, aid in enumerate(actor_ids)
     }
     meta = {
-        "log": {"name": log.name, "path": str(log.root), "num_frames": log.num_frames},
+        "log": {"name": log.name, "path": str(Path(log.root).resolve()), "num_frames": log.num_frames},
         "holdout_frames": holdout_frames(log.num_frames, cfg),
         "training_frames": frames,
         "training_ego_xy_yaw": [

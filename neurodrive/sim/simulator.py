@@ -104,10 +104,14 @@ class Simulator:
         if log is None:
             if scenario.log is not None:
                 log = load_log(scenario.resolve_path(scenario.log))
-            elif scene is not None:
-                log = load_log(scene.meta["log"]["path"])
             else:
-                log = load_log(Path(SceneModel.load(scenario.resolve_path(scenario.scene)).meta["log"]["path"]))
+                scene_dir = scenario.resolve_path(scenario.scene)
+                meta = scene.meta if scene is not None else SceneModel.load(scene_dir).meta
+                log_path = Path(meta["log"]["path"])
+                if not (log_path / "log.json").is_file():
+                    raise DataError(scene_dir / "scene.json", "log.path", f"the source log {log_path} is not there; "
+                                    f"give 'log:' in the scenario {self.source}")
+                log = load_log(log_path)
         self.log = log
         self.dynamics = KinematicBicycleModel(params)
         self.controller = PurePursuitController(params)
@@ -351,3 +355,67 @@ class Simulator:
 
     def metrics(self) -> dict:
         return evaluate_episode(self.record)
+
+    # ------------------------------------------------------------------ live edits (viewer)
+
+    def _edit_scenario(self, **actors_update) -> None:
+        actors = self.scenario.actors.model_copy(update=actors_update)
+        self.scenario = self.scenario.model_copy(update={"actors": actors})
+
+    def remove_actor(self, actor_id: str) -> None:
+        """Removes an actor now and records the edit in ``self.scenario``."""
+        if actor_id not in self.behaviours:
+            raise KeyError(f"unknown actor id '{actor_id}'")
+        del self.behaviours[actor_id]
+        self.state.actors.pop(actor_id, None)
+        inserted = [i for i in self.scenario.actors.insert if i.id != actor_id]
+        if len(inserted) != len(self.scenario.actors.insert):
+            self._edit_scenario(insert=inserted)
+        else:
+            self._edit_scenario(remove=[*self.scenario.actors.remove, actor_id],
+                                repose={k: v for k, v in self.scenario.actors.repose.items() if k != actor_id})
+
+    def move_actor(self, actor_id: str, dx_m: float, dy_m: float, dyaw_rad: float = 0.0) -> None:
+        """Shifts an actor's whole path by a world-frame offset (a re-pose) and records the edit."""
+        if actor_id not in self.behaviours:
+            raise KeyError(f"unknown actor id '{actor_id}'")
+        ins = next((i for i in self.scenario.actors.insert if i.id == actor_id), None)
+        if ins is not None:
+            if ins.trajectory is not None:
+                traj = [[t, x + dx_m, y + dy_m, yaw + dyaw_rad] for t, x, y, yaw in ins.trajectory]
+                new = ins.model_copy(update={"trajectory": traj})
+            else:
+                new = ins.model_copy(update={"behaviour": ins.behaviour.model_copy(update={"start_s_m": ins.behaviour.start_s_m + dx_m})})
+            self._edit_scenario(insert=[new if i.id == actor_id else i for i in self.scenario.actors.insert])
+        else:
+            yaw = self.state.actors[actor_id].yaw_rad if actor_id in self.state.actors else 0.0
+            c, s = np.cos(yaw), np.sin(yaw)  # the offset is in the box frame
+            old = self.scenario.actors.repose.get(actor_id)
+            base = old.offset if old is not None and old.offset is not None else [0.0, 0.0, 0.0, 0.0]
+            offset = [base[0] + c * dx_m + s * dy_m, base[1] - s * dx_m + c * dy_m, base[2], base[3] + dyaw_rad]
+            self._edit_scenario(repose={**self.scenario.actors.repose, actor_id: Repose(offset=offset)})
+        self._rebuild_actor(actor_id)
+
+    def insert_actor(self, actor_id: str, asset: str, x_m: float, y_m: float, yaw_rad: float) -> None:
+        """Inserts an actor standing at a pose (from an asset of the scene) and records the edit."""
+        ins = InsertActor(id=actor_id, asset=asset, trajectory=[[0.0, x_m, y_m, yaw_rad]])
+        self._edit_scenario(insert=[*self.scenario.actors.insert, ins])
+        try:
+            self._check_ids()
+            if self.scene is not None:
+                base = self._insert_asset(len(self.scenario.actors.insert) - 1, ins, self.scene)
+                self.scene.actors[actor_id] = ActorAsset(actor_id, base.category, base.size_m, base.mesh, source=base.source or asset)
+        except (DataError, KeyError):
+            self._edit_scenario(insert=self.scenario.actors.insert[:-1])
+            raise
+        self._rebuild_actor(actor_id)
+
+    def _rebuild_actor(self, actor_id: str) -> None:
+        rebuilt = self._behaviours(np.random.default_rng(self.scenario.seed))[actor_id]
+        self.behaviours[actor_id] = rebuilt
+        if isinstance(rebuilt, IDMFollower):
+            state = rebuilt.state_at_start(self.state.time_s)
+        else:
+            state = rebuilt.at(self.state.time_s)
+        if state is not None:
+            self.state.actors[actor_id] = state

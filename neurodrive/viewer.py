@@ -1,0 +1,207 @@
+"""Interactive pygame viewer: drive the ego with the keyboard, see the cameras and the LiDAR bird's-eye
+view, pick actors to remove or drag them, insert actors, save the edits as a scenario YAML.
+
+Keys: arrows / WASD drive; click an actor in the bird's-eye view to select it, drag to move it;
+Delete or X removes it; I inserts a copy of the selected (or first) car 15 m ahead; S saves the
+scenario; R restarts; Space pauses; Esc or Q quits.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from neurodrive.agents.keyboard import KeyboardAgent
+from neurodrive.io_utils import atomic_write_bytes
+from neurodrive.replay import BevProjection, BevStyle, compose_frame
+from neurodrive.scenarios.scenario import Scenario
+from neurodrive.sim.simulator import Observation, SimConfig, Simulator
+
+PANEL_HEIGHT_PX = 360
+PICK_RADIUS_M = 3.0
+
+
+def load_scenario(target: str | Path) -> tuple[Scenario, str]:
+    """A scenario file, or a scene folder (viewed with a default scenario)."""
+    target = Path(target)
+    if target.is_dir():
+        return Scenario.parse({"name": f"{target.name}-edited", "scene": str(target.resolve()), "duration_s": 600.0}), str(target)
+    return Scenario.load(target), str(target)
+
+
+class Viewer:
+    def __init__(self, target: str | Path, save_path: str | Path = "edited_scenario.yaml", fps: float = 10.0) -> None:
+        import pygame
+
+        self.pg = pygame
+        scenario, source = load_scenario(target)
+        self.sim = Simulator(scenario, source, config=SimConfig(stop_on_collision=False))
+        if self.sim.scene is None:
+            raise ValueError("the viewer needs a scenario with a reconstructed scene ('scene:')")
+        self.sim.want_sensors = True
+        self.agent = KeyboardAgent()
+        self.save_path = Path(save_path)
+        self.fps = fps
+        self.selected: str | None = None
+        self.paused = False
+        self.running = True
+        self._drag_from: np.ndarray | None = None
+        self._inserted = 0
+        self.status = ""
+        pygame.display.init()
+        pygame.font.init()
+        self.reset()
+        frame = self.frame()
+        self.screen = pygame.display.set_mode((frame.shape[1], frame.shape[0] + 22))
+        pygame.display.set_caption("neurodrive viewer")
+        self.font = pygame.font.Font(None, 20)
+
+    # ------------------------------------------------------------------ state
+
+    def reset(self) -> None:
+        self.agent.reset(self.sim.agent_context())
+        self.obs: Observation = self.sim.reset()
+
+    def frame(self) -> np.ndarray:
+        return compose_frame(self.sim, self.obs, PANEL_HEIGHT_PX, self.selected)
+
+    def _bev(self) -> tuple[BevProjection, int]:
+        """Projection of the bird's-eye panel and its left edge in the window."""
+        width = self.screen.get_width()
+        ego = self.obs.ego
+        return BevProjection(ego.x_m, ego.y_m, ego.yaw_rad, BevStyle(size_px=PANEL_HEIGHT_PX)), width - PANEL_HEIGHT_PX
+
+    def world_at(self, pos: tuple[int, int]) -> np.ndarray | None:
+        proj, left = self._bev()
+        if pos[0] < left or pos[1] >= PANEL_HEIGHT_PX:
+            return None
+        return proj.to_world(pos[0] - left + 0.5, pos[1] + 0.5)
+
+    def pixel_of(self, xy: np.ndarray) -> tuple[int, int]:
+        """Window pixel of a world point in the bird's-eye panel."""
+        proj, left = self._bev()
+        u, v = proj.to_px(xy)[0]
+        return int(left + u), int(v)
+
+    def pick(self, xy: np.ndarray) -> str | None:
+        best, best_d = None, PICK_RADIUS_M
+        for a in self.obs.actors.values():
+            d = float(np.hypot(a.x_m - xy[0], a.y_m - xy[1]))
+            if d < best_d:
+                best, best_d = a.actor_id, d
+        return best
+
+    def _refresh(self) -> None:
+        self.obs = self.sim.observe()
+
+    # ------------------------------------------------------------------ edits
+
+    def remove_selected(self) -> None:
+        if self.selected is not None:
+            self.sim.remove_actor(self.selected)
+            self.status = f"removed {self.selected}"
+            self.selected = None
+            self._refresh()
+
+    def insert_ahead(self, distance_m: float = 15.0) -> str:
+        assets = self.sim.scene.actors
+        logged = {t.actor_id for t in self.sim.log.tracks}
+        source = self.selected if self.selected in logged else next(
+            (a for a in sorted(assets) if a in logged and assets[a].category == "car"), sorted(logged)[0])
+        ego = self.obs.ego
+        centre = ego.centre_xy(self.sim.params) + distance_m * np.array([np.cos(ego.yaw_rad), np.sin(ego.yaw_rad)])
+        while f"inserted_{self._inserted}" in self.sim.behaviours:
+            self._inserted += 1
+        new_id = f"inserted_{self._inserted}"
+        self.sim.insert_actor(new_id, source, float(centre[0]), float(centre[1]), ego.yaw_rad)
+        self.selected = new_id
+        self.status = f"inserted {new_id} (asset {source})"
+        self._refresh()
+        return new_id
+
+    def save(self) -> Path:
+        atomic_write_bytes(self.save_path, self.sim.scenario.dump_yaml().encode())
+        self.status = f"saved {self.save_path}"
+        return self.save_path
+
+    # ------------------------------------------------------------------ events
+
+    def handle(self, event) -> None:
+        pg = self.pg
+        keys = {pg.K_UP: "up", pg.K_w: "up", pg.K_DOWN: "down", pg.K_s: None, pg.K_LEFT: "left", pg.K_a: "left",
+                pg.K_RIGHT: "right", pg.K_d: "right"}
+        if event.type == pg.QUIT:
+            self.running = False
+        elif event.type in (pg.KEYDOWN, pg.KEYUP):
+            down = event.type == pg.KEYDOWN
+            if event.key in keys and keys[event.key] is not None:
+                setattr(self.agent.keys, keys[event.key], down)
+            elif down and event.key in (pg.K_ESCAPE, pg.K_q):
+                self.running = False
+            elif down and event.key in (pg.K_DELETE, pg.K_x):
+                self.remove_selected()
+            elif down and event.key == pg.K_i:
+                self.insert_ahead()
+            elif down and event.key == pg.K_s:
+                self.save()
+            elif down and event.key == pg.K_r:
+                self.reset()
+            elif down and event.key == pg.K_SPACE:
+                self.paused = not self.paused
+        elif event.type == pg.MOUSEBUTTONDOWN and event.button == 1:
+            xy = self.world_at(event.pos)
+            if xy is not None:
+                self.selected = self.pick(xy)
+                self._drag_from = xy if self.selected is not None else None
+        elif event.type == pg.MOUSEBUTTONUP and event.button == 1 and self._drag_from is not None:
+            xy = self.world_at(event.pos)
+            if xy is not None and self.selected is not None and np.linalg.norm(xy - self._drag_from) > 0.3:
+                d = xy - self._drag_from
+                self.sim.move_actor(self.selected, float(d[0]), float(d[1]))
+                self.status = f"moved {self.selected} by ({d[0]:.1f}, {d[1]:.1f}) m"
+                self._refresh()
+            self._drag_from = None
+
+    def tick(self) -> None:
+        """One simulation step (unless paused or over) and a redraw."""
+        if not self.paused and not self.sim.done:
+            self.obs, _ = self.sim.step(self.agent.act(self.obs))
+            if self.sim.done:
+                self.status = "episode over - R restarts"
+        self.draw()
+
+    def draw(self) -> None:
+        pg = self.pg
+        frame = self.frame()
+        self.screen.fill((0, 0, 0))
+        self.screen.blit(pg.surfarray.make_surface(frame.swapaxes(0, 1)), (0, 0))
+        text = f"{self.status}   selected: {self.selected or '-'}   arrows drive, click/drag, X remove, I insert, S save"
+        self.screen.blit(self.font.render(text, True, (230, 230, 230)), (6, PANEL_HEIGHT_PX + 4))
+        pg.display.flip()
+
+    def screenshot(self, path: str | Path) -> Path:
+        path = Path(path)
+        self.pg.image.save(self.screen, str(path))
+        return path
+
+    def run(self, max_frames: int | None = None) -> None:
+        clock = self.pg.time.Clock()
+        frames = 0
+        while self.running and (max_frames is None or frames < max_frames):
+            for event in self.pg.event.get():
+                self.handle(event)
+            self.tick()
+            frames += 1
+            if max_frames is None:
+                clock.tick(self.fps)
+
+    def close(self) -> None:
+        self.pg.display.quit()
+
+
+def headless() -> None:
+    """Use SDL's dummy video driver (tests, servers without a screen)."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
