@@ -39,8 +39,10 @@ class MeshRaycaster:
 
     @staticmethod
     def _rays(origins: np.ndarray, dirs: np.ndarray) -> o3d.core.Tensor:
-        origins = np.broadcast_to(origins, dirs.shape)
-        return o3d.core.Tensor(np.ascontiguousarray(np.concatenate([origins, dirs], axis=1), np.float32))
+        rays = np.empty((len(dirs), 6), np.float32)
+        rays[:, :3] = origins
+        rays[:, 3:] = dirs
+        return o3d.core.Tensor(rays)
 
     def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True) -> RayHits:
         """Nearest hits of rays; ``normals=False`` skips the normals (left as zeros) for speed.
@@ -52,10 +54,8 @@ class MeshRaycaster:
         geom = ans["geometry_ids"].numpy().view(np.int32)  # RaycastingScene.INVALID_ID (2^32 - 1) -> -1
         prim = ans["primitive_ids"].numpy().view(np.int32)
         if normals:
-            n = ans["primitive_normals"].numpy()
+            n = ans["primitive_normals"].numpy()  # unit length already (open3d normalises them)
             n[np.einsum("ij,ij->i", n, dirs.astype(np.float32, copy=False)) > 0] *= -1
-            norm = np.linalg.norm(n, axis=1, keepdims=True)
-            n /= np.where(norm > 0, norm, 1.0)
         else:
             n = np.zeros((len(t), 3), np.float32)
         return RayHits(t, geom, prim, ans["primitive_uvs"].numpy(), n)

@@ -98,7 +98,7 @@ def test_fitting_appearance_reduces_the_error(model: SceneModel, tiny_log_dir: P
     # the same geometry with unfitted texels (one mean colour) and untrained exposure
     bg = model.background
     flat = np.tile(bg.texels.mean(axis=0), (len(bg.texels), 1))
-    untrained = SceneModel(replace(bg, texels=flat), {}, replace(model.decoder, exposures={}), model.sky, model.lidar_intensity, model.meta)
+    untrained = SceneModel(replace(bg, texels=flat, baked_rgb=None), {}, replace(model.decoder, exposures={}), model.sky, model.lidar_intensity, model.meta)
     flat_scene = untrained.place({})
     before = np.mean([psnr(untrained.render_camera(flat_scene, c, log.ego_poses[frame]).rgb, log.image(c.name, frame)) for c in log.rig.cameras])
     assert fitted > before + 5.0

@@ -57,7 +57,7 @@ def evaluate_reconstruction(
         poses = {a: p for a, p in log.actor_poses_at(f).items() if a in model.actors}
         scene = model.place(poses)
         for cam in log.rig.cameras:
-            pred = model.render_camera(scene, cam, log.ego_poses[f], supersample=supersample).rgb
+            pred = model.render_camera(scene, cam, log.ego_poses[f], supersample=supersample, view_dependent=True).rgb
             real = log.image(cam.name, f)
             psnrs.append(psnr(pred, real))
             per_camera[cam.name].append(psnrs[-1])
@@ -118,5 +118,5 @@ def lane_shift_psnr(
         scene = model.place({a: p for a, p in poses.items() if a in model.actors})
         for cam in log.rig.cameras:
             truth = gt.render_camera(gt_scene, cam, shifted, supersample=2, gain=float(gains.get(cam.name, 1.0))).rgb
-            values.append(psnr(model.render_camera(scene, cam, shifted, supersample=supersample).rgb, truth))
+            values.append(psnr(model.render_camera(scene, cam, shifted, supersample=supersample, view_dependent=True).rgb, truth))
     return {"lane_shift_m": shift_m, "lane_shift_psnr_db": float(np.mean(values))}

