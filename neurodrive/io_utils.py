@@ -63,6 +63,7 @@ def staged_directory(final: str | Path, overwrite: bool = False) -> Iterator[Pat
         raise FileExistsError(f"{final} already exists (pass --overwrite to replace it)")
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    staging.chmod(0o777 & ~_UMASK)  # mkdtemp makes owner-only folders; give the usual permissions
     try:
         yield staging
     except BaseException:

@@ -187,6 +187,8 @@ def replay(scenario_path: str | Path, agent_name: str, out_dir: str | Path, vide
 
     try:
         metrics = run_episode(sim, agent, seed, on_frame)
+        if progress:
+            progress(total, total)  # an episode may end early (collision, goal)
     finally:
         if writer is not None:
             writer.close()
