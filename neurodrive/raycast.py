@@ -104,7 +104,7 @@ class CompositeCaster:
         radius32 = self.radius.astype(np.float32)
         if origins.strides[0] == 0:  # one origin (a sensor): one float32 matrix product for all parts
             rel = self.centres - origins[0]  # (A, 3)
-            along = rel.astype(np.float32) @ dirs.T.astype(np.float32)  # (A, n) distance to the closest approach
+            along = rel.astype(np.float32) @ dirs.astype(np.float32, copy=False).T  # (A, n) distance to the closest approach
             # a unit ray passes within r of the centre when along >= sqrt(|rel|^2 - r^2) (origin outside)
             dist_sq = np.sum(rel * rel, axis=1)
             inside = dist_sq <= self.radius**2

@@ -64,6 +64,15 @@ class SurfaceMesh:
     # Derived from ``texels``: set it to None when replacing the texels.
     baked_rgb: np.ndarray | None = None
 
+    @cached_property
+    def baked_rgb_seen(self) -> np.ndarray:
+        """(T,) uint32: baked r, g, b and 255 if training saw the texel, one 4-byte word per texel
+        (one gather per ray instead of two). Requires ``baked_rgb``."""
+        packed = np.empty((len(self.baked_rgb), 4), np.uint8)
+        packed[:, :3] = self.baked_rgb
+        packed[:, 3] = np.where(self.texel_observations > 0, 255, 0)
+        return packed.view(np.uint32).reshape(-1)
+
     def arrays(self) -> dict[str, np.ndarray]:
         baked = {} if self.baked_rgb is None else {"baked_rgb": self.baked_rgb.astype(np.uint8)}
         return baked | {
@@ -211,6 +220,7 @@ class SkyModel:
     max_elevation_rad: float
 
     def lookup(self, dirs: np.ndarray) -> np.ndarray:
+        """Colours (n, 3) of unit directions (n, 3): bilinear over the map."""
         h, w, _ = self.image.shape
         az = np.arctan2(dirs[:, 1], dirs[:, 0]) % (2 * np.pi)
         el = np.arcsin(np.clip(dirs[:, 2], -1, 1))
@@ -223,6 +233,27 @@ class SkyModel:
         y1 = np.minimum(y0 + 1, h - 1)
         img = self.image
         return (1 - fy) * ((1 - fx) * img[y0, x0m] + fx * img[y0, x1m]) + fy * ((1 - fx) * img[y1, x0m] + fx * img[y1, x1m])
+
+    @cached_property
+    def _fine(self) -> np.ndarray:
+        """The map resampled bilinearly at 4x, flattened (rows x columns, 3) float32, for nearest lookups."""
+        h, w, _ = self.image.shape
+        el = self.min_elevation_rad + (np.arange(4 * h) + 0.5) / (4 * h) * (self.max_elevation_rad - self.min_elevation_rad)
+        az = (np.arange(4 * w) + 0.5) / (4 * w) * 2 * np.pi
+        el_g, az_g = np.meshgrid(el, az, indexing="ij")
+        dirs = np.stack([np.cos(el_g) * np.cos(az_g), np.cos(el_g) * np.sin(az_g), np.sin(el_g)], axis=-1).reshape(-1, 3)
+        return self.lookup(dirs).astype(np.float32)
+
+    def lookup_fast(self, dirs: np.ndarray) -> np.ndarray:
+        """Like ``lookup`` (within a quarter map cell), by a nearest read of the 4x map: for rendering."""
+        h, w = 4 * self.image.shape[0], 4 * self.image.shape[1]
+        d = dirs.astype(np.float32, copy=False)
+        az = np.arctan2(d[:, 1], d[:, 0]) + np.float32(2 * np.pi)  # positive: truncation is floor
+        col = (az * np.float32(w / (2 * np.pi))).astype(np.int32) % w
+        el = np.arcsin(np.clip(d[:, 2], -1, 1))
+        scale = np.float32(h / (self.max_elevation_rad - self.min_elevation_rad))
+        row = np.clip(((el - np.float32(self.min_elevation_rad)) * scale).astype(np.int32), 0, h - 1)
+        return np.take(self._fine, row * w + col, axis=0)
 
 
 def lidar_drop_features(triangle_drop: np.ndarray, cos_incidence: np.ndarray, relative_range: np.ndarray) -> np.ndarray:
@@ -370,11 +401,13 @@ class PlacedScene:
                 tex = mesh.atlas.lookup(hits.triangle[rays], hits.uv[rays])
                 if view_dependent or mesh.baked_rgb is None:
                     rgb[part] = decoder.decode(np.take(mesh.texels, tex, axis=0), dirs[rays], exposure)
+                    seen[part] = np.take(mesh.texel_observations, tex) > 0
                 else:
-                    colour = np.take(mesh.baked_rgb, tex, axis=0) @ gain
+                    packed = np.take(mesh.baked_rgb_seen, tex).view(np.uint8).reshape(-1, 4)
+                    colour = packed[:, :3] @ gain
                     colour += offset
                     rgb[part] = np.clip(colour, 0.0, 1.0, out=colour)
-                seen[part] = np.take(mesh.texel_observations, tex) > 0
+                    seen[part] = packed[:, 3] > 0
         return rgb, seen
 
     def per_triangle(self, hits: RayHits, idx: np.ndarray, name: str) -> np.ndarray:
@@ -444,7 +477,8 @@ class SceneModel:
         rgb = np.empty((len(dirs), 3), np.float32)
         miss = np.nonzero(~hits.hit)[0]
         if len(miss):
-            rgb[miss] = np.clip(self.sky.lookup(dirs[miss]) @ exposure[:, :3].T + exposure[:, 3], 0, 1)
+            sky = self.sky.lookup(dirs[miss]) if view_dependent else self.sky.lookup_fast(dirs[miss])
+            rgb[miss] = np.clip(sky @ exposure[:, :3].T.astype(np.float32) + exposure[:, 3].astype(np.float32), 0, 1)
         idx = np.nonzero(hits.hit)[0]
         unseen = 0
         if len(idx):
@@ -518,7 +552,7 @@ class SceneModel:
         in_range = hits.hit & (hits.t_m >= lidar.min_range_m) & (hits.t_m <= lidar.max_range_m)
         idx = np.nonzero(in_range)[0]
         p_return = np.zeros(len(dirs))
-        cos_hit = np.abs(np.einsum("ij,ij->i", hits.normals[idx], dirs[idx]))
+        cos_hit = np.abs(np.einsum("ij,ij->i", np.take(hits.normals, idx, axis=0), np.take(dirs, idx, axis=0)))
         p_return[idx] = 1.0 - self.lidar_intensity.drop_probability(
             scene.per_triangle(hits, idx, "lidar_drop"), cos_hit, hits.t_m[idx] / lidar.max_range_m
         )
