@@ -50,6 +50,7 @@ def main() -> None:
     env_no_sensors = gym.make("neurodrive/ClosedLoop-v0", log=model.meta["log"]["path"], duration_s=duration)
     bare = steps_per_s(env_no_sensors)
     sim = env.unwrapped.sim
+    env.reset(seed=0)  # render where the episodes start
     render_s = []
     for _ in range(10):
         start = time.perf_counter()
