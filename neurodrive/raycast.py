@@ -57,7 +57,7 @@ class MeshRaycaster:
             n = ans["primitive_normals"].numpy()  # unit length already (open3d normalises them)
             n[np.einsum("ij,ij->i", n, dirs.astype(np.float32, copy=False)) > 0] *= -1
         else:
-            n = np.zeros((len(t), 3), np.float32)
+            n = np.broadcast_to(np.zeros(3, np.float32), (len(t), 3))  # read-only zeros, no allocation
         return RayHits(t, geom, prim, ans["primitive_uvs"].numpy(), n)
 
     def occluded(self, origins: np.ndarray, dirs: np.ndarray, t_far: float = np.inf) -> np.ndarray:

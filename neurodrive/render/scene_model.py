@@ -410,11 +410,14 @@ class PlacedScene:
                     seen[part] = packed[:, 3] > 0
         return rgb, seen
 
-    def per_triangle(self, hits: RayHits, idx: np.ndarray, name: str) -> np.ndarray:
-        out = np.zeros(len(idx), np.float32)
+    def per_triangle(self, hits: RayHits, idx: np.ndarray, *names: str) -> list[np.ndarray]:
+        """Per-triangle attributes ``names`` of the meshes at hit rays ``idx``, one array each."""
+        out = [np.zeros(len(idx), np.float32) for _ in names]
         tri = hits.triangle[idx]
         for g, pos in self._groups(hits.geometry[idx]):
-            out[pos] = np.take(getattr(self.meshes[g], name), tri[pos])
+            t = tri[pos]
+            for values, name in zip(out, names):
+                values[pos] = np.take(getattr(self.meshes[g], name), t)
         return out
 
 
@@ -553,13 +556,12 @@ class SceneModel:
         idx = np.nonzero(in_range)[0]
         p_return = np.zeros(len(dirs))
         cos_hit = np.abs(np.einsum("ij,ij->i", np.take(hits.normals, idx, axis=0), np.take(dirs, idx, axis=0)))
-        p_return[idx] = 1.0 - self.lidar_intensity.drop_probability(
-            scene.per_triangle(hits, idx, "lidar_drop"), cos_hit, hits.t_m[idx] / lidar.max_range_m
-        )
+        drop, reflectivity = scene.per_triangle(hits, idx, "lidar_drop", "lidar_reflectivity")
+        p_return[idx] = 1.0 - self.lidar_intensity.drop_probability(drop, cos_hit, hits.t_m[idx] / lidar.max_range_m)
         keep = (rng.random(len(dirs)) < p_return) if rng is not None else (p_return >= 0.5)
-        cos_i = cos_hit[keep[idx]]
-        idx = np.nonzero(keep)[0]
-        refl = scene.per_triangle(hits, idx, "lidar_reflectivity")
+        kept = keep[idx]
+        cos_i, refl = cos_hit[kept], reflectivity[kept]
+        idx = idx[kept]
         intensity = np.clip(refl * self.lidar_intensity.falloff(cos_i, hits.t_m[idx]), 0, 1)
         beam, az = np.divmod(idx, lidar.azimuth_bins)
         sweep = LidarSweep(
