@@ -270,7 +270,7 @@ def evaluate(
     agent: str = typer.Option("expert", "--agent", "-a"),
     out: Path = typer.Option(Path("eval_out"), "--out", "-o"),
     workers: int = typer.Option(1, min=1, help="Local worker processes."),
-    ray_address: str = typer.Option(None, help="Run on this Ray cluster (e.g. 'auto' or 'ray://host:10001')."),
+    ray_address: str = typer.Option(None, help="Run on this Ray cluster ('auto', 'ray://host:10001', or 'local' for a Ray instance here)."),
     video: bool = typer.Option(False, help="Also write each scenario's mp4."),
     overwrite: bool = typer.Option(False, help="Re-run scenarios that already have metrics."),
 ) -> None:

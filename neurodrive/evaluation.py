@@ -68,7 +68,11 @@ def evaluate_scenarios(
             import ray
         except ImportError as e:
             raise RuntimeError("--ray-address needs Ray: pip install 'neurodrive[ray]'") from e
-        ray.init(address=ray_address, ignore_reinit_error=True)
+        started_here = not ray.is_initialized()
+        if ray_address == "local":  # a Ray instance on this machine (no cluster needed)
+            ray.init(num_cpus=max(1, workers), include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+        else:
+            ray.init(address=ray_address, ignore_reinit_error=True)
         remote = ray.remote(_run_one)
         refs = {remote.remote(*job): Path(job[0]).stem for job in jobs}
         pending = list(refs)
@@ -78,6 +82,8 @@ def evaluate_scenarios(
             results[name] = ray.get(ready[0])
             if on_done:
                 on_done(name, results[name])
+        if started_here:
+            ray.shutdown()
     elif workers <= 1:
         for job in jobs:
             name = Path(job[0]).stem

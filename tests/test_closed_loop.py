@@ -121,3 +121,14 @@ def test_eval_runs_a_folder_in_parallel_and_resumes(tiny_log_dir: Path, tmp_path
     before = (out / "s0" / "metrics.json").stat().st_mtime_ns
     evaluate_scenarios(folder, "expert", out, workers=1)
     assert (out / "s0" / "metrics.json").stat().st_mtime_ns == before  # kept, not re-run
+
+
+def test_eval_on_a_local_ray_instance(tiny_log_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    for k in range(2):
+        write_scenario(folder, f"r{k}", log=str(tiny_log_dir), duration_s=1.0, seed=k)
+    summary = evaluate_scenarios(folder, "idm", tmp_path / "ray_eval", workers=2, ray_address="local")
+    assert summary["scenarios"] == 2 and summary["failed"] == [] and (tmp_path / "ray_eval" / "r1" / "metrics.json").is_file()
+    local, _ = run(folder / "r0.yaml", "idm")
+    assert summary["results"]["r0"]["nuplan_score"] == local["nuplan_score"]  # same result as in this process
