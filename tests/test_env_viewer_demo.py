@@ -133,3 +133,16 @@ def test_demo_pipeline_reuses_finished_stages(tiny_log_dir: Path, tiny_scene_dir
     assert "lidar-aeb" in report and "constant-velocity" in report
     for agent in results:
         assert (out / "replay" / agent / "video.mp4").stat().st_size > 10_000
+
+
+def test_human_render_mode_draws_a_window_headless(tiny_scene_dir: Path) -> None:
+    headless()
+    import pygame
+
+    env = gym.make("neurodrive/ClosedLoop-v0", scene=tiny_scene_dir, duration_s=0.5, sensors=SMALL, render_mode="human")
+    env.reset(seed=0)
+    env.step(np.zeros(2, np.float32))
+    window = pygame.display.get_surface()
+    assert window is not None and pygame.surfarray.array3d(window).std() > 10
+    env.close()
+    assert pygame.display.get_surface() is None

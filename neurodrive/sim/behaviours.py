@@ -44,10 +44,10 @@ class TimedTrajectory:
             dt = np.maximum(np.diff(self.times_s), 1e-6)
             v = np.diff(self.xyz_m[:, :2], axis=0) / dt[:, None]
             self._end_velocity = v[-1]
-            self._speed = np.concatenate([np.linalg.norm(v, axis=1), [np.linalg.norm(v[-1])]])
+            self.segment_speed_mps = np.concatenate([np.linalg.norm(v, axis=1), [np.linalg.norm(v[-1])]])  # (K,) m/s from each time on
         else:
             self._end_velocity = np.zeros(2)
-            self._speed = np.zeros(1)
+            self.segment_speed_mps = np.zeros(1)
 
     def at(self, time_s: float) -> ActorState | None:
         t = self.times_s
@@ -61,7 +61,7 @@ class TimedTrajectory:
             z = np.interp(time_s, t, self.xyz_m[:, 2])
             yaw = np.interp(time_s, t, self.yaw_rad)
             k = int(np.clip(np.searchsorted(t, time_s, side="right") - 1, 0, len(t) - 1))
-            speed = float(self._speed[k]) if time_s >= t[0] else 0.0
+            speed = float(self.segment_speed_mps[k]) if time_s >= t[0] else 0.0
         return ActorState(self.actor_id, self.category, float(xy[0]), float(xy[1]), float(z), float(_wrap(yaw)), speed, self.size_m)
 
     def state_at_start(self, time_s: float) -> ActorState | None:
@@ -171,7 +171,7 @@ def idm_from_track(track: ActorTrack, timestamps_s: np.ndarray, start_frame: int
     path = Polyline(xy).extended(0.0, 300.0)
     first = valid[valid >= start_frame][0] if np.any(valid >= start_frame) else valid[-1]
     s0 = float(path.project(track.poses[first, :2, 3])[0])
-    speeds = replay._speed
+    speeds = replay.segment_speed_mps
     start_speed = float(speeds[min(int(np.searchsorted(valid, first)), len(speeds) - 1)])
     return IDMFollower(
         track.actor_id, track.category, tuple(track.size_m), path, s0, start_speed, max(float(speeds.max()), 1.0),
