@@ -36,7 +36,7 @@ from neurodrive.render.appearance import (
     fit_sky,
     train_decoder,
 )
-from neurodrive.render.scene_model import ActorAsset, LidarIntensityModel, SceneModel, SurfaceMesh, lidar_drop_features
+from neurodrive.render.scene_model import ActorAsset, LidarIntensityModel, SceneModel, SkyModel, SurfaceMesh, lidar_drop_features
 from neurodrive.render.texels import TexelAtlas
 from neurodrive.render.tsdf import SparseTsdf
 from neurodrive.scenarios.log import ActorTrack, DrivingLog
@@ -610,6 +610,42 @@ def fit_lidar(
     return model, per_mesh
 
 
+def fit_local_skies(model: SceneModel, log: DrivingLog, frames: list[int], progress: Progress | None = None) -> SkyModel:
+    """One environment map per training frame: the mean exposure-corrected colour of that frame's
+    pixels whose rays miss the reconstruction, per direction bin of the global map; bins the frame
+    did not see keep the global map's colour."""
+    sky = model.sky
+    h, w, _ = sky.image.shape
+    span = sky.max_elevation_rad - sky.min_elevation_rad
+    maps = np.empty((len(frames), h, w, 3), np.float32)
+    for k, f in enumerate(frames):
+        placed = model.place({a: p for a, p in log.actor_poses_at(f).items() if a in model.actors})
+        total, count = np.zeros((h * w, 3)), np.zeros(h * w)
+        for cam in log.rig.cameras:
+            T = log.T_world_camera(cam.name, f)
+            dirs = cam.ray_directions(1).reshape(-1, 3) @ T[:3, :3].T
+            miss = ~placed.cast(T[:3, 3], dirs, normals=False).hit
+            if not miss.any():
+                continue
+            e = model.decoder.exposure(cam.name)
+            rgb = (log.image(cam.name, f).reshape(-1, 3)[miss] / 255.0 - e[:, 3]) @ np.linalg.inv(e[:, :3]).T
+            d = dirs[miss]
+            col = ((np.arctan2(d[:, 1], d[:, 0]) % (2 * np.pi)) / (2 * np.pi) * w).astype(int) % w
+            row = np.clip(((np.arcsin(np.clip(d[:, 2], -1, 1)) - sky.min_elevation_rad) / span * h).astype(int), 0, h - 1)
+            cell = row * w + col
+            count += np.bincount(cell, minlength=h * w)
+            for c in range(3):
+                total[:, c] += np.bincount(cell, rgb[:, c], minlength=h * w)
+        seen = count > 0
+        local = sky.image.reshape(-1, 3).astype(np.float64).copy()
+        local[seen] = total[seen] / count[seen, None]
+        maps[k] = np.clip(local, 0, 1).reshape(h, w, 3)
+        if progress:
+            progress("fitting local sky maps", k + 1, len(frames))
+    xy = log.ego_poses[frames][:, :2, 3].astype(np.float32)
+    return SkyModel(sky.image, sky.min_elevation_rad, sky.max_elevation_rad, maps, xy)
+
+
 def reconstruct(
     log: DrivingLog,
     out: str | Path,
@@ -723,6 +759,8 @@ def reconstruct(
         },
     }
     model = SceneModel(surface(0), actors, decoder, sky, intensity_model, meta)
+    sky = fit_local_skies(model, log, frames, progress)
+    model = SceneModel(model.background, model.actors, decoder, sky, intensity_model, meta)
     model.save(out)
     shutil.rmtree(stage.folder, ignore_errors=True)
     return model

@@ -9,6 +9,7 @@ arithmetic alone, which keeps rendering a gather, not a search.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -17,6 +18,11 @@ import numpy as np
 class TexelAtlas:
     offset: np.ndarray  # (F,) int64 index of each triangle's first texel
     resolution: np.ndarray  # (F,) int32 cells per triangle edge (n)
+
+    @cached_property
+    def _packed(self) -> np.ndarray:
+        """(F,) int64: first texel << 8 | cells per edge (at most 255)."""
+        return (self.offset.astype(np.int64) << 8) | self.resolution.astype(np.int64)
 
     @property
     def num_texels(self) -> int:
@@ -37,14 +43,15 @@ class TexelAtlas:
 
     def lookup(self, triangle: np.ndarray, uv: np.ndarray) -> np.ndarray:
         """Texel index of hits (triangle (n,), barycentric uv (n, 2))."""
-        n = np.take(self.resolution, triangle)  # int32: cells per edge are small
+        packed = np.take(self._packed, triangle)  # one gather for both per-triangle values
+        n = (packed & 255).astype(np.int32)
         last = n - 1
         i = np.minimum((uv[:, 0] * n).astype(np.int32), last)  # u, v >= 0: truncation is floor
         last -= i
         j = np.minimum((uv[:, 1] * n).astype(np.int32), last)
         row_start = i * n - ((i * (i - 1)) >> 1)
         row_start += j
-        return np.take(self.offset, triangle) + row_start
+        return (packed >> 8) + row_start
 
     def texel_centres(self, vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
         """(T, 3) a point inside each texel's cell (for nearest-texel filling)."""
