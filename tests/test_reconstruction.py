@@ -107,6 +107,26 @@ def test_fitting_appearance_reduces_the_error(model: SceneModel, tiny_log_dir: P
     assert gain["front_right"] > gain["front"] > gain["front_left"]
 
 
+def test_local_sky_maps_follow_the_ego_and_fit_better(model: SceneModel, tiny_log_dir: Path) -> None:
+    log = load_log(tiny_log_dir)
+    sky = model.sky
+    train = model.meta["training_frames"]
+    assert sky.local_images.shape == (len(train), *sky.image.shape)
+    np.testing.assert_allclose(sky.local_xy_m, log.ego_poses[train][:, :2, 3], atol=1e-4)
+    frame = train[2]
+    scene = model.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
+    errors = {}
+    for name, variant in (("local", model), ("global", SceneModel(model.background, model.actors, model.decoder,
+                          replace(sky, local_images=None, local_xy_m=None), model.lidar_intensity, model.meta))):
+        cam = log.rig.cameras[0]
+        render = variant.render_camera(scene, cam, log.ego_poses[frame])
+        missed = ~np.isfinite(render.depth_m)
+        assert missed.sum() > 100
+        diff = render.rgb[missed].astype(float) - log.image(cam.name, frame)[missed]
+        errors[name] = float(np.mean(diff**2))
+    assert errors["local"] < 0.8 * errors["global"]
+
+
 def test_actor_assets_are_symmetric_and_reusable(model: SceneModel, scene_dir: Path) -> None:
     assert model.actors, "every tracked actor gets an asset"
     for aid, asset in model.actors.items():
