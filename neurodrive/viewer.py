@@ -1,7 +1,7 @@
 """Interactive pygame viewer: drive the ego with the keyboard, see the cameras and the LiDAR bird's-eye
 view, pick actors to remove or drag them, insert actors, save the edits as a scenario YAML.
 
-Keys: arrows / WASD drive; click an actor in the bird's-eye view to select it, drag to move it;
+Keys: arrows (or W, A, D) drive; click an actor in the bird's-eye view to select it, drag to move it;
 Delete or X removes it; I inserts a copy of the selected (or first) car 15 m ahead; S saves the
 scenario; R restarts; Space pauses; Esc or Q quits.
 """
@@ -130,13 +130,13 @@ class Viewer:
 
     def handle(self, event) -> None:
         pg = self.pg
-        keys = {pg.K_UP: "up", pg.K_w: "up", pg.K_DOWN: "down", pg.K_s: None, pg.K_LEFT: "left", pg.K_a: "left",
+        keys = {pg.K_UP: "up", pg.K_w: "up", pg.K_DOWN: "down", pg.K_LEFT: "left", pg.K_a: "left",
                 pg.K_RIGHT: "right", pg.K_d: "right"}
         if event.type == pg.QUIT:
             self.running = False
         elif event.type in (pg.KEYDOWN, pg.KEYUP):
             down = event.type == pg.KEYDOWN
-            if event.key in keys and keys[event.key] is not None:
+            if event.key in keys:
                 setattr(self.agent.keys, keys[event.key], down)
             elif down and event.key in (pg.K_ESCAPE, pg.K_q):
                 self.running = False

@@ -424,6 +424,20 @@ class PlacedScene:
         return out
 
 
+def read_scene_meta(folder: str | Path) -> dict:
+    """The validated ``scene.json`` of a scene folder (without loading the scene)."""
+    meta_path = Path(folder) / "scene.json"
+    if not meta_path.is_file():
+        raise DataError(meta_path, None, "missing file (not a reconstructed scene, or reconstruction unfinished)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(meta_path, None, f"not valid JSON (line {e.lineno}): {e.msg}") from e
+    if meta.get("format") != SCENE_FORMAT or meta.get("version") != SCENE_VERSION:
+        raise DataError(meta_path, "format", f"expected {SCENE_FORMAT} version {SCENE_VERSION}")
+    return meta
+
+
 CAMERA_HEIGHT_M = 1.5  # typical camera height above the ego origin, for baking view directions
 
 
@@ -622,14 +636,7 @@ class SceneModel:
     def load(folder: str | Path) -> SceneModel:
         folder = Path(folder)
         meta_path = folder / "scene.json"
-        if not meta_path.is_file():
-            raise DataError(meta_path, None, "missing file (not a reconstructed scene, or reconstruction unfinished)")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(meta_path, None, f"not valid JSON (line {e.lineno}): {e.msg}") from e
-        if meta.get("format") != SCENE_FORMAT or meta.get("version") != SCENE_VERSION:
-            raise DataError(meta_path, "format", f"expected {SCENE_FORMAT} version {SCENE_VERSION}")
+        meta = read_scene_meta(folder)
         app_path = folder / "appearance.safetensors"
         try:
             t = load_file(str(app_path))

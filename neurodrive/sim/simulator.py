@@ -17,7 +17,7 @@ import shapely
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import pose_xyz_yaw, yaw_of
-from neurodrive.render.scene_model import ActorAsset, FrameRender, SceneModel
+from neurodrive.render.scene_model import ActorAsset, FrameRender, SceneModel, read_scene_meta
 from neurodrive.render.edits import Repose
 from neurodrive.scenarios.log import ActorTrack, DrivingLog, SensorRig
 from neurodrive.scenarios.log_io import load_log
@@ -106,7 +106,7 @@ class Simulator:
                 log = load_log(scenario.resolve_path(scenario.log))
             else:
                 scene_dir = scenario.resolve_path(scenario.scene)
-                meta = scene.meta if scene is not None else SceneModel.load(scene_dir).meta
+                meta = scene.meta if scene is not None else read_scene_meta(scene_dir)
                 log_path = Path(meta["log"]["path"])
                 if not (log_path / "log.json").is_file():
                     raise DataError(scene_dir / "scene.json", "log.path", f"the source log {log_path} is not there; "
