@@ -174,3 +174,54 @@ def test_scenario_rejects_broken_yaml(tmp_path) -> None:
     path.write_text("log: [unclosed\n")
     with pytest.raises(DataError, match="not valid YAML"):
         Scenario.load(path)
+
+
+def _scenarionet(stopped_x_m: float = 40.0) -> dict:
+    steps = 51
+    t = np.arange(steps) * 0.1
+    ego = np.stack([10.0 * t, np.zeros(steps), np.zeros(steps)], axis=1)  # 10 m/s along x
+    lead = np.tile([stopped_x_m, 0.0, 0.0], (steps, 1))  # a car standing in the lane
+    state = lambda pos: {"position": pos, "heading": np.zeros(steps), "length": np.full(steps, 4.6),  # noqa: E731
+                         "width": np.full(steps, 1.9), "height": np.full(steps, 1.6), "valid": np.ones(steps, bool)}
+    return {
+        "id": "sn-test", "metadata": {"sdc_id": "ego"},
+        "tracks": {"ego": {"type": "VEHICLE", "state": state(ego)}, "lead": {"type": "VEHICLE", "state": state(lead)}},
+        "map_features": {"lane_1": {"type": "LANE_SURFACE_STREET", "polyline": [[-20.0, 0.0, 0.0], [120.0, 0.0, 0.0]],
+                                    "speed_limit_kmh": 50.0},
+                         "edge": {"type": "ROAD_EDGE_BOUNDARY", "polyline": [[-20.0, 3.0], [120.0, 3.0]]}},
+    }
+
+
+def test_scenarionet_import_runs_in_closed_loop() -> None:
+    from neurodrive.agents import make_agent
+    from neurodrive.replay import run_episode
+    from neurodrive.scenarios.scenarionet import scenario_from_scenarionet
+    from neurodrive.sim.simulator import Simulator
+
+    scenario, log = scenario_from_scenarionet(_scenarionet(), duration_s=5.0)
+    assert log.road_map.lanes[0].speed_limit_mps == pytest.approx(50 / 3.6)
+    assert [t.actor_id for t in log.tracks] == ["lead"] and log.rig.lidar is None
+    np.testing.assert_allclose(log.ego_poses[0, :2, 3], [-PARAMS.rear_axle_to_centre_m, 0.0])
+    results = {}
+    for agent in ("constant-velocity", "idm"):
+        results[agent] = run_episode(Simulator(scenario, log=log), make_agent(agent))
+    assert [c["actor_id"] for c in results["constant-velocity"]["collisions"]] == ["lead"]
+    assert results["idm"]["collisions"] == [] and results["idm"]["metrics"]["drivable_area_compliance"]["score"] == 1.0
+
+
+def test_scenarionet_import_names_bad_fields() -> None:
+    from neurodrive.scenarios.scenarionet import log_from_scenarionet
+
+    bad = _scenarionet()
+    bad["metadata"]["sdc_id"] = "nobody"
+    with pytest.raises(DataError, match="metadata.sdc_id"):
+        log_from_scenarionet(bad, "s.pkl.json")
+    bad = _scenarionet()
+    bad["tracks"]["lead"]["state"]["heading"] = np.zeros(3)
+    with pytest.raises(DataError) as err:
+        log_from_scenarionet(bad, "s.json")
+    assert err.value.field == "tracks.lead.state.heading"
+    bad = _scenarionet()
+    bad["tracks"]["ego"]["state"]["position"][4, 0] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        log_from_scenarionet(bad, "s.json")

@@ -125,7 +125,7 @@ class LidarSpec:
 @dataclass(frozen=True)
 class SensorRig:
     cameras: tuple[CameraSpec, ...]
-    lidar: LidarSpec
+    lidar: LidarSpec | None  # None: a log without sensors (e.g. an imported ScenarioNet scenario)
 
     def camera(self, name: str) -> CameraSpec:
         for cam in self.cameras:
