@@ -37,7 +37,7 @@ class SkySamples:
     rgb: np.ndarray  # (M, 3) uint8
 
 
-def _apply_inverse_exposure(rgb: np.ndarray, camera: np.ndarray, exposures: np.ndarray) -> np.ndarray:
+def apply_inverse_exposure(rgb: np.ndarray, camera: np.ndarray, exposures: np.ndarray) -> np.ndarray:
     out = np.empty_like(rgb)
     for c in range(len(exposures)):
         sel = camera == c
@@ -67,8 +67,17 @@ def fit_colours_and_exposure(samples: PixelSamples, num_texels: int, num_cameras
             x = np.concatenate([colours[samples.texel[idx]], np.ones((len(idx), 1))], axis=1)
             sol, *_ = np.linalg.lstsq(x, rgb[idx], rcond=None)
             exposures[c] = sol.T
-        colours, count = texel_means(samples.texel, _apply_inverse_exposure(rgb, samples.camera, exposures), num_texels)
+        colours, count = texel_means(samples.texel, apply_inverse_exposure(rgb, samples.camera, exposures), num_texels)
     return np.clip(colours, 0.0, 1.0), count, exposures
+
+
+def sky_cells(dirs: np.ndarray, bins_az: int, bins_el: int, min_el_rad: float, max_el_rad: float) -> np.ndarray:
+    """Flat index (row * bins_az + column) of the environment-map bin of each unit direction (n, 3)."""
+    az = np.arctan2(dirs[:, 1], dirs[:, 0]) % (2 * np.pi)
+    el = np.arcsin(np.clip(dirs[:, 2], -1, 1))
+    ix = np.clip((az / (2 * np.pi) * bins_az).astype(int), 0, bins_az - 1)
+    iy = np.clip(((el - min_el_rad) / (max_el_rad - min_el_rad) * bins_el).astype(int), 0, bins_el - 1)
+    return iy * bins_az + ix
 
 
 def fit_sky(sky: SkySamples, exposures: np.ndarray, bins_az: int = 360, bins_el: int = 60,
@@ -76,12 +85,9 @@ def fit_sky(sky: SkySamples, exposures: np.ndarray, bins_az: int = 360, bins_el:
     """Environment map: mean exposure-corrected colour per direction bin, holes filled from the nearest bin."""
     image = np.zeros((bins_el, bins_az, 3))
     if len(sky.dirs):
-        rgb = _apply_inverse_exposure(sky.rgb.astype(np.float64) / 255.0, sky.camera, exposures)
-        az = np.arctan2(sky.dirs[:, 1], sky.dirs[:, 0]) % (2 * np.pi)
-        el = np.arcsin(np.clip(sky.dirs[:, 2], -1, 1))
-        ix = np.clip((az / (2 * np.pi) * bins_az).astype(int), 0, bins_az - 1)
-        iy = np.clip(((el - min_el_rad) / (max_el_rad - min_el_rad) * bins_el).astype(int), 0, bins_el - 1)
-        mean, count = texel_means(iy * bins_az + ix, rgb, bins_el * bins_az)
+        rgb = apply_inverse_exposure(sky.rgb.astype(np.float64) / 255.0, sky.camera, exposures)
+        cells = sky_cells(sky.dirs, bins_az, bins_el, min_el_rad, max_el_rad)
+        mean, count = texel_means(cells, rgb, bins_el * bins_az)
         image = mean.reshape(bins_el, bins_az, 3)
         empty = count.reshape(bins_el, bins_az) == 0
         if empty.all():

@@ -32,8 +32,10 @@ from neurodrive.raycast import CompositeCaster, MeshRaycaster, bounding_radius_m
 from neurodrive.render.appearance import (
     PixelSamples,
     SkySamples,
+    apply_inverse_exposure,
     fit_colours_and_exposure,
     fit_sky,
+    sky_cells,
     train_decoder,
 )
 from neurodrive.render.scene_model import ActorAsset, LidarIntensityModel, SceneModel, SkyModel, SurfaceMesh, lidar_drop_features
@@ -616,7 +618,6 @@ def fit_local_skies(model: SceneModel, log: DrivingLog, frames: list[int], progr
     did not see keep the global map's colour."""
     sky = model.sky
     h, w, _ = sky.image.shape
-    span = sky.max_elevation_rad - sky.min_elevation_rad
     maps = np.empty((len(frames), h, w, 3), np.float32)
     for k, f in enumerate(frames):
         placed = model.place({a: p for a, p in log.actor_poses_at(f).items() if a in model.actors})
@@ -627,12 +628,9 @@ def fit_local_skies(model: SceneModel, log: DrivingLog, frames: list[int], progr
             miss = ~placed.cast(T[:3, 3], dirs, normals=False).hit
             if not miss.any():
                 continue
-            e = model.decoder.exposure(cam.name)
-            rgb = (log.image(cam.name, f).reshape(-1, 3)[miss] / 255.0 - e[:, 3]) @ np.linalg.inv(e[:, :3]).T
-            d = dirs[miss]
-            col = ((np.arctan2(d[:, 1], d[:, 0]) % (2 * np.pi)) / (2 * np.pi) * w).astype(int) % w
-            row = np.clip(((np.arcsin(np.clip(d[:, 2], -1, 1)) - sky.min_elevation_rad) / span * h).astype(int), 0, h - 1)
-            cell = row * w + col
+            rgb = apply_inverse_exposure(log.image(cam.name, f).reshape(-1, 3)[miss] / 255.0, np.zeros(int(miss.sum()), int),
+                                         model.decoder.exposure(cam.name)[None])
+            cell = sky_cells(dirs[miss], w, h, sky.min_elevation_rad, sky.max_elevation_rad)
             count += np.bincount(cell, minlength=h * w)
             for c in range(3):
                 total[:, c] += np.bincount(cell, rgb[:, c], minlength=h * w)

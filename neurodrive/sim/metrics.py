@@ -73,6 +73,18 @@ class NoAtFaultCollisions(Metric):
                             {"all_collisions": len(record.collisions)})
 
 
+def drivable_area(road_map: RoadMap) -> shapely.Geometry:
+    """Union of the map's drivable-area polygons."""
+    return shapely.union_all([shapely.Polygon(p) for p in road_map.drivable_areas])
+
+
+def distance_outside_m(area: shapely.Geometry, points_xy: np.ndarray) -> np.ndarray:
+    """(n,) distance of each point from ``area`` (0 inside; inf without any drivable area)."""
+    if area.is_empty:
+        return np.full(len(points_xy), np.inf)
+    return shapely.distance(area, shapely.points(points_xy))
+
+
 class DrivableAreaCompliance(Metric):
     """1 when no ego corner leaves the map's drivable area by more than 0.3 m (nuPlan)."""
 
@@ -80,11 +92,10 @@ class DrivableAreaCompliance(Metric):
     max_violation_m = 0.3
 
     def compute(self, record: EpisodeRecord) -> MetricResult:
-        area = shapely.union_all([shapely.Polygon(p) for p in record.road_map.drivable_areas])
         c = record.ego_centres()
         e = record.ego_array()
         corners = box_corners_xy(c[:, 0], c[:, 1], e[:, 2], record.params.length_m, record.params.width_m).reshape(-1, 2)
-        outside = shapely.distance(area, shapely.points(corners)) if not area.is_empty else np.full(len(corners), np.inf)
+        outside = distance_outside_m(drivable_area(record.road_map), corners)
         worst = float(np.max(outside)) if len(outside) else 0.0
         return MetricResult(self.name, 1.0 if worst <= self.max_violation_m else 0.0, worst, "m")
 

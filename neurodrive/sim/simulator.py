@@ -23,11 +23,11 @@ from neurodrive.scenarios.log import ActorTrack, DrivingLog, SensorRig
 from neurodrive.scenarios.log_io import load_log
 from neurodrive.scenarios.scenario import InsertActor, Scenario
 from neurodrive.sim.behaviours import ActorBehaviour, IDMFollower, TimedTrajectory, idm_from_track, log_replay
-from neurodrive.sim.collisions import CollisionEvent, detect_collisions, footprints
+from neurodrive.sim.collisions import CollisionEvent, detect_collisions
 from neurodrive.sim.controllers import PurePursuitController, Trajectory
-from neurodrive.sim.metrics import EpisodeRecord, evaluate_episode, lane_under
+from neurodrive.sim.metrics import DrivableAreaCompliance, EpisodeRecord, distance_outside_m, drivable_area, evaluate_episode, lane_under
 from neurodrive.sim.paths import Polyline
-from neurodrive.sim.state import ActorState, WorldState
+from neurodrive.sim.state import ActorState, WorldState, box_corners_xy
 from neurodrive.sim.vehicle import Control, EgoState, KinematicBicycleModel, VehicleParameters
 
 
@@ -165,7 +165,9 @@ class Simulator:
         return None
 
     def _insert_size(self, i: int, ins: InsertActor) -> tuple[str, tuple[float, float, float]]:
-        asset = self._insert_asset(i, ins, self.scene)
+        # an inserted actor already placed in the scene (at set-up or by insert_actor) needs no asset read
+        placed = self.scene.actors.get(ins.id) if self.scene is not None else None
+        asset = placed or self._insert_asset(i, ins, self.scene)
         if asset is not None:
             return asset.category, tuple(float(v) for v in asset.size_m)
         track = next((t for t in self.log.tracks if t.actor_id == ins.asset), None)
@@ -347,11 +349,13 @@ class Simulator:
 
     @cached_property
     def _drivable(self) -> shapely.Geometry:
-        return shapely.union_all([shapely.Polygon(p) for p in self.log.road_map.drivable_areas])
+        return drivable_area(self.log.road_map)
 
     def _on_road(self, ego: EgoState) -> bool:
-        box = footprints([WorldState(0, 0.0, ego).ego_box(self.params)])[0]
-        return bool(shapely.distance(self._drivable, shapely.points(np.asarray(box.exterior.coords))).max() <= 0.3)
+        """The same test as the drivable-area metric, for the current state."""
+        box = WorldState(0, 0.0, ego).ego_box(self.params)
+        corners = box_corners_xy(box.x_m, box.y_m, box.yaw_rad, box.size_m[0], box.size_m[1])[0]
+        return bool(distance_outside_m(self._drivable, corners).max() <= DrivableAreaCompliance.max_violation_m)
 
     def metrics(self) -> dict:
         return evaluate_episode(self.record)
