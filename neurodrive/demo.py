@@ -42,6 +42,16 @@ def _log_complete(path: Path) -> bool:
         return False
 
 
+def _scene_current(scene_dir: Path) -> bool:
+    from neurodrive.render.scene_model import read_scene_meta
+
+    try:
+        read_scene_meta(scene_dir)
+    except DataError:
+        return False
+    return True
+
+
 def run_demo(out: str | Path, preset: str = "town-small", agents: tuple[str, ...] = ("lidar-aeb", "constant-velocity"),
              progress: Progress | None = None, log_only: Callable[[str], None] = print) -> dict[str, dict]:
     """Writes OUT/log, OUT/scene, OUT/scenario.yaml, OUT/replay/<agent>/{video.mp4, metrics.json, plot.png}
@@ -61,9 +71,9 @@ def run_demo(out: str | Path, preset: str = "town-small", agents: tuple[str, ...
     else:
         cfg = get_preset(preset)
         generate_log(cfg, log_dir, overwrite=True, progress=lambda d, t: step(f"1/3 generating {cfg.name}", d, t))
-    if (scene_dir / "scene.json").is_file():
+    if _scene_current(scene_dir):
         log_only(f"scene: reusing {scene_dir}")
-    else:
+    else:  # missing, unfinished (resumes from its checkpoints) or of an older scene format
         reconstruct(load_log(log_dir), scene_dir, ReconConfig(), lambda stage, d, t: step(f"2/3 {stage}", d, t))
     scenario = dict(CUT_IN_SCENARIO, scene="scene")
     scenario_path = out / "scenario.yaml"

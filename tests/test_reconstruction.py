@@ -156,6 +156,12 @@ def test_learned_lidar_model(model: SceneModel, tiny_log_dir: Path) -> None:
     ri[real.beam, real.azimuth_index] = real.intensity
     assert np.corrcoef(pi[both], ri[both])[0, 1] > 0.5  # learned reflectivity tracks the real one
     assert 0.0 <= model.lidar_intensity.alpha <= 1.0
+    # learned ray drop on this held-out frame: more rays right than "every ray that hits returns"
+    real_mask = real.return_mask(lidar)
+    hit_mask = pred.return_probability > 0
+    learned = np.mean(pred.sweep.return_mask(lidar) == real_mask)
+    assert model.lidar_intensity.drop is not None
+    assert learned > np.mean(hit_mask == real_mask) + 0.002, (learned, np.mean(hit_mask == real_mask))
     # sampled drops are seeded: same seed, same sweep
     a = model.render_lidar(scene, lidar, log.ego_poses[frame], rng=np.random.default_rng(3)).sweep
     b = model.render_lidar(scene, lidar, log.ego_poses[frame], rng=np.random.default_rng(3)).sweep

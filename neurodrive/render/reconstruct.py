@@ -10,7 +10,8 @@ Stages (each resumable; finished stages are kept in ``OUT/checkpoints`` until th
    closed-form colours + exposures, then joint gradient descent of features, MLP and exposures;
    the sky from pixels that hit nothing; unobserved texels filled (actors: from the mirrored side
    first), then from the nearest observed texel;
-4. LiDAR: intensity fall-off, per-triangle reflectivity and ray-drop rates from the sweeps.
+4. LiDAR: intensity fall-off and per-triangle reflectivity; per-vertex ray-drop rates and a ray-drop
+   MLP (``render/ray_drop.py``), from the sweeps.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from neurodrive.render.appearance import (
     sky_cells,
     train_decoder,
 )
-from neurodrive.render.scene_model import ActorAsset, LidarIntensityModel, SceneModel, SkyModel, SurfaceMesh, lidar_drop_features
+from neurodrive.render.ray_drop import DropSamples, fit_ray_drop, range_image_edges
+from neurodrive.render.scene_model import ActorAsset, LidarIntensityModel, SceneModel, SkyModel, SurfaceMesh
 from neurodrive.render.texels import TexelAtlas
 from neurodrive.render.tsdf import SparseTsdf
 from neurodrive.scenarios.log import ActorTrack, DrivingLog
@@ -55,9 +57,13 @@ class ReconConfig:
     max_truncation_m: float = 1.2  # ... up to this
     coarse_voxel_ratio: int = 3  # a coarser field fills gaps between sparse far returns
     coarse_min_range_m: float = 0.0  # returns farther than this feed the coarse field
+    densify_min_range_m: float = 15.0  # the coarse field also gets the scan grid filled between returns this far (0: off)
+    densify_spacing_m: float = 0.15  # ... with virtual returns this far apart
+    densify_tolerance: float = 0.05  # ... between returns whose ranges differ by less than this share
     ground_underlay_cell_m: float = 2.0  # heightfield under the TSDF ground that closes far holes (0: off)
     wall_extrusion_m: float = 12.0  # walls continue this far above the LiDAR's view (0: off)
     wall_min_height_m: float = 3.0  # only open wall tops above this height are extruded
+    max_triangle_edge_m: float = 1.0  # larger background triangles are split (per-vertex LiDAR drop rates stay local)
     actor_voxel_size_m: float = 0.05
     actor_margin_m: float = 0.3  # returns this close around a box are not background
     ground_clearance_m: float = 0.12  # returns this low inside a box are ground, not actor
@@ -71,7 +77,7 @@ class ReconConfig:
     texel_pixel_ratio: float = 1.5  # texel width in pixel footprints at the closest training view
     max_texel_resolution: int = 24
     exposure_rounds: int = 3
-    lidar_smoothing_m: float = 0.25  # LiDAR reflectivity / drop evidence is pooled over voxels this big
+    lidar_smoothing_m: float = 0.25  # LiDAR reflectivity evidence is pooled over voxels this big
     train_steps: int = 400
     batch_size: int = 16384
     learning_rate: float = 0.005
@@ -129,6 +135,43 @@ def inpaint_dropped_rays(sweep, lidar, max_gap: int = 16, tolerance: float = 0.0
     frac = (cols[None, :] - left) / np.maximum(right - left, 1)
     ranges = r_left + frac * (r_right - r_left)
     return lidar.ray_directions()[ok] * ranges[ok][:, None]
+
+
+def densify_far_returns(sweep, lidar, min_range_m: float, spacing_m: float, tolerance: float = 0.05, max_split: int = 8) -> np.ndarray:
+    """Virtual returns (K, 3) in the LiDAR frame that fill the scan grid between far returns.
+
+    Far away, neighbouring rays land tens of centimetres apart (0.7 m between beams at 65 m), so
+    a distant facade is only a sparse lattice of returns and its reconstructed surface would be
+    perforated. Each cell of four neighbouring returns (two beams x two azimuth bins) farther than
+    ``min_range_m`` whose ranges agree within ``tolerance`` (relative: one surface, no depth edge)
+    is filled with a bilinear grid of points about ``spacing_m`` apart.
+    """
+    rng_img = sweep.range_image(lidar).astype(np.float64)
+    el = np.asarray(lidar.beam_elevations_rad, np.float64)
+    b, w = rng_img.shape
+    if b < 2:
+        return np.zeros((0, 3))
+    quad = np.stack([rng_img[:-1], np.roll(rng_img, -1, axis=1)[:-1], rng_img[1:], np.roll(rng_img, -1, axis=1)[1:]])
+    lo, hi = quad.min(axis=0), quad.max(axis=0)
+    ok = (lo >= min_range_m) & (hi - lo < tolerance * hi)
+    rows, cols = np.nonzero(ok)
+    if len(rows) == 0:
+        return np.zeros((0, 3))
+    d_az = 2.0 * np.pi / w
+    cell_m = hi[rows, cols] * np.maximum(np.abs(el[rows + 1] - el[rows]), d_az)
+    split = np.clip(np.ceil(cell_m / spacing_m), 1, max_split).astype(int)
+    out = []
+    for s in np.unique(split):
+        sel = split == s
+        r_, c_ = rows[sel], cols[sel]
+        f = (np.arange(s) + 0.5) / s
+        fy, fx = (a.reshape(1, -1) for a in np.meshgrid(f, f, indexing="ij"))  # (1, s*s) each
+        q = quad[:, r_, c_][..., None]  # (4, n, 1)
+        ranges = (1 - fy) * ((1 - fx) * q[0] + fx * q[1]) + fy * ((1 - fx) * q[2] + fx * q[3])
+        elev = el[r_, None] + fy * (el[r_ + 1, None] - el[r_, None])
+        az = (c_[:, None] + fx) * d_az
+        out.append((np.stack([np.cos(elev) * np.cos(az), np.cos(elev) * np.sin(az), np.sin(elev)], -1) * ranges[..., None]).reshape(-1, 3))
+    return np.concatenate(out)
 
 
 def carve_unsupported_extrusion(
@@ -189,6 +232,15 @@ def fit_background(log: DrivingLog, frames: list[int], cfg: ReconConfig, progres
         far = np.linalg.norm(pts - T[:3, 3], axis=1) > cfg.coarse_min_range_m
         static_points.append(pts[keep][::4])
         coarse.integrate(T[:3, 3], pts[keep & far])
+        if cfg.densify_min_range_m > 0:
+            dense = transform_points(T, densify_far_returns(
+                sweep, log.rig.lidar, cfg.densify_min_range_m, cfg.densify_spacing_m, cfg.densify_tolerance
+            ))
+            inside = np.zeros(len(dense), bool)
+            for track in log.tracks:
+                if track.valid[f]:
+                    inside |= _in_box(_box_local(track, f, dense), track.size_m, cfg.actor_margin_m, cfg.ground_clearance_m)
+            coarse.integrate(T[:3, 3], dense[~inside])
         if progress:
             progress("background geometry", k + 1, len(frames))
     # The ground under parked actors is never seen: close it with a patch at the surrounding
@@ -493,20 +545,6 @@ def fill_unobserved(
     return values, filled
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, max_samples: int = 1_000_000, iterations: int = 15) -> np.ndarray:
-    """Logistic regression by Newton steps (with a small ridge), on a subsample."""
-    if len(y) > max_samples:
-        sel = rng.choice(len(y), max_samples, replace=False)
-        x, y = x[sel], y[sel]
-    w = np.zeros(x.shape[1])
-    for _ in range(iterations):
-        p = 1 / (1 + np.exp(-np.clip(x @ w, -30, 30)))
-        grad = x.T @ (p - y) + 1e-3 * w
-        hess = (x * (p * (1 - p))[:, None]).T @ x + 1e-3 * np.eye(len(w))
-        w -= np.linalg.solve(hess, grad)
-    return w
-
-
 def smooth_sparse_texels(
     features: np.ndarray, count: np.ndarray, centres: np.ndarray, k: int, chunk: int = 200_000
 ) -> np.ndarray:
@@ -534,12 +572,13 @@ def fit_lidar(
     actor_ids: list[str],
     progress: Progress | None = None,
     smoothing_m: float = 0.25,
+    seed: int = 0,
 ):
-    """Per-triangle reflectivity and drop rate (pooled over ``smoothing_m`` voxels), and the
-    global intensity fall-off."""
+    """The global intensity fall-off, per-triangle reflectivity (pooled over ``smoothing_m``
+    voxels), per-vertex ray-drop rates and the ray-drop MLP (see ``render/ray_drop.py``)."""
     lidar = log.rig.lidar
     dirs_l = lidar.ray_directions().reshape(-1, 3)
-    rec: dict[str, list[np.ndarray]] = {k: [] for k in ("mesh", "tri", "ret", "I", "cos", "r")}
+    rec: dict[str, list[np.ndarray]] = {k: [] for k in ("mesh", "tri", "uv", "point", "fold", "ret", "I", "cos", "r", "edge", "missing")}
     casters = FrameCasters(meshes)
     for k, f in enumerate(frames):
         caster, geom_to_mesh = casters.at(log, f, actor_ids)
@@ -553,19 +592,32 @@ def fit_lidar(
         intensity = np.zeros(len(dirs))
         intensity[ray] = sweep.intensity
         pred = hits.hit & (hits.t_m >= lidar.min_range_m) & (hits.t_m <= lidar.max_range_m)
-        rec["mesh"].append(geom_to_mesh[hits.geometry[pred]])
-        rec["tri"].append(hits.triangle[pred])
-        rec["ret"].append(returned[pred])
-        rec["I"].append(intensity[pred])
-        rec["cos"].append(np.abs(np.sum(hits.normals[pred] * dirs[pred], axis=1)))
-        rec["r"].append(hits.t_m[pred])
+        edge, missing = range_image_edges(np.where(pred, hits.t_m, np.inf).reshape(lidar.num_beams, lidar.azimuth_bins))
+        idx = np.flatnonzero(pred)
+        mesh = geom_to_mesh[hits.geometry[idx]]
+        point = T[:3, 3] + dirs[idx] * hits.t_m[idx, None]
+        for g in np.unique(hits.geometry[idx][hits.geometry[idx] > 0]):  # actors: hit points in the box frame
+            sel = hits.geometry[idx] == g
+            pose = caster.poses[g - 1]
+            point[sel] = (point[sel] - pose[:3, 3]) @ pose[:3, :3]
+        rec["mesh"].append(mesh)
+        rec["tri"].append(hits.triangle[idx])
+        rec["uv"].append(hits.uv[idx])
+        rec["point"].append(point)
+        rec["fold"].append(np.full(len(idx), k % 4, np.int8))
+        rec["ret"].append(returned[idx])
+        rec["I"].append(intensity[idx])
+        rec["cos"].append(np.abs(np.sum(hits.normals[idx] * dirs[idx], axis=1)))
+        rec["r"].append(hits.t_m[idx])
+        rec["edge"].append(edge.reshape(-1)[idx])
+        rec["missing"].append(missing.reshape(-1)[idx])
         if progress:
             progress("fitting LiDAR model", k + 1, len(frames))
     d = {k: np.concatenate(v) for k, v in rec.items()}
     key = d["mesh"].astype(np.int64) << 40 | d["tri"]
     ret = d["ret"]
     # fall-off: choose (alpha, beta) that best explains intensities with one reflectivity per triangle
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     sub = np.nonzero(ret)[0]
     sub = rng.choice(sub, size=min(len(sub), 300_000), replace=False) if len(sub) else sub
     best = (np.inf, 0.5, 0.0)
@@ -579,37 +631,25 @@ def fit_lidar(
                 err = np.sum((d["I"][sub] - rho[inv] * g) ** 2)
                 if err < best[0]:
                     best = (err, alpha, beta)
-    model = LidarIntensityModel(float(best[1]), float(best[2]))
-    g_all = model.falloff(d["cos"], d["r"])
-    drop_weights = None
-    per_mesh = []
-    global_drop = 1 - ret.mean() if len(ret) else 0.0
+    falloff = LidarIntensityModel(float(best[1]), float(best[2])).falloff(d["cos"], d["r"])
+    reflectivity = []
     for m, (v, t) in enumerate(meshes):
-        sel = d["mesh"] == m
-        tri, r_sel = d["tri"][sel], ret[sel]
-        n = np.bincount(tri, minlength=len(t)).astype(float)
-        n_ret = np.bincount(tri, r_sel.astype(float), minlength=len(t))
-        num = np.bincount(tri[r_sel], (d["I"][sel] * g_all[sel])[r_sel], minlength=len(t))
-        den = np.bincount(tri[r_sel], (g_all[sel] ** 2)[r_sel], minlength=len(t))
+        sel = (d["mesh"] == m) & ret
+        tri = d["tri"][sel]
+        num = np.bincount(tri, d["I"][sel] * falloff[sel], minlength=len(t))
+        den = np.bincount(tri, falloff[sel] ** 2, minlength=len(t))
         centroids = v[t].mean(axis=1) if len(t) else np.zeros((0, 3))
         # pool the sparse per-triangle evidence over small neighbourhoods (voxels)
         vox = np.unique(np.floor(centroids / smoothing_m).astype(np.int64), axis=0, return_inverse=True)[1].reshape(-1)
-        pooled = [np.bincount(vox, x)[vox] for x in (n, n_ret, num, den)]
-        drop = (pooled[0] - pooled[1] + 2 * global_drop) / (pooled[0] + 2)
-        refl = (num + pooled[2]) / np.maximum(den + pooled[3], 1e-9)
-        refl, _ = fill_unobserved(refl, pooled[1] > 0, centroids)
-        drop, _ = fill_unobserved(drop, pooled[0] > 0, centroids)
-        per_mesh.append((np.clip(refl, 0, 1.5).astype(np.float32), np.clip(drop, 0, 1).astype(np.float32)))
-    # ray drop also depends on the ray (grazing incidence, range): a logistic model on top of the
-    # per-triangle rates, fitted on the training rays
-    q = np.concatenate([per_mesh[m][1][d["tri"][d["mesh"] == m]] for m in range(len(meshes))])
-    order = np.concatenate([np.nonzero(d["mesh"] == m)[0] for m in range(len(meshes))])
-    if len(order) > 100:
-        x = lidar_drop_features(q, d["cos"][order], d["r"][order] / log.rig.lidar.max_range_m)
-        y = (~ret[order]).astype(float)
-        drop_weights = fit_logistic(x, y, np.random.default_rng(0))
-    model = LidarIntensityModel(model.alpha, model.beta_per_m, drop_weights)
-    return model, per_mesh
+        pooled_num, pooled_den = (np.bincount(vox, x)[vox] for x in (num, den))
+        refl, _ = fill_unobserved((num + pooled_num) / np.maximum(den + pooled_den, 1e-9), pooled_den > 0, centroids)
+        reflectivity.append(np.clip(refl, 0, 1.5).astype(np.float32))
+    samples = DropSamples(d["mesh"], d["tri"], d["uv"], d["point"], d["fold"], ~ret, d["cos"], d["r"] / lidar.max_range_m,
+                          d["edge"], d["missing"])
+    del d
+    rates, drop_model = fit_ray_drop(meshes, samples, seed=seed)
+    model = LidarIntensityModel(float(best[1]), float(best[2]), drop_model)
+    return model, list(zip(reflectivity, rates))
 
 
 def fit_local_skies(model: SceneModel, log: DrivingLog, frames: list[int], progress: Progress | None = None) -> SkyModel:
@@ -664,6 +704,8 @@ def reconstruct(
         n_measured = len(bg_t)
         bg_v, bg_t = extrude_wall_tops(bg_v, bg_t, cfg.wall_min_height_m, cfg.wall_extrusion_m)
         bg_t = carve_unsupported_extrusion(bg_v, bg_t, n_measured, log, frames)
+        if cfg.max_triangle_edge_m > 0:  # large priors (ground underlay, extruded walls) in finer triangles
+            bg_v, bg_t = trimesh.remesh.subdivide_to_size(bg_v, bg_t, max_edge=cfg.max_triangle_edge_m)
         stage.save_mesh("background_geometry", bg_v, bg_t)
     else:
         bg_v, bg_t, _ = cached
@@ -724,7 +766,7 @@ def reconstruct(
             progress("filling unseen texels", m + 1, len(meshes))
 
     # 4. LiDAR
-    intensity_model, lidar_attrs = fit_lidar(log, frames, meshes, actor_ids, progress, cfg.lidar_smoothing_m)
+    intensity_model, lidar_attrs = fit_lidar(log, frames, meshes, actor_ids, progress, cfg.lidar_smoothing_m, cfg.seed)
 
     def surface(m: int) -> SurfaceMesh:
         v, t = meshes[m]

@@ -5,7 +5,7 @@ On disk (all npz / safetensors / JSON, no pickles)::
 
     scene.json                  format, source log, held-out frames, cameras, actor ids, stats
     background.npz              SurfaceMesh arrays of the static scene
-    appearance.safetensors      decoder MLP, per-camera exposure, sky map
+    appearance.safetensors      decoder MLP, per-camera exposure, sky maps, LiDAR ray-drop MLP
     actors/<actor id>.npz/.json one reusable ActorAsset per tracked actor
 """
 
@@ -27,12 +27,13 @@ from threadpoolctl import ThreadpoolController
 from neurodrive.errors import DataError
 from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
 from neurodrive.raycast import CompositeCaster, MeshRaycaster, RayHits, bounding_radius_m
+from neurodrive.render.ray_drop import DROP_NEIGHBOURS, RayDropModel, interpolate_vertices, range_image_edges, ray_drop_features
 from neurodrive.render.texels import TexelAtlas
 from neurodrive.scenarios.log import CameraSpec, LidarSpec, LidarSweep
 from neurodrive.scenarios.log_io import read_npz
 
 SCENE_FORMAT = "neurodrive-scene"
-SCENE_VERSION = 1
+SCENE_VERSION = 2  # 2: per-vertex LiDAR drop rates and a ray-drop MLP
 NO_ACTOR = -1
 _THREADPOOLS = ThreadpoolController()
 
@@ -58,7 +59,7 @@ class SurfaceMesh:
     atlas: TexelAtlas
     texels: np.ndarray  # (T, D) float32 appearance features (first 3: base sRGB colour)
     lidar_reflectivity: np.ndarray  # (F,) float32
-    lidar_drop: np.ndarray  # (F,) float32 probability that a ray hitting the triangle returns nothing
+    lidar_drop_rates: np.ndarray  # (V, K) float32 drop rate of the k training rays nearest each vertex (ray_drop.DROP_NEIGHBOURS)
     texel_observations: np.ndarray  # (T,) uint16 training pixels that saw each texel (0: filled in)
     # (T, 3) uint8 decoder colour at a typical training view, before exposure; None: baked by SceneModel.
     # Derived from ``texels``: set it to None when replacing the texels.
@@ -82,16 +83,19 @@ class SurfaceMesh:
             "texel_resolution": self.atlas.resolution,
             "texels": self.texels.astype(np.float32),
             "lidar_reflectivity": self.lidar_reflectivity.astype(np.float32),
-            "lidar_drop": self.lidar_drop.astype(np.float32),
+            "lidar_drop_rates": self.lidar_drop_rates.astype(np.float32),
             "texel_observations": np.minimum(self.texel_observations, 65535).astype(np.uint16),
         }
 
     @staticmethod
     def from_arrays(path: Path, a: dict[str, np.ndarray]) -> SurfaceMesh:
         f = len(a["triangles"])
-        for name in ("texel_offset", "texel_resolution", "lidar_reflectivity", "lidar_drop"):
+        for name in ("texel_offset", "texel_resolution", "lidar_reflectivity"):
             if len(a[name]) != f:
                 raise DataError(path, name, f"expected {f} entries (one per triangle), got {len(a[name])}")
+        if a["lidar_drop_rates"].shape != (len(a["vertices"]), len(DROP_NEIGHBOURS)):
+            raise DataError(path, "lidar_drop_rates", f"expected ({len(a['vertices'])}, {len(DROP_NEIGHBOURS)}) per-vertex rates, "
+                                                      f"got {a['lidar_drop_rates'].shape}")
         if f and (a["texel_resolution"].min() < 1 or a["texel_resolution"].max() > 255):
             raise DataError(path, "texel_resolution", "cells per triangle edge must lie in 1..255")
         atlas = TexelAtlas(a["texel_offset"].astype(np.int64), a["texel_resolution"].astype(np.int32))
@@ -106,14 +110,15 @@ class SurfaceMesh:
         if baked is not None and (baked.ndim != 2 or baked.shape[1] != 3 or baked.dtype != np.uint8):
             raise DataError(path, "baked_rgb", f"expected (texels, 3) uint8, got {baked.shape} {baked.dtype}")
         return SurfaceMesh(
-            a["vertices"], a["triangles"], atlas, a["texels"], a["lidar_reflectivity"], a["lidar_drop"], a["texel_observations"], baked
+            a["vertices"], a["triangles"], atlas, a["texels"], a["lidar_reflectivity"], a["lidar_drop_rates"], a["texel_observations"], baked
         )
 
     @staticmethod
     def read(path: Path) -> SurfaceMesh:
         shapes = {
             "vertices": (None, 3), "triangles": (None, 3), "texel_offset": (None,), "texel_resolution": (None,),
-            "texels": (None, None), "lidar_reflectivity": (None,), "lidar_drop": (None,), "texel_observations": (None,),
+            "texels": (None, None), "lidar_reflectivity": (None,),
+            "lidar_drop_rates": (None, None), "texel_observations": (None,),
         }
         return SurfaceMesh.from_arrays(path, read_npz(path, shapes))
 
@@ -263,39 +268,25 @@ class SkyModel:
         return wa * self._sample(self.local_images[a], coords) + (1 - wa) * self._sample(self.local_images[b], coords)
 
 
-def lidar_drop_features(triangle_drop: np.ndarray, cos_incidence: np.ndarray, relative_range: np.ndarray) -> np.ndarray:
-    """Inputs (n, 6) of the logistic ray-drop model."""
-    q = np.clip(triangle_drop, 1e-3, 1 - 1e-3)
-    return np.stack(
-        [
-            np.ones_like(q),
-            np.log(q / (1 - q)),
-            np.clip((0.1 - cos_incidence) / 0.1, 0, 1),
-            np.clip((0.05 - cos_incidence) / 0.05, 0, 1),
-            relative_range,
-            np.clip((relative_range - 0.8) / 0.2, 0, 1),
-        ],
-        axis=1,
-    )
-
-
 @dataclass(frozen=True)
 class LidarIntensityModel:
     """intensity = reflectivity * (alpha + (1 - alpha) cos(incidence)) * exp(-beta * range);
-    drop probability = logistic(weights . lidar_drop_features) (per-triangle rate alone if no weights)."""
+    drop probability of a hit ray from the ray-drop MLP (the 16-neighbour vertex rate alone without it)."""
 
     alpha: float
     beta_per_m: float
-    drop_weights: np.ndarray | None = None  # (6,)
+    drop: RayDropModel | None = None
 
     def falloff(self, cos_incidence: np.ndarray, range_m: np.ndarray) -> np.ndarray:
         return (self.alpha + (1 - self.alpha) * cos_incidence) * np.exp(-self.beta_per_m * range_m)
 
-    def drop_probability(self, triangle_drop: np.ndarray, cos_incidence: np.ndarray, relative_range: np.ndarray) -> np.ndarray:
-        if self.drop_weights is None:
-            return triangle_drop
-        z = lidar_drop_features(triangle_drop, cos_incidence, relative_range) @ self.drop_weights
-        return 1 / (1 + np.exp(-np.clip(z, -30, 30)))
+    def drop_probability(self, rates: np.ndarray, cos_incidence: np.ndarray, relative_range: np.ndarray, edge: np.ndarray,
+                         missing: np.ndarray) -> np.ndarray:
+        """Of hit rays: vertex drop rates (n, K), incidence, range / max range, and the depth-edge cues
+        of :func:`~neurodrive.render.ray_drop.range_image_edges` at each ray."""
+        if self.drop is None:
+            return rates[:, DROP_NEIGHBOURS.index(16)]
+        return self.drop.probability(ray_drop_features(rates, cos_incidence, relative_range, edge, missing))
 
 
 @dataclass(frozen=True)
@@ -413,6 +404,14 @@ class PlacedScene:
                     seen[part] = packed[:, 3] > 0
         return rgb, seen
 
+    def per_vertex(self, hits: RayHits, idx: np.ndarray, name: str) -> np.ndarray:
+        """Per-vertex attribute ``name`` (V, K) of the meshes, interpolated at hit rays ``idx``."""
+        out = np.zeros((len(idx), getattr(self.meshes[0], name).shape[1]), np.float32)
+        for g, pos in self._groups(hits.geometry[idx]):
+            mesh, rays = self.meshes[g], idx[pos]
+            out[pos] = interpolate_vertices(getattr(mesh, name), mesh.triangles, hits.triangle[rays], hits.uv[rays])
+        return out
+
     def per_triangle(self, hits: RayHits, idx: np.ndarray, *names: str) -> list[np.ndarray]:
         """Per-triangle attributes ``names`` of the meshes at hit rays ``idx``, one array each."""
         out = [np.zeros(len(idx), np.float32) for _ in names]
@@ -434,7 +433,8 @@ def read_scene_meta(folder: str | Path) -> dict:
     except json.JSONDecodeError as e:
         raise DataError(meta_path, None, f"not valid JSON (line {e.lineno}): {e.msg}") from e
     if meta.get("format") != SCENE_FORMAT or meta.get("version") != SCENE_VERSION:
-        raise DataError(meta_path, "format", f"expected {SCENE_FORMAT} version {SCENE_VERSION}")
+        raise DataError(meta_path, "version", f"expected {SCENE_FORMAT} version {SCENE_VERSION}, found {meta.get('format')} "
+                                              f"version {meta.get('version')}: run `neurodrive reconstruct` again")
     return meta
 
 
@@ -587,8 +587,12 @@ class SceneModel:
         idx = np.nonzero(in_range)[0]
         p_return = np.zeros(len(dirs))
         cos_hit = np.abs(np.einsum("ij,ij->i", np.take(hits.normals, idx, axis=0), np.take(dirs, idx, axis=0)))
-        drop, reflectivity = scene.per_triangle(hits, idx, "lidar_drop", "lidar_reflectivity")
-        p_return[idx] = 1.0 - self.lidar_intensity.drop_probability(drop, cos_hit, hits.t_m[idx] / lidar.max_range_m)
+        (reflectivity,) = scene.per_triangle(hits, idx, "lidar_reflectivity")
+        edge, missing = range_image_edges(np.where(in_range, hits.t_m, np.inf).reshape(lidar.num_beams, lidar.azimuth_bins))
+        p_return[idx] = 1.0 - self.lidar_intensity.drop_probability(
+            scene.per_vertex(hits, idx, "lidar_drop_rates"), cos_hit, hits.t_m[idx] / lidar.max_range_m,
+            edge.reshape(-1)[idx], missing.reshape(-1)[idx],
+        )
         keep = (rng.random(len(dirs)) < p_return) if rng is not None else (p_return >= 0.5)
         kept = keep[idx]
         cos_i, refl = cos_hit[kept], reflectivity[kept]
@@ -616,6 +620,8 @@ class SceneModel:
         if self.sky.local_images is not None:
             tensors |= {"sky_local": self.sky.local_images, "sky_local_xy": self.sky.local_xy_m}
         tensors |= {f"exposure.{cam}": e for cam, e in d.exposures.items()}
+        if self.lidar_intensity.drop is not None:
+            tensors |= self.lidar_intensity.drop.tensors("lidar_drop")
         atomic_write_bytes(folder / "appearance.safetensors", save_safetensors({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}))
         meta = dict(self.meta) | {
             "format": SCENE_FORMAT,
@@ -624,11 +630,7 @@ class SceneModel:
             "cameras": sorted(d.exposures),
             "decoder": {"residual_scale": d.residual_scale},
             "sky": {"min_elevation_rad": self.sky.min_elevation_rad, "max_elevation_rad": self.sky.max_elevation_rad},
-            "lidar_intensity": {
-                "alpha": self.lidar_intensity.alpha,
-                "beta_per_m": self.lidar_intensity.beta_per_m,
-                "drop_weights": None if self.lidar_intensity.drop_weights is None else self.lidar_intensity.drop_weights.tolist(),
-            },
+            "lidar_intensity": {"alpha": self.lidar_intensity.alpha, "beta_per_m": self.lidar_intensity.beta_per_m},
         }
         atomic_write_json(folder / "scene.json", meta)  # written last: marks the scene complete
 
@@ -656,8 +658,11 @@ class SceneModel:
             sky = SkyModel(t["sky"], float(meta["sky"]["min_elevation_rad"]), float(meta["sky"]["max_elevation_rad"]),
                            local, t.get("sky_local_xy"))
             lim = meta["lidar_intensity"]
-            weights = lim.get("drop_weights")
-            li = LidarIntensityModel(float(lim["alpha"]), float(lim["beta_per_m"]), None if weights is None else np.asarray(weights, float))
+            try:
+                drop = RayDropModel.from_tensors(t, "lidar_drop")
+            except ValueError as e:
+                raise DataError(app_path, "lidar_drop", str(e)) from e
+            li = LidarIntensityModel(float(lim["alpha"]), float(lim["beta_per_m"]), drop)
             actor_ids = list(meta["actors"])
         except KeyError as e:
             raise DataError(meta_path if not str(e).strip("'") in t else app_path, str(e).strip("'"), "missing entry") from e

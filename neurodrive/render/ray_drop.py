@@ -1,0 +1,200 @@
+"""Learned LiDAR ray drop: which rays that hit the reconstructed surface return nothing.
+
+Two parts, both fitted on the training sweeps:
+
+- a field on the surface: every mesh vertex keeps the drop rate of the k training rays that hit
+  the mesh closest to it, for k in ``DROP_NEIGHBOURS`` (sharp near window edges with small k,
+  steady with large k); a hit reads it by barycentric interpolation (no search at render time);
+- a small MLP that turns those rates and the ray's own geometry (incidence, range, depth edges in
+  the rendered range image) into a drop probability.
+
+Training features are cross-fitted: the rates for the rays of one fold of frames come from the
+other folds only, as they do for a new view; the rates stored in the scene use every frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+DROP_NEIGHBOURS = (4, 16, 64)  # training rays behind each vertex's drop rates
+NUM_FEATURES = len(DROP_NEIGHBOURS) + 6
+_JUMP_MISSING_M = 100.0  # range jump counted towards a neighbour ray that hits nothing
+_MAX_RELATIVE_JUMP = 10.0
+
+
+def range_image_edges(t_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Depth-edge cues of a (B, W) range image of the mesh (inf where a ray hits nothing):
+    the largest range jump to the four neighbour rays relative to the range (capped), and how
+    many of the four hit nothing. Azimuth wraps around; the first and last beams repeat."""
+    t = np.asarray(t_m, np.float32)
+    padded = np.concatenate([t[:1], t, t[-1:]])
+    jump = np.zeros(t.shape, np.float32)
+    missing = np.zeros(t.shape, np.float32)
+    with np.errstate(invalid="ignore"):
+        for nb in (np.roll(t, 1, axis=1), np.roll(t, -1, axis=1), padded[:-2], padded[2:]):
+            finite = np.isfinite(nb)
+            missing += ~finite
+            np.maximum(jump, np.where(finite, np.abs(nb - t), _JUMP_MISSING_M), out=jump)
+    jump /= np.maximum(np.where(np.isfinite(t), t, 1.0), 1.0)
+    return np.minimum(np.nan_to_num(jump, nan=0.0), _MAX_RELATIVE_JUMP), missing
+
+
+def ray_drop_features(
+    rates: np.ndarray, cos_incidence: np.ndarray, relative_range: np.ndarray, edge: np.ndarray, missing: np.ndarray
+) -> np.ndarray:
+    """(n, NUM_FEATURES) float32 MLP inputs of n hit rays: vertex drop rates (n, K) as logits,
+    incidence, range / max range, depth-edge jump and missing neighbours."""
+    q = np.clip(rates, 1e-3, 1 - 1e-3)
+    cos = np.asarray(cos_incidence, np.float32)
+    rel = np.asarray(relative_range, np.float32)
+    return np.column_stack(
+        [
+            np.log(q / (1 - q)),
+            cos,
+            np.clip((0.1 - cos) / 0.1, 0, 1),  # near-grazing
+            rel,
+            np.clip((rel - 0.8) / 0.2, 0, 1),  # weak echoes near the maximum range
+            np.log1p(10 * edge),
+            missing,
+        ]
+    ).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class RayDropModel:
+    """P(no return | hit) = sigmoid(MLP((features - mean) / scale)), ReLU hidden layers."""
+
+    mean: np.ndarray  # (D,)
+    scale: np.ndarray  # (D,)
+    weights: tuple[np.ndarray, ...]  # (D, H), (H, H), ..., (H, 1)
+    biases: tuple[np.ndarray, ...]
+
+    def probability(self, features: np.ndarray) -> np.ndarray:
+        h = (features - self.mean) / self.scale
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = h @ w + b
+            if k < len(self.weights) - 1:
+                np.maximum(h, 0, out=h)
+        return 1 / (1 + np.exp(-np.clip(h[:, 0], -30, 30)))
+
+    def tensors(self, prefix: str) -> dict[str, np.ndarray]:
+        out = {f"{prefix}.mean": self.mean, f"{prefix}.scale": self.scale}
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            out |= {f"{prefix}.w{k}": w, f"{prefix}.b{k}": b}
+        return out
+
+    @staticmethod
+    def from_tensors(t: dict[str, np.ndarray], prefix: str) -> RayDropModel | None:
+        """The model stored under ``prefix`` (None if absent); KeyError / ValueError if malformed."""
+        if f"{prefix}.mean" not in t:
+            return None
+        weights, biases = [], []
+        while f"{prefix}.w{len(weights)}" in t:
+            weights.append(t[f"{prefix}.w{len(weights)}"].astype(np.float32))
+            biases.append(t[f"{prefix}.b{len(biases)}"].astype(np.float32))
+        dims = [t[f"{prefix}.mean"].shape[0]] + [w.shape[1] for w in weights]
+        if not weights or any(w.shape != (i, o) for w, i, o in zip(weights, dims[:-1], dims[1:])) or dims[-1] != 1 \
+                or dims[0] != NUM_FEATURES or any(b.shape != (o,) for b, o in zip(biases, dims[1:])):
+            raise ValueError(f"'{prefix}' layers do not chain from {NUM_FEATURES} inputs to 1 output")
+        return RayDropModel(t[f"{prefix}.mean"].astype(np.float32), t[f"{prefix}.scale"].astype(np.float32),
+                            tuple(weights), tuple(biases))
+
+
+def vertex_drop_rates(
+    vertices: np.ndarray, hit_points: np.ndarray, dropped: np.ndarray, prior: float, query: np.ndarray | None = None
+) -> np.ndarray:
+    """(V, K) drop rate of the k training rays that hit closest to each vertex, for k in
+    ``DROP_NEIGHBOURS``, shrunk towards ``prior`` with the weight of two rays. ``query`` limits
+    the work to those vertex indices (the other rows keep the prior)."""
+    rates = np.full((len(vertices), len(DROP_NEIGHBOURS)), prior, np.float32)
+    rows = np.arange(len(vertices)) if query is None else query
+    if len(hit_points) == 0 or len(rows) == 0:
+        return rates
+    k_max = min(max(DROP_NEIGHBOURS), len(hit_points))
+    _, nn = cKDTree(hit_points).query(vertices[rows], k=k_max, workers=-1)
+    nn = nn.reshape(len(rows), k_max)
+    counts = np.cumsum(dropped[nn], axis=1, dtype=np.float32)  # drops among the nearest 1..k_max
+    for j, k in enumerate(DROP_NEIGHBOURS):
+        k = min(k, k_max)
+        rates[rows, j] = (counts[:, k - 1] + 2 * prior) / (k + 2)
+    return rates
+
+
+def interpolate_vertices(values: np.ndarray, triangles: np.ndarray, triangle: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Per-vertex ``values`` (V, K) at hits (triangle (n,), barycentric uv (n, 2))."""
+    corners = np.take(triangles, triangle, axis=0)  # (n, 3)
+    u, v = uv[:, :1], uv[:, 1:2]
+    out = np.take(values, corners[:, 0], axis=0) * (1 - u - v)
+    out += np.take(values, corners[:, 1], axis=0) * u
+    out += np.take(values, corners[:, 2], axis=0) * v
+    return out
+
+
+@dataclass
+class DropSamples:
+    """Training rays that hit the mesh (n of them), grouped by the mesh they hit."""
+
+    mesh: np.ndarray  # (n,) int mesh index
+    triangle: np.ndarray  # (n,) int
+    uv: np.ndarray  # (n, 2) barycentric coordinates of the hit
+    point: np.ndarray  # (n, 3) hit point in the mesh's own frame (m)
+    fold: np.ndarray  # (n,) cross-fitting fold of the ray's frame
+    dropped: np.ndarray  # (n,) bool: no return
+    cos_incidence: np.ndarray  # (n,)
+    relative_range: np.ndarray  # (n,) hit distance / max range
+    edge: np.ndarray  # (n,) from range_image_edges
+    missing: np.ndarray  # (n,)
+
+
+def fit_ray_drop(
+    meshes: list[tuple[np.ndarray, np.ndarray]], s: DropSamples, folds: int = 4, hidden_units: int = 16,
+    steps: int = 3000, batch_size: int = 8192, seed: int = 0,
+) -> tuple[list[np.ndarray], RayDropModel | None]:
+    """Per-vertex drop rates of every mesh (from all rays) and the MLP (None with too few rays)."""
+    prior = float(s.dropped.mean()) if len(s.dropped) else 0.0
+    groups = [np.flatnonzero(s.mesh == m) for m in range(len(meshes))]
+    rates = [vertex_drop_rates(v, s.point[g], s.dropped[g], prior) for (v, _), g in zip(meshes, groups)]
+    if len(s.dropped) < 1000 or s.dropped.all() or not s.dropped.any():
+        return rates, None
+    cross = np.empty((len(s.dropped), len(DROP_NEIGHBOURS)), np.float32)
+    for (v, t), g in zip(meshes, groups):
+        for i in range(folds):
+            held, rest = g[s.fold[g] == i], g[s.fold[g] != i]
+            if len(held) == 0:
+                continue
+            corners = np.unique(t[s.triangle[held]])
+            r = vertex_drop_rates(v, s.point[rest], s.dropped[rest], prior, query=corners)
+            cross[held] = interpolate_vertices(r, t, s.triangle[held], s.uv[held])
+    x = ray_drop_features(cross, s.cos_incidence, s.relative_range, s.edge, s.missing)
+    return rates, train_drop_mlp(x, s.dropped, hidden_units, steps, batch_size, seed)
+
+
+def train_drop_mlp(x: np.ndarray, dropped: np.ndarray, hidden_units: int, steps: int, batch_size: int, seed: int) -> RayDropModel:
+    """Binary cross-entropy on random batches (Adam), seeded: same rays, same model."""
+    import torch
+
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    xs = torch.from_numpy((x - mean) / scale)
+    ys = torch.from_numpy(dropped.astype(np.float32))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(x.shape[1], hidden_units), torch.nn.ReLU(),
+        torch.nn.Linear(hidden_units, hidden_units), torch.nn.ReLU(),
+        torch.nn.Linear(hidden_units, 1),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(steps):
+        batch = torch.randint(0, len(ys), (batch_size,), generator=gen)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xs[batch])[:, 0], ys[batch])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    layers = [m for m in net if isinstance(m, torch.nn.Linear)]
+    return RayDropModel(
+        mean.astype(np.float32), scale.astype(np.float32),
+        tuple(m.weight.detach().numpy().T.copy() for m in layers), tuple(m.bias.detach().numpy().copy() for m in layers),
+    )
