@@ -104,7 +104,8 @@ class RayDropModel:
 
 
 def vertex_drop_rates(
-    vertices: np.ndarray, hit_points: np.ndarray, dropped: np.ndarray, prior: float, query: np.ndarray | None = None
+    vertices: np.ndarray, hit_points: np.ndarray, dropped: np.ndarray, prior: float, query: np.ndarray | None = None,
+    chunk: int = 100_000,
 ) -> np.ndarray:
     """(V, K) drop rate of the k training rays that hit closest to each vertex, for k in
     ``DROP_NEIGHBOURS``, shrunk towards ``prior`` with the weight of two rays. ``query`` limits
@@ -114,12 +115,14 @@ def vertex_drop_rates(
     if len(hit_points) == 0 or len(rows) == 0:
         return rates
     k_max = min(max(DROP_NEIGHBOURS), len(hit_points))
-    _, nn = cKDTree(hit_points).query(vertices[rows], k=k_max, workers=-1)
-    nn = nn.reshape(len(rows), k_max)
-    counts = np.cumsum(dropped[nn], axis=1, dtype=np.float32)  # drops among the nearest 1..k_max
-    for j, k in enumerate(DROP_NEIGHBOURS):
-        k = min(k, k_max)
-        rates[rows, j] = (counts[:, k - 1] + 2 * prior) / (k + 2)
+    tree = cKDTree(hit_points)
+    for start in range(0, len(rows), chunk):  # in chunks: the neighbour lists stay small
+        part = rows[start:start + chunk]
+        _, nn = tree.query(vertices[part], k=k_max, workers=-1)
+        counts = np.cumsum(dropped[nn.reshape(len(part), k_max)], axis=1, dtype=np.float32)  # drops among the nearest 1..k_max
+        for j, k in enumerate(DROP_NEIGHBOURS):
+            k = min(k, k_max)
+            rates[part, j] = (counts[:, k - 1] + 2 * prior) / (k + 2)
     return rates
 
 
