@@ -153,7 +153,7 @@ class DropSamples:
 
 
 def fit_ray_drop(
-    meshes: list[tuple[np.ndarray, np.ndarray]], s: DropSamples, folds: int = 4, hidden_units: int = 16,
+    meshes: list[tuple[np.ndarray, np.ndarray]], s: DropSamples, folds: int = 4, hidden_units: int = 8,
     steps: int = 3000, batch_size: int = 8192, seed: int = 0,
 ) -> tuple[list[np.ndarray], RayDropModel | None]:
     """Per-vertex drop rates of every mesh (from all rays) and the MLP (None with too few rays)."""
