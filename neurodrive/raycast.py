@@ -42,7 +42,7 @@ class MeshRaycaster:
         rays = np.empty((len(dirs), 6), np.float32)
         rays[:, :3] = origins
         rays[:, 3:] = dirs
-        return o3d.core.Tensor(rays)
+        return o3d.core.Tensor.from_numpy(rays)  # shares the buffer: no second copy
 
     def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True) -> RayHits:
         """Nearest hits of rays; ``normals=False`` skips the normals (left as zeros) for speed.

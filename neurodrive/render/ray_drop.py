@@ -15,6 +15,7 @@ other folds only, as they do for a new view; the rates stored in the scene use e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -72,11 +73,18 @@ class RayDropModel:
     weights: tuple[np.ndarray, ...]  # (D, H), (H, H), ..., (H, 1)
     biases: tuple[np.ndarray, ...]
 
+    @cached_property
+    def _layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The layers with the input standardisation folded into the first one."""
+        w0, b0 = self.weights[0] / self.scale[:, None], self.biases[0] - (self.mean / self.scale) @ self.weights[0]
+        return [(w0.astype(np.float32), b0.astype(np.float32))] + list(zip(self.weights[1:], self.biases[1:]))
+
     def probability(self, features: np.ndarray) -> np.ndarray:
-        h = (features - self.mean) / self.scale
-        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = h @ w + b
-            if k < len(self.weights) - 1:
+        h = features
+        for k, (w, b) in enumerate(self._layers):
+            h = h @ w
+            h += b
+            if k < len(self._layers) - 1:
                 np.maximum(h, 0, out=h)
         return 1 / (1 + np.exp(-np.clip(h[:, 0], -30, 30)))
 
@@ -126,14 +134,24 @@ def vertex_drop_rates(
     return rates
 
 
+def barycentric(corners: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """(n, K) values at hits from their triangles' corner values (n, 3 K), corner by corner, and
+    barycentric uv (n, 2). Column by column: numpy is slow on axes of length 3."""
+    k_dim = corners.shape[1] // 3
+    u, v = uv[:, 0], uv[:, 1]
+    w0 = 1 - u - v
+    out = np.empty((len(corners), k_dim), np.float32)
+    for k in range(k_dim):
+        column = corners[:, k] * w0
+        column += corners[:, k_dim + k] * u
+        column += corners[:, 2 * k_dim + k] * v
+        out[:, k] = column
+    return out
+
+
 def interpolate_vertices(values: np.ndarray, triangles: np.ndarray, triangle: np.ndarray, uv: np.ndarray) -> np.ndarray:
     """Per-vertex ``values`` (V, K) at hits (triangle (n,), barycentric uv (n, 2))."""
-    corners = np.take(triangles, triangle, axis=0)  # (n, 3)
-    u, v = uv[:, :1], uv[:, 1:2]
-    out = np.take(values, corners[:, 0], axis=0) * (1 - u - v)
-    out += np.take(values, corners[:, 1], axis=0) * u
-    out += np.take(values, corners[:, 2], axis=0) * v
-    return out
+    return barycentric(values[triangles[triangle]].reshape(len(triangle), -1), uv)
 
 
 @dataclass

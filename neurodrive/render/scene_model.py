@@ -27,7 +27,7 @@ from threadpoolctl import ThreadpoolController
 from neurodrive.errors import DataError
 from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
 from neurodrive.raycast import CompositeCaster, MeshRaycaster, RayHits, bounding_radius_m
-from neurodrive.render.ray_drop import DROP_NEIGHBOURS, RayDropModel, interpolate_vertices, range_image_edges, ray_drop_features
+from neurodrive.render.ray_drop import DROP_NEIGHBOURS, RayDropModel, barycentric, range_image_edges, ray_drop_features
 from neurodrive.render.texels import TexelAtlas
 from neurodrive.scenarios.log import CameraSpec, LidarSpec, LidarSweep
 from neurodrive.scenarios.log_io import read_npz
@@ -64,6 +64,12 @@ class SurfaceMesh:
     # (T, 3) uint8 decoder colour at a typical training view, before exposure; None: baked by SceneModel.
     # Derived from ``texels``: set it to None when replacing the texels.
     baked_rgb: np.ndarray | None = None
+
+    @cached_property
+    def lidar_drop_corners(self) -> np.ndarray:
+        """(F, 3 K) float32: each triangle's corner drop rates in one row (one gather per LiDAR hit
+        instead of four)."""
+        return self.lidar_drop_rates[self.triangles].reshape(len(self.triangles), -1).astype(np.float32)
 
     @cached_property
     def baked_rgb_seen(self) -> np.ndarray:
@@ -404,23 +410,19 @@ class PlacedScene:
                     seen[part] = packed[:, 3] > 0
         return rgb, seen
 
-    def per_vertex(self, hits: RayHits, idx: np.ndarray, name: str) -> np.ndarray:
-        """Per-vertex attribute ``name`` (V, K) of the meshes, interpolated at hit rays ``idx``."""
-        out = np.zeros((len(idx), getattr(self.meshes[0], name).shape[1]), np.float32)
-        for g, pos in self._groups(hits.geometry[idx]):
-            mesh, rays = self.meshes[g], idx[pos]
-            out[pos] = interpolate_vertices(getattr(mesh, name), mesh.triangles, hits.triangle[rays], hits.uv[rays])
+    def gather(self, hits: RayHits, idx: np.ndarray, name: str) -> np.ndarray:
+        """Rows of the per-triangle array ``name`` of the meshes at hit rays ``idx``: one gather from
+        the background for all of them (most rays), then the few actor hits overwritten."""
+        tri, geom = hits.triangle[idx], hits.geometry[idx]
+        out = np.take(getattr(self.meshes[0], name), np.where(geom == 0, tri, 0), axis=0)
+        for g, pos in self._groups(geom):
+            if g:
+                out[pos] = np.take(getattr(self.meshes[g], name), tri[pos], axis=0)
         return out
 
-    def per_triangle(self, hits: RayHits, idx: np.ndarray, *names: str) -> list[np.ndarray]:
-        """Per-triangle attributes ``names`` of the meshes at hit rays ``idx``, one array each."""
-        out = [np.zeros(len(idx), np.float32) for _ in names]
-        tri = hits.triangle[idx]
-        for g, pos in self._groups(hits.geometry[idx]):
-            t = tri[pos]
-            for values, name in zip(out, names):
-                values[pos] = np.take(getattr(self.meshes[g], name), t)
-        return out
+    def lidar_drop_rates(self, hits: RayHits, idx: np.ndarray) -> np.ndarray:
+        """(len(idx), K) per-vertex drop rates of the meshes interpolated at hit rays ``idx``."""
+        return barycentric(self.gather(hits, idx, "lidar_drop_corners"), hits.uv[idx])
 
 
 def read_scene_meta(folder: str | Path) -> dict:
@@ -587,10 +589,10 @@ class SceneModel:
         idx = np.nonzero(in_range)[0]
         p_return = np.zeros(len(dirs))
         cos_hit = np.abs(np.einsum("ij,ij->i", np.take(hits.normals, idx, axis=0), np.take(dirs, idx, axis=0)))
-        (reflectivity,) = scene.per_triangle(hits, idx, "lidar_reflectivity")
+        reflectivity = scene.gather(hits, idx, "lidar_reflectivity")
         edge, missing = range_image_edges(np.where(in_range, hits.t_m, np.inf).reshape(lidar.num_beams, lidar.azimuth_bins))
         p_return[idx] = 1.0 - self.lidar_intensity.drop_probability(
-            scene.per_vertex(hits, idx, "lidar_drop_rates"), cos_hit, hits.t_m[idx] / lidar.max_range_m,
+            scene.lidar_drop_rates(hits, idx), cos_hit, hits.t_m[idx] / lidar.max_range_m,
             edge.reshape(-1)[idx], missing.reshape(-1)[idx],
         )
         keep = (rng.random(len(dirs)) < p_return) if rng is not None else (p_return >= 0.5)
