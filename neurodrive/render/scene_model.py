@@ -66,10 +66,11 @@ class SurfaceMesh:
     baked_rgb: np.ndarray | None = None
 
     @cached_property
-    def lidar_drop_corners(self) -> np.ndarray:
-        """(F, 3 K) float32: each triangle's corner drop rates in one row (one gather per LiDAR hit
-        instead of four)."""
-        return self.lidar_drop_rates[self.triangles].reshape(len(self.triangles), -1).astype(np.float32)
+    def lidar_table(self) -> np.ndarray:
+        """(F, 3 K + 1) float32: each triangle's corner drop rates and its reflectivity in one row
+        (one gather per LiDAR hit instead of five)."""
+        corners = self.lidar_drop_rates[self.triangles].reshape(len(self.triangles), -1)
+        return np.column_stack([corners, self.lidar_reflectivity]).astype(np.float32)
 
     @cached_property
     def baked_rgb_seen(self) -> np.ndarray:
@@ -420,10 +421,6 @@ class PlacedScene:
                 out[pos] = np.take(getattr(self.meshes[g], name), tri[pos], axis=0)
         return out
 
-    def lidar_drop_rates(self, hits: RayHits, idx: np.ndarray) -> np.ndarray:
-        """(len(idx), K) per-vertex drop rates of the meshes interpolated at hit rays ``idx``."""
-        return barycentric(self.gather(hits, idx, "lidar_drop_corners"), hits.uv[idx])
-
 
 def read_scene_meta(folder: str | Path) -> dict:
     """The validated ``scene.json`` of a scene folder (without loading the scene)."""
@@ -589,10 +586,11 @@ class SceneModel:
         idx = np.nonzero(in_range)[0]
         p_return = np.zeros(len(dirs))
         cos_hit = np.abs(np.einsum("ij,ij->i", np.take(hits.normals, idx, axis=0), np.take(dirs, idx, axis=0)))
-        reflectivity = scene.gather(hits, idx, "lidar_reflectivity")
+        table = scene.gather(hits, idx, "lidar_table")  # corner drop rates, reflectivity
+        reflectivity = table[:, -1]
         edge, missing = range_image_edges(np.where(in_range, hits.t_m, np.inf).reshape(lidar.num_beams, lidar.azimuth_bins))
         p_return[idx] = 1.0 - self.lidar_intensity.drop_probability(
-            scene.lidar_drop_rates(hits, idx), cos_hit, hits.t_m[idx] / lidar.max_range_m,
+            barycentric(table[:, :-1], hits.uv[idx]), cos_hit, hits.t_m[idx] / lidar.max_range_m,
             edge.reshape(-1)[idx], missing.reshape(-1)[idx],
         )
         keep = (rng.random(len(dirs)) < p_return) if rng is not None else (p_return >= 0.5)
