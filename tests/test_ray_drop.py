@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from neurodrive.render.ray_drop import (
     DROP_NEIGHBOURS,
@@ -90,6 +91,10 @@ def test_fitted_drop_model_approaches_the_best_possible_accuracy() -> None:
     again = RayDropModel.from_tensors(model.tensors("lidar_drop"), "lidar_drop")
     np.testing.assert_allclose(again.probability(np.zeros((3, len(model.mean)), np.float32)),
                                model.probability(np.zeros((3, len(model.mean)), np.float32)))
+    broken = model.tensors("lidar_drop") | {"lidar_drop.w1": np.zeros((3, 3), np.float32)}
+    with pytest.raises(ValueError, match="lidar_drop"):
+        RayDropModel.from_tensors(broken, "lidar_drop")
+    assert RayDropModel.from_tensors({}, "lidar_drop") is None
 
 
 def test_densified_far_returns_fill_a_wall_but_not_a_depth_edge() -> None:

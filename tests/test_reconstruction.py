@@ -199,10 +199,18 @@ def test_scene_files_are_safe_and_validated(scene_dir: Path, tmp_path: Path) -> 
     (bad / "background.npz").write_bytes(data[: len(data) // 3])
     with pytest.raises(DataError, match="background.npz"):
         SceneModel.load(bad)
+    meta = json.loads((scene_dir / "scene.json").read_text())
+    (bad / "scene.json").write_text(json.dumps(meta | {"version": 1}))  # an older scene format
+    with pytest.raises(DataError, match="version.*reconstruct"):
+        SceneModel.load(bad)
     (bad / "scene.json").unlink()
     with pytest.raises(DataError, match="scene.json"):
         SceneModel.load(bad)
     with pytest.raises(DataError, match="texels"):
         arrays = dict(np.load(scene_dir / "background.npz"))
         arrays["texels"] = arrays["texels"][:-1]
+        SurfaceMesh.from_arrays(Path("background.npz"), arrays)
+    with pytest.raises(DataError, match="lidar_drop_rates"):
+        arrays = dict(np.load(scene_dir / "background.npz"))
+        arrays["lidar_drop_rates"] = arrays["lidar_drop_rates"][:, :2]
         SurfaceMesh.from_arrays(Path("background.npz"), arrays)
