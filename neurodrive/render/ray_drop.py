@@ -156,7 +156,7 @@ def interpolate_vertices(values: np.ndarray, triangles: np.ndarray, triangle: np
 
 @dataclass
 class DropSamples:
-    """Training rays that hit the mesh (n of them), grouped by the mesh they hit."""
+    """The training rays that hit the meshes (n of them)."""
 
     mesh: np.ndarray  # (n,) int mesh index
     triangle: np.ndarray  # (n,) int

@@ -109,6 +109,15 @@ def _in_box(local: np.ndarray, size: np.ndarray, margin: float, floor_m: float) 
     )
 
 
+def _outside_actors(log: DrivingLog, frame: int, points_world: np.ndarray, margin_m: float, floor_m: float) -> np.ndarray:
+    """(N,) bool: the points outside every actor box valid at ``frame`` (see ``_in_box``)."""
+    keep = np.ones(len(points_world), bool)
+    for track in log.tracks:
+        if track.valid[frame]:
+            keep &= ~_in_box(_box_local(track, frame, points_world), track.size_m, margin_m, floor_m)
+    return keep
+
+
 def inpaint_dropped_rays(sweep, lidar, max_gap: int = 16, tolerance: float = 0.08) -> np.ndarray:
     """Virtual returns (K, 3) in the LiDAR frame for dropped rays inside a surface.
 
@@ -217,18 +226,12 @@ def fit_background(log: DrivingLog, frames: list[int], cfg: ReconConfig, progres
         sweep = log.lidar(f)
         T = log.T_world_lidar(f)
         pts = transform_points(T, sweep.xyz_m.astype(np.float64))
-        keep = np.ones(len(pts), bool)
-        for track in log.tracks:
-            if track.valid[f]:
-                keep &= ~_in_box(_box_local(track, f, pts), track.size_m, cfg.actor_margin_m, cfg.ground_clearance_m)
+        keep = _outside_actors(log, f, pts, cfg.actor_margin_m, cfg.ground_clearance_m)
         tsdf.integrate(T[:3, 3], pts[keep], truncation_per_m=cfg.truncation_per_m, max_truncation_m=cfg.max_truncation_m)
         virtual = transform_points(T, inpaint_dropped_rays(sweep, log.rig.lidar))
         if len(virtual):
-            inside = np.zeros(len(virtual), bool)
-            for track in log.tracks:
-                if track.valid[f]:
-                    inside |= _in_box(_box_local(track, f, virtual), track.size_m, cfg.actor_margin_m, 0.0)
-            tsdf.integrate(T[:3, 3], virtual[~inside], weights=np.full((~inside).sum(), 0.5))
+            virtual = virtual[_outside_actors(log, f, virtual, cfg.actor_margin_m, 0.0)]
+            tsdf.integrate(T[:3, 3], virtual, weights=np.full(len(virtual), 0.5))
         far = np.linalg.norm(pts - T[:3, 3], axis=1) > cfg.coarse_min_range_m
         static_points.append(pts[keep][::4])
         coarse.integrate(T[:3, 3], pts[keep & far])
@@ -236,11 +239,7 @@ def fit_background(log: DrivingLog, frames: list[int], cfg: ReconConfig, progres
             dense = transform_points(T, densify_far_returns(
                 sweep, log.rig.lidar, cfg.densify_min_range_m, cfg.densify_spacing_m, cfg.densify_tolerance
             ))
-            inside = np.zeros(len(dense), bool)
-            for track in log.tracks:
-                if track.valid[f]:
-                    inside |= _in_box(_box_local(track, f, dense), track.size_m, cfg.actor_margin_m, cfg.ground_clearance_m)
-            coarse.integrate(T[:3, 3], dense[~inside])
+            coarse.integrate(T[:3, 3], dense[_outside_actors(log, f, dense, cfg.actor_margin_m, cfg.ground_clearance_m)])
         if progress:
             progress("background geometry", k + 1, len(frames))
     # The ground under parked actors is never seen: close it with a patch at the surrounding
