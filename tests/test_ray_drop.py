@@ -66,7 +66,7 @@ def _samples(rng: np.random.Generator, n: int, vertices: np.ndarray, triangles: 
     p = np.where(cos < 0.08, 1.0, np.where(tri == 0, 0.9, 0.01))
     dropped = rng.random(n) < p
     samples = DropSamples(
-        np.zeros(n, int), tri, uv, point, rng.integers(0, 4, n).astype(np.int8), dropped, cos,
+        np.zeros(n, int), tri, uv, point, rng.integers(0, 8, n), dropped, cos,
         rng.uniform(0.05, 0.5, n), np.zeros(n, np.float32), np.zeros(n, np.float32),
     )
     return samples, p
@@ -94,6 +94,8 @@ def test_fitted_drop_model_approaches_the_best_possible_accuracy() -> None:
     broken = model.tensors("lidar_drop") | {"lidar_drop.w1": np.zeros((3, 3), np.float32)}
     with pytest.raises(ValueError, match="lidar_drop"):
         RayDropModel.from_tensors(broken, "lidar_drop")
+    with pytest.raises(ValueError, match="lidar_drop"):
+        RayDropModel.from_tensors(model.tensors("lidar_drop") | {"lidar_drop.w0": np.zeros(9, np.float32)}, "lidar_drop")
     assert RayDropModel.from_tensors({}, "lidar_drop") is None
 
 

@@ -103,6 +103,8 @@ class RayDropModel:
         while f"{prefix}.w{len(weights)}" in t:
             weights.append(t[f"{prefix}.w{len(weights)}"].astype(np.float32))
             biases.append(t[f"{prefix}.b{len(biases)}"].astype(np.float32))
+        if any(w.ndim != 2 for w in weights):
+            raise ValueError(f"'{prefix}' weights must be matrices")
         dims = [t[f"{prefix}.mean"].shape[0]] + [w.shape[1] for w in weights]
         if not weights or any(w.shape != (i, o) for w, i, o in zip(weights, dims[:-1], dims[1:])) or dims[-1] != 1 \
                 or dims[0] != NUM_FEATURES or any(b.shape != (o,) for b, o in zip(biases, dims[1:])):
@@ -162,7 +164,7 @@ class DropSamples:
     triangle: np.ndarray  # (n,) int
     uv: np.ndarray  # (n, 2) barycentric coordinates of the hit
     point: np.ndarray  # (n, 3) hit point in the mesh's own frame (m)
-    fold: np.ndarray  # (n,) cross-fitting fold of the ray's frame
+    frame: np.ndarray  # (n,) position of the ray's frame among the training frames
     dropped: np.ndarray  # (n,) bool: no return
     cos_incidence: np.ndarray  # (n,)
     relative_range: np.ndarray  # (n,) hit distance / max range
@@ -182,8 +184,9 @@ def fit_ray_drop(
         return rates, None
     cross = np.empty((len(s.dropped), len(DROP_NEIGHBOURS)), np.float32)
     for (v, t), g in zip(meshes, groups):
+        fold = s.frame[g] % folds
         for i in range(folds):
-            held, rest = g[s.fold[g] == i], g[s.fold[g] != i]
+            held, rest = g[fold == i], g[fold != i]
             if len(held) == 0:
                 continue
             corners = np.unique(t[s.triangle[held]])

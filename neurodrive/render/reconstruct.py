@@ -577,7 +577,7 @@ def fit_lidar(
     voxels), per-vertex ray-drop rates and the ray-drop MLP (see ``render/ray_drop.py``)."""
     lidar = log.rig.lidar
     dirs_l = lidar.ray_directions().reshape(-1, 3)
-    rec: dict[str, list[np.ndarray]] = {k: [] for k in ("mesh", "tri", "uv", "point", "fold", "ret", "I", "cos", "r", "edge", "missing")}
+    rec: dict[str, list[np.ndarray]] = {k: [] for k in ("mesh", "tri", "uv", "point", "frame", "ret", "I", "cos", "r", "edge", "missing")}
     casters = FrameCasters(meshes)
     for k, f in enumerate(frames):
         caster, geom_to_mesh = casters.at(log, f, actor_ids)
@@ -593,17 +593,17 @@ def fit_lidar(
         pred = hits.hit & (hits.t_m >= lidar.min_range_m) & (hits.t_m <= lidar.max_range_m)
         edge, missing = range_image_edges(np.where(pred, hits.t_m, np.inf).reshape(lidar.num_beams, lidar.azimuth_bins))
         idx = np.flatnonzero(pred)
-        mesh = geom_to_mesh[hits.geometry[idx]]
+        geom = hits.geometry[idx]
         point = T[:3, 3] + dirs[idx] * hits.t_m[idx, None]
-        for g in np.unique(hits.geometry[idx][hits.geometry[idx] > 0]):  # actors: hit points in the box frame
-            sel = hits.geometry[idx] == g
+        for g in np.unique(geom[geom > 0]):  # actors: hit points in the box frame
+            sel = geom == g
             pose = caster.poses[g - 1]
             point[sel] = (point[sel] - pose[:3, 3]) @ pose[:3, :3]
-        rec["mesh"].append(mesh)
+        rec["mesh"].append(geom_to_mesh[geom])
         rec["tri"].append(hits.triangle[idx])
         rec["uv"].append(hits.uv[idx])
         rec["point"].append(point)
-        rec["fold"].append(np.full(len(idx), k % 4, np.int8))
+        rec["frame"].append(np.full(len(idx), k, np.int32))
         rec["ret"].append(returned[idx])
         rec["I"].append(intensity[idx])
         rec["cos"].append(np.abs(np.sum(hits.normals[idx] * dirs[idx], axis=1)))
@@ -643,7 +643,7 @@ def fit_lidar(
         pooled_num, pooled_den = (np.bincount(vox, x)[vox] for x in (num, den))
         refl, _ = fill_unobserved((num + pooled_num) / np.maximum(den + pooled_den, 1e-9), pooled_den > 0, centroids)
         reflectivity.append(np.clip(refl, 0, 1.5).astype(np.float32))
-    samples = DropSamples(d["mesh"], d["tri"], d["uv"], d["point"], d["fold"], ~ret, d["cos"], d["r"] / lidar.max_range_m,
+    samples = DropSamples(d["mesh"], d["tri"], d["uv"], d["point"], d["frame"], ~ret, d["cos"], d["r"] / lidar.max_range_m,
                           d["edge"], d["missing"])
     del d
     rates, drop_model = fit_ray_drop(meshes, samples, seed=seed)
