@@ -26,6 +26,7 @@ from threadpoolctl import ThreadpoolController
 
 from neurodrive.errors import DataError
 from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
+from neurodrive.native.caster import NativeMesh, NativePlacement, native_available, shade_texels
 from neurodrive.raycast import CompositeCaster, MeshRaycaster, RayHits, bounding_radius_m
 from neurodrive.render.ray_drop import DROP_NEIGHBOURS, RayDropModel, barycentric, range_image_edges, ray_drop_features
 from neurodrive.render.texels import TexelAtlas
@@ -144,6 +145,11 @@ class ActorAsset:
     def caster(self) -> MeshRaycaster:
         """Ray caster of the mesh in the box frame (built once, reused at every pose)."""
         return MeshRaycaster([(self.mesh.vertices, self.mesh.triangles)])
+
+    @cached_property
+    def native_mesh(self) -> NativeMesh:
+        """The mesh in the native Embree caster, in the box frame (built once, instanced at every pose)."""
+        return NativeMesh(self.mesh.vertices, self.mesh.triangles)
 
     @cached_property
     def bounding_radius_m(self) -> float:
@@ -365,11 +371,17 @@ class PlacedScene:
         self.poses = [np.asarray(actor_poses[a], float) for a in self.actor_ids]
         self.meshes = [model.background] + [model.actors[a].mesh for a in self.actor_ids]
         assets = [model.actors[a] for a in self.actor_ids]
-        self.caster = CompositeCaster(
-            model.background_caster, [a.caster for a in assets], [a.bounding_radius_m for a in assets], self.poses
-        )
+        if native_available():  # one traversal of background and actors, rays in 4 x 4 packets
+            self.caster = NativePlacement([model.background_native] + [a.native_mesh for a in assets], [np.eye(4)] + self.poses)
+        else:
+            self.caster = CompositeCaster(
+                model.background_caster, [a.caster for a in assets], [a.bounding_radius_m for a in assets], self.poses
+            )
 
-    def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True) -> RayHits:
+    def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True, grid: tuple[int, int] | None = None) -> RayHits:
+        """Nearest hits; ``grid`` (rows, cols): one origin's rays form that row-major grid (faster natively)."""
+        if isinstance(self.caster, NativePlacement):
+            return self.caster.cast(origins, dirs, normals, grid)
         return self.caster.cast(origins, dirs, normals)
 
     @staticmethod
@@ -501,17 +513,26 @@ class SceneModel:
         """Ray caster of the static background (built once per scene model)."""
         return MeshRaycaster([(self.background.vertices, self.background.triangles)])
 
+    @cached_property
+    def background_native(self) -> NativeMesh:
+        """The background in the native Embree caster (built once per scene model)."""
+        return NativeMesh(self.background.vertices, self.background.triangles)
+
     def place(self, actor_poses: Mapping[str, np.ndarray]) -> PlacedScene:
         return PlacedScene(self, actor_poses)
 
     def _shade(self, scene: PlacedScene, origin: np.ndarray, dirs: np.ndarray, exposure: np.ndarray, ego_xy_m: np.ndarray,
-               view_dependent: bool = False):
-        hits = scene.cast(origin, dirs, normals=False)
+               view_dependent: bool = False, grid: tuple[int, int] | None = None):
+        hits = scene.cast(origin, dirs, normals=False, grid=grid)
         rgb = np.empty((len(dirs), 3), np.float32)
         miss = np.nonzero(~hits.hit)[0]
         if len(miss):
             sky = self.sky.lookup(dirs[miss], ego_xy_m)
             rgb[miss] = np.clip(sky @ exposure[:, :3].T.astype(np.float32) + exposure[:, 3].astype(np.float32), 0, 1)
+        if isinstance(scene.caster, NativePlacement) and not view_dependent:  # baked texels read natively
+            meshes = scene.meshes
+            unseen = shade_texels(hits, [m.atlas.packed for m in meshes], [self.exposed_colours(m, exposure) for m in meshes], rgb)
+            return rgb, hits, unseen
         idx = np.nonzero(hits.hit)[0]
         unseen = 0
         if len(idx):
@@ -539,10 +560,10 @@ class SceneModel:
         exposure = self.decoder.exposure(exposure_camera or camera.name)
         dirs_cam = camera.ray_directions(1).reshape(-1, 3)
         dirs = (dirs_cam @ np.ascontiguousarray(T[:3, :3].T)).astype(np.float32)
-        rgb, hits, unseen = self._shade(scene, T[:3, 3], dirs, exposure, T_world_ego[:2, 3], view_dependent)
+        rgb, hits, unseen = self._shade(scene, T[:3, 3], dirs, exposure, T_world_ego[:2, 3], view_dependent, grid=(h, w))
         if supersample > 1:
             fine = camera.ray_directions(supersample).reshape(-1, 3) @ np.ascontiguousarray(T[:3, :3].T)
-            rgb = self._shade(scene, T[:3, 3], fine, exposure, T_world_ego[:2, 3], view_dependent)[0]
+            rgb = self._shade(scene, T[:3, 3], fine, exposure, T_world_ego[:2, 3], view_dependent, grid=(h * supersample, w * supersample))[0]
             rgb = rgb.reshape(h, supersample, w, supersample, 3).mean(axis=(1, 3))
         instance = np.where(hits.hit, hits.geometry - 1, NO_ACTOR).astype(np.int32)
         depth = np.where(hits.hit, hits.t_m * dirs_cam[:, 2], np.inf).reshape(h, w).astype(np.float32)
@@ -581,7 +602,7 @@ class SceneModel:
         T = T_world_ego @ lidar.T_ego_lidar
         dirs_l = lidar.ray_directions().reshape(-1, 3)
         dirs = dirs_l @ np.ascontiguousarray(T[:3, :3].T)
-        hits = scene.cast(T[:3, 3], dirs)
+        hits = scene.cast(T[:3, 3], dirs, grid=(lidar.num_beams, lidar.azimuth_bins))
         in_range = hits.hit & (hits.t_m >= lidar.min_range_m) & (hits.t_m <= lidar.max_range_m)
         idx = np.nonzero(in_range)[0]
         p_return = np.zeros(len(dirs))

@@ -20,7 +20,7 @@ class TexelAtlas:
     resolution: np.ndarray  # (F,) int32 cells per triangle edge (n)
 
     @cached_property
-    def _packed(self) -> np.ndarray:
+    def packed(self) -> np.ndarray:
         """(F,) int64: first texel << 8 | cells per edge (at most 255)."""
         return (self.offset.astype(np.int64) << 8) | self.resolution.astype(np.int64)
 
@@ -43,7 +43,7 @@ class TexelAtlas:
 
     def lookup(self, triangle: np.ndarray, uv: np.ndarray) -> np.ndarray:
         """Texel index of hits (triangle (n,), barycentric uv (n, 2))."""
-        packed = np.take(self._packed, triangle)  # one gather for both per-triangle values
+        packed = np.take(self.packed, triangle)  # one gather for both per-triangle values
         n = (packed & 255).astype(np.int32)
         last = n - 1
         i = np.minimum((uv[:, 0] * n).astype(np.int32), last)  # u, v >= 0: truncation is floor
