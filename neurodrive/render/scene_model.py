@@ -356,10 +356,11 @@ class LidarRender:
 class PlacedScene:
     """Background plus actors at given poses, ready for ray casting.
 
-    Placing actors builds nothing: the background's acceleration structure is built once per
-    scene model and each actor's once per asset, in its box frame. A ray is cast against the
-    background, and against every actor whose bounding sphere it passes, transformed into that
-    actor's frame; the nearest hit wins.
+    Placing actors builds no mesh's acceleration structure: the background's is built once per
+    scene model and each actor's once per asset, in its box frame. With the native caster
+    (:mod:`neurodrive.native.caster`) a placement is a top-level BVH of instances and a ray meets
+    background and actors in one traversal; with open3d a ray is cast against the background, and
+    against every actor whose bounding sphere it passes, in that actor's frame. The nearest hit wins.
     """
 
     def __init__(self, model: SceneModel, actor_poses: Mapping[str, np.ndarray]) -> None:
