@@ -128,6 +128,17 @@ def test_edits_file_errors_name_file_and_field(model, tmp_path: Path) -> None:
         SceneEdits.load(path)
 
 
+def test_placing_rejects_unknown_actors_and_bad_poses(model, log) -> None:
+    poses = {a: p for a, p in log.actor_poses_at(FRAME).items() if a in model.actors}
+    actor = next(iter(poses))
+    with pytest.raises(KeyError, match="unknown actor id"):
+        model.place({"nobody": np.eye(4)})
+    with pytest.raises(ValueError, match=actor):
+        model.place(poses | {actor: np.full((4, 4), np.nan)})
+    with pytest.raises(ValueError, match=actor):
+        model.place(poses | {actor: np.eye(3)})
+
+
 def test_realism_confidence_falls_with_extrapolation(model, log) -> None:
     placed = model.place({})
     scores = []

@@ -370,6 +370,9 @@ class PlacedScene:
         self.model = model
         self.actor_ids = tuple(actor_poses)
         self.poses = [np.asarray(actor_poses[a], float) for a in self.actor_ids]
+        bad = [a for a, p in zip(self.actor_ids, self.poses) if p.shape != (4, 4) or not np.all(np.isfinite(p))]
+        if bad:
+            raise ValueError(f"actor pose(s) of {bad}: expected finite (4, 4) world-from-box matrices")
         self.meshes = [model.background] + [model.actors[a].mesh for a in self.actor_ids]
         assets = [model.actors[a] for a in self.actor_ids]
         if native_available():  # one traversal of background and actors, rays in 4 x 4 packets
