@@ -119,3 +119,30 @@ def test_caster_selection(monkeypatch: pytest.MonkeyPatch) -> None:
         native.native_available()
     monkeypatch.setenv(native.ENV_VAR, "auto")
     assert not native.native_available()  # not built: open3d, silently
+
+
+_FORKED: dict = {}  # set before forking: ctypes handles cannot be pickled, forked workers inherit them
+
+
+def _cast_in_worker(shift: float) -> np.ndarray:
+    meshes, dirs = _FORKED["meshes"], _FORKED["dirs"]
+    moved = native.NativePlacement(meshes, [np.eye(4), make_pose([shift, 0.0, 0.0])])  # a new top-level BVH here
+    return moved.cast(np.array([0.0, 0.0, 1.7]), dirs, grid=(16, 64)).t_m
+
+
+def test_meshes_built_before_fork_cast_in_forked_workers() -> None:
+    """``gymnasium.make_vec(..., "async")`` and ``neurodrive eval`` fork: meshes built in the parent
+    must keep working, and new placements must build, in the children."""
+    import multiprocessing as mp
+
+    background, car, _ = _town()
+    _FORKED["meshes"] = [native.NativeMesh(background.vertices, background.faces), native.NativeMesh(car.vertices, car.faces)]
+    _FORKED["dirs"] = _grid_dirs(16, 64)
+    shifts = [5.0, 8.0, 12.0]
+    expected = [_cast_in_worker(s) for s in shifts]
+    with mp.get_context("fork").Pool(2) as pool:
+        got = pool.map(_cast_in_worker, shifts)
+    _FORKED.clear()
+    for e, g in zip(expected, got):
+        np.testing.assert_array_equal(e, g)
+    assert not np.array_equal(expected[0], expected[2])  # the car moved
