@@ -321,6 +321,7 @@ def demo(
 ) -> None:
     """Generate a town log, reconstruct it, run a cut-in scenario in closed loop; write videos + a report."""
     from neurodrive.demo import run_demo
+    from neurodrive.native.caster import caster_description
 
     try:
         with progress_bar() as bar:
@@ -329,6 +330,7 @@ def demo(
         _fail(e)
     console.print((out / "report.md").read_text())
     console.print(f"videos: {', '.join(str(out / 'replay' / a / 'video.mp4') for a in results)}")
+    console.print(caster_description())
 
 
 def write_ply(path: Path, xyz: np.ndarray, intensity: np.ndarray) -> None:

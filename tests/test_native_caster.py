@@ -109,7 +109,7 @@ def test_caster_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(native.ENV_VAR, "open3d")
     assert not native.native_available()
     monkeypatch.setenv(native.ENV_VAR, "auto")
-    assert native.native_available()
+    assert native.native_available() and "native Embree" in native.caster_description()
     monkeypatch.setenv(native.ENV_VAR, "cuda")
     with pytest.raises(ValueError, match="NEURODRIVE_RAYCASTER"):
         native.native_available()
@@ -119,6 +119,7 @@ def test_caster_selection(monkeypatch: pytest.MonkeyPatch) -> None:
         native.native_available()
     monkeypatch.setenv(native.ENV_VAR, "auto")
     assert not native.native_available()  # not built: open3d, silently
+    assert "libembree-dev" in native.caster_description()
 
 
 _FORKED: dict = {}  # set before forking: ctypes handles cannot be pickled, forked workers inherit them

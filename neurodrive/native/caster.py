@@ -73,6 +73,15 @@ def native_available() -> bool:
     return True
 
 
+def caster_description() -> str:
+    """One line for users: which ray caster renders, and how to get the native one."""
+    if native_available():
+        return "ray caster: native Embree (4x4 ray packets)"
+    if _library() is None:
+        return "ray caster: open3d (native caster not built: install libembree-dev, then reinstall neurodrive; about 1.7x slower)"
+    return f"ray caster: open3d ({ENV_VAR}=open3d)"
+
+
 @cache
 def _device() -> int:
     device = _library().nd_device_new(None)
