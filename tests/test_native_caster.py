@@ -57,6 +57,8 @@ def test_native_hits_match_open3d_composite_caster() -> None:
         np.testing.assert_allclose(got.t_m[hit], expected.t_m[hit], atol=1e-4)
         np.testing.assert_allclose(got.uv[hit], expected.uv[hit], atol=1e-4)
         np.testing.assert_allclose(got.normals[hit], expected.normals[hit], atol=1e-5)
+    with pytest.raises(ValueError, match="transform 1"):
+        native.NativePlacement(placed._meshes[:2], [np.eye(4), np.full((4, 4), np.nan)])
     no_normals = placed.cast(origin, dirs, normals=False, grid=(rows, cols))
     assert not no_normals.normals.any() and np.array_equal(no_normals.geometry, expected.geometry)
 

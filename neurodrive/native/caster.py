@@ -115,6 +115,11 @@ class NativePlacement:
     ``meshes[k]``. Building one commits a top-level BVH over the instances (microseconds)."""
 
     def __init__(self, meshes: Sequence[NativeMesh], transforms: Sequence[np.ndarray]) -> None:
+        if len(meshes) != len(transforms):
+            raise ValueError(f"{len(meshes)} meshes but {len(transforms)} transforms")
+        for k, t in enumerate(transforms):
+            if np.shape(t) != (4, 4) or not np.all(np.isfinite(t)):
+                raise ValueError(f"transform {k}: expected a finite (4, 4) matrix")
         self._lib = _library()
         self._meshes = list(meshes)  # kept alive as long as the placement
         handles = (ctypes.c_void_p * len(meshes))(*[m.handle for m in meshes])
