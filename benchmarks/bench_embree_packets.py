@@ -2,8 +2,8 @@
 
 Casts the bench_render.py camera (640x360) into a scene's background mesh with Embree 3 directly,
 one ray at a time (as open3d does) and as 4x4-pixel packets, on two threads, in one run.
-Needs g++ and the Debian package libembree-dev (not installed by install.sh: the renderer does not
-use it). Run: python benchmarks/bench_embree_packets.py SCENE
+The measurement behind the native caster (neurodrive/native/); needs g++ and the Debian package
+libembree-dev, which install.sh provides. Run: python benchmarks/bench_embree_packets.py SCENE
 """
 
 from __future__ import annotations

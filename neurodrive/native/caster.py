@@ -45,7 +45,7 @@ def _library() -> ctypes.CDLL | None:
     lib.nd_placement_new.argtypes, lib.nd_placement_new.restype = [vp, ctypes.POINTER(vp), _F64, ctypes.c_int64], vp
     lib.nd_placement_free.argtypes, lib.nd_placement_free.restype = [vp], None
     out = [_F32, _I32, _I32, _F32, vp, ctypes.c_int]
-    lib.nd_cast_grid.argtypes, lib.nd_cast_grid.restype = [vp, _F32, _F32, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_float, *out], None
+    lib.nd_cast_grid.argtypes, lib.nd_cast_grid.restype = [vp, _F32, _F32, ctypes.c_int64, ctypes.c_int64, *out], None
     lib.nd_cast_rays.argtypes, lib.nd_cast_rays.restype = [vp, _F32, ctypes.c_int64, _F32, ctypes.c_int64, *out], None
     pp = ctypes.POINTER(ctypes.c_void_p)
     lib.nd_shade_texels.argtypes = [ctypes.c_int64, _I32, _I32, _F32, pp, pp, _F32, ctypes.c_int]
@@ -147,7 +147,7 @@ class NativePlacement:
         nrm = np.empty((n, 3), np.float32) if normals else None
         nrm_ptr = nrm.ctypes.data if normals else None
         if grid is not None and single and grid[0] * grid[1] == n:
-            self._lib.nd_cast_grid(self.handle, o.reshape(3), d, grid[0], grid[1], 4, np.inf, t, geom, prim, uv, nrm_ptr, _threads())
+            self._lib.nd_cast_grid(self.handle, o.reshape(3), d, grid[0], grid[1], t, geom, prim, uv, nrm_ptr, _threads())
         else:
             if not single and o.shape != d.shape:
                 raise ValueError(f"origins {o.shape} do not match dirs {d.shape}")
@@ -167,10 +167,10 @@ def shade_texels(hits: RayHits, packed_atlases: Sequence[np.ndarray], colours: S
     lib = _library()
     if len(packed_atlases) != len(colours):
         raise ValueError("one packed atlas per colour table expected")
-    keep = [np.ascontiguousarray(a, np.int64) for a in packed_atlases] + [np.ascontiguousarray(c, np.uint32) for c in colours]
-    k = len(colours)
-    atlas_ptrs = (ctypes.c_void_p * k)(*[a.ctypes.data for a in keep[:k]])
-    colour_ptrs = (ctypes.c_void_p * k)(*[c.ctypes.data for c in keep[k:]])
+    atlases = [np.ascontiguousarray(a, np.int64) for a in packed_atlases]  # referenced until the call returns
+    tables = [np.ascontiguousarray(c, np.uint32) for c in colours]
+    atlas_ptrs = (ctypes.c_void_p * len(atlases))(*[a.ctypes.data for a in atlases])
+    colour_ptrs = (ctypes.c_void_p * len(tables))(*[c.ctypes.data for c in tables])
     if rgb.shape != (len(hits.t_m), 3) or rgb.dtype != np.float32 or not rgb.flags.c_contiguous:
         raise ValueError(f"rgb must be a contiguous float32 ({len(hits.t_m)}, 3) array")
     uv = np.ascontiguousarray(hits.uv, np.float32)

@@ -1,4 +1,4 @@
-// Native ray caster over Embree 3 (Debian's libembree-dev), loaded by neurodrive/native_caster.py
+// Native ray caster over Embree 3 (Debian's libembree-dev), loaded by neurodrive/native/caster.py
 // through ctypes: a plain C interface, numpy buffers in, numpy buffers out (ctypes releases the GIL).
 //
 // Why: open3d's RaycastingScene casts one ray at a time (rtcIntersect1) and holds the GIL. A
@@ -101,8 +101,6 @@ extern "C" {
 
 void* nd_device_new(const char* config) { return rtcNewDevice(config); }
 
-void nd_device_free(void* device) { rtcReleaseDevice(static_cast<RTCDevice>(device)); }
-
 // Last Embree error of the device (0: none).
 int nd_device_error(void* device) { return static_cast<int>(rtcGetDeviceError(static_cast<RTCDevice>(device))); }
 
@@ -166,13 +164,12 @@ void nd_placement_free(void* placement) {
 }
 
 // Rays of one origin on a (rows, cols) grid, dirs (rows * cols, 3) row-major, traced as packets of
-// tile_h x (16 / tile_h) neighbouring rays, up to t_far. normals may be null.
-void nd_cast_grid(void* placement, const float* origin, const float* dirs, int64_t rows, int64_t cols, int tile_h, float t_far,
-                  float* t, int32_t* geom, int32_t* prim, float* uv, float* normals, int threads) {
+// 4 x 4 neighbouring rays. normals may be null.
+void nd_cast_grid(void* placement, const float* origin, const float* dirs, int64_t rows, int64_t cols, float* t, int32_t* geom,
+                  int32_t* prim, float* uv, float* normals, int threads) {
   const Placement& p = *static_cast<Placement*>(placement);
   Outputs out{t, geom, prim, uv, normals};
-  const int th = tile_h, tw = 16 / tile_h;
-  const int64_t tile_rows = (rows + th - 1) / th, tile_cols = (cols + tw - 1) / tw;
+  const int64_t tile_rows = (rows + 3) / 4, tile_cols = (cols + 3) / 4;
   parallel_chunks(static_cast<size_t>(tile_rows * tile_cols), 64, threads, [&](size_t first, size_t last) {
     RTCIntersectContext ctx;
     rtcInitIntersectContext(&ctx);
@@ -181,9 +178,9 @@ void nd_cast_grid(void* placement, const float* origin, const float* dirs, int64
     alignas(64) int valid[16];
     int64_t index[16];
     for (size_t tile = first; tile < last; tile++) {
-      const int64_t r0 = th * (static_cast<int64_t>(tile) / tile_cols), c0 = tw * (static_cast<int64_t>(tile) % tile_cols);
+      const int64_t r0 = 4 * (static_cast<int64_t>(tile) / tile_cols), c0 = 4 * (static_cast<int64_t>(tile) % tile_cols);
       for (int k = 0; k < 16; k++) {
-        const int64_t r = r0 + k / tw, c = c0 + k % tw;
+        const int64_t r = r0 + k / 4, c = c0 + k % 4;
         const bool ok = r < rows && c < cols;
         valid[k] = ok ? -1 : 0;
         index[k] = ok ? r * cols + c : -1;
@@ -195,7 +192,7 @@ void nd_cast_grid(void* placement, const float* origin, const float* dirs, int64
         rh.ray.dir_y[k] = d[1];
         rh.ray.dir_z[k] = d[2];
         rh.ray.tnear[k] = 0.f;
-        rh.ray.tfar[k] = t_far;
+        rh.ray.tfar[k] = kInf;
         rh.ray.mask[k] = 0xFFFFFFFFu;
         rh.ray.flags[k] = 0;
         rh.ray.time[k] = 0.f;
@@ -204,7 +201,7 @@ void nd_cast_grid(void* placement, const float* origin, const float* dirs, int64
       }
       rtcIntersect16(valid, p.scene, &ctx, &rh);
       for (int k = 0; k < 16; k++) {
-        if (index[k] < 0) continue;  // beyond t_far reads as a miss
+        if (index[k] < 0) continue;
         const unsigned inst = rh.hit.geomID[k] == RTC_INVALID_GEOMETRY_ID ? RTC_INVALID_GEOMETRY_ID : rh.hit.instID[0][k];
         write_hit(p, dirs + 3 * index[k], inst, rh.hit.primID[k], rh.ray.tfar[k], rh.hit.u[k], rh.hit.v[k], static_cast<size_t>(index[k]), out);
       }
@@ -275,6 +272,6 @@ int64_t nd_shade_texels(int64_t n, const int32_t* geom, const int32_t* prim, con
 
 // A module object so the library imports as neurodrive._embree_caster (its __file__ is what
 // ctypes loads); the functions above are reached through ctypes, not through this module.
-static struct PyModuleDef embree_module = {PyModuleDef_HEAD_INIT, "_embree_caster", "Native Embree ray caster (see native_caster.py).", -1, nullptr};
+static struct PyModuleDef embree_module = {PyModuleDef_HEAD_INIT, "_embree_caster", "Native Embree ray caster (see neurodrive/native/caster.py).", -1, nullptr};
 
 PyMODINIT_FUNC PyInit__embree_caster(void) { return PyModule_Create(&embree_module); }
