@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,18 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+def _interrupted(kept: str) -> None:
+    """Ctrl-C: one line saying what was kept and how to go on; exit status 130 (128 + SIGINT)."""
+    console.print(f"[yellow]interrupted:[/yellow] {kept}")
+    raise typer.Exit(code=130)
+
+
+def _finite(value: float, option: str) -> float:
+    if not math.isfinite(value):
+        _fail(ValueError(f"{option} must be a finite number, got {value}"))
+    return value
+
+
 @app.command()
 def generate(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the log into."),
@@ -66,6 +79,8 @@ def generate(
             generate_log(cfg, out, overwrite=overwrite, progress=lambda done, total: bar.update(task, completed=done))
     except FileExistsError as e:
         _fail(e)
+    except KeyboardInterrupt:
+        _interrupted(f"nothing was written to {out} (logs are staged and moved into place when complete); run it again")
     console.print(f"wrote log '{cfg.name}' ({cfg.num_frames} frames) to {out}")
 
 
@@ -102,6 +117,8 @@ def reconstruct(
     steps: int = typer.Option(None, help="Appearance training steps (default from the config)."),
     voxel: float = typer.Option(None, help="Background voxel size in metres (default 0.1)."),
     seed: int = typer.Option(0, help="Random seed."),
+    overwrite: bool = typer.Option(False, help="Replace a finished scene at --out."),
+    restart: bool = typer.Option(False, help="Discard the checkpoints of an unfinished run and start over."),
 ) -> None:
     """Reconstruct a scene from a log (LiDAR -> SDF mesh, images -> surface appearance, actors, sky).
 
@@ -125,9 +142,12 @@ def reconstruct(
     try:
         drv = load_log(log)
         with progress_bar() as bar:
-            model = run(drv, out, cfg, stage_progress(bar))
-    except (DataError, ValueError) as e:
+            model = run(drv, out, cfg, stage_progress(bar), overwrite=overwrite, restart=restart)
+    except (DataError, ValueError, FileExistsError) as e:
         _fail(e)
+    except KeyboardInterrupt:
+        _interrupted(f"finished stages are kept in {out / 'checkpoints'}; run the same command again to resume "
+                     "(--restart to start over)")
     stats = model.meta["stats"]
     console.print(
         f"wrote scene to {out}: {stats['background_triangles']} background triangles, "
@@ -141,6 +161,7 @@ def evaluate_recon(
     log: Path = typer.Argument(..., help="The log it was reconstructed from."),
     out: Path = typer.Option(None, "--out", "-o", help="Also write the metrics to this JSON file."),
     lane_shift: bool = typer.Option(True, help="Also compare against ground truth 2 m to the side (generated logs)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out file."),
 ) -> None:
     """Metrics on held-out frames: PSNR, SSIM, LiDAR depth / intensity / ray drop, Chamfer, lane shift."""
     import json
@@ -150,14 +171,22 @@ def evaluate_recon(
     from neurodrive.render.scene_model import SceneModel
     from neurodrive.scenarios.log_io import load_log
 
+    from neurodrive.io_utils import check_output
+
     try:
+        if out is not None:
+            if out.is_dir():
+                raise DataError(out, None, "is a folder, expected a JSON file name for --out")
+            check_output(out, overwrite)
         model = SceneModel.load(scene)
         drv = load_log(log)
         with progress_bar() as bar:
             task = bar.add_task("evaluating", total=len(model.meta.get("holdout_frames", [])))
             metrics = evaluate_reconstruction(model, drv, lane_shift=lane_shift, progress=lambda s, d, n: bar.update(task, completed=d))
-    except (DataError, ValueError) as e:
+    except (DataError, ValueError, FileExistsError) as e:
         _fail(e)
+    except KeyboardInterrupt:
+        _interrupted("nothing was written; run the same command again")
     if out is not None:
         atomic_write_json(out, metrics)
     table = Table(title=f"reconstruction of '{drv.name}' on held-out frames {metrics['frames']}")
@@ -180,6 +209,7 @@ def render(
     pose: str = typer.Option(None, help="Ego pose 'x,y,yaw' (m, m, rad) in the world, instead of the log's."),
     edit: Path = typer.Option(None, help="Edits YAML: remove / repose / insert actors."),
     scale: float = typer.Option(1.0, help="Render cameras at this multiple of the log's resolution."),
+    overwrite: bool = typer.Option(False, help="Replace earlier renders in --out."),
 ) -> None:
     """Render camera images (+ depth, actor masks) and a LiDAR sweep of a scene from any ego pose."""
     import json
@@ -188,8 +218,11 @@ def render(
     from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
     from neurodrive.render.edits import EditedScene, SceneEdits
     from neurodrive.render.scene_model import SceneModel
+    from neurodrive.io_utils import check_output
     from neurodrive.scenarios.log_io import encode_png, load_log
 
+    _finite(lane_shift, "--lane-shift")
+    _finite(scale, "--scale")
     try:
         model = SceneModel.load(scene)
         drv = load_log(log or model.meta["log"]["path"])
@@ -197,21 +230,25 @@ def render(
             raise ValueError(f"--frame must lie in [0, {drv.num_frames}), got {frame}")
         if not 0.05 <= scale <= 8:
             raise ValueError(f"--scale must lie in [0.05, 8], got {scale}")
-        edits = SceneEdits.load(edit) if edit else SceneEdits()
-        edited = EditedScene(model, edits, str(edit or "edits"))
+        edited = EditedScene.load(model, edit) if edit else EditedScene(model, SceneEdits())
         if pose:
             try:
                 x, y, yaw = (float(v) for v in pose.split(","))
             except ValueError as e:
                 raise ValueError(f"--pose must be 'x,y,yaw', got '{pose}'") from e
+            if not all(math.isfinite(v) for v in (x, y, yaw)):
+                raise ValueError(f"--pose must hold finite numbers, got '{pose}'")
+            if drv.outside_extent(np.array([x, y])):
+                raise ValueError(f"--pose {x:g},{y:g} lies far outside the log's world (more than 100 m beyond its extent)")
             ego = pose_xyz_yaw(x, y, drv.ego_poses[frame][2, 3], yaw)
         else:
             ego = drv.ego_poses[frame]
         ego = ego @ make_pose([0.0, lane_shift, 0.0])
+        check_output(out, overwrite, "output folder")
         placed = edited.model.place(edited.actor_poses(drv.actor_poses_at(frame), frame))
         cams = tuple(c.scaled(scale) if scale != 1 else c for c in drv.rig.cameras)
         result = edited.model.render_frame(placed, ego, cams, drv.rig.lidar, rng=np.random.default_rng(frame))
-    except (DataError, ValueError, KeyError) as e:
+    except (DataError, ValueError, KeyError, FileExistsError) as e:
         _fail(e)
     out.mkdir(parents=True, exist_ok=True)
     for name, img in result.cameras.items():
@@ -240,6 +277,7 @@ def replay(
     out: Path = typer.Option(Path("replay_out"), "--out", "-o", help="Folder for video.mp4, metrics.json and plot.png."),
     video: bool = typer.Option(True, help="Render the cameras and write the mp4 (needs the scenario's scene)."),
     seed: int = typer.Option(None, help="Episode seed (default: the scenario's)."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier result in --out."),
 ) -> None:
     """Run an agent in closed loop through a scenario; write an mp4, metrics.json and a plot."""
     from neurodrive.replay import replay as run_replay
@@ -247,10 +285,12 @@ def replay(
     try:
         with progress_bar() as bar:
             task = bar.add_task(f"{agent} on {scenario.name}", total=None)
-            metrics = run_replay(scenario, agent, out, video=video, seed=seed,
+            metrics = run_replay(scenario, agent, out, video=video, seed=seed, overwrite=overwrite,
                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
-    except (DataError, KeyError) as e:
+    except (DataError, KeyError, ValueError, FileExistsError) as e:
         _fail(e)
+    except KeyboardInterrupt:
+        _interrupted(f"no partial result was left in {out}; run the same command again")
     table = Table(title=f"{metrics['scenario']} - {agent}")
     table.add_column("metric")
     table.add_column("score", justify="right")
@@ -277,13 +317,30 @@ def evaluate(
     """Run an agent on every scenario of a folder (in parallel); write OUT/summary.json."""
     from neurodrive.evaluation import evaluate_scenarios
 
+    finished: list[str] = []
+
+    def reuse_note(reused: list[str], stale: list[str]) -> None:
+        if reused:
+            console.print(f"reusing {len(reused)} finished result(s) made with the same agent, scenario, scene and code: "
+                          f"{', '.join(reused)} (--overwrite runs them again)")
+        if stale:
+            console.print(f"running again {len(stale)} result(s) made with another agent, scenario content or code version: "
+                          f"{', '.join(stale)}")
+
+    def done(name: str, result: dict) -> None:
+        finished.append(name)
+        bar.advance(task)
+
     try:
         with progress_bar() as bar:
-            task = bar.add_task(f"{agent}", total=len(list(scenarios.glob("*.y*ml"))))
+            task = bar.add_task(f"{agent}", total=len(list(scenarios.glob("*.y*ml"))) if scenarios.is_dir() else None)
             summary = evaluate_scenarios(scenarios, agent, out, workers, ray_address, video, overwrite,
-                                         on_done=lambda name, r: bar.advance(task))
+                                         on_done=done, on_reuse=reuse_note)
     except (DataError, RuntimeError) as e:
         _fail(e)
+    except KeyboardInterrupt:
+        _interrupted(f"queued scenarios were cancelled; {len(finished)} finished this run and are kept in {out}; "
+                     "run the same command again to resume")
     table = Table(title=f"{agent}: {summary['scenarios']} scenarios")
     for col in ("scenario", "nuPlan score", "NeuroNCAP", "collisions"):
         table.add_column(col)
@@ -328,6 +385,8 @@ def demo(
             results = run_demo(out, preset, progress=stage_progress(bar), log_only=console.print)
     except (DataError, KeyError, ValueError) as e:
         _fail(e)
+    except KeyboardInterrupt:
+        _interrupted(f"the finished log and scene stages are kept in {out}; run `neurodrive demo` again to resume")
     console.print((out / "report.md").read_text())
     console.print(f"videos: {', '.join(str(out / 'replay' / a / 'video.mp4') for a in results)}")
     console.print(caster_description())

@@ -74,13 +74,13 @@ def run_demo(out: str | Path, preset: str = "town-small", agents: tuple[str, ...
     if _scene_current(scene_dir):
         log_only(f"scene: reusing {scene_dir}")
     else:  # missing, unfinished (resumes from its checkpoints) or of an older scene format
-        reconstruct(load_log(log_dir), scene_dir, ReconConfig(), lambda stage, d, t: step(f"2/3 {stage}", d, t))
+        reconstruct(load_log(log_dir), scene_dir, ReconConfig(), lambda stage, d, t: step(f"2/3 {stage}", d, t), overwrite=True)
     scenario = dict(CUT_IN_SCENARIO, scene="scene")
     scenario_path = out / "scenario.yaml"
     atomic_write_bytes(scenario_path, yaml.safe_dump(scenario, sort_keys=False).encode())
     results = {}
     for agent in agents:
-        results[agent] = replay(scenario_path, agent, out / "replay" / agent, video=True,
+        results[agent] = replay(scenario_path, agent, out / "replay" / agent, video=True, overwrite=True,
                                 progress=lambda d, t, a=agent: step(f"3/3 closed loop: {a}", d, t))
     atomic_write_text(out / "report.md", report(results))
     return results

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import multiprocessing
 from collections.abc import Callable
@@ -9,6 +11,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from neurodrive.errors import DataError
 from neurodrive.io_utils import atomic_write_json
@@ -18,9 +21,56 @@ def _run_one(scenario: str, agent: str, out: str, video: bool) -> dict:
     from neurodrive.replay import replay
 
     try:
-        return replay(scenario, agent, out, video=video)
-    except (DataError, KeyError, ValueError) as e:  # bad input: reported, the other scenarios go on
-        return {"scenario": Path(scenario).stem, "agent": agent, "error": str(e)}
+        return replay(scenario, agent, out, video=video, overwrite=True)
+    except Exception as e:  # noqa: BLE001 - one scenario's failure is recorded; the others go on
+        kind = "" if isinstance(e, (DataError, KeyError, ValueError)) else f"{type(e).__name__}: "
+        return {"scenario": Path(scenario).stem, "agent": agent, "error": f"{kind}{e}"}
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """The package version and a fingerprint of its source (a changed simulator invalidates results)."""
+    import neurodrive
+
+    root = Path(neurodrive.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".cpp") and path.is_file():
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return f"{neurodrive.__version__}+{digest.hexdigest()[:12]}"
+
+
+def run_key(scenario_path: str | Path, agent: str, video: bool) -> dict:
+    """What a finished result depends on: the agent, the scenario file's content, the scene (or log)
+    it names, the code version and whether video was asked for. A result is reused only when its
+    stored key equals this one."""
+    path = Path(scenario_path)
+    key = {"agent": agent, "scenario_sha256": _sha256(path.read_bytes()), "code_version": code_version(), "video": video}
+    try:
+        raw = yaml.safe_load(path.read_text())
+        for field, meta_file in (("scene", "scene.json"), ("log", "log.json")):
+            if isinstance(raw, dict) and isinstance(raw.get(field), str):
+                target = Path(raw[field]).expanduser()
+                meta = (target if target.is_absolute() else path.parent / target) / meta_file
+                if meta.is_file():
+                    key[f"{field}_sha256"] = _sha256(meta.read_bytes())
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+        pass  # a broken scenario fails when it runs; its key is its bytes
+    return key
+
+
+def _finished(metrics_path: Path, key: dict) -> dict | None:
+    """The stored result when it is complete and was made with ``key``, else None."""
+    try:
+        result = json.loads(metrics_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return result if isinstance(result, dict) and result.get("run_key") == key and "error" not in result else None
 
 
 def _summary(results: dict[str, dict]) -> dict:
@@ -44,60 +94,103 @@ def evaluate_scenarios(
     video: bool = False,
     overwrite: bool = False,
     on_done: Callable[[str, dict], None] | None = None,
+    on_reuse: Callable[[list[str], list[str]], None] | None = None,
 ) -> dict:
     """Runs every ``*.yaml`` scenario of ``folder``; writes OUT/<name>/... and OUT/summary.json.
 
-    Scenarios that already have OUT/<name>/metrics.json are kept (resume after an interruption)
-    unless ``overwrite``.
+    A scenario's finished OUT/<name>/metrics.json is reused (resume after an interruption) when it
+    was made with the same agent, scenario content, scene and code version (``run_key``); stale
+    results are run again. ``overwrite`` runs everything again. ``on_reuse(reused, stale)`` is told
+    which. The summary lists both.
     """
     folder, out = Path(folder), Path(out_dir)
+    if not folder.is_dir():
+        raise DataError(folder, None, "is a file, expected a folder of scenario files" if folder.exists() else "folder does not exist")
+    if out.exists() and not out.is_dir():
+        raise DataError(out, None, "is a file, expected an output folder")
     scenarios = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
     if not scenarios:
         raise DataError(folder, None, "no scenario files (*.yaml) in this folder")
     results: dict[str, dict] = {}
+    reused: list[str] = []
+    stale: list[str] = []
     todo = []
     for path in scenarios:
         done = out / path.stem / "metrics.json"
-        if done.is_file() and not overwrite:
-            results[path.stem] = json.loads(done.read_text())
+        previous = None if overwrite else _finished(done, run_key(path, agent, video))
+        if previous is not None:
+            results[path.stem] = previous
+            reused.append(path.stem)
         else:
+            if done.is_file() and not overwrite:
+                stale.append(path.stem)  # made with another agent, scenario content or code version
             todo.append(path)
+    if on_reuse and (reused or stale):
+        on_reuse(reused, stale)
     jobs = [(str(p), agent, str(out / p.stem), video) for p in todo]
+
+    def finish(name: str, result: dict) -> None:
+        results[name] = result
+        if on_done:
+            on_done(name, result)
+
     if ray_address is not None:
-        try:
-            import ray
-        except ImportError as e:
-            raise RuntimeError("--ray-address needs Ray: pip install 'neurodrive[ray]'") from e
-        started_here = not ray.is_initialized()
-        if ray_address == "local":  # a Ray instance on this machine (no cluster needed)
-            ray.init(num_cpus=max(1, workers), include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
-        else:
-            ray.init(address=ray_address, ignore_reinit_error=True)
-        remote = ray.remote(_run_one)
-        refs = {remote.remote(*job): Path(job[0]).stem for job in jobs}
-        pending = list(refs)
+        _run_on_ray(jobs, ray_address, workers, finish)
+    elif workers <= 1:
+        for job in jobs:
+            finish(Path(job[0]).stem, _run_one(*job))
+    else:
+        _run_in_processes(jobs, workers, finish)
+    summary = _summary(dict(sorted(results.items())))
+    summary["reused"] = reused
+    summary["rerun_stale"] = stale
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def _run_in_processes(jobs: list[tuple], workers: int, finish: Callable[[str, dict], None]) -> None:
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(_run_one, *job): Path(job[0]).stem for job in jobs}
+        for fut in as_completed(futures):
+            name = futures[fut]
+            try:
+                result = fut.result()
+            except Exception as e:  # noqa: BLE001 - a crashed worker fails its scenario, not the run
+                result = {"scenario": name, "error": f"worker failed: {type(e).__name__}: {e}"}
+            finish(name, result)
+    except BaseException:  # Ctrl-C: queued scenarios are cancelled, running ones end with the workers
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _run_on_ray(jobs: list[tuple], ray_address: str, workers: int, finish: Callable[[str, dict], None]) -> None:
+    try:
+        import ray
+    except ImportError as e:
+        raise RuntimeError("--ray-address needs Ray: pip install 'neurodrive[ray]'") from e
+    started_here = not ray.is_initialized()
+    if ray_address == "local":  # a Ray instance on this machine (no cluster needed)
+        ray.init(num_cpus=max(1, workers), include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    else:
+        ray.init(address=ray_address, ignore_reinit_error=True)
+    remote = ray.remote(_run_one)
+    refs = {remote.remote(*job): Path(job[0]).stem for job in jobs}
+    pending = list(refs)
+    try:
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             name = refs[ready[0]]
-            results[name] = ray.get(ready[0])
-            if on_done:
-                on_done(name, results[name])
+            try:
+                result = ray.get(ready[0])
+            except Exception as e:  # noqa: BLE001 - a failed task fails its scenario, not the run
+                result = {"scenario": name, "error": f"task failed: {type(e).__name__}: {e}"}
+            finish(name, result)
+    except BaseException:
+        for ref in pending:  # Ctrl-C: cancel what has not finished
+            ray.cancel(ref, force=True)
+        raise
+    finally:
         if started_here:
             ray.shutdown()
-    elif workers <= 1:
-        for job in jobs:
-            name = Path(job[0]).stem
-            results[name] = _run_one(*job)
-            if on_done:
-                on_done(name, results[name])
-    else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_run_one, *job): Path(job[0]).stem for job in jobs}
-            for fut in as_completed(futures):
-                name = futures[fut]
-                results[name] = fut.result()
-                if on_done:
-                    on_done(name, results[name])
-    summary = _summary(dict(sorted(results.items())))
-    atomic_write_json(out / "summary.json", summary)
-    return summary

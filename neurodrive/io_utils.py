@@ -76,3 +76,71 @@ def staged_directory(final: str | Path, overwrite: bool = False) -> Iterator[Pat
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(staging, final)
+
+
+SAFE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"  # ids that become file names: no separators, no '..'
+
+
+def is_safe_name(name: str) -> bool:
+    """True when ``name`` can be used as one file name inside a folder (letters, digits, ``_ . -``,
+    not starting with a dot or dash, so never ``..``, a path separator or an absolute path)."""
+    import re
+
+    return bool(re.fullmatch(SAFE_NAME_PATTERN, name)) and len(name) <= 200
+
+
+def inside(folder: str | Path, name: str, suffix: str = "") -> Path:
+    """``folder / (name + suffix)``, refusing names that are not plain file names or that resolve
+    outside ``folder`` (a defence for every id that becomes a path)."""
+    folder = Path(folder)
+    if not is_safe_name(name):
+        raise ValueError(f"'{name}' cannot be used as a file name (letters, digits, '_', '.', '-' only)")
+    path = folder / f"{name}{suffix}"
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"'{name}' would write outside {folder}")
+    return path
+
+
+def existing_output(path: str | Path) -> bool:
+    """True when ``path`` is a file or a folder with anything in it (an output that would be replaced)."""
+    path = Path(path)
+    return path.is_file() or (path.is_dir() and any(path.iterdir()))
+
+
+def check_output(path: str | Path, overwrite: bool, what: str = "output") -> None:
+    """One error when ``path`` holds an earlier output and ``overwrite`` is off (existing outputs are
+    kept unless the user asks for them to be replaced); also when a file stands where a folder goes."""
+    path = Path(path)
+    if path.exists() and not path.is_dir() and what.endswith("folder"):
+        raise FileExistsError(f"{path} is a file, expected a {what}")
+    if existing_output(path) and not overwrite:
+        raise FileExistsError(f"{path} already exists (pass --overwrite to replace it)")
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict:
+    """A YAML file holding a mapping (``what`` names it in errors: 'scenario', 'edits'); one
+    DataError naming the file for a folder, a missing, binary or malformed file."""
+    import yaml
+
+    from neurodrive.errors import DataError
+
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(path, None, f"is a folder, expected a {what} YAML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise DataError(path, None, "missing file") from e
+    except UnicodeDecodeError as e:
+        raise DataError(path, None, f"not a {what} YAML file (not UTF-8 text)") from e
+    except OSError as e:
+        raise DataError(path, None, f"cannot be read: {e.strerror}") from e
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise DataError(path, None, f"not valid YAML: {e}".replace("\n", " ")) from e
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise DataError(path, None, f"expected a mapping of {what} fields, got {type(raw).__name__}")
+    return raw

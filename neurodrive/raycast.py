@@ -22,6 +22,17 @@ class RayHits:
         return self.geometry >= 0
 
 
+def check_rays(origins: np.ndarray, dirs: np.ndarray) -> None:
+    """Refuse non-finite rays before they reach Embree (which asserts on them, or hangs in open3d).
+
+    A NaN or infinite pose upstream shows up here; the check is one reduction per array.
+    """
+    if not np.isfinite(np.add.reduce(np.asarray(origins, np.float64), axis=None)):
+        raise ValueError("ray origins contain NaN or infinite values (is a pose non-finite?)")
+    if not np.isfinite(np.add.reduce(dirs, axis=None)):
+        raise ValueError("ray directions contain NaN or infinite values (is a pose non-finite?)")
+
+
 class MeshRaycaster:
     """A fixed set of triangle meshes (each (V, 3) vertices, (F, 3) triangles) to cast rays at."""
 
@@ -49,6 +60,7 @@ class MeshRaycaster:
 
         Arrays keep open3d's float32 / 32-bit types (no copies); its invalid id reads as -1.
         """
+        check_rays(origins, dirs)
         ans = self.scene.cast_rays(self._rays(origins, dirs))
         t = ans["t_hit"].numpy()
         geom = ans["geometry_ids"].numpy().view(np.int32)  # RaycastingScene.INVALID_ID (2^32 - 1) -> -1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from neurodrive.agents import Agent, make_agent
+from neurodrive.errors import DataError
 from neurodrive.geometry import transform_points
 from neurodrive.io_utils import atomic_write_bytes, atomic_write_json
 from neurodrive.scenarios.scenario import Scenario
@@ -86,26 +86,50 @@ def bird_eye_view(sim: Simulator, observation: Observation, style: BevStyle = Be
     return np.asarray(img)
 
 
+def driver_order(names_and_poses: list[tuple[str, np.ndarray]]) -> list[str]:
+    """Camera names ordered as a driver sees them: left to right by the azimuth of the optical axis
+    (T_ego_camera's z axis) in the ego frame (x forward, y left)."""
+    def azimuth(T: np.ndarray) -> float:
+        return math.atan2(T[1, 2], T[0, 2])
+
+    return [n for n, _ in sorted(names_and_poses, key=lambda item: -azimuth(item[1]))]
+
+
 def compose_frame(sim: Simulator, observation: Observation, height_px: int = 360, selected: str | None = None) -> np.ndarray:
-    """Camera images side by side, then the bird's-eye view (the last ``height_px`` columns), with a status line."""
-    panels = []
+    """Camera images side by side as a driver sees them (left | front | right, each labelled), then
+    the bird's-eye view (the last ``height_px`` columns), with a status line."""
+    panels, labels = [], []
     if observation.sensors is not None:
-        for render in observation.sensors.cameras.values():
-            im = Image.fromarray(render.rgb)
+        rig = {c.name: c for c in sim.rig.cameras} if sim.rig is not None else {}
+        cams = observation.sensors.cameras
+        order = driver_order([(n, rig[n].T_ego_camera) for n in cams if n in rig]) + [n for n in cams if n not in rig]
+        for name in order:
+            im = Image.fromarray(cams[name].rgb)
             panels.append(np.asarray(im.resize((max(1, round(im.width * height_px / im.height)), height_px), Image.BILINEAR)))
+            labels.append(name)
     panels.append(bird_eye_view(sim, observation, BevStyle(size_px=height_px), selected))
+    labels.append("bird's-eye view (LiDAR)")
+    lefts = np.cumsum([0] + [p.shape[1] for p in panels])
     frame = np.concatenate(panels, axis=1)
-    frame = frame[:, frame.shape[1] % 2 :]  # even width for the H.264 encoder (the bird view stays last)
+    cut = frame.shape[1] % 2
+    frame = frame[:, cut:]  # even width for the H.264 encoder (the bird view stays last)
     img = Image.fromarray(np.ascontiguousarray(frame))
-    ImageDraw.Draw(img).text(
+    draw = ImageDraw.Draw(img)
+    for left, label in zip(lefts[:-1], labels):
+        x = max(int(left) - cut, 0) + 6
+        draw.rectangle((x - 3, height_px - 18, x + 7 * len(label), height_px - 3), fill=(0, 0, 0))
+        draw.text((x, height_px - 16), label, fill=(255, 255, 255))
+    draw.text(
         (6, 4), f"t={observation.time_s:4.1f}s  v={observation.ego.speed_mps:4.1f} m/s  collisions={len(sim.record.collisions)}",
         fill=(255, 255, 255),
     )
     return np.asarray(img)
 
 
-def write_plot(sim: Simulator, path: Path) -> None:
-    """Speed, acceleration and progress over time (PNG, written atomically)."""
+def write_plot(sim: Simulator, path: Path, agent_name: str = "") -> None:
+    """Speed, acceleration and progress over time, collisions marked (PNG, written atomically)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,7 +139,7 @@ def write_plot(sim: Simulator, path: Path) -> None:
     t = np.array(rec.times_s)
     e = rec.ego_array()
     fig, axes = plt.subplots(3, 1, figsize=(7, 6), sharex=True)
-    axes[0].plot(t, e[:, 3])
+    axes[0].plot(t, e[:, 3], label="ego speed")
     axes[0].set_ylabel("speed (m/s)")
     axes[1].plot(t, e[:, 4])
     axes[1].set_ylabel("accel (m/s²)")
@@ -124,13 +148,14 @@ def write_plot(sim: Simulator, path: Path) -> None:
     axes[2].set_xlabel("time (s)")
     for c in rec.collisions:
         for ax in axes:
-            ax.axvline(c.time_s, color="red", linestyle="--")
-    fig.suptitle(sim.scenario.name)
+            ax.axvline(c.time_s, color="red", linestyle="--", label=f"collision with {c.actor_id}" if ax is axes[0] else None)
+    axes[0].legend(loc="best", fontsize="small")
+    fig.suptitle(f"{sim.scenario.name} - agent {agent_name}" if agent_name else sim.scenario.name)
     fig.tight_layout()
-    with tempfile.NamedTemporaryFile(suffix=".png", dir=path.parent, delete=False) as tmp:
-        fig.savefig(tmp.name, dpi=80)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
-    os.replace(tmp.name, path)
+    atomic_write_bytes(path, buf.getvalue())  # the same file mode as every other output
 
 
 def json_safe(value):
@@ -166,11 +191,20 @@ def run_episode(
 
 
 def replay(scenario_path: str | Path, agent_name: str, out_dir: str | Path, video: bool = True, seed: int | None = None,
-           progress: Callable[[int, int], None] | None = None) -> dict:
-    """``neurodrive replay``: writes OUT/video.mp4, OUT/metrics.json and OUT/plot.png."""
+           progress: Callable[[int, int], None] | None = None, overwrite: bool = False) -> dict:
+    """``neurodrive replay``: writes OUT/video.mp4, OUT/metrics.json and OUT/plot.png.
+
+    An earlier result in OUT is kept unless ``overwrite``; an interrupted run leaves no partial file.
+    """
+    from neurodrive.evaluation import run_key
+
     scenario_path, out = Path(scenario_path), Path(out_dir)
     scenario = Scenario.load(scenario_path)
     agent = make_agent(agent_name)
+    if out.exists() and not out.is_dir():
+        raise DataError(out, None, "is a file, expected an output folder")
+    if (out / "metrics.json").exists() and not overwrite:
+        raise FileExistsError(f"{out} already holds a replay result (pass --overwrite to replace it)")
     sim = Simulator(scenario, scenario_path, config=SimConfig(), render_sensors=video or agent.needs_sensors)
     out.mkdir(parents=True, exist_ok=True)
     total = int(round(scenario.duration_s / sim.config.dt_s))
@@ -186,16 +220,24 @@ def replay(scenario_path: str | Path, agent_name: str, out_dir: str | Path, vide
             progress(obs.step, total)
 
     try:
-        metrics = run_episode(sim, agent, seed, on_frame)
-        if progress:
-            progress(total, total)  # an episode may end early (collision, goal)
-    finally:
-        if writer is not None:
-            writer.close()
+        try:
+            metrics = run_episode(sim, agent, seed, on_frame)
+            if progress:
+                progress(total, total)  # an episode may end early (collision, goal)
+        finally:
+            if writer is not None:
+                writer.close()
+    except BaseException:
+        if tmp_video is not None:
+            tmp_video.unlink(missing_ok=True)
+        raise
     if tmp_video is not None:
         os.replace(tmp_video, out / "video.mp4")
-    metrics = {"scenario": scenario.name, "agent": agent_name, "seed": scenario.seed if seed is None else seed, **metrics}
-    atomic_write_json(out / "metrics.json", metrics)
-    write_plot(sim, out / "plot.png")
+    else:
+        (out / "video.mp4").unlink(missing_ok=True)  # an old video never stands beside new metrics
+    metrics = {"scenario": scenario.name, "agent": agent_name, "seed": scenario.seed if seed is None else seed, **metrics,
+               "run_key": run_key(scenario_path, agent_name, video)}
+    write_plot(sim, out / "plot.png", agent_name)
     atomic_write_bytes(out / "scenario.yaml", scenario.dump_yaml().encode())
+    atomic_write_json(out / "metrics.json", metrics)  # last: marks the result complete
     return metrics

@@ -161,6 +161,8 @@ class ClosedLoopEnv(gym.Env):
 
     def _command(self, action: np.ndarray, obs: Observation) -> Control | Trajectory:
         a = np.asarray(action, float)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"action: contains NaN or infinite values: {a.tolist()}")
         if self.config.action_type == "continuous":
             a = np.clip(a.reshape(2), -1.0, 1.0)
             accel = a[0] * (self.params.max_accel_mps2 if a[0] >= 0 else self.params.max_decel_mps2)

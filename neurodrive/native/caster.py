@@ -15,7 +15,7 @@ from functools import cache
 
 import numpy as np
 
-from neurodrive.raycast import RayHits
+from neurodrive.raycast import RayHits, check_rays
 
 ENV_VAR = "NEURODRIVE_RAYCASTER"
 _F32 = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
@@ -140,6 +140,7 @@ class NativePlacement:
         d = np.ascontiguousarray(dirs, np.float32).reshape(-1, 3)
         n = len(d)
         o = np.ascontiguousarray(origins, np.float32)
+        check_rays(o, d)
         single = o.size == 3
         t = np.empty(n, np.float32)
         geom, prim = np.empty(n, np.int32), np.empty(n, np.int32)

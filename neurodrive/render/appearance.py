@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from neurodrive.errors import DataError
 from neurodrive.io_utils import atomic_write_bytes, atomic_write_json
 from neurodrive.render.scene_model import AppearanceDecoder, SkyModel
 
@@ -122,7 +123,6 @@ def train_decoder(
     Returns (texel features (T, D), decoder, loss per step run in this call).
     """
     import torch
-    from safetensors.torch import load_file
     from safetensors.torch import save as save_safetensors
 
     torch.manual_seed(seed)
@@ -142,26 +142,27 @@ def train_decoder(
     opt_sparse = torch.optim.SparseAdam(list(extras.parameters()), lr=learning_rate)
     opt_dense = torch.optim.Adam(list(mlp.parameters()) + [exp_a, exp_b], lr=learning_rate)
 
-    start = 0
     ckpt = checkpoint_dir / "appearance.safetensors"
     meta = checkpoint_dir / "appearance.json"
+    optimizers = {"opt_sparse": opt_sparse, "opt_dense": opt_dense}
+    start = 0
     if ckpt.is_file() and meta.is_file():
-        import json
-
-        state = load_file(str(ckpt))
-        if state["extras"].shape == extras.weight.shape:
-            with torch.no_grad():
-                extras.weight.copy_(state["extras"])
-                exp_a.copy_(state["exp_a"])
-                exp_b.copy_(state["exp_b"])
-                mlp.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("mlp.")})
-            start = int(json.loads(meta.read_text())["step"])
+        start = _load_training_checkpoint(ckpt, meta, extras, mlp, exp_a, exp_b, optimizers)
 
     def save(step: int) -> None:
         state = {"extras": extras.weight.detach(), "exp_a": exp_a.detach(), "exp_b": exp_b.detach()}
         state |= {f"mlp.{k}": v.detach() for k, v in mlp.state_dict().items()}
+        scalars: list[str] = []
+        for prefix, opt in optimizers.items():  # optimizer moments: a resumed run continues exactly
+            for idx, entry in opt.state_dict()["state"].items():
+                for key, value in entry.items():
+                    name = f"{prefix}.{idx}.{key}"
+                    if not torch.is_tensor(value):
+                        scalars.append(name)
+                        value = torch.tensor(value)
+                    state[name] = value
         atomic_write_bytes(ckpt, save_safetensors({k: v.contiguous() for k, v in state.items()}))
-        atomic_write_json(meta, {"step": step})
+        atomic_write_json(meta, {"step": step, "python_scalars": scalars})
 
     texel_t = torch.from_numpy(samples.texel)
     dirs_t = torch.from_numpy(samples.dirs.astype(np.float32))
@@ -169,33 +170,38 @@ def train_decoder(
     rgb_t = torch.from_numpy(samples.rgb)
     losses: list[float] = []
     n = len(samples.texel)
-    for step in range(start, steps):
-        # the batch depends only on (seed, step): a resumed run sees the same batches
-        idx = torch.from_numpy(np.random.default_rng([seed, step]).integers(0, n, batch_size))
-        tex = texel_t[idx]
-        f = torch.cat([base_colour[tex], extras(tex)[:, :extra]], dim=1)
-        d = dirs_t[idx]
-        c = cam_t[idx]
-        base = f[:, :3] + residual_scale * torch.tanh(mlp(torch.cat([f, d], dim=1)))
-        base = base.clamp(0.0, 1.0)
-        pred = torch.einsum("nij,nj->ni", exp_a[c], base) + exp_b[c]
-        target = rgb_t[idx].float() / 255.0
-        loss = torch.nn.functional.mse_loss(pred, target)
-        if extra > 0:
-            loss = loss + 1e-4 * (f[:, 3:] ** 2).mean()
-        opt_sparse.zero_grad()
-        opt_dense.zero_grad()
-        loss.backward()
-        opt_sparse.step()
-        opt_dense.step()
-        with torch.no_grad():  # the first camera is the exposure reference
-            exp_a[0] = torch.eye(3)
-            exp_b[0] = 0.0
-        losses.append(loss.item())
-        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            save(step + 1)
-        if progress:
-            progress(step + 1, steps)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # bit-reproducible (multi-threaded sparse gradients sum in varying order); as fast here
+    try:
+        for step in range(start, steps):
+            # the batch depends only on (seed, step): a resumed run sees the same batches
+            idx = torch.from_numpy(np.random.default_rng([seed, step]).integers(0, n, batch_size))
+            tex = texel_t[idx]
+            f = torch.cat([base_colour[tex], extras(tex)[:, :extra]], dim=1)
+            d = dirs_t[idx]
+            c = cam_t[idx]
+            base = f[:, :3] + residual_scale * torch.tanh(mlp(torch.cat([f, d], dim=1)))
+            base = base.clamp(0.0, 1.0)
+            pred = torch.einsum("nij,nj->ni", exp_a[c], base) + exp_b[c]
+            target = rgb_t[idx].float() / 255.0
+            loss = torch.nn.functional.mse_loss(pred, target)
+            if extra > 0:
+                loss = loss + 1e-4 * (f[:, 3:] ** 2).mean()
+            opt_sparse.zero_grad()
+            opt_dense.zero_grad()
+            loss.backward()
+            opt_sparse.step()
+            opt_dense.step()
+            with torch.no_grad():  # the first camera is the exposure reference
+                exp_a[0] = torch.eye(3)
+                exp_b[0] = 0.0
+            losses.append(loss.item())
+            if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+                save(step + 1)
+            if progress:
+                progress(step + 1, steps)
+    finally:
+        torch.set_num_threads(threads)
     w = {k: v.detach().numpy() for k, v in mlp.state_dict().items()}
     exp = np.concatenate([exp_a.detach().numpy(), exp_b.detach().numpy()[:, :, None]], axis=2)
     decoder = AppearanceDecoder(
@@ -204,3 +210,43 @@ def train_decoder(
     )
     features = np.concatenate([colours.astype(np.float32), extras.weight.detach().numpy()[:, :extra]], axis=1)
     return features, decoder, losses
+
+
+def _load_training_checkpoint(ckpt: Path, meta: Path, extras, mlp, exp_a, exp_b, optimizers: dict) -> int:
+    """Restores parameters and optimizer moments; returns the step to go on from (0 when the
+    checkpoint belongs to a different texel layout). A corrupt checkpoint is one DataError."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    hint = f"corrupt checkpoint: delete {ckpt.parent} (or run `neurodrive reconstruct --restart`) to start over"
+    try:
+        info = json.loads(meta.read_text())
+        step = int(info["step"])
+        scalars = set(info.get("python_scalars", []))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(meta, "step", f"{hint} ({e})") from e
+    try:
+        state = load_file(str(ckpt))
+    except Exception as e:  # safetensors raises its own error types on corrupt headers
+        raise DataError(ckpt, None, f"{hint} ({e})") from e
+    if "extras" not in state or state["extras"].shape != extras.weight.shape:
+        return 0
+    try:
+        with torch.no_grad():
+            extras.weight.copy_(state["extras"])
+            exp_a.copy_(state["exp_a"])
+            exp_b.copy_(state["exp_b"])
+            mlp.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("mlp.")})
+        for prefix, opt in optimizers.items():
+            entries: dict[int, dict] = {}
+            for name, value in state.items():
+                if name.startswith(prefix + "."):
+                    _, idx, key = name.split(".", 2)
+                    entries.setdefault(int(idx), {})[key] = value.item() if name in scalars else value
+            if entries:
+                opt.load_state_dict({"state": entries, "param_groups": opt.state_dict()["param_groups"]})
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise DataError(ckpt, None, f"{hint} ({e})") from e
+    return step

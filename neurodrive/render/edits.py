@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import pose_xyz_yaw
 from neurodrive.render.scene_model import ActorAsset, SceneModel
+from neurodrive.io_utils import read_yaml_mapping
+from neurodrive.scenarios.log import WORLD_MARGIN_M
 from neurodrive.scenarios.log_schema import describe_validation_error
 
 PoseXYZYaw = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=4, max_length=4)]
@@ -70,12 +71,7 @@ class SceneEdits(_Schema):
     @staticmethod
     def load(path: str | Path) -> SceneEdits:
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError as e:
-            raise DataError(path, None, "missing file") from e
-        except yaml.YAMLError as e:
-            raise DataError(path, None, f"not valid YAML: {e}".replace("\n", " ")) from e
+        raw = read_yaml_mapping(path, "edits")
         try:
             return SceneEdits.model_validate(raw)
         except ValidationError as e:
@@ -83,14 +79,42 @@ class SceneEdits(_Schema):
             raise DataError(path, field, problem) from e
 
 
+def _check_edit_extent(model: SceneModel, edits: SceneEdits, source: str) -> None:
+    v = model.background.vertices
+    lo, hi = (v.min(axis=0), v.max(axis=0)) if len(v) else (np.zeros(3), np.zeros(3))
+    lo, hi = lo - WORLD_MARGIN_M, hi + WORLD_MARGIN_M
+    where = (f"outside the scene (x in [{lo[0]:.0f}, {hi[0]:.0f}], y in [{lo[1]:.0f}, {hi[1]:.0f}], "
+             f"z in [{lo[2]:.0f}, {hi[2]:.0f}] m, its extent plus {WORLD_MARGIN_M:.0f} m)")
+    poses: list[tuple[str, list[float]]] = []
+    for aid, rep in edits.repose.items():
+        if rep.offset is not None:
+            if max(abs(c) for c in rep.offset[:3]) > WORLD_MARGIN_M:
+                raise DataError(source, f"repose.{aid}.offset", f"offsets are limited to {WORLD_MARGIN_M:.0f} m, got {rep.offset[:3]}")
+        else:
+            poses += [(f"repose.{aid}.trajectory[{k}]", p) for k, p in enumerate(rep.trajectory)]
+    for i, ins in enumerate(edits.insert):
+        if ins.pose is not None:
+            poses.append((f"insert[{i}].pose", ins.pose))
+        else:
+            poses += [(f"insert[{i}].trajectory[{k}]", p) for k, p in enumerate(ins.trajectory)]
+    for field, p in poses:
+        if np.any(np.asarray(p[:3]) < lo) or np.any(np.asarray(p[:3]) > hi):
+            raise DataError(source, field, f"position {p[:3]} lies {where}")
+
+
 def _pose(p: list[float]) -> np.ndarray:
     return pose_xyz_yaw(*p)
 
 
 class EditedScene:
-    """A scene model with edits applied; gives the actor poses to render at each frame."""
+    """A scene model with edits applied; gives the actor poses to render at each frame.
 
-    def __init__(self, model: SceneModel, edits: SceneEdits, source: str = "edits") -> None:
+    Relative asset paths resolve against ``base_dir`` (the edits file's folder). Poses must lie
+    near the scene (within WORLD_MARGIN_M of its extent) and offsets be at most WORLD_MARGIN_M:
+    an actor sent 1e6 m away would silently vanish from every view.
+    """
+
+    def __init__(self, model: SceneModel, edits: SceneEdits, source: str = "edits", base_dir: str | Path | None = None) -> None:
         known = set(model.actors)
         for i, aid in enumerate(edits.remove):
             if aid not in known:
@@ -98,6 +122,7 @@ class EditedScene:
         for aid in edits.repose:
             if aid not in known:
                 raise DataError(source, f"repose.{aid}", f"unknown actor id '{aid}'")
+        _check_edit_extent(model, edits, source)
         assets = dict(model.actors)
         for i, ins in enumerate(edits.insert):
             if ins.id in assets:
@@ -105,12 +130,18 @@ class EditedScene:
             if ins.asset in model.actors:
                 base = model.actors[ins.asset]
             elif Path(ins.asset).suffix == ".npz":
-                base = ActorAsset.load(ins.asset)
+                path = Path(ins.asset).expanduser()
+                base = ActorAsset.load(path if path.is_absolute() or base_dir is None else Path(base_dir) / path)
             else:
                 raise DataError(source, f"insert[{i}].asset", f"'{ins.asset}' is neither an actor of the scene nor an asset .npz")
             assets[ins.id] = ActorAsset(ins.id, base.category, base.size_m, base.mesh, source=base.source or ins.asset)
         self.model = SceneModel(model.background, assets, model.decoder, model.sky, model.lidar_intensity, model.meta)
         self.edits = edits
+
+    @staticmethod
+    def load(model: SceneModel, path: str | Path) -> EditedScene:
+        """The edits of a YAML file applied to ``model`` (asset paths relative to the file)."""
+        return EditedScene(model, SceneEdits.load(path), str(path), Path(path).parent)
 
     def actor_poses(self, logged: dict[str, np.ndarray], frame: int) -> dict[str, np.ndarray]:
         """Poses at ``frame`` given the logged poses of the actors valid there."""

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import trimesh
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from neurodrive.errors import DataError
 from neurodrive.geometry import invert_pose, transform_points
 from neurodrive.io_utils import atomic_write_json, atomic_write_npz
 from neurodrive.raycast import CompositeCaster, MeshRaycaster, bounding_radius_m
@@ -263,10 +265,11 @@ def fit_background(log: DrivingLog, frames: list[int], cfg: ReconConfig, progres
         probe[:, 2] = ground_z
         tsdf.integrate(probe + np.array([0.0, 0.0, 1.5]), probe, weights=np.full(len(probe), 0.5))
         coarse.integrate(probe + np.array([0.0, 0.0, 1.5]), probe, weights=np.full(len(probe), 0.5))
-    v, t = tsdf.extract_mesh(min_weight=1.0, fallback=coarse)
-    if cfg.ground_underlay_cell_m > 0:
-        gv, gt = ground_underlay(np.concatenate(static_points), cfg.ground_underlay_cell_m, 30.0, 0.04)
-        v, t = np.concatenate([v, gv]), np.concatenate([t, gt + len(v)])
+    with stage_step(progress, "meshing the background (marching cubes)"):
+        v, t = tsdf.extract_mesh(min_weight=1.0, fallback=coarse)
+        if cfg.ground_underlay_cell_m > 0:
+            gv, gt = ground_underlay(np.concatenate(static_points), cfg.ground_underlay_cell_m, 30.0, 0.04)
+            v, t = np.concatenate([v, gv]), np.concatenate([t, gt + len(v)])
     return v, t
 
 
@@ -423,6 +426,29 @@ def fit_actor(track: ActorTrack, returns: list[tuple[np.ndarray, np.ndarray]], c
     return np.clip(v, -half, half), np.asarray(t), n_points
 
 
+SCENE_FILES = ("scene.json", "background.npz", "appearance.safetensors", "actors")  # scene.json first: it marks completeness
+
+
+def prepare_scene_folder(out: Path, overwrite: bool, restart: bool) -> None:
+    """Checks that ``out`` may receive a scene and clears what must go before anything is written."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file, expected a folder for the reconstructed scene")
+    if (out / "scene.json").exists():
+        if not overwrite:
+            raise FileExistsError(f"{out} already holds a reconstructed scene (pass --overwrite to replace it)")
+        for name in SCENE_FILES:  # invalidate first: scene.json goes before any array is touched
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    elif out.is_dir() and any(out.iterdir()) and not (out / "checkpoints").is_dir() and not overwrite:
+        raise FileExistsError(f"{out} is not empty and holds no scene or unfinished reconstruction "
+                              "(choose another --out, or pass --overwrite)")
+    if restart:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+
+
 class _Stage:
     """Checkpoint files of one reconstruction run."""
 
@@ -431,16 +457,28 @@ class _Stage:
         folder.mkdir(parents=True, exist_ok=True)
         signature = {"log": log.name, "num_frames": log.num_frames, "config": asdict(cfg)}
         sig_path = folder / "run.json"
-        if sig_path.is_file() and json.loads(sig_path.read_text()) != signature:
-            shutil.rmtree(folder)  # a different log or config: start over
-            folder.mkdir(parents=True)
+        if sig_path.is_file():
+            try:
+                previous = json.loads(sig_path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise DataError(sig_path, None, f"{self.corrupt_hint} ({e})") from e
+            if previous != signature:
+                shutil.rmtree(folder)  # a different log or config: start over
+                folder.mkdir(parents=True)
         atomic_write_json(sig_path, signature)
+
+    @property
+    def corrupt_hint(self) -> str:
+        return f"corrupt checkpoint: delete {self.folder} (or run `neurodrive reconstruct --restart`) to start over"
 
     def load_mesh(self, name: str):
         path = self.folder / f"{name}.npz"
         if not path.is_file():
             return None
-        a = read_npz(path, {"vertices": (None, 3), "triangles": (None, 3)})
+        try:
+            a = read_npz(path, {"vertices": (None, 3), "triangles": (None, 3)})
+        except DataError as e:
+            raise DataError(path, e.field, f"{self.corrupt_hint} ({e.problem})") from e
         return a["vertices"], a["triangles"], a
 
     def save_mesh(self, name: str, vertices: np.ndarray, triangles: np.ndarray, **extra: np.ndarray) -> None:
@@ -619,17 +657,8 @@ def fit_lidar(
     rng = np.random.default_rng(seed)
     sub = np.nonzero(ret)[0]
     sub = rng.choice(sub, size=min(len(sub), 300_000), replace=False) if len(sub) else sub
-    best = (np.inf, 0.5, 0.0)
-    if len(sub):
-        inv = np.unique(key[sub], return_inverse=True)[1].reshape(-1)
-        for alpha in np.linspace(0.0, 0.9, 10):
-            for beta in np.linspace(0.0, 0.03, 13):
-                g = (alpha + (1 - alpha) * d["cos"][sub]) * np.exp(-beta * d["r"][sub])
-                # least-squares reflectivity per triangle: sum(I g) / sum(g^2)
-                rho = np.bincount(inv, d["I"][sub] * g) / np.maximum(np.bincount(inv, g * g), 1e-9)
-                err = np.sum((d["I"][sub] - rho[inv] * g) ** 2)
-                if err < best[0]:
-                    best = (err, alpha, beta)
+    with stage_step(progress, "fitting LiDAR intensity"):
+        best = _fit_intensity_falloff(d, key, sub)
     falloff = LidarIntensityModel(float(best[1]), float(best[2])).falloff(d["cos"], d["r"])
     reflectivity = []
     for m, (v, t) in enumerate(meshes):
@@ -646,9 +675,39 @@ def fit_lidar(
     samples = DropSamples(d["mesh"], d["tri"], d["uv"], d["point"], d["frame"], ~ret, d["cos"], d["r"] / lidar.max_range_m,
                           d["edge"], d["missing"])
     del d
-    rates, drop_model = fit_ray_drop(meshes, samples, seed=seed)
+    with stage_step(progress, "fitting LiDAR ray drop"):
+        rates, drop_model = fit_ray_drop(meshes, samples, seed=seed)
     model = LidarIntensityModel(float(best[1]), float(best[2]), drop_model)
     return model, list(zip(reflectivity, rates))
+
+
+def _fit_intensity_falloff(d: dict[str, np.ndarray], key: np.ndarray, sub: np.ndarray) -> tuple[float, float, float]:
+    """(error, alpha, beta) of the fall-off that best explains the intensities of the returns ``sub``
+    with one reflectivity per triangle (``key``), by grid search."""
+    best = (np.inf, 0.5, 0.0)
+    if len(sub) == 0:
+        return best
+    inv = np.unique(key[sub], return_inverse=True)[1].reshape(-1)
+    for alpha in np.linspace(0.0, 0.9, 10):
+        for beta in np.linspace(0.0, 0.03, 13):
+            g = (alpha + (1 - alpha) * d["cos"][sub]) * np.exp(-beta * d["r"][sub])
+            # least-squares reflectivity per triangle: sum(I g) / sum(g^2)
+            rho = np.bincount(inv, d["I"][sub] * g) / np.maximum(np.bincount(inv, g * g), 1e-9)
+            err = np.sum((d["I"][sub] - rho[inv] * g) ** 2)
+            if err < best[0]:
+                best = (err, alpha, beta)
+    return best
+
+
+@contextmanager
+def stage_step(progress: Progress | None, name: str) -> Iterator[None]:
+    """Reports a stage without inner steps as 0/1 on entry and 1/1 when done, so a long step is
+    never silent (the command line shows it as its own bar with the time elapsed)."""
+    if progress:
+        progress(name, 0, 1)
+    yield
+    if progress:
+        progress(name, 1, 1)
 
 
 def fit_local_skies(model: SceneModel, log: DrivingLog, frames: list[int], progress: Progress | None = None) -> SkyModel:
@@ -688,9 +747,17 @@ def reconstruct(
     out: str | Path,
     cfg: ReconConfig = ReconConfig(),
     progress: Progress | None = None,
+    overwrite: bool = False,
+    restart: bool = False,
 ) -> SceneModel:
-    """Reconstruct ``log`` into ``out``; rerunning after an interruption resumes from checkpoints."""
+    """Reconstruct ``log`` into ``out``; rerunning after an interruption resumes from checkpoints.
+
+    A finished scene in ``out`` is kept unless ``overwrite``; then it is invalidated (its
+    ``scene.json`` removed) before any of its files is replaced, so an interrupted rerun never
+    leaves a loadable mix of old and new files. ``restart`` discards the checkpoints first.
+    """
     out = Path(out)
+    prepare_scene_folder(out, overwrite, restart)
     stage = _Stage(out / "checkpoints", log, cfg)
     frames = training_frames(log.num_frames, cfg)
     if not frames:
@@ -701,10 +768,12 @@ def reconstruct(
     if cached is None:
         bg_v, bg_t = fit_background(log, frames, cfg, progress)
         n_measured = len(bg_t)
-        bg_v, bg_t = extrude_wall_tops(bg_v, bg_t, cfg.wall_min_height_m, cfg.wall_extrusion_m)
-        bg_t = carve_unsupported_extrusion(bg_v, bg_t, n_measured, log, frames)
+        with stage_step(progress, "extruding wall tops, carving them by LiDAR"):
+            bg_v, bg_t = extrude_wall_tops(bg_v, bg_t, cfg.wall_min_height_m, cfg.wall_extrusion_m)
+            bg_t = carve_unsupported_extrusion(bg_v, bg_t, n_measured, log, frames)
         if cfg.max_triangle_edge_m > 0:  # large priors (ground underlay, extruded walls) in finer triangles
-            bg_v, bg_t = trimesh.remesh.subdivide_to_size(bg_v, bg_t, max_edge=cfg.max_triangle_edge_m)
+            with stage_step(progress, "splitting large background triangles"):
+                bg_v, bg_t = trimesh.remesh.subdivide_to_size(bg_v, bg_t, max_edge=cfg.max_triangle_edge_m)
         stage.save_mesh("background_geometry", bg_v, bg_t)
     else:
         bg_v, bg_t, _ = cached
@@ -715,7 +784,8 @@ def reconstruct(
     actor_points: dict[str, int] = {}
     cached_actors = [stage.load_mesh(f"actor_geometry_{k:04d}") for k in range(len(actor_ids))]
     to_fit = [log.track(a) for a, c in zip(actor_ids, cached_actors) if c is None]
-    returns = gather_actor_returns(log, to_fit, frames, cfg) if to_fit else {}
+    with stage_step(progress, "gathering actor LiDAR returns"):
+        returns = gather_actor_returns(log, to_fit, frames, cfg) if to_fit else {}
     for k, aid in enumerate(actor_ids):
         cached = cached_actors[k]
         if cached is None:
@@ -732,7 +802,8 @@ def reconstruct(
     # 3. appearance
     samples, sky_samples, stride = collect_pixel_samples(log, frames, meshes, actor_ids, cfg, progress)
     fx = float(np.mean([c.intrinsics[0, 0] for c in log.rig.cameras]))
-    atlases = build_atlases(meshes, samples, cfg.texel_pixel_ratio * stride / fx, cfg)
+    with stage_step(progress, "building texel atlases"):
+        atlases = build_atlases(meshes, samples, cfg.texel_pixel_ratio * stride / fx, cfg)
     texel_offsets = np.concatenate([[0], np.cumsum([a.num_texels for a in atlases])])
     texel = np.empty(len(samples["mesh"]), np.int64)
     for m, atlas in enumerate(atlases):
@@ -743,14 +814,16 @@ def reconstruct(
     num_texels = int(texel_offsets[-1])
     cam_names = list(log.rig.camera_names)
     rng = np.random.default_rng(cfg.seed)
-    colours, count, exposures = fit_colours_and_exposure(pixels, num_texels, len(cam_names), cfg.exposure_rounds, rng)
+    with stage_step(progress, "fitting texel colours and exposures"):
+        colours, count, exposures = fit_colours_and_exposure(pixels, num_texels, len(cam_names), cfg.exposure_rounds, rng)
     features, decoder, losses = train_decoder(
         pixels, colours, exposures, cam_names, cfg.num_features, cfg.hidden_units, cfg.residual_scale,
         cfg.train_steps, cfg.batch_size, cfg.learning_rate, cfg.seed, stage.folder, cfg.checkpoint_every,
         (lambda d, n: progress("training appearance", d, n)) if progress else None,
     )
     exposures = np.stack([decoder.exposures[c] for c in cam_names])
-    sky = fit_sky(sky_samples, exposures)
+    with stage_step(progress, "fitting the sky map"):
+        sky = fit_sky(sky_samples, exposures)
     observed = count > 0
     filled_features = np.empty_like(features)
     for m, (atlas, (v, t)) in enumerate(zip(atlases, meshes)):
@@ -800,6 +873,7 @@ def reconstruct(
     model = SceneModel(surface(0), actors, decoder, sky, intensity_model, meta)
     sky = fit_local_skies(model, log, frames, progress)
     model = SceneModel(model.background, model.actors, decoder, sky, intensity_model, meta)
-    model.save(out)
+    with stage_step(progress, "baking colours, writing the scene"):
+        model.save(out)
     shutil.rmtree(stage.folder, ignore_errors=True)
     return model

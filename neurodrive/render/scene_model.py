@@ -25,7 +25,8 @@ from safetensors.numpy import save as save_safetensors
 from threadpoolctl import ThreadpoolController
 
 from neurodrive.errors import DataError
-from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
+from neurodrive.geometry import check_pose
+from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz, inside, is_safe_name
 from neurodrive.native.caster import NativeMesh, NativePlacement, native_available, shade_texels
 from neurodrive.raycast import CompositeCaster, MeshRaycaster, RayHits, bounding_radius_m
 from neurodrive.render.ray_drop import DROP_NEIGHBOURS, RayDropModel, barycentric, range_image_edges, ray_drop_features
@@ -156,9 +157,9 @@ class ActorAsset:
         return bounding_radius_m(self.mesh.vertices)
 
     def save(self, folder: Path) -> None:
-        atomic_write_npz(folder / f"{self.actor_id}.npz", **self.mesh.arrays())
+        atomic_write_npz(inside(folder, self.actor_id, ".npz"), **self.mesh.arrays())
         atomic_write_json(
-            folder / f"{self.actor_id}.json",
+            inside(folder, self.actor_id, ".json"),
             {"id": self.actor_id, "category": self.category, "size_m": np.asarray(self.size_m).tolist(), "source": self.source},
         )
 
@@ -440,16 +441,31 @@ class PlacedScene:
 
 def read_scene_meta(folder: str | Path) -> dict:
     """The validated ``scene.json`` of a scene folder (without loading the scene)."""
-    meta_path = Path(folder) / "scene.json"
+    folder = Path(folder)
+    if folder.is_file():
+        raise DataError(folder, None, "is a file, expected a reconstructed scene folder (with scene.json)")
+    if not folder.is_dir():
+        raise DataError(folder, None, "scene folder does not exist")
+    meta_path = folder / "scene.json"
     if not meta_path.is_file():
         raise DataError(meta_path, None, "missing file (not a reconstructed scene, or reconstruction unfinished)")
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
         raise DataError(meta_path, None, f"not valid JSON (line {e.lineno}): {e.msg}") from e
+    except UnicodeDecodeError as e:
+        raise DataError(meta_path, None, f"not UTF-8 text: {e}") from e
+    if not isinstance(meta, dict):
+        raise DataError(meta_path, None, f"expected a JSON object of scene fields, got a {type(meta).__name__}")
     if meta.get("format") != SCENE_FORMAT or meta.get("version") != SCENE_VERSION:
         raise DataError(meta_path, "version", f"expected {SCENE_FORMAT} version {SCENE_VERSION}, found {meta.get('format')} "
                                               f"version {meta.get('version')}: run `neurodrive reconstruct` again")
+    actors = meta.get("actors")
+    if not isinstance(actors, list) or not all(isinstance(a, str) for a in actors):
+        raise DataError(meta_path, "actors", "expected a list of actor ids")
+    for i, a in enumerate(actors):
+        if not is_safe_name(a):
+            raise DataError(meta_path, f"actors[{i}]", f"'{a}' is not a valid actor id (it names a file in actors/)")
     return meta
 
 
@@ -559,6 +575,7 @@ class SceneModel:
         ``supersample`` s > 1 averages s x s rays per pixel (anti-aliasing, s^2 times the work).
         ``view_dependent`` evaluates the appearance MLP per ray instead of the baked texel colours.
         """
+        check_pose(T_world_ego, "T_world_ego")
         T = T_world_ego @ camera.T_ego_camera
         h, w = camera.height_px, camera.width_px
         exposure = self.decoder.exposure(exposure_camera or camera.name)
@@ -603,6 +620,7 @@ class SceneModel:
         With ``rng`` drops are sampled; without it each ray returns when its return probability
         is at least 0.5 (the most likely sweep).
         """
+        check_pose(T_world_ego, "T_world_ego")
         T = T_world_ego @ lidar.T_ego_lidar
         dirs_l = lidar.ray_directions().reshape(-1, 3)
         dirs = dirs_l @ np.ascontiguousarray(T[:3, :3].T)
@@ -691,6 +709,8 @@ class SceneModel:
             actor_ids = list(meta["actors"])
         except KeyError as e:
             raise DataError(meta_path if not str(e).strip("'") in t else app_path, str(e).strip("'"), "missing entry") from e
+        except (TypeError, AttributeError) as e:
+            raise DataError(meta_path, None, f"malformed scene metadata: {e}") from e
         background = SurfaceMesh.read(folder / "background.npz")
         if background.texels.shape[1] + 3 != decoder.w1.shape[0]:
             raise DataError(app_path, "w1", "decoder input size does not match the texel features")

@@ -207,6 +207,9 @@ class RoadMap:
         raise KeyError(f"unknown lane '{lane_id}'")
 
 
+WORLD_MARGIN_M = 100.0  # poses given by users (starts, inserts, edits) may lie this far outside the log's extent
+
+
 @dataclass(frozen=True)
 class DrivingLog:
     """A loaded driving log. Images and LiDAR sweeps are read from disk on demand."""
@@ -226,6 +229,22 @@ class DrivingLog:
     @property
     def num_frames(self) -> int:
         return int(self.timestamps_s.shape[0])
+
+    @cached_property
+    def extent_xy_m(self) -> tuple[np.ndarray, np.ndarray]:
+        """(min (2,), max (2,)) world xy of everything the log holds: ego path, map, actor poses."""
+        pts = [self.ego_poses[:, :2, 3]]
+        pts += [np.asarray(p, float).reshape(-1, 2) for p in self.road_map.drivable_areas]
+        pts += [np.asarray(lane.centerline_m, float).reshape(-1, 2) for lane in self.road_map.lanes]
+        pts += [t.poses[t.valid][:, :2, 3] for t in self.tracks]
+        xy = np.concatenate(pts)
+        return xy.min(axis=0), xy.max(axis=0)
+
+    def outside_extent(self, xy_m: np.ndarray, margin_m: float = WORLD_MARGIN_M) -> bool:
+        """True when any of the points (..., 2) lies farther than ``margin_m`` outside ``extent_xy_m``."""
+        lo, hi = self.extent_xy_m
+        xy = np.asarray(xy_m, float).reshape(-1, 2)
+        return bool(np.any(xy < lo - margin_m) or np.any(xy > hi + margin_m))
 
     @cached_property
     def _track_index(self) -> dict[str, int]:

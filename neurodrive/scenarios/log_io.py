@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,8 @@ def lidar_path(root: Path, frame: int) -> Path:
 
 def read_json(path: Path, schema: type[BaseModel]) -> Any:
     """Parse and validate a JSON file; errors name the file and the field."""
+    if path.is_dir():
+        raise DataError(path, None, "is a folder, expected a JSON file")
     if not path.is_file():
         raise DataError(path, None, "missing file")
     try:
@@ -80,7 +83,7 @@ def read_npz(path: Path, shapes: dict[str, tuple[int | None, ...]], finite: bool
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as e:
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, KeyError) as e:
         raise DataError(path, None, f"corrupt or truncated npz file: {e}") from e
     for name, shape in shapes.items():
         if name not in arrays:
@@ -171,6 +174,8 @@ def load_log(root: str | Path, check_files: bool = True) -> DrivingLog:
     Raises :class:`DataError` naming the file and field of the first problem found.
     """
     root = Path(root)
+    if root.is_file():
+        raise DataError(root, None, "is a file, expected a log folder (with log.json)")
     if not root.is_dir():
         raise DataError(root, None, "log folder does not exist")
     meta: LogSchema = read_json(root / "log.json", LogSchema)

@@ -8,6 +8,7 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from neurodrive.geometry import is_rigid
+from neurodrive.io_utils import SAFE_NAME_PATTERN
 
 FORMAT_NAME = "neurodrive-log"
 FORMAT_VERSION = 1
@@ -91,7 +92,7 @@ class LogSchema(_Schema):
 
 
 class TrackSchema(_Schema):
-    id: str = Field(min_length=1)
+    id: str = Field(min_length=1, max_length=200, pattern=SAFE_NAME_PATTERN)  # becomes a file name in scenes
     category: str = Field(min_length=1)
     size_m: list[Annotated[float, Field(gt=0.0, le=100.0)]] = Field(min_length=3, max_length=3)
 
@@ -135,7 +136,22 @@ class MapSchema(_Schema):
         for i, poly in enumerate(polys):
             if len(poly) < 3 or any(len(p) != 2 for p in poly):
                 raise ValueError(f"polygon {i} needs at least 3 [x, y] points")
+            reason = polygon_problem(poly)
+            if reason:
+                raise ValueError(f"polygon {i} is not a valid simple polygon: {reason}")
         return polys
+
+
+def polygon_problem(points: list[list[float]]) -> str | None:
+    """Why a ring of [x, y] points is not a valid polygon (self-intersection, zero area), or None.
+
+    Invalid polygons would make the off-road checks fail mid-episode (GEOS topology errors)."""
+    import shapely
+
+    poly = shapely.Polygon(points)
+    if poly.is_valid and poly.area > 0:
+        return None
+    return shapely.is_valid_reason(poly) if not poly.is_valid else "zero area"
 
 
 def describe_validation_error(err: ValidationError) -> tuple[str, str]:

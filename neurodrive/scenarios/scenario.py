@@ -33,6 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from neurodrive.errors import DataError
+from neurodrive.io_utils import read_yaml_mapping
 from neurodrive.render.edits import Repose
 from neurodrive.scenarios.log_schema import describe_validation_error
 
@@ -141,14 +142,9 @@ class Scenario(_Schema):
     @staticmethod
     def load(path: str | Path) -> Scenario:
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except FileNotFoundError as e:
-            raise DataError(path, None, "missing file") from e
-        except yaml.YAMLError as e:
-            raise DataError(path, None, f"not valid YAML: {e}".replace("\n", " ")) from e
-        if not isinstance(raw, dict):
-            raise DataError(path, None, "expected a mapping of scenario fields")
+        raw = read_yaml_mapping(path, "scenario")
+        if not raw:
+            raise DataError(path, None, "empty scenario file")
         return Scenario.parse(raw, path)
 
     @staticmethod

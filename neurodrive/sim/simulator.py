@@ -8,6 +8,7 @@ the reconstructed scene renders the cameras and the LiDAR with the actors where 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +20,7 @@ from neurodrive.errors import DataError
 from neurodrive.geometry import pose_xyz_yaw, yaw_of
 from neurodrive.render.scene_model import ActorAsset, FrameRender, SceneModel, read_scene_meta
 from neurodrive.render.edits import Repose
-from neurodrive.scenarios.log import ActorTrack, DrivingLog, SensorRig
+from neurodrive.scenarios.log import WORLD_MARGIN_M, ActorTrack, DrivingLog, SensorRig
 from neurodrive.scenarios.log_io import load_log
 from neurodrive.scenarios.scenario import InsertActor, Scenario
 from neurodrive.sim.behaviours import ActorBehaviour, IDMFollower, TimedTrajectory, idm_from_track, log_replay
@@ -152,6 +153,39 @@ class Simulator:
                 self._fail(f"route.lanes[{i}]", f"unknown lane '{lane}' (known: {', '.join(sorted(lanes))})")
         if self.scenario.start.frame is not None and self.scenario.start.frame >= self.log.num_frames:
             self._fail("start.frame", f"{self.scenario.start.frame} is past the log's last frame {self.log.num_frames - 1}")
+        self._check_cameras()
+        self._check_extent()
+
+    def _check_cameras(self) -> None:
+        names = set(self.log.rig.camera_names)
+        for i, name in enumerate(self.scenario.sensors.cameras or []):
+            if name not in names:
+                self._fail(f"sensors.cameras[{i}]", f"unknown camera '{name}' (known: {', '.join(sorted(names))})")
+
+    def _check_extent(self) -> None:
+        """Every position the scenario gives lies near the log's world (within WORLD_MARGIN_M)."""
+        lo, hi = self.log.extent_xy_m
+        where = f"outside the log's world x in [{lo[0]:.0f}, {hi[0]:.0f}], y in [{lo[1]:.0f}, {hi[1]:.0f}] m " \
+                f"by more than {WORLD_MARGIN_M:.0f} m"
+        sc, a = self.scenario, self.scenario.actors
+        checks: list[tuple[str, list]] = []
+        if sc.start.pose is not None:
+            checks.append(("start.pose", [sc.start.pose[:2]]))
+        if sc.route.goal is not None:
+            checks.append(("route.goal", [sc.route.goal]))
+        for i, ins in enumerate(a.insert):
+            if ins.trajectory is not None:
+                checks.append((f"actors.insert[{i}].trajectory", [p[1:3] for p in ins.trajectory]))
+            elif ins.behaviour is not None and ins.behaviour.waypoints is not None:
+                checks.append((f"actors.insert[{i}].behaviour.waypoints", ins.behaviour.waypoints))
+        for aid, rep in a.repose.items():
+            if rep.trajectory is not None:
+                checks.append((f"actors.repose.{aid}.trajectory", [p[:2] for p in rep.trajectory]))
+            elif max(abs(v) for v in rep.offset[:3]) > WORLD_MARGIN_M:
+                self._fail(f"actors.repose.{aid}.offset", f"offsets are limited to {WORLD_MARGIN_M:.0f} m, got {rep.offset[:3]}")
+        for field_name, xy in checks:
+            if self.log.outside_extent(np.asarray(xy, float)):
+                self._fail(field_name, f"{np.asarray(xy, float).reshape(-1, 2)[0].tolist()}... lies {where}")
 
     def _insert_asset(self, i: int, ins: InsertActor, scene: SceneModel | None) -> ActorAsset | None:
         if scene is not None and ins.asset in scene.actors:
@@ -185,11 +219,7 @@ class Simulator:
     def _sensor_rig(self) -> SensorRig:
         s = self.scenario.sensors
         cams = self.log.rig.cameras
-        if s.cameras is not None:
-            names = {c.name for c in cams}
-            for i, name in enumerate(s.cameras):
-                if name not in names:
-                    self._fail(f"sensors.cameras[{i}]", f"unknown camera '{name}' (known: {', '.join(sorted(names))})")
+        if s.cameras is not None:  # names checked in _check_cameras
             cams = tuple(c for c in cams if c.name in s.cameras)
         if s.camera_scale != 1.0:
             cams = tuple(c.scaled(s.camera_scale) for c in cams)
@@ -332,6 +362,8 @@ class Simulator:
             raise RuntimeError("the episode is over; call reset()")
         s, dt = self.state, self.config.dt_s
         control = self.controller.control(s.ego, action) if isinstance(action, Trajectory) else action
+        if not (math.isfinite(control.accel_mps2) and math.isfinite(control.steering_rad)):
+            raise ValueError(f"action: acceleration and steering must be finite, got {control}")
         ego = self.dynamics.propagate(s.ego, control, dt)
         agents = list(s.actors.values()) + [s.ego_box(self.params)]
         actors = {aid: a for aid, b in self.behaviours.items() if (a := b.step(s.time_s, agents, dt)) is not None}
