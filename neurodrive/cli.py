@@ -14,7 +14,7 @@ from rich.table import Table
 from neurodrive.errors import DataError
 
 app = typer.Typer(help="neurodrive: neural closed-loop driving simulation on the CPU.", no_args_is_help=True)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long paths in messages stay on one line
 
 
 def progress_bar() -> Progress:
@@ -357,13 +357,23 @@ def evaluate(
 def view(
     target: Path = typer.Argument(..., help="A reconstructed scene folder or a scenario YAML."),
     save: Path = typer.Option(Path("edited_scenario.yaml"), help="Where S saves the edits as a scenario."),
+    size: str = typer.Option(None, help="Largest window size 'WIDTHxHEIGHT' in pixels (default: fit the screen)."),
 ) -> None:
     """Interactive viewer: drive with the arrow keys, click/drag actors, X removes, I inserts, S saves."""
-    from neurodrive.viewer import Viewer
+    from neurodrive.viewer import NoDisplayError, Viewer
 
+    max_size = None
+    if size is not None:
+        try:
+            w, h = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            _fail(ValueError(f"--size must be 'WIDTHxHEIGHT' (e.g. 1600x900), got '{size}'"))
+        if not (320 <= w <= 16384 and 240 <= h <= 16384):
+            _fail(ValueError(f"--size must lie between 320x240 and 16384x16384, got '{size}'"))
+        max_size = (w, h)
     try:
-        viewer = Viewer(target, save)
-    except (DataError, ValueError) as e:
+        viewer = Viewer(target, save, max_size_px=max_size)
+    except (DataError, ValueError, NoDisplayError) as e:
         _fail(e)
     try:
         viewer.run()

@@ -150,6 +150,7 @@ def evaluate_scenarios(
 
 def _run_in_processes(jobs: list[tuple], workers: int, finish: Callable[[str, dict], None]) -> None:
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    futures: dict = {}
     try:
         futures = {pool.submit(_run_one, *job): Path(job[0]).stem for job in jobs}
         for fut in as_completed(futures):
@@ -160,6 +161,8 @@ def _run_in_processes(jobs: list[tuple], workers: int, finish: Callable[[str, di
                 result = {"scenario": name, "error": f"worker failed: {type(e).__name__}: {e}"}
             finish(name, result)
     except BaseException:  # Ctrl-C: queued scenarios are cancelled, running ones end with the workers
+        for fut in futures:  # here, not only via shutdown(): a pool collected early would run its queue to the end
+            fut.cancel()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()

@@ -126,10 +126,9 @@ def compose_frame(sim: Simulator, observation: Observation, height_px: int = 360
     return np.asarray(img)
 
 
-def write_plot(sim: Simulator, path: Path, agent_name: str = "") -> None:
-    """Speed, acceleration and progress over time, collisions marked (PNG, written atomically)."""
-    import io
-
+def plot_figure(sim: Simulator, agent_name: str = ""):
+    """A matplotlib figure of speed, acceleration and progress over time, collisions marked and
+    named in a legend, titled with the scenario and the agent."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,10 +151,20 @@ def write_plot(sim: Simulator, path: Path, agent_name: str = "") -> None:
     axes[0].legend(loc="best", fontsize="small")
     fig.suptitle(f"{sim.scenario.name} - agent {agent_name}" if agent_name else sim.scenario.name)
     fig.tight_layout()
+    return fig
+
+
+def write_plot(sim: Simulator, path: Path, agent_name: str = "") -> None:
+    """``plot_figure`` as a PNG, written atomically with the same file mode as every other output."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig = plot_figure(sim, agent_name)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())  # the same file mode as every other output
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def json_safe(value):

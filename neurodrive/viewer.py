@@ -9,6 +9,7 @@ scenario; R restarts; Space pauses; Esc or Q quits.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,36 @@ from neurodrive.replay import BevProjection, BevStyle, compose_frame
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.sim.simulator import Observation, SimConfig, Simulator
 
-PANEL_HEIGHT_PX = 360
+PANEL_HEIGHT_PX = 360  # panel height at full size; smaller when the window must fit the screen
+MIN_PANEL_HEIGHT_PX = 120
+HUD_LINE_PX = 26
+HUD_LINES = 4
 PICK_RADIUS_M = 3.0
+LOW_REALISM = 0.35  # below this realism confidence the HUD warns that the view is far from the log
+KEY_HELP = ("keys: arrows/WASD drive   click an actor to select, drag to move   X remove",
+            "I insert a car ahead   S save scenario   R restart   Space pause   Esc quit")
+
+
+class NoDisplayError(RuntimeError):
+    """There is no screen to open a window on."""
+
+
+def check_display() -> None:
+    """Raise NoDisplayError unless a window can be shown (an X11 / Wayland display, or SDL's dummy
+    driver chosen on purpose for tests)."""
+    if os.environ.get("SDL_VIDEODRIVER") in ("dummy", "offscreen"):
+        return
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and os.name == "posix" and os.uname().sysname == "Linux":
+        raise NoDisplayError("no display found (DISPLAY and WAYLAND_DISPLAY are not set): the viewer needs a screen; "
+                             "use `neurodrive replay` to record a video instead")
+
+
+def fit_panel_height(frame_width_px: int, frame_height_px: int, max_width_px: int, max_height_px: int) -> int:
+    """The panel height that makes a composed frame of this shape (at PANEL_HEIGHT_PX) plus the HUD
+    fit ``max_width_px`` x ``max_height_px``."""
+    room_h = max_height_px - HUD_LINES * HUD_LINE_PX
+    scale = min(1.0, max_width_px / frame_width_px, room_h / frame_height_px)
+    return int(max(MIN_PANEL_HEIGHT_PX, PANEL_HEIGHT_PX * scale))
 
 
 def load_scenario(target: str | Path) -> tuple[Scenario, str]:
@@ -32,9 +61,12 @@ def load_scenario(target: str | Path) -> tuple[Scenario, str]:
 
 
 class Viewer:
-    def __init__(self, target: str | Path, save_path: str | Path = "edited_scenario.yaml", fps: float = 10.0) -> None:
+    def __init__(self, target: str | Path, save_path: str | Path = "edited_scenario.yaml", fps: float = 10.0,
+                 max_size_px: tuple[int, int] | None = None) -> None:
+        """``max_size_px`` (width, height) bounds the window; default: the screen, less a margin."""
         import pygame
 
+        check_display()
         self.pg = pygame
         scenario, source = load_scenario(target)
         self.sim = Simulator(scenario, source, config=SimConfig(stop_on_collision=False))
@@ -50,13 +82,24 @@ class Viewer:
         self._drag_from: np.ndarray | None = None
         self._inserted = 0
         self.status = ""
-        pygame.display.init()
+        self.panel_h = PANEL_HEIGHT_PX
+        self._fps_measured = 0.0
+        self._last_tick: float | None = None
+        try:
+            pygame.display.init()
+        except pygame.error as e:
+            raise NoDisplayError(f"cannot open a window: {e}") from e
         pygame.font.init()
         self.reset()
         frame = self.frame()
-        self.screen = pygame.display.set_mode((frame.shape[1], frame.shape[0] + 22))
-        pygame.display.set_caption("neurodrive viewer")
-        self.font = pygame.font.Font(None, 20)
+        if max_size_px is None:
+            info = pygame.display.Info()
+            max_size_px = (int(info.current_w * 0.95), int(info.current_h * 0.9)) if info.current_w > 0 else (1600, 900)
+        self.panel_h = fit_panel_height(frame.shape[1], frame.shape[0], *max_size_px)
+        frame = self.frame()
+        self.screen = pygame.display.set_mode((frame.shape[1], frame.shape[0] + HUD_LINES * HUD_LINE_PX))
+        pygame.display.set_caption(f"neurodrive viewer - {scenario.name}")
+        self.font = pygame.font.Font(None, 24)
 
     # ------------------------------------------------------------------ state
 
@@ -65,17 +108,17 @@ class Viewer:
         self.obs: Observation = self.sim.reset()
 
     def frame(self) -> np.ndarray:
-        return compose_frame(self.sim, self.obs, PANEL_HEIGHT_PX, self.selected)
+        return compose_frame(self.sim, self.obs, self.panel_h, self.selected)
 
     def _bev(self) -> tuple[BevProjection, int]:
         """Projection of the bird's-eye panel and its left edge in the window."""
         width = self.screen.get_width()
         ego = self.obs.ego
-        return BevProjection(ego.x_m, ego.y_m, ego.yaw_rad, BevStyle(size_px=PANEL_HEIGHT_PX)), width - PANEL_HEIGHT_PX
+        return BevProjection(ego.x_m, ego.y_m, ego.yaw_rad, BevStyle(size_px=self.panel_h)), width - self.panel_h
 
     def world_at(self, pos: tuple[int, int]) -> np.ndarray | None:
         proj, left = self._bev()
-        if pos[0] < left or pos[1] >= PANEL_HEIGHT_PX:
+        if pos[0] < left or pos[1] >= self.panel_h:
             return None
         return proj.to_world(pos[0] - left + 0.5, pos[1] + 0.5)
 
@@ -166,6 +209,11 @@ class Viewer:
 
     def tick(self) -> None:
         """One simulation step (unless paused or over) and a redraw."""
+        now = time.perf_counter()
+        if self._last_tick is not None and now > self._last_tick:
+            rate = 1.0 / (now - self._last_tick)
+            self._fps_measured = rate if self._fps_measured == 0 else 0.8 * self._fps_measured + 0.2 * rate
+        self._last_tick = now
         if not self.paused and not self.sim.done:
             self.obs, _ = self.sim.step(self.agent.act(self.obs))
             if self.sim.done:
@@ -177,9 +225,25 @@ class Viewer:
         frame = self.frame()
         self.screen.fill((0, 0, 0))
         self.screen.blit(pg.surfarray.make_surface(frame.swapaxes(0, 1)), (0, 0))
-        text = f"{self.status}   selected: {self.selected or '-'}   arrows drive, click/drag, X remove, I insert, S save"
-        self.screen.blit(self.font.render(text, True, (230, 230, 230)), (6, PANEL_HEIGHT_PX + 4))
+        for k, (text, colour) in enumerate(self.hud_lines()):
+            self.screen.blit(self.font.render(text, True, colour), (8, self.panel_h + 5 + k * HUD_LINE_PX))
         pg.display.flip()
+
+    def hud_lines(self) -> list[tuple[str, tuple[int, int, int]]]:
+        """The lines under the panels: driving state and realism, edits, key help."""
+        ego = self.obs.ego
+        state = f"speed {ego.speed_mps * 3.6:5.1f} km/h   {self._fps_measured:4.1f} frames/s   t = {self.obs.time_s:5.1f} s"
+        colour = (230, 230, 230)
+        conf = self.obs.sensors.confidence if self.obs.sensors is not None else None
+        if conf is not None:
+            state += f"   realism {conf.score:.2f} ({conf.distance_to_training_m:.1f} m from the log)"
+            if conf.score < LOW_REALISM:
+                state += "  - far from the recorded views: expect artefacts"
+                colour = (255, 170, 60)
+        if self.paused:
+            state += "   PAUSED"
+        edits = f"selected: {self.selected or '-'}   {self.status}"
+        return [(state, colour), (edits, (200, 220, 255))] + [(line, (170, 170, 170)) for line in KEY_HELP]
 
     def screenshot(self, path: str | Path) -> Path:
         path = Path(path)
