@@ -2,6 +2,8 @@
 
 Targets: reconstruction <= 10 min on 2 cores with peak RSS <= 4 GB; held-out PSNR >= 28 dB;
 lane-shift (2 m) PSNR >= 24 dB; LiDAR median depth error <= 0.03 m; ray-drop accuracy >= 95 %.
+Also printed: the longest time between two progress reports (the command line would look frozen
+for that long) and the stage it ended in.
 Run: python benchmarks/bench_reconstruct.py [--log LOG] (generates town-small when no log is given)
 """
 
@@ -40,13 +42,26 @@ def main() -> None:
         log = load_log(log_dir)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         start = time.perf_counter()
-        model = reconstruct(log, Path(tmp) / "scene", ReconConfig())
+        silence = {"last": start, "longest_s": 0.0, "stage": ""}
+
+        spans: dict[str, list[float]] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            now = time.perf_counter()
+            spans.setdefault(stage, [silence["last"], now])[1] = now
+            if now - silence["last"] > silence["longest_s"]:
+                silence.update(longest_s=now - silence["last"], stage=stage)
+            silence["last"] = now
+
+        model = reconstruct(log, Path(tmp) / "scene", ReconConfig(), progress)
         elapsed = time.perf_counter() - start
         peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
         metrics = evaluate_reconstruction(model, log)
     results = {"reconstruct_s": elapsed, "peak_rss_gb": peak_gb} | {k: v for k, v in metrics.items() if k in TARGETS or k in ("ssim", "lidar_intensity_rmse", "lidar_chamfer_m")}
     print(f"log '{log.name}': {log.num_frames} frames, held out {metrics['frames']}")
     print(f"(peak RSS before reconstruction: {rss_before / 1024**2:.2f} GB, generation included)")
+    print(f"longest time without a progress report: {silence['longest_s']:.1f} s (ending in '{silence['stage']}')")
+    print("stages (s): " + ", ".join(f"{name} {end - begin:.1f}" for name, (begin, end) in spans.items()))
     for key, value in results.items():
         if key in TARGETS:
             op, target = TARGETS[key]

@@ -250,22 +250,27 @@ def render(
         result = edited.model.render_frame(placed, ego, cams, drv.rig.lidar, rng=np.random.default_rng(frame))
     except (DataError, ValueError, KeyError, FileExistsError) as e:
         _fail(e)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, img in result.cameras.items():
-        atomic_write_bytes(out / f"{name}.png", encode_png(img.rgb))
-        depth_mm = np.where(np.isfinite(img.depth_m), np.clip(img.depth_m * 1000, 0, 65535), 0).astype(np.uint16)
-        atomic_write_bytes(out / f"{name}_depth_mm.png", encode_png(depth_mm))
-        atomic_write_npz(out / f"{name}_instance.npz", instance=img.instance, actor_ids=np.array(img.actor_ids, dtype=str))
-    sweep = result.lidar.sweep
-    atomic_write_npz(out / "lidar.npz", xyz_m=sweep.xyz_m, intensity=sweep.intensity, beam=sweep.beam,
-                     azimuth_index=sweep.azimuth_index, instance=result.lidar.instance)
-    write_ply(out / "lidar.ply", result.lidar.sweep.xyz_m, result.lidar.sweep.intensity)
-    c = result.confidence
-    atomic_write_json(out / "confidence.json", {
-        "distance_to_training_m": c.distance_to_training_m, "heading_difference_rad": c.heading_difference_rad,
-        "unseen_pixel_share": c.unseen_pixel_share, "score": c.score, "frame": frame, "lane_shift_m": lane_shift,
-        "actors": list(placed.actor_ids),
-    })
+    from neurodrive.io_utils import staged_directory
+
+    try:
+        with staged_directory(out, overwrite=True) as stage:  # all files appear together (policy checked above)
+            for name, img in result.cameras.items():
+                atomic_write_bytes(stage / f"{name}.png", encode_png(img.rgb))
+                depth_mm = np.where(np.isfinite(img.depth_m), np.clip(img.depth_m * 1000, 0, 65535), 0).astype(np.uint16)
+                atomic_write_bytes(stage / f"{name}_depth_mm.png", encode_png(depth_mm))
+                atomic_write_npz(stage / f"{name}_instance.npz", instance=img.instance, actor_ids=np.array(img.actor_ids, dtype=str))
+            sweep = result.lidar.sweep
+            atomic_write_npz(stage / "lidar.npz", xyz_m=sweep.xyz_m, intensity=sweep.intensity, beam=sweep.beam,
+                             azimuth_index=sweep.azimuth_index, instance=result.lidar.instance)
+            write_ply(stage / "lidar.ply", result.lidar.sweep.xyz_m, result.lidar.sweep.intensity)
+            c = result.confidence
+            atomic_write_json(stage / "confidence.json", {
+                "distance_to_training_m": c.distance_to_training_m, "heading_difference_rad": c.heading_difference_rad,
+                "unseen_pixel_share": c.unseen_pixel_share, "score": c.score, "frame": frame, "lane_shift_m": lane_shift,
+                "actors": list(placed.actor_ids),
+            })
+    except KeyboardInterrupt:
+        _interrupted(f"nothing was written to {out}; run the same command again")
     console.print(f"wrote {len(result.cameras)} cameras and {result.lidar.sweep.num_returns} LiDAR points to {out}; "
                   f"realism confidence {c.score:.2f} ({json.dumps(round(c.distance_to_training_m, 2))} m from the nearest training view)")
 

@@ -170,8 +170,10 @@ def train_decoder(
     rgb_t = torch.from_numpy(samples.rgb)
     losses: list[float] = []
     n = len(samples.texel)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # bit-reproducible (multi-threaded sparse gradients sum in varying order); as fast here
+    # bit-reproducible: without this, multi-threaded sparse-gradient sums add in a varying order (one
+    # thread would also do, at half the speed)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
     try:
         for step in range(start, steps):
             # the batch depends only on (seed, step): a resumed run sees the same batches
@@ -201,7 +203,7 @@ def train_decoder(
             if progress:
                 progress(step + 1, steps)
     finally:
-        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(was_deterministic)
     w = {k: v.detach().numpy() for k, v in mlp.state_dict().items()}
     exp = np.concatenate([exp_a.detach().numpy(), exp_b.detach().numpy()[:, :, None]], axis=2)
     decoder = AppearanceDecoder(

@@ -562,28 +562,36 @@ def build_atlases(meshes, samples: dict, pixel_angle_rad: float, cfg: ReconConfi
 
 
 def fill_unobserved(
-    values: np.ndarray, observed: np.ndarray, centres: np.ndarray, mirror: bool = False, max_distance_m: float = np.inf
+    values: np.ndarray, observed: np.ndarray, centres: np.ndarray, mirror: bool = False, max_distance_m: float = np.inf,
+    report: Callable[[int, int], None] | None = None, chunk: int = 500_000,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Copy each unobserved entry from the nearest observed one within ``max_distance_m``; with
     ``mirror`` the nearest to its mirror image in y (left-right symmetry).
 
-    Returns (values, mask of entries now holding observed values).
+    Returns (values, mask of entries now holding observed values). ``report(done, total)`` is told
+    the progress of the queries (made in chunks of ``chunk``).
     """
     values, filled = values.copy(), observed.copy()
     if observed.all() or not observed.any():
         return values, filled
     obs_idx = np.nonzero(observed)[0]
     missing = np.nonzero(~observed)[0]
-    query = centres[missing] * (np.array([1.0, -1.0, 1.0]) if mirror else 1.0)
-    dist, nn = cKDTree(centres[observed]).query(query, k=1, workers=-1, distance_upper_bound=max_distance_m)
-    ok = np.isfinite(dist)
-    values[missing[ok]] = values[obs_idx[nn[ok]]]
-    filled[missing[ok]] = True
+    tree = cKDTree(centres[observed])
+    for start in range(0, len(missing), chunk):
+        sel = missing[start:start + chunk]
+        query = centres[sel] * (np.array([1.0, -1.0, 1.0]) if mirror else 1.0)
+        dist, nn = tree.query(query, k=1, workers=-1, distance_upper_bound=max_distance_m)
+        ok = np.isfinite(dist)
+        values[sel[ok]] = values[obs_idx[nn[ok]]]
+        filled[sel[ok]] = True
+        if report:
+            report(start + len(sel), len(missing))
     return values, filled
 
 
 def smooth_sparse_texels(
-    features: np.ndarray, count: np.ndarray, centres: np.ndarray, k: int, chunk: int = 200_000
+    features: np.ndarray, count: np.ndarray, centres: np.ndarray, k: int, chunk: int = 200_000,
+    report: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Blend texels seen by few pixels with their neighbours: one or two samples are noisy
     (sensor noise, transient shadows, pixels straddling an edge)."""
@@ -599,6 +607,8 @@ def smooth_sparse_texels(
         own = (count[sel] + 0.5).astype(np.float32)
         total = np.einsum("nk,nkd->nd", w_nb, features[nn[:, 1:]]) + features[sel] * own[:, None]
         out[sel] = total / (own + w_nb.sum(axis=1))[:, None]
+        if report:
+            report(start + len(sel), len(weak))
     return out
 
 
@@ -828,12 +838,22 @@ def reconstruct(
     filled_features = np.empty_like(features)
     for m, (atlas, (v, t)) in enumerate(zip(atlases, meshes)):
         lo, hi = texel_offsets[m], texel_offsets[m + 1]
+        if progress and m == 0:
+            progress("filling unseen background texels", 0, 200)
         centres = atlas.texel_centres(v, t)
         feats, obs = features[lo:hi], observed[lo:hi]
         if m > 0:  # actors: the mirrored side first (left-right symmetry prior)
             feats, obs = fill_unobserved(feats, obs, centres, mirror=True, max_distance_m=0.15)
-        feats, _ = fill_unobserved(feats, obs, centres)
-        filled_features[lo:hi] = smooth_sparse_texels(feats, count[lo:hi], centres, cfg.texel_smoothing_k)
+        fill_report = smooth_report = None
+        if progress and m == 0:  # the background holds most texels: its own bar, two phases of 100 steps
+            def fill_report(d: int, n: int) -> None:
+                progress("filling unseen background texels", int(100 * d / max(n, 1)), 200)
+
+            def smooth_report(d: int, n: int) -> None:
+                progress("filling unseen background texels", 100 + int(100 * d / max(n, 1)), 200)
+
+        feats, _ = fill_unobserved(feats, obs, centres, report=fill_report)
+        filled_features[lo:hi] = smooth_sparse_texels(feats, count[lo:hi], centres, cfg.texel_smoothing_k, report=smooth_report)
         if progress:
             progress("filling unseen texels", m + 1, len(meshes))
 
