@@ -73,5 +73,5 @@ esac
 step "pip: neurodrive and its dependencies (editable, with [dev])" $PY -m pip install -q -e ".[dev]"
 $PY -c "import open3d, neurodrive; print('neurodrive', neurodrive.__version__, 'with open3d', open3d.__version__)"
 # The native caster is optional for pip, not here: fail loudly if it did not build.
-$PY -c "from neurodrive.native.caster import native_built; assert native_built(), 'native Embree caster not built (see $LOG)'; print('native Embree ray caster: built')"
+$PY -c "from neurodrive.raycast.embree import native_built; assert native_built(), 'native Embree caster not built (see $LOG)'; print('native Embree ray caster: built')"
 echo "install log: $LOG"

@@ -1,4 +1,4 @@
-"""Builds the optional native ray caster (neurodrive/native/embree_caster.cpp) over Embree 3.
+"""Builds the optional native ray caster (neurodrive/raycast/embree_caster.cpp) over Embree 3.
 
 Everything else is in pyproject.toml. Without Embree's headers (Debian: libembree-dev, which
 install.sh provides) the extension is skipped and neurodrive casts rays with open3d instead.
@@ -10,7 +10,7 @@ setup(
     ext_modules=[
         Extension(
             "neurodrive._embree_caster",
-            sources=["neurodrive/native/embree_caster.cpp"],
+            sources=["neurodrive/raycast/embree_caster.cpp"],
             libraries=["embree3"],
             extra_compile_args=["-O3", "-std=c++17"],
             language="c++",

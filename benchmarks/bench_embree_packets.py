@@ -2,7 +2,7 @@
 
 Casts the bench_render.py camera (640x360) into a scene's background mesh with Embree 3 directly,
 one ray at a time (as open3d does) and as 4x4-pixel packets, on two threads, in one run.
-The measurement behind the native caster (neurodrive/native/); needs g++ and the Debian package
+The measurement behind the native caster (neurodrive/raycast/); needs g++ and the Debian package
 libembree-dev, which install.sh provides. Run: python benchmarks/bench_embree_packets.py SCENE
 """
 
@@ -23,9 +23,9 @@ def main() -> None:
     args = parser.parse_args()
     if not Path("/usr/include/embree3/rtcore.h").is_file() or shutil.which("g++") is None:
         raise SystemExit("needs g++ and Embree 3 headers: apt-get install libembree-dev")
-    from neurodrive.render.scene_model import SceneModel
-    from neurodrive.scenarios.log import CameraSpec
-    from neurodrive.scenarios.log_io import load_log
+    from neurodrive.scene.model import SceneModel
+    from neurodrive.logs.model import CameraSpec
+    from neurodrive.logs.io import load_log
 
     model = SceneModel.load(args.scene)
     log = load_log(model.meta["log"]["path"])

@@ -22,8 +22,8 @@ def main() -> None:
     import gymnasium as gym
 
     import neurodrive  # noqa: F401
-    from neurodrive.render.scene_model import SceneModel
-    from neurodrive.scenarios.log_io import load_log
+    from neurodrive.scene.model import SceneModel
+    from neurodrive.logs.io import load_log
 
     model = SceneModel.load(args.scene)
     log = load_log(model.meta["log"]["path"])

@@ -12,9 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from neurodrive.scenarios.log_io import load_log
-from neurodrive.scenarios.synthetic.generate import generate_log
-from neurodrive.scenarios.synthetic.presets import get_preset
+from neurodrive.logs.io import load_log
+from neurodrive.sources.synthetic.generate import generate_log
+from neurodrive.sources.synthetic.presets import get_preset
 
 TARGET_S = 180.0
 

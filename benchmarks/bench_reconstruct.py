@@ -31,11 +31,11 @@ def main() -> None:
     parser.add_argument("--log", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
-    from neurodrive.render.evaluate import evaluate_reconstruction
-    from neurodrive.render.reconstruct import ReconConfig, reconstruct
-    from neurodrive.scenarios.log_io import load_log
-    from neurodrive.scenarios.synthetic.generate import generate_log
-    from neurodrive.scenarios.synthetic.presets import get_preset
+    from neurodrive.reconstruct.evaluate import evaluate_reconstruction
+    from neurodrive.reconstruct.pipeline import ReconConfig, reconstruct
+    from neurodrive.logs.io import load_log
+    from neurodrive.sources.synthetic.generate import generate_log
+    from neurodrive.sources.synthetic.presets import get_preset
 
     with tempfile.TemporaryDirectory() as tmp:
         log_dir = args.log or generate_log(get_preset("town-small"), Path(tmp) / "log")

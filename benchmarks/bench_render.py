@@ -23,10 +23,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     from neurodrive.geometry import make_pose
-    from neurodrive.native.caster import ENV_VAR, native_available
-    from neurodrive.render.scene_model import SceneModel
-    from neurodrive.scenarios.log import CameraSpec, LidarSpec
-    from neurodrive.scenarios.log_io import load_log
+    from neurodrive.raycast.embree import ENV_VAR, native_available
+    from neurodrive.scene.model import SceneModel
+    from neurodrive.logs.model import CameraSpec, LidarSpec
+    from neurodrive.logs.io import load_log
 
     model = SceneModel.load(args.scene)
     log = load_log(args.log or model.meta["log"]["path"])
@@ -51,7 +51,7 @@ def main() -> None:
 
     cam_rays = o3d.core.Tensor(np.concatenate([np.broadcast_to(T_cam[:3, 3], cam_dirs.shape), cam_dirs], 1).astype(np.float32))
     lid_rays = o3d.core.Tensor(np.concatenate([np.broadcast_to(T_lid[:3, 3], lid_dirs.shape), lid_dirs], 1).astype(np.float32))
-    from neurodrive.raycast import MeshRaycaster
+    from neurodrive.raycast.open3d_caster import MeshRaycaster
 
     # raw: one static open3d scene holding the background and the placed actors
     combined = [(model.background.vertices, model.background.triangles)] + [

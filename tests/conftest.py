@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from neurodrive.render.reconstruct import ReconConfig, reconstruct
-from neurodrive.scenarios.log_io import load_log
-from neurodrive.scenarios.synthetic.generate import generate_log
-from neurodrive.scenarios.synthetic.presets import get_preset
+from neurodrive.reconstruct.pipeline import ReconConfig, reconstruct
+from neurodrive.logs.io import load_log
+from neurodrive.sources.synthetic.generate import generate_log
+from neurodrive.sources.synthetic.presets import get_preset
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from neurodrive.cli import app
+from neurodrive.app.cli import app
 
 runner = CliRunner()
 

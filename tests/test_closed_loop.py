@@ -11,10 +11,10 @@ import yaml
 from typer.testing import CliRunner
 
 from neurodrive.agents import make_agent
-from neurodrive.cli import app
+from neurodrive.app.cli import app
 from neurodrive.errors import DataError
-from neurodrive.evaluation import evaluate_scenarios
-from neurodrive.replay import replay, run_episode
+from neurodrive.app.evaluation import evaluate_scenarios
+from neurodrive.app.replay import replay, run_episode
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.sim.simulator import Simulator
 

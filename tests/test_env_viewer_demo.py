@@ -13,7 +13,7 @@ from gymnasium.utils.env_checker import check_env
 import neurodrive  # noqa: F401  (registers the environment)
 from neurodrive.envs.closed_loop import EnvConfig
 from neurodrive.scenarios.scenario import Scenario
-from neurodrive.viewer import headless
+from neurodrive.app.viewer import headless
 
 CUT_IN = {
     "id": "cutter",
@@ -87,7 +87,7 @@ def test_viewer_headless_drive_edit_save_and_screenshot(tiny_scene_dir: Path, tm
     headless()
     import pygame
 
-    from neurodrive.viewer import Viewer
+    from neurodrive.app.viewer import Viewer
 
     viewer = Viewer(tiny_scene_dir, tmp_path / "edited.yaml")
     pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_UP))
@@ -120,7 +120,7 @@ def test_viewer_headless_drive_edit_save_and_screenshot(tiny_scene_dir: Path, tm
 
 
 def test_demo_pipeline_reuses_finished_stages(tiny_log_dir: Path, tiny_scene_dir: Path, tmp_path: Path) -> None:
-    from neurodrive.demo import run_demo
+    from neurodrive.app.demo import run_demo
 
     out = tmp_path / "demo"
     shutil.copytree(tiny_log_dir, out / "log")

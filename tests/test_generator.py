@@ -9,11 +9,11 @@ import pytest
 import shapely
 
 from neurodrive.geometry import invert_pose, make_pose, points_in_box, transform_points
-from neurodrive.scenarios.log_io import load_log
-from neurodrive.scenarios.synthetic.generate import GROUND_TRUTH_DIR, generate_log
-from neurodrive.scenarios.synthetic.presets import get_preset
-from neurodrive.scenarios.synthetic.raycaster import NO_ACTOR, WorldRenderer
-from neurodrive.scenarios.synthetic.world import World
+from neurodrive.logs.io import load_log
+from neurodrive.sources.synthetic.generate import GROUND_TRUTH_DIR, generate_log
+from neurodrive.sources.synthetic.presets import get_preset
+from neurodrive.sources.synthetic.raycaster import NO_ACTOR, WorldRenderer
+from neurodrive.sources.synthetic.world import World
 
 
 @pytest.fixture(scope="module")

@@ -22,15 +22,15 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from neurodrive.cli import app
+from neurodrive.app.cli import app
 from neurodrive.errors import DataError
-from neurodrive.evaluation import evaluate_scenarios
+from neurodrive.app.evaluation import evaluate_scenarios
 from neurodrive.io_utils import inside
 from neurodrive.render.edits import EditedScene, SceneEdits
-from neurodrive.render.reconstruct import reconstruct
-from neurodrive.render.scene_model import SceneModel
-from neurodrive.replay import driver_order, replay
-from neurodrive.scenarios.log_io import load_log, read_npz
+from neurodrive.reconstruct.pipeline import reconstruct
+from neurodrive.scene.model import SceneModel
+from neurodrive.app.replay import driver_order, replay
+from neurodrive.logs.io import load_log, read_npz
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.sim.simulator import Simulator
 from tests.conftest import FAST_RECON
@@ -169,9 +169,11 @@ def test_non_finite_poses_and_rays_are_refused_before_any_cast(
     with pytest.raises(ValueError, match="T_world_ego"):
         model.render_lidar(placed, log.rig.lidar, bad)
     dirs = np.array([[1.0, 0.0, 0.0], [np.nan, 0.0, 0.0]], np.float32)
-    from neurodrive.native.caster import native_available
+    from neurodrive.raycast.embree import EmbreeBackend, native_built
+    from neurodrive.raycast.open3d_caster import Open3dBackend
 
-    casters = [model.background_caster] + ([placed.caster] if native_available() else [])
+    backends = [Open3dBackend()] + ([EmbreeBackend()] if native_built() else [])
+    casters = [b.placement([model.background_handle(b)], [np.eye(4)], [0.0]) for b in backends]
     for caster in casters:  # Embree would abort the process (assertion), open3d would hang
         with pytest.raises(ValueError, match="NaN or infinite"):
             caster.cast(np.zeros(3, np.float32), dirs)
@@ -207,7 +209,7 @@ def test_self_intersecting_drivable_area_is_refused_at_load(tiny_log_dir: Path, 
 
 
 def test_eval_records_a_scenario_failure_and_goes_on(tiny_log_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    import neurodrive.replay as replay_module
+    import neurodrive.app.replay as replay_module
 
     folder = tmp_path / "scenarios"
     folder.mkdir()
@@ -354,7 +356,7 @@ def test_unknown_camera_is_refused_without_video_too(tiny_scene_dir: Path, tmp_p
 
 def test_ctrl_c_in_reconstruct_says_what_was_kept(tiny_log_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "scene"
-    cmd = [sys.executable, "-m", "neurodrive.cli", "reconstruct", str(tiny_log_dir), "--out", str(out), "--steps", "400"]
+    cmd = [sys.executable, "-m", "neurodrive.app.cli", "reconstruct", str(tiny_log_dir), "--out", str(out), "--steps", "400"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (out / "checkpoints" / "background_geometry.npz").is_file() and time.time() < deadline and proc.poll() is None:
@@ -402,7 +404,7 @@ def test_ctrl_c_in_eval_cancels_queued_scenarios(tiny_scene_dir: Path, tmp_path:
 
 
 def test_viewer_fits_the_screen_orders_panels_and_shows_state(tiny_scene_dir: Path, tiny_log_dir: Path, monkeypatch) -> None:
-    from neurodrive.viewer import Viewer, headless
+    from neurodrive.app.viewer import Viewer, headless
 
     log = load_log(tiny_log_dir)
     assert driver_order([(c.name, c.T_ego_camera) for c in log.rig.cameras]) == ["front_left", "front", "front_right"]
@@ -431,7 +433,7 @@ def test_video_panels_plot_labels_and_file_modes(tiny_scene_dir: Path, tmp_path:
     import matplotlib.pyplot as plt
 
     from neurodrive.agents import make_agent
-    from neurodrive.replay import compose_frame, plot_figure, run_episode
+    from neurodrive.app.replay import compose_frame, plot_figure, run_episode
 
     crash = {"id": "blocker", "asset": "vehicle_001", "trajectory": [[0.0, -2.0, -5.25, 0.0]]}
     path = write_yaml(tmp_path / "s.yaml", {"name": "blocked", "scene": str(tiny_scene_dir), "duration_s": 2.0,

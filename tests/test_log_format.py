@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from neurodrive.errors import DataError
-from neurodrive.scenarios.log_io import image_path, lidar_path, load_log, write_log
+from neurodrive.logs.io import image_path, lidar_path, load_log, write_log
 
 
 @pytest.fixture()

@@ -10,8 +10,9 @@ import pytest
 import trimesh
 
 from neurodrive.geometry import make_pose, rot_z
-from neurodrive.native import caster as native
-from neurodrive.raycast import CompositeCaster, MeshRaycaster, bounding_radius_m
+from neurodrive.raycast import embree as native
+from neurodrive.raycast.base import bounding_radius_m
+from neurodrive.raycast.open3d_caster import CompositeCaster, MeshRaycaster
 
 pytestmark = pytest.mark.skipif(not native.native_built(), reason="native caster not built (needs libembree-dev)")
 
@@ -64,7 +65,7 @@ def test_native_hits_match_open3d_composite_caster() -> None:
 
 
 def test_native_shading_reads_the_same_texels_as_numpy() -> None:
-    from neurodrive.render.texels import TexelAtlas
+    from neurodrive.scene.texels import TexelAtlas
 
     background, _, _ = _town()
     mesh = native.NativeMesh(background.vertices, background.faces)
@@ -83,8 +84,8 @@ def test_native_shading_reads_the_same_texels_as_numpy() -> None:
 
 
 def test_scene_renders_agree_between_casters(tiny_scene_dir: Path, tiny_log_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from neurodrive.render.scene_model import SceneModel
-    from neurodrive.scenarios.log_io import load_log
+    from neurodrive.scene.model import SceneModel
+    from neurodrive.logs.io import load_log
 
     model = SceneModel.load(tiny_scene_dir)
     log = load_log(tiny_log_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neurodrive.render.ray_drop import (
+from neurodrive.lidar.ray_drop import (
     DROP_NEIGHBOURS,
     DropSamples,
     RayDropModel,
@@ -15,8 +15,8 @@ from neurodrive.render.ray_drop import (
     ray_drop_features,
     vertex_drop_rates,
 )
-from neurodrive.render.reconstruct import densify_far_returns
-from neurodrive.scenarios.log import LidarSpec, LidarSweep
+from neurodrive.reconstruct.pipeline import densify_far_returns
+from neurodrive.logs.model import LidarSpec, LidarSweep
 
 
 def test_range_image_edges_mark_depth_jumps_and_missing_neighbours() -> None:

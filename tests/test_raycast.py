@@ -6,7 +6,8 @@ import numpy as np
 import trimesh
 
 from neurodrive.geometry import make_pose, rot_z
-from neurodrive.raycast import CompositeCaster, MeshRaycaster, bounding_radius_m
+from neurodrive.raycast.base import bounding_radius_m
+from neurodrive.raycast.open3d_caster import CompositeCaster, MeshRaycaster
 
 
 def _sphere_rays(origin: np.ndarray, rel: np.ndarray, radius: float, t_m: np.ndarray, dirs: np.ndarray) -> np.ndarray:

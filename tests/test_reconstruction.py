@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from neurodrive.errors import DataError
-from neurodrive.render.evaluate import evaluate_reconstruction, psnr
-from neurodrive.render.reconstruct import ReconConfig, holdout_frames, reconstruct
-from neurodrive.render.scene_model import ActorAsset, SceneModel, SurfaceMesh
-from neurodrive.render.texels import TexelAtlas
-from neurodrive.render.tsdf import SparseTsdf
-from neurodrive.scenarios.log_io import load_log
+from neurodrive.reconstruct.evaluate import evaluate_reconstruction, psnr
+from neurodrive.reconstruct.pipeline import ReconConfig, holdout_frames, reconstruct
+from neurodrive.scene.model import ActorAsset, SceneModel, SurfaceMesh
+from neurodrive.scene.texels import TexelAtlas
+from neurodrive.reconstruct.tsdf import SparseTsdf
+from neurodrive.logs.io import load_log
 
 from tests.conftest import FAST_RECON as FAST
 
@@ -61,7 +61,7 @@ def test_tsdf_recovers_a_plane_and_a_box_from_rays() -> None:
 
 
 def test_texel_atlas_maps_every_texel_centre_to_itself() -> None:
-    from neurodrive.raycast import MeshRaycaster
+    from neurodrive.raycast.open3d_caster import MeshRaycaster
 
     v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], float)
     f = np.array([[0, 1, 2], [1, 3, 2]])

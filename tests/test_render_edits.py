@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from neurodrive.cli import app
+from neurodrive.app.cli import app
 from neurodrive.errors import DataError
 from neurodrive.geometry import invert_pose, make_pose, points_in_box, pose_xyz_yaw, transform_points
 from neurodrive.render.edits import EditedScene, SceneEdits
-from neurodrive.render.scene_model import SceneModel
-from neurodrive.scenarios.log_io import load_log
+from neurodrive.scene.model import SceneModel
+from neurodrive.logs.io import load_log
 
 FRAME = 4
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from neurodrive.errors import DataError
-from neurodrive.scenarios.log import Lane, RoadMap
+from neurodrive.logs.model import Lane, RoadMap
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.sim.behaviours import IDMConfig, idm_acceleration
 from neurodrive.sim.collisions import detect_collisions
@@ -194,8 +194,8 @@ def _scenarionet(stopped_x_m: float = 40.0) -> dict:
 
 def test_scenarionet_import_runs_in_closed_loop() -> None:
     from neurodrive.agents import make_agent
-    from neurodrive.replay import run_episode
-    from neurodrive.scenarios.scenarionet import scenario_from_scenarionet
+    from neurodrive.app.replay import run_episode
+    from neurodrive.sources.scenarionet import scenario_from_scenarionet
     from neurodrive.sim.simulator import Simulator
 
     scenario, log = scenario_from_scenarionet(_scenarionet(), duration_s=5.0)
@@ -210,7 +210,7 @@ def test_scenarionet_import_runs_in_closed_loop() -> None:
 
 
 def test_scenarionet_import_names_bad_fields() -> None:
-    from neurodrive.scenarios.scenarionet import log_from_scenarionet
+    from neurodrive.sources.scenarionet import log_from_scenarionet
 
     bad = _scenarionet()
     bad["metadata"]["sdc_id"] = "nobody"

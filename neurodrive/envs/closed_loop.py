@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from neurodrive.replay import compose_frame
+from neurodrive.app.replay import compose_frame
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.sim.controllers import Trajectory
 from neurodrive.sim.metrics import COMFORT_BOUNDS

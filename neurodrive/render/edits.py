@@ -27,10 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import pose_xyz_yaw
-from neurodrive.render.scene_model import ActorAsset, SceneModel
+from neurodrive.scene.model import ActorAsset, SceneModel
 from neurodrive.io_utils import read_yaml_mapping
-from neurodrive.scenarios.log import WORLD_MARGIN_M
-from neurodrive.scenarios.log_schema import describe_validation_error
+from neurodrive.logs.model import WORLD_MARGIN_M
+from neurodrive.logs.schema import describe_validation_error
 
 PoseXYZYaw = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=4, max_length=4)]
 

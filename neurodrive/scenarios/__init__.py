@@ -1,26 +1,5 @@
-"""Driving logs and scenarios: data model, on-disk format, loaders and generators."""
+"""Closed-loop scenario files (YAML): scene or log, start, route, duration, seed, actor edits, sensors."""
 
-from neurodrive.scenarios.log import (
-    ActorTrack,
-    CameraSpec,
-    DrivingLog,
-    Lane,
-    LidarSpec,
-    LidarSweep,
-    RoadMap,
-    SensorRig,
-)
-from neurodrive.scenarios.log_io import load_log, write_log
+from neurodrive.scenarios.scenario import Scenario
 
-__all__ = [
-    "ActorTrack",
-    "CameraSpec",
-    "DrivingLog",
-    "Lane",
-    "LidarSpec",
-    "LidarSweep",
-    "RoadMap",
-    "SensorRig",
-    "load_log",
-    "write_log",
-]
+__all__ = ["Scenario"]

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from neurodrive.errors import DataError
 from neurodrive.io_utils import read_yaml_mapping
 from neurodrive.render.edits import Repose
-from neurodrive.scenarios.log_schema import describe_validation_error
+from neurodrive.logs.schema import describe_validation_error
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]

@@ -8,7 +8,7 @@ from typing import Protocol
 import numpy as np
 
 from neurodrive.geometry import yaw_of
-from neurodrive.scenarios.log import ActorTrack
+from neurodrive.logs.model import ActorTrack
 from neurodrive.sim.paths import Polyline
 from neurodrive.sim.state import ActorState
 

@@ -11,7 +11,7 @@ import numpy as np
 import shapely
 from scipy.signal import savgol_filter
 
-from neurodrive.scenarios.log import RoadMap
+from neurodrive.logs.model import RoadMap
 from neurodrive.sim.collisions import CollisionEvent
 from neurodrive.sim.paths import Polyline
 from neurodrive.sim.state import ActorState, box_corners_xy

@@ -18,10 +18,10 @@ import shapely
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import pose_xyz_yaw, yaw_of
-from neurodrive.render.scene_model import ActorAsset, FrameRender, SceneModel, read_scene_meta
+from neurodrive.scene.model import ActorAsset, FrameRender, SceneModel, read_scene_meta
 from neurodrive.render.edits import Repose
-from neurodrive.scenarios.log import WORLD_MARGIN_M, ActorTrack, DrivingLog, SensorRig
-from neurodrive.scenarios.log_io import load_log
+from neurodrive.logs.model import WORLD_MARGIN_M, ActorTrack, DrivingLog, SensorRig
+from neurodrive.logs.io import load_log
 from neurodrive.scenarios.scenario import InsertActor, Scenario
 from neurodrive.sim.behaviours import ActorBehaviour, IDMFollower, TimedTrajectory, idm_from_track, log_replay
 from neurodrive.sim.collisions import CollisionEvent, detect_collisions

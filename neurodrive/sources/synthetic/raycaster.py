@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neurodrive.raycast import MeshRaycaster
-from neurodrive.scenarios.log import CameraSpec, LidarSpec, LidarSweep
-from neurodrive.scenarios.synthetic.shading import MaterialTable, shade_hits, sky_radiance
-from neurodrive.scenarios.synthetic.world import World
+from neurodrive.raycast.open3d_caster import MeshRaycaster
+from neurodrive.logs.model import CameraSpec, LidarSpec, LidarSweep
+from neurodrive.sources.synthetic.shading import MaterialTable, shade_hits, sky_radiance
+from neurodrive.sources.synthetic.world import World
 
 NO_ACTOR = -1  # instance id of background pixels / points
 

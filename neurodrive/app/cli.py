@@ -66,8 +66,8 @@ def generate(
     overwrite: bool = typer.Option(False, help="Replace an existing log at --out."),
 ) -> None:
     """Generate a procedural town driving log (cameras, LiDAR, tracks, map, ground-truth world)."""
-    from neurodrive.scenarios.synthetic.generate import generate_log
-    from neurodrive.scenarios.synthetic.presets import get_preset
+    from neurodrive.sources.synthetic.generate import generate_log
+    from neurodrive.sources.synthetic.presets import get_preset
 
     try:
         cfg = get_preset(preset, seed=seed, num_frames=frames)
@@ -87,7 +87,7 @@ def generate(
 @app.command()
 def info(log: Path = typer.Argument(..., help="Log folder.")) -> None:
     """Validate a log and print a summary."""
-    from neurodrive.scenarios.log_io import load_log
+    from neurodrive.logs.io import load_log
 
     try:
         drv = load_log(log)
@@ -126,9 +126,9 @@ def reconstruct(
     """
     from dataclasses import replace
 
-    from neurodrive.render.reconstruct import ReconConfig
-    from neurodrive.render.reconstruct import reconstruct as run
-    from neurodrive.scenarios.log_io import load_log
+    from neurodrive.reconstruct.pipeline import ReconConfig
+    from neurodrive.reconstruct.pipeline import reconstruct as run
+    from neurodrive.logs.io import load_log
 
     cfg = ReconConfig(seed=seed)
     if steps is not None:
@@ -167,9 +167,9 @@ def evaluate_recon(
     import json
 
     from neurodrive.io_utils import atomic_write_json
-    from neurodrive.render.evaluate import evaluate_reconstruction
-    from neurodrive.render.scene_model import SceneModel
-    from neurodrive.scenarios.log_io import load_log
+    from neurodrive.reconstruct.evaluate import evaluate_reconstruction
+    from neurodrive.scene.model import SceneModel
+    from neurodrive.logs.io import load_log
 
     from neurodrive.io_utils import check_output
 
@@ -217,9 +217,9 @@ def render(
     from neurodrive.geometry import make_pose, pose_xyz_yaw
     from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
     from neurodrive.render.edits import EditedScene, SceneEdits
-    from neurodrive.render.scene_model import SceneModel
+    from neurodrive.scene.model import SceneModel
     from neurodrive.io_utils import check_output
-    from neurodrive.scenarios.log_io import encode_png, load_log
+    from neurodrive.logs.io import encode_png, load_log
 
     _finite(lane_shift, "--lane-shift")
     _finite(scale, "--scale")
@@ -285,7 +285,7 @@ def replay(
     overwrite: bool = typer.Option(False, help="Replace an earlier result in --out."),
 ) -> None:
     """Run an agent in closed loop through a scenario; write an mp4, metrics.json and a plot."""
-    from neurodrive.replay import replay as run_replay
+    from neurodrive.app.replay import replay as run_replay
 
     try:
         with progress_bar() as bar:
@@ -320,7 +320,7 @@ def evaluate(
     overwrite: bool = typer.Option(False, help="Re-run scenarios that already have metrics."),
 ) -> None:
     """Run an agent on every scenario of a folder (in parallel); write OUT/summary.json."""
-    from neurodrive.evaluation import evaluate_scenarios
+    from neurodrive.app.evaluation import evaluate_scenarios
 
     finished: list[str] = []
 
@@ -365,7 +365,7 @@ def view(
     size: str = typer.Option(None, help="Largest window size 'WIDTHxHEIGHT' in pixels (default: fit the screen)."),
 ) -> None:
     """Interactive viewer: drive with the arrow keys, click/drag actors, X removes, I inserts, S saves."""
-    from neurodrive.viewer import NoDisplayError, Viewer
+    from neurodrive.app.viewer import NoDisplayError, Viewer
 
     max_size = None
     if size is not None:
@@ -392,8 +392,8 @@ def demo(
     preset: str = typer.Option("town-small", help="Town preset to generate."),
 ) -> None:
     """Generate a town log, reconstruct it, run a cut-in scenario in closed loop; write videos + a report."""
-    from neurodrive.demo import run_demo
-    from neurodrive.native.caster import caster_description
+    from neurodrive.app.demo import run_demo
+    from neurodrive.raycast.embree import caster_description
 
     try:
         with progress_bar() as bar:

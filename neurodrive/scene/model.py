@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file
@@ -27,12 +28,13 @@ from threadpoolctl import ThreadpoolController
 from neurodrive.errors import DataError
 from neurodrive.geometry import check_pose
 from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz, inside, is_safe_name
-from neurodrive.native.caster import NativeMesh, NativePlacement, native_available, shade_texels
-from neurodrive.raycast import CompositeCaster, MeshRaycaster, RayHits, bounding_radius_m
-from neurodrive.render.ray_drop import DROP_NEIGHBOURS, RayDropModel, barycentric, range_image_edges, ray_drop_features
-from neurodrive.render.texels import TexelAtlas
-from neurodrive.scenarios.log import CameraSpec, LidarSpec, LidarSweep
-from neurodrive.scenarios.log_io import read_npz
+from neurodrive.raycast import CasterBackend, RayCaster, select_backend
+from neurodrive.raycast.embree import shade_texels
+from neurodrive.raycast.base import RayHits, bounding_radius_m
+from neurodrive.lidar.ray_drop import DROP_NEIGHBOURS, RayDropModel, barycentric, range_image_edges, ray_drop_features
+from neurodrive.scene.texels import TexelAtlas
+from neurodrive.logs.model import CameraSpec, LidarSpec, LidarSweep
+from neurodrive.logs.io import read_npz
 
 SCENE_FORMAT = "neurodrive-scene"
 SCENE_VERSION = 2  # 2: per-vertex LiDAR drop rates and a ray-drop MLP
@@ -143,14 +145,15 @@ class ActorAsset:
     source: str = ""  # where it was reconstructed from
 
     @cached_property
-    def caster(self) -> MeshRaycaster:
-        """Ray caster of the mesh in the box frame (built once, reused at every pose)."""
-        return MeshRaycaster([(self.mesh.vertices, self.mesh.triangles)])
+    def _mesh_handles(self) -> dict[str, Any]:
+        return {}
 
-    @cached_property
-    def native_mesh(self) -> NativeMesh:
-        """The mesh in the native Embree caster, in the box frame (built once, instanced at every pose)."""
-        return NativeMesh(self.mesh.vertices, self.mesh.triangles)
+    def mesh_handle(self, backend: CasterBackend) -> Any:
+        """The mesh in ``backend``, in the box frame: built once per backend, reused at every pose."""
+        handle = self._mesh_handles.get(backend.name)
+        if handle is None:
+            handle = self._mesh_handles[backend.name] = backend.mesh(self.mesh.vertices, self.mesh.triangles)
+        return handle
 
     @cached_property
     def bounding_radius_m(self) -> float:
@@ -297,7 +300,7 @@ class LidarIntensityModel:
     def drop_probability(self, rates: np.ndarray, cos_incidence: np.ndarray, relative_range: np.ndarray, edge: np.ndarray,
                          missing: np.ndarray) -> np.ndarray:
         """Of hit rays: vertex drop rates (n, K), incidence, range / max range, and the depth-edge cues
-        of :func:`~neurodrive.render.ray_drop.range_image_edges` at each ray."""
+        of :func:`~neurodrive.lidar.ray_drop.range_image_edges` at each ray."""
         if self.drop is None:
             return rates[:, DROP_NEIGHBOURS.index(16)]
         return self.drop.probability(ray_drop_features(rates, cos_incidence, relative_range, edge, missing))
@@ -359,12 +362,12 @@ class PlacedScene:
 
     Placing actors builds no mesh's acceleration structure: the background's is built once per
     scene model and each actor's once per asset, in its box frame. With the native caster
-    (:mod:`neurodrive.native.caster`) a placement is a top-level BVH of instances and a ray meets
+    (:mod:`neurodrive.raycast.embree`) a placement is a top-level BVH of instances and a ray meets
     background and actors in one traversal; with open3d a ray is cast against the background, and
     against every actor whose bounding sphere it passes, in that actor's frame. The nearest hit wins.
     """
 
-    def __init__(self, model: SceneModel, actor_poses: Mapping[str, np.ndarray]) -> None:
+    def __init__(self, model: SceneModel, actor_poses: Mapping[str, np.ndarray], backend: CasterBackend | None = None) -> None:
         unknown = [a for a in actor_poses if a not in model.actors]
         if unknown:
             raise KeyError(f"unknown actor id(s) {unknown}; known: {sorted(model.actors)}")
@@ -376,18 +379,15 @@ class PlacedScene:
             raise ValueError(f"actor pose(s) of {bad}: expected finite (4, 4) world-from-box matrices")
         self.meshes = [model.background] + [model.actors[a].mesh for a in self.actor_ids]
         assets = [model.actors[a] for a in self.actor_ids]
-        if native_available():  # one traversal of background and actors, rays in 4 x 4 packets
-            self.caster = NativePlacement([model.background_native] + [a.native_mesh for a in assets], [np.eye(4)] + self.poses)
-        else:
-            self.caster = CompositeCaster(
-                model.background_caster, [a.caster for a in assets], [a.bounding_radius_m for a in assets], self.poses
-            )
+        self.backend = backend or select_backend(model.caster)
+        self.caster: RayCaster = self.backend.placement(
+            [model.background_handle(self.backend)] + [a.mesh_handle(self.backend) for a in assets],
+            [np.eye(4)] + self.poses, [0.0] + [a.bounding_radius_m for a in assets],
+        )
 
     def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True, grid: tuple[int, int] | None = None) -> RayHits:
         """Nearest hits; ``grid`` (rows, cols): one origin's rays form that row-major grid (faster natively)."""
-        if isinstance(self.caster, NativePlacement):
-            return self.caster.cast(origins, dirs, normals, grid)
-        return self.caster.cast(origins, dirs, normals)
+        return self.caster.cast(origins, dirs, normals, grid)
 
     @staticmethod
     def _groups(geom: np.ndarray):
@@ -497,7 +497,9 @@ class SceneModel:
         sky: SkyModel,
         lidar_intensity: LidarIntensityModel,
         meta: dict,
+        caster: str = "auto",
     ) -> None:
+        """``caster``: the ray caster (``raycast.select_backend``: auto, embree or open3d)."""
         views = np.asarray(meta.get("training_ego_xy_yaw", []), float).reshape(-1, 3)
         camera_positions = np.column_stack([views[:, :2], np.full(len(views), CAMERA_HEIGHT_M)]) if len(views) else None
         if background.baked_rgb is None:
@@ -513,6 +515,8 @@ class SceneModel:
         self.sky = sky
         self.lidar_intensity = lidar_intensity
         self.meta = meta
+        self.caster = caster
+        self._background_handles: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ rendering
 
@@ -528,17 +532,15 @@ class SceneModel:
             cached = self._exposed[key] = packed.view(np.uint32).reshape(-1)
         return cached
 
-    @cached_property
-    def background_caster(self) -> MeshRaycaster:
-        """Ray caster of the static background (built once per scene model)."""
-        return MeshRaycaster([(self.background.vertices, self.background.triangles)])
-
-    @cached_property
-    def background_native(self) -> NativeMesh:
-        """The background in the native Embree caster (built once per scene model)."""
-        return NativeMesh(self.background.vertices, self.background.triangles)
+    def background_handle(self, backend: CasterBackend) -> Any:
+        """The background mesh in ``backend`` (built once per scene model and backend)."""
+        handle = self._background_handles.get(backend.name)
+        if handle is None:
+            handle = self._background_handles[backend.name] = backend.mesh(self.background.vertices, self.background.triangles)
+        return handle
 
     def place(self, actor_poses: Mapping[str, np.ndarray]) -> PlacedScene:
+        """The actors at world-from-box poses, ready to render (no mesh BVH is rebuilt)."""
         return PlacedScene(self, actor_poses)
 
     def _shade(self, scene: PlacedScene, origin: np.ndarray, dirs: np.ndarray, exposure: np.ndarray, ego_xy_m: np.ndarray,
@@ -549,7 +551,7 @@ class SceneModel:
         if len(miss):
             sky = self.sky.lookup(dirs[miss], ego_xy_m)
             rgb[miss] = np.clip(sky @ exposure[:, :3].T.astype(np.float32) + exposure[:, 3].astype(np.float32), 0, 1)
-        if isinstance(scene.caster, NativePlacement) and not view_dependent:  # baked texels read natively
+        if scene.backend.shades_texels and not view_dependent:  # baked texels read natively
             meshes = scene.meshes
             unseen = shade_texels(hits, [m.atlas.packed for m in meshes], [self.exposed_colours(m, exposure) for m in meshes], rgb)
             return rgb, hits, unseen

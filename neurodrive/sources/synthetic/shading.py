@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neurodrive.scenarios.synthetic.noise import cell_random, fbm
-from neurodrive.scenarios.synthetic.world import Lighting, RoadSpec, World
+from neurodrive.sources.synthetic.noise import cell_random, fbm
+from neurodrive.sources.synthetic.world import Lighting, RoadSpec, World
 
 WHITE_PAINT = np.array([0.72, 0.72, 0.70])
 YELLOW_PAINT = np.array([0.75, 0.52, 0.08])

@@ -205,7 +205,7 @@ def replay(scenario_path: str | Path, agent_name: str, out_dir: str | Path, vide
 
     An earlier result in OUT is kept unless ``overwrite``; an interrupted run leaves no partial file.
     """
-    from neurodrive.evaluation import run_key
+    from neurodrive.app.evaluation import run_key
 
     scenario_path, out = Path(scenario_path), Path(out_dir)
     scenario = Scenario.load(scenario_path)

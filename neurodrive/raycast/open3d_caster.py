@@ -1,36 +1,13 @@
-"""Ray casting against triangle meshes with open3d's RaycastingScene (Embree), shared by the
-ground-truth renderer and the reconstructed-scene renderer."""
+"""The open3d ray caster: triangle meshes in open3d's RaycastingScene (Embree inside), actors as
+separate scenes cast in their own frames (``CompositeCaster``). The fallback when the native caster
+(``raycast/embree.py``) is not built; also used by reconstruction and the synthetic generator."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import open3d as o3d
 
-
-@dataclass(frozen=True)
-class RayHits:
-    t_m: np.ndarray  # (n,) float32 distance along the (unit) ray, inf on a miss
-    geometry: np.ndarray  # (n,) int32 index of the mesh hit, -1 on a miss
-    triangle: np.ndarray  # (n,) int32 triangle index within that mesh, -1 on a miss
-    uv: np.ndarray  # (n, 2) float32 barycentric coordinates: point = (1-u-v) a + u b + v c
-    normals: np.ndarray  # (n, 3) float32 unit triangle normals turned to face the ray origin
-
-    @property
-    def hit(self) -> np.ndarray:
-        return self.geometry >= 0
-
-
-def check_rays(origins: np.ndarray, dirs: np.ndarray) -> None:
-    """Refuse non-finite rays before they reach Embree (which asserts on them, or hangs in open3d).
-
-    A NaN or infinite pose upstream shows up here; the check is one reduction per array.
-    """
-    if not np.isfinite(np.add.reduce(np.asarray(origins, np.float64), axis=None)):
-        raise ValueError("ray origins contain NaN or infinite values (is a pose non-finite?)")
-    if not np.isfinite(np.add.reduce(dirs, axis=None)):
-        raise ValueError("ray directions contain NaN or infinite values (is a pose non-finite?)")
+from neurodrive.raycast.base import RayHits, check_rays
 
 
 class MeshRaycaster:
@@ -55,7 +32,7 @@ class MeshRaycaster:
         rays[:, 3:] = dirs
         return o3d.core.Tensor.from_numpy(rays)  # shares the buffer: no second copy
 
-    def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True) -> RayHits:
+    def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True, grid: tuple[int, int] | None = None) -> RayHits:
         """Nearest hits of rays; ``normals=False`` skips the normals (left as zeros) for speed.
 
         Arrays keep open3d's float32 / 32-bit types (no copies); its invalid id reads as -1.
@@ -91,7 +68,8 @@ class CompositeCaster:
         self.poses = [np.asarray(p, float) for p in poses]
         self.centres = np.array([p[:3, 3] for p in self.poses]).reshape(-1, 3)
 
-    def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True) -> RayHits:
+    def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True, grid: tuple[int, int] | None = None) -> RayHits:
+        """Nearest hits (``grid`` is accepted for the RayCaster protocol and not needed here)."""
         hits = self.background.cast(origins, dirs, normals)
         if not self.parts:
             return hits
@@ -132,6 +110,15 @@ class CompositeCaster:
         yield from (np.flatnonzero(col) for col in near.T)
 
 
-def bounding_radius_m(vertices: np.ndarray) -> float:
-    """Radius of the sphere about the local origin that holds every vertex."""
-    return float(np.linalg.norm(vertices, axis=1).max()) + 0.01 if len(vertices) else 0.0
+class Open3dBackend:
+    """Meshes as open3d RaycastingScenes; a placement casts the background, then each actor whose
+    bounding sphere a ray passes, in the actor's frame (``CompositeCaster``)."""
+
+    name = "open3d"
+    shades_texels = False
+
+    def mesh(self, vertices: np.ndarray, triangles: np.ndarray) -> MeshRaycaster:
+        return MeshRaycaster([(vertices, triangles)])
+
+    def placement(self, meshes: list[MeshRaycaster], poses: list[np.ndarray], radii_m: list[float]) -> CompositeCaster:
+        return CompositeCaster(meshes[0], list(meshes[1:]), list(radii_m[1:]), list(poses[1:]))

@@ -31,8 +31,9 @@ from scipy.spatial import cKDTree
 from neurodrive.errors import DataError
 from neurodrive.geometry import invert_pose, transform_points
 from neurodrive.io_utils import atomic_write_json, atomic_write_npz
-from neurodrive.raycast import CompositeCaster, MeshRaycaster, bounding_radius_m
-from neurodrive.render.appearance import (
+from neurodrive.raycast.base import bounding_radius_m
+from neurodrive.raycast.open3d_caster import CompositeCaster, MeshRaycaster
+from neurodrive.reconstruct.appearance import (
     PixelSamples,
     SkySamples,
     apply_inverse_exposure,
@@ -41,12 +42,12 @@ from neurodrive.render.appearance import (
     sky_cells,
     train_decoder,
 )
-from neurodrive.render.ray_drop import DropSamples, fit_ray_drop, range_image_edges
-from neurodrive.render.scene_model import ActorAsset, LidarIntensityModel, SceneModel, SkyModel, SurfaceMesh
-from neurodrive.render.texels import TexelAtlas
-from neurodrive.render.tsdf import SparseTsdf
-from neurodrive.scenarios.log import ActorTrack, DrivingLog
-from neurodrive.scenarios.log_io import read_npz
+from neurodrive.lidar.ray_drop import DropSamples, fit_ray_drop, range_image_edges
+from neurodrive.scene.model import ActorAsset, LidarIntensityModel, SceneModel, SkyModel, SurfaceMesh
+from neurodrive.scene.texels import TexelAtlas
+from neurodrive.reconstruct.tsdf import SparseTsdf
+from neurodrive.logs.model import ActorTrack, DrivingLog
+from neurodrive.logs.io import read_npz
 
 Progress = Callable[[str, int, int], None]
 

@@ -118,7 +118,7 @@ class World:
             meta = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise DataError(meta_path, None, f"cannot read ground-truth world: {e}") from e
-        from neurodrive.scenarios.log_io import read_npz
+        from neurodrive.logs.io import read_npz
 
         arrays = read_npz(npz_path, {})
 

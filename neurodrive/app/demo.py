@@ -33,7 +33,7 @@ CUT_IN_SCENARIO = {
 
 
 def _log_complete(path: Path) -> bool:
-    from neurodrive.scenarios.log_io import load_log
+    from neurodrive.logs.io import load_log
 
     try:
         load_log(path)
@@ -43,7 +43,7 @@ def _log_complete(path: Path) -> bool:
 
 
 def _scene_current(scene_dir: Path) -> bool:
-    from neurodrive.render.scene_model import read_scene_meta
+    from neurodrive.scene.model import read_scene_meta
 
     try:
         read_scene_meta(scene_dir)
@@ -56,11 +56,11 @@ def run_demo(out: str | Path, preset: str = "town-small", agents: tuple[str, ...
              progress: Progress | None = None, log_only: Callable[[str], None] = print) -> dict[str, dict]:
     """Writes OUT/log, OUT/scene, OUT/scenario.yaml, OUT/replay/<agent>/{video.mp4, metrics.json, plot.png}
     and OUT/report.md; returns the metrics per agent."""
-    from neurodrive.render.reconstruct import ReconConfig, reconstruct
-    from neurodrive.replay import replay
-    from neurodrive.scenarios.log_io import load_log
-    from neurodrive.scenarios.synthetic.generate import generate_log
-    from neurodrive.scenarios.synthetic.presets import get_preset
+    from neurodrive.reconstruct.pipeline import ReconConfig, reconstruct
+    from neurodrive.app.replay import replay
+    from neurodrive.logs.io import load_log
+    from neurodrive.sources.synthetic.generate import generate_log
+    from neurodrive.sources.synthetic.presets import get_preset
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,16 +8,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from neurodrive.geometry import pose_xyz_yaw
-from neurodrive.scenarios.log import Lane, RoadMap
-from neurodrive.scenarios.synthetic.assets import (
+from neurodrive.logs.model import Lane, RoadMap
+from neurodrive.sources.synthetic.assets import (
     box_part,
     pedestrian_mesh,
     street_light_mesh,
     tree_mesh,
     vehicle_mesh,
 )
-from neurodrive.scenarios.synthetic.presets import TownConfig
-from neurodrive.scenarios.synthetic.world import Lighting, Material, MeshPart, RoadSpec, World
+from neurodrive.sources.synthetic.presets import TownConfig
+from neurodrive.sources.synthetic.world import Lighting, Material, MeshPart, RoadSpec, World
 
 CURB_HEIGHT_M = 0.15
 SIDEWALK_WIDTH_M = 4.0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
-from neurodrive.scenarios.synthetic.world import MeshPart
+from neurodrive.sources.synthetic.world import MeshPart
 
 
 def part_from_trimesh(mesh: trimesh.Trimesh, material_id: int | np.ndarray) -> MeshPart:

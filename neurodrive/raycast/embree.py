@@ -1,8 +1,8 @@
 """Python side of the native Embree caster (``embree_caster.cpp``, built by setup.py when Embree's
 headers are present): meshes built once, placements of instances, rays cast as 4 x 4 packets.
 
-``NEURODRIVE_RAYCASTER`` selects the caster: ``auto`` (default: native when built), ``embree``
-(native, an error without it) or ``open3d`` (always open3d's RaycastingScene).
+Which caster renders is chosen by ``raycast.select_backend`` (explicit argument; the
+``NEURODRIVE_RAYCASTER`` variable overrides it).
 """
 
 from __future__ import annotations
@@ -15,16 +15,12 @@ from functools import cache
 
 import numpy as np
 
-from neurodrive.raycast import RayHits, check_rays
+from neurodrive.raycast import ENV_VAR, NativeCasterUnavailable
+from neurodrive.raycast.base import RayHits, check_rays
 
-ENV_VAR = "NEURODRIVE_RAYCASTER"
 _F32 = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
 _I32 = np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS")
 _F64 = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
-
-
-class NativeCasterUnavailable(RuntimeError):
-    pass
 
 
 def _threads() -> int:
@@ -59,18 +55,10 @@ def native_built() -> bool:
 
 
 def native_available() -> bool:
-    """Whether the native caster is built and selected (``NEURODRIVE_RAYCASTER``)."""
-    choice = os.environ.get(ENV_VAR, "auto").lower()
-    if choice not in ("auto", "embree", "open3d"):
-        raise ValueError(f"{ENV_VAR}={choice!r}: expected auto, embree or open3d")
-    if choice == "open3d":
-        return False
-    if _library() is None:
-        if choice == "embree":
-            raise NativeCasterUnavailable(f"{ENV_VAR}=embree but the native caster is not built: install libembree-dev, "
-                                          "then reinstall neurodrive (bash install.sh)")
-        return False
-    return True
+    """Whether the native caster is built and selected (see ``raycast.select_backend``)."""
+    from neurodrive.raycast import select_backend
+
+    return select_backend().name == "embree"
 
 
 def caster_description() -> str:
@@ -163,7 +151,7 @@ def shade_texels(hits: RayHits, packed_atlases: Sequence[np.ndarray], colours: S
     (misses left as they are); returns how many hits show texels no training pixel saw.
 
     Mesh g of ``hits.geometry`` has the packed atlas ``packed_atlases[g]`` ((F,) int64, first texel
-    << 8 | cells per edge, :class:`~neurodrive.render.texels.TexelAtlas`) and the texel colours
+    << 8 | cells per edge, :class:`~neurodrive.scene.texels.TexelAtlas`) and the texel colours
     ``colours[g]`` ((T,) uint32: r, g, b bytes, 255 in the fourth if training saw the texel)."""
     lib = _library()
     if len(packed_atlases) != len(colours):
@@ -177,3 +165,17 @@ def shade_texels(hits: RayHits, packed_atlases: Sequence[np.ndarray], colours: S
     uv = np.ascontiguousarray(hits.uv, np.float32)
     return int(lib.nd_shade_texels(len(hits.t_m), np.ascontiguousarray(hits.geometry, np.int32), np.ascontiguousarray(hits.triangle, np.int32),
                                    uv, atlas_ptrs, colour_ptrs, rgb, _threads()))
+
+
+class EmbreeBackend:
+    """Meshes as native Embree BVHs; a placement is one top-level BVH of instances (one traversal
+    for background and actors, camera / LiDAR rays in 4 x 4 packets, baked texels shaded natively)."""
+
+    name = "embree"
+    shades_texels = True
+
+    def mesh(self, vertices: np.ndarray, triangles: np.ndarray) -> NativeMesh:
+        return NativeMesh(vertices, triangles)
+
+    def placement(self, meshes: list[NativeMesh], poses: list[np.ndarray], radii_m: list[float]) -> NativePlacement:
+        return NativePlacement(meshes, poses)

@@ -10,8 +10,8 @@ from scipy.spatial import cKDTree
 from skimage.metrics import structural_similarity
 
 from neurodrive.geometry import make_pose, transform_points
-from neurodrive.render.scene_model import SceneModel
-from neurodrive.scenarios.log import DrivingLog
+from neurodrive.scene.model import SceneModel
+from neurodrive.logs.model import DrivingLog
 
 LANE_SHIFT_M = 2.0
 
@@ -105,8 +105,8 @@ def lane_shift_psnr(
     gt_dir = Path(log.root) / "ground_truth"
     if not (gt_dir / "world.json").is_file():
         return {"lane_shift_psnr_db": None, "lane_shift_note": "the log has no ground-truth world"}
-    from neurodrive.scenarios.synthetic.raycaster import WorldRenderer
-    from neurodrive.scenarios.synthetic.world import World
+    from neurodrive.sources.synthetic.raycaster import WorldRenderer
+    from neurodrive.sources.synthetic.world import World
 
     gt = WorldRenderer(World.load(gt_dir))
     gains = log.metadata.get("camera_gains", {})

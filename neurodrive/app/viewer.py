@@ -16,7 +16,7 @@ import numpy as np
 
 from neurodrive.agents.keyboard import KeyboardAgent
 from neurodrive.io_utils import atomic_write_bytes
-from neurodrive.replay import BevProjection, BevStyle, compose_frame
+from neurodrive.app.replay import BevProjection, BevStyle, compose_frame
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.sim.simulator import Observation, SimConfig, Simulator
 

@@ -9,11 +9,11 @@ import numpy as np
 
 from neurodrive.geometry import make_pose
 from neurodrive.io_utils import staged_directory
-from neurodrive.scenarios.log import ActorTrack, CameraSpec, LidarSpec, SensorRig
-from neurodrive.scenarios.log_io import LogWriter
-from neurodrive.scenarios.synthetic.presets import TownConfig
-from neurodrive.scenarios.synthetic.raycaster import WorldRenderer
-from neurodrive.scenarios.synthetic.town import Town, build_town, ego_poses
+from neurodrive.logs.model import ActorTrack, CameraSpec, LidarSpec, SensorRig
+from neurodrive.logs.io import LogWriter
+from neurodrive.sources.synthetic.presets import TownConfig
+from neurodrive.sources.synthetic.raycaster import WorldRenderer
+from neurodrive.sources.synthetic.town import Town, build_town, ego_poses
 
 GROUND_TRUTH_DIR = "ground_truth"
 CAMERA_MOUNT_M = [1.6, 0.0, 1.55]

@@ -18,7 +18,7 @@ from neurodrive.io_utils import atomic_write_json
 
 
 def _run_one(scenario: str, agent: str, out: str, video: bool) -> dict:
-    from neurodrive.replay import replay
+    from neurodrive.app.replay import replay
 
     try:
         return replay(scenario, agent, out, video=video, overwrite=True)

@@ -19,7 +19,7 @@ import shapely
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import pose_xyz_yaw
-from neurodrive.scenarios.log import ActorTrack, DrivingLog, Lane, RoadMap, SensorRig
+from neurodrive.logs.model import ActorTrack, DrivingLog, Lane, RoadMap, SensorRig
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.sim.vehicle import VehicleParameters
 

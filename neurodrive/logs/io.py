@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 from neurodrive.errors import DataError
 from neurodrive.geometry import is_rigid
 from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
-from neurodrive.scenarios.log import (
+from neurodrive.logs.model import (
     ActorTrack,
     CameraSpec,
     DrivingLog,
@@ -36,7 +36,7 @@ from neurodrive.scenarios.log import (
     RoadMap,
     SensorRig,
 )
-from neurodrive.scenarios.log_schema import (
+from neurodrive.logs.schema import (
     FORMAT_NAME,
     FORMAT_VERSION,
     LogSchema,

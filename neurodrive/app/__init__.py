@@ -1,0 +1,1 @@
+"""Front ends: the command line, the replay / eval runners, the pygame viewer and the demo."""

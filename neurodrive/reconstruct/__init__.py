@@ -1,0 +1,1 @@
+"""Offline fitting of a scene from a log: geometry (TSDF), appearance, actors, sky, LiDAR model."""
