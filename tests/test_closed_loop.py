@@ -14,7 +14,7 @@ from neurodrive.agents import make_agent
 from neurodrive.app.cli import app
 from neurodrive.errors import DataError
 from neurodrive.app.evaluation import evaluate_scenarios
-from neurodrive.app.replay import replay, run_episode
+from neurodrive.app.replay import run_episode
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.sim.simulator import Simulator
 

@@ -15,7 +15,7 @@ from neurodrive.lidar.ray_drop import (
     ray_drop_features,
     vertex_drop_rates,
 )
-from neurodrive.reconstruct.pipeline import densify_far_returns
+from neurodrive.reconstruct.background import densify_far_returns
 from neurodrive.logs.model import LidarSpec, LidarSweep
 
 

@@ -12,8 +12,10 @@ import pytest
 
 from neurodrive.errors import DataError
 from neurodrive.reconstruct.evaluate import evaluate_reconstruction, psnr
-from neurodrive.reconstruct.pipeline import ReconConfig, holdout_frames, reconstruct
-from neurodrive.scene.model import ActorAsset, SceneModel, SurfaceMesh
+from neurodrive.reconstruct.config import holdout_frames
+from neurodrive.reconstruct.pipeline import reconstruct
+from neurodrive.scene.surface import ActorAsset, SurfaceMesh
+from neurodrive.scene.model import SceneModel
 from neurodrive.scene.texels import TexelAtlas
 from neurodrive.reconstruct.tsdf import SparseTsdf
 from neurodrive.logs.io import load_log

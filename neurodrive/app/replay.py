@@ -3,7 +3,6 @@ metrics.json and a plot. Used by ``neurodrive replay`` / ``neurodrive eval`` and
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable

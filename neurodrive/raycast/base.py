@@ -61,17 +61,6 @@ class CasterBackend(Protocol):
         ...
 
 
-def check_rays(origins: np.ndarray, dirs: np.ndarray) -> None:
-    """Refuse non-finite rays before they reach Embree (which asserts on them, or hangs in open3d).
-
-    A NaN or infinite pose upstream shows up here; the check is one reduction per array.
-    """
-    if not np.isfinite(np.add.reduce(np.asarray(origins, np.float64), axis=None)):
-        raise ValueError("ray origins contain NaN or infinite values (is a pose non-finite?)")
-    if not np.isfinite(np.add.reduce(dirs, axis=None)):
-        raise ValueError("ray directions contain NaN or infinite values (is a pose non-finite?)")
-
-
 def bounding_radius_m(vertices: np.ndarray) -> float:
     """Radius of the sphere about the local origin that holds every vertex."""
     return float(np.linalg.norm(vertices, axis=1).max()) + 0.01 if len(vertices) else 0.0

@@ -18,7 +18,8 @@ from scipy import ndimage
 
 from neurodrive.errors import DataError
 from neurodrive.io_utils import atomic_write_bytes, atomic_write_json
-from neurodrive.scene.model import AppearanceDecoder, SkyModel
+from neurodrive.scene.decoder import AppearanceDecoder
+from neurodrive.scene.sky import SkyModel
 
 
 @dataclass

@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import pose_xyz_yaw
-from neurodrive.scene.model import ActorAsset, SceneModel
+from neurodrive.scene.surface import ActorAsset
+from neurodrive.scene.model import SceneModel
 from neurodrive.io_utils import read_yaml_mapping
 from neurodrive.logs.model import WORLD_MARGIN_M
 from neurodrive.logs.schema import describe_validation_error

@@ -18,7 +18,9 @@ import shapely
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import pose_xyz_yaw, yaw_of
-from neurodrive.scene.model import ActorAsset, FrameRender, SceneModel, read_scene_meta
+from neurodrive.scene.surface import ActorAsset
+from neurodrive.render.results import FrameRender
+from neurodrive.scene.model import SceneModel, read_scene_meta
 from neurodrive.render.edits import Repose
 from neurodrive.logs.model import WORLD_MARGIN_M, ActorTrack, DrivingLog, SensorRig
 from neurodrive.logs.io import load_log

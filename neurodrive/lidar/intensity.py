@@ -1,0 +1,31 @@
+"""LiDAR intensity (fall-off with incidence and range, times a per-surface reflectivity) and ray drop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from neurodrive.lidar.ray_drop import DROP_NEIGHBOURS, RayDropModel, ray_drop_features
+
+
+
+@dataclass(frozen=True)
+class LidarIntensityModel:
+    """intensity = reflectivity * (alpha + (1 - alpha) cos(incidence)) * exp(-beta * range);
+    drop probability of a hit ray from the ray-drop MLP (the 16-neighbour vertex rate alone without it)."""
+
+    alpha: float
+    beta_per_m: float
+    drop: RayDropModel | None = None
+
+    def falloff(self, cos_incidence: np.ndarray, range_m: np.ndarray) -> np.ndarray:
+        return (self.alpha + (1 - self.alpha) * cos_incidence) * np.exp(-self.beta_per_m * range_m)
+
+    def drop_probability(self, rates: np.ndarray, cos_incidence: np.ndarray, relative_range: np.ndarray, edge: np.ndarray,
+                         missing: np.ndarray) -> np.ndarray:
+        """Of hit rays: vertex drop rates (n, K), incidence, range / max range, and the depth-edge cues
+        of :func:`~neurodrive.lidar.ray_drop.range_image_edges` at each ray."""
+        if self.drop is None:
+            return rates[:, DROP_NEIGHBOURS.index(16)]
+        return self.drop.probability(ray_drop_features(rates, cos_incidence, relative_range, edge, missing))

@@ -1,0 +1,70 @@
+"""Reconstruction settings (``ReconConfig``, written in full to scene.json), held-out frames, progress reporting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class ReconConfig:
+    voxel_size_m: float = 0.1  # background TSDF voxel
+    truncation_m: float = 0.3  # band around near returns
+    truncation_per_m: float = 0.03  # the band widens with range ...
+    max_truncation_m: float = 1.2  # ... up to this
+    coarse_voxel_ratio: int = 3  # a coarser field fills gaps between sparse far returns
+    coarse_min_range_m: float = 0.0  # returns farther than this feed the coarse field
+    densify_min_range_m: float = 15.0  # the coarse field also gets the scan grid filled between returns this far (0: off)
+    densify_spacing_m: float = 0.15  # ... with virtual returns this far apart
+    densify_tolerance: float = 0.05  # ... between returns whose ranges differ by less than this share
+    ground_underlay_cell_m: float = 2.0  # heightfield under the TSDF ground that closes far holes (0: off)
+    wall_extrusion_m: float = 12.0  # walls continue this far above the LiDAR's view (0: off)
+    wall_min_height_m: float = 3.0  # only open wall tops above this height are extruded
+    max_triangle_edge_m: float = 1.0  # larger background triangles are split (per-vertex LiDAR drop rates stay local)
+    actor_voxel_size_m: float = 0.05
+    actor_margin_m: float = 0.3  # returns this close around a box are not background
+    ground_clearance_m: float = 0.12  # returns this low inside a box are ground, not actor
+    holdout_every: int = 5  # frames with index % holdout_every == holdout_phase are held out
+    holdout_phase: int = 2
+    num_features: int = 5  # per texel: 3 colour + extra channels for the MLP
+    hidden_units: int = 16
+    residual_scale: float = 0.25
+    min_texel_m: float = 0.02
+    texel_smoothing_k: int = 6  # texels seen fewer than 3 times are blended with this many neighbours
+    texel_pixel_ratio: float = 1.5  # texel width in pixel footprints at the closest training view
+    max_texel_resolution: int = 24
+    exposure_rounds: int = 3
+    lidar_smoothing_m: float = 0.25  # LiDAR reflectivity evidence is pooled over voxels this big
+    train_steps: int = 400
+    batch_size: int = 16384
+    learning_rate: float = 0.005
+    max_pixel_samples: int = 16_000_000  # bounds memory on long logs (pixels are strided beyond it)
+    checkpoint_every: int = 50
+    seed: int = 0
+
+
+def holdout_frames(num_frames: int, cfg: ReconConfig) -> list[int]:
+    return [f for f in range(num_frames) if f % cfg.holdout_every == cfg.holdout_phase]
+
+
+def training_frames(num_frames: int, cfg: ReconConfig) -> list[int]:
+    held = set(holdout_frames(num_frames, cfg))
+    return [f for f in range(num_frames) if f not in held]
+
+
+
+@contextmanager
+def stage_step(progress: Progress | None, name: str) -> Iterator[None]:
+    """Reports a stage without inner steps as 0/1 on entry and 1/1 when done, so a long step is
+    never silent (the command line shows it as its own bar with the time elapsed)."""
+    if progress:
+        progress(name, 0, 1)
+    yield
+    if progress:
+        progress(name, 1, 1)

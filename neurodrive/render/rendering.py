@@ -1,0 +1,142 @@
+"""Rendering cameras and LiDAR of a placed scene (mixed into ``SceneModel``)."""
+
+from __future__ import annotations
+
+
+import numpy as np
+
+from neurodrive.geometry import check_pose
+from neurodrive.raycast.embree import shade_texels
+from neurodrive.lidar.ray_drop import barycentric, range_image_edges
+from neurodrive.logs.model import CameraSpec, LidarSpec, LidarSweep
+
+from neurodrive.scene.surface import SurfaceMesh
+from neurodrive.render.placement import PlacedScene, single_threaded_blas
+from neurodrive.render.results import CameraRender, FrameRender, LidarRender, RealismConfidence, NO_ACTOR
+
+
+class SceneRendering:
+    """Camera and LiDAR rendering of a placed scene; ``SceneModel`` holds the data it reads."""
+
+    def exposed_colours(self, mesh: SurfaceMesh, exposure: np.ndarray) -> np.ndarray:
+        """(T,) uint32 per texel: the baked colour through one camera exposure (r, g, b bytes) and
+        255 in the fourth byte if training saw the texel. Built once per mesh and exposure."""
+        key = (id(mesh), exposure.tobytes())
+        cached = self._exposed.get(key)
+        if cached is None:
+            packed = mesh.baked_rgb_seen.view(np.uint8).reshape(-1, 4).copy()
+            colour = packed[:, :3] @ np.ascontiguousarray(exposure[:, :3].T / 255.0, np.float32) + exposure[:, 3].astype(np.float32)
+            packed[:, :3] = np.round(np.clip(colour, 0.0, 1.0) * 255)
+            cached = self._exposed[key] = packed.view(np.uint32).reshape(-1)
+        return cached
+
+    def _shade(self, scene: PlacedScene, origin: np.ndarray, dirs: np.ndarray, exposure: np.ndarray, ego_xy_m: np.ndarray,
+               view_dependent: bool = False, grid: tuple[int, int] | None = None):
+        hits = scene.cast(origin, dirs, normals=False, grid=grid)
+        rgb = np.empty((len(dirs), 3), np.float32)
+        miss = np.nonzero(~hits.hit)[0]
+        if len(miss):
+            sky = self.sky.lookup(dirs[miss], ego_xy_m)
+            rgb[miss] = np.clip(sky @ exposure[:, :3].T.astype(np.float32) + exposure[:, 3].astype(np.float32), 0, 1)
+        if scene.backend.shades_texels and not view_dependent:  # baked texels read natively
+            meshes = scene.meshes
+            unseen = shade_texels(hits, [m.atlas.packed for m in meshes], [self.exposed_colours(m, exposure) for m in meshes], rgb)
+            return rgb, hits, unseen
+        idx = np.nonzero(hits.hit)[0]
+        unseen = 0
+        if len(idx):
+            rgb[idx], seen = scene.shade(hits, idx, dirs, exposure, view_dependent)
+            unseen = int(np.sum(~seen))
+        return rgb, hits, unseen
+
+    @single_threaded_blas
+    def render_camera(
+        self,
+        scene: PlacedScene,
+        camera: CameraSpec,
+        T_world_ego: np.ndarray,
+        exposure_camera: str | None = None,
+        supersample: int = 1,
+        view_dependent: bool = False,
+    ) -> CameraRender:
+        """Image, depth and actor masks of ``camera`` (any intrinsics / resolution) at an ego pose.
+
+        ``supersample`` s > 1 averages s x s rays per pixel (anti-aliasing, s^2 times the work).
+        ``view_dependent`` evaluates the appearance MLP per ray instead of the baked texel colours.
+        """
+        check_pose(T_world_ego, "T_world_ego")
+        T = T_world_ego @ camera.T_ego_camera
+        h, w = camera.height_px, camera.width_px
+        exposure = self.decoder.exposure(exposure_camera or camera.name)
+        dirs_cam = camera.ray_directions(1).reshape(-1, 3)
+        dirs = (dirs_cam @ np.ascontiguousarray(T[:3, :3].T)).astype(np.float32)
+        rgb, hits, unseen = self._shade(scene, T[:3, 3], dirs, exposure, T_world_ego[:2, 3], view_dependent, grid=(h, w))
+        if supersample > 1:
+            fine = camera.ray_directions(supersample).reshape(-1, 3) @ np.ascontiguousarray(T[:3, :3].T)
+            rgb = self._shade(scene, T[:3, 3], fine, exposure, T_world_ego[:2, 3], view_dependent, grid=(h * supersample, w * supersample))[0]
+            rgb = rgb.reshape(h, supersample, w, supersample, 3).mean(axis=(1, 3))
+        instance = np.where(hits.hit, hits.geometry - 1, NO_ACTOR).astype(np.int32)
+        depth = np.where(hits.hit, hits.t_m * dirs_cam[:, 2], np.inf).reshape(h, w).astype(np.float32)
+        img = np.round(rgb.reshape(h, w, 3) * 255).astype(np.uint8)
+        return CameraRender(img, depth, instance.reshape(h, w), scene.actor_ids, unseen / (h * w))
+
+    def render_frame(
+        self,
+        scene: PlacedScene,
+        T_world_ego: np.ndarray,
+        cameras: tuple[CameraSpec, ...] = (),
+        lidar: LidarSpec | None = None,
+        rng: np.random.Generator | None = None,
+        supersample: int = 1,
+    ) -> FrameRender:
+        """Every camera and the LiDAR from one placement of the actors, with a realism confidence."""
+        images = {c.name: self.render_camera(scene, c, T_world_ego, supersample=supersample) for c in cameras}
+        sweep = self.render_lidar(scene, lidar, T_world_ego, rng) if lidar is not None else None
+        pixels = sum(c.width_px * c.height_px for c in cameras)
+        unseen = sum(r.unseen_share * c.width_px * c.height_px for r, c in zip(images.values(), cameras)) / max(pixels, 1)
+        return FrameRender(images, sweep, RealismConfidence.assess(self.meta, T_world_ego, unseen))
+
+    @single_threaded_blas
+    def render_lidar(
+        self,
+        scene: PlacedScene,
+        lidar: LidarSpec,
+        T_world_ego: np.ndarray,
+        rng: np.random.Generator | None = None,
+    ) -> LidarRender:
+        """A sweep: ranges from the mesh, learned intensity, and learned ray drop.
+
+        With ``rng`` drops are sampled; without it each ray returns when its return probability
+        is at least 0.5 (the most likely sweep).
+        """
+        check_pose(T_world_ego, "T_world_ego")
+        T = T_world_ego @ lidar.T_ego_lidar
+        dirs_l = lidar.ray_directions().reshape(-1, 3)
+        dirs = dirs_l @ np.ascontiguousarray(T[:3, :3].T)
+        hits = scene.cast(T[:3, 3], dirs, grid=(lidar.num_beams, lidar.azimuth_bins))
+        in_range = hits.hit & (hits.t_m >= lidar.min_range_m) & (hits.t_m <= lidar.max_range_m)
+        idx = np.nonzero(in_range)[0]
+        p_return = np.zeros(len(dirs))
+        cos_hit = np.abs(np.einsum("ij,ij->i", np.take(hits.normals, idx, axis=0), np.take(dirs, idx, axis=0)))
+        table = scene.gather(hits, idx, "lidar_table")  # corner drop rates, reflectivity
+        reflectivity = table[:, -1]
+        edge, missing = range_image_edges(np.where(in_range, hits.t_m, np.inf).reshape(lidar.num_beams, lidar.azimuth_bins))
+        p_return[idx] = 1.0 - self.lidar_intensity.drop_probability(
+            barycentric(table[:, :-1], hits.uv[idx]), cos_hit, hits.t_m[idx] / lidar.max_range_m,
+            edge.reshape(-1)[idx], missing.reshape(-1)[idx],
+        )
+        keep = (rng.random(len(dirs)) < p_return) if rng is not None else (p_return >= 0.5)
+        kept = keep[idx]
+        cos_i, refl = cos_hit[kept], reflectivity[kept]
+        idx = idx[kept]
+        intensity = np.clip(refl * self.lidar_intensity.falloff(cos_i, hits.t_m[idx]), 0, 1)
+        beam, az = np.divmod(idx, lidar.azimuth_bins)
+        sweep = LidarSweep(
+            (dirs_l[idx] * hits.t_m[idx, None]).astype(np.float32),
+            intensity.astype(np.float32),
+            beam.astype(np.int16),
+            az.astype(np.int32),
+        )
+        return LidarRender(sweep, (hits.geometry[idx] - 1).astype(np.int32), scene.actor_ids, p_return.reshape(lidar.num_beams, lidar.azimuth_bins))
+
+    # ------------------------------------------------------------------ storage
