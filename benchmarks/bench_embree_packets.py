@@ -23,9 +23,9 @@ def main() -> None:
     args = parser.parse_args()
     if not Path("/usr/include/embree3/rtcore.h").is_file() or shutil.which("g++") is None:
         raise SystemExit("needs g++ and Embree 3 headers: apt-get install libembree-dev")
-    from neurodrive.scene.model import SceneModel
-    from neurodrive.logs.model import CameraSpec
     from neurodrive.logs.io import load_log
+    from neurodrive.logs.model import CameraSpec
+    from neurodrive.scene.model import SceneModel
 
     model = SceneModel.load(args.scene)
     log = load_log(model.meta["log"]["path"])
@@ -40,7 +40,9 @@ def main() -> None:
         model.background.triangles.astype(np.uint32).tofile(work / "t.bin")
         np.ascontiguousarray(tiles).tofile(work / "d.bin")
         T[:3, 3].astype(np.float32).tofile(work / "o.bin")
-        subprocess.run(["g++", "-O2", "-std=c++17", str(source), "-lembree3", "-lpthread", "-o", str(work / "poc")], check=True)
+        subprocess.run(
+            ["g++", "-O2", "-std=c++17", str(source), "-lembree3", "-lpthread", "-o", str(work / "poc")], check=True
+        )
         print(f"background: {len(model.background.triangles)} triangles; 640x360 camera rays")
         subprocess.run([str(work / "poc")], cwd=work, check=True)
 

@@ -22,8 +22,8 @@ def main() -> None:
     import gymnasium as gym
 
     import neurodrive  # noqa: F401
-    from neurodrive.scene.model import SceneModel
     from neurodrive.logs.io import load_log
+    from neurodrive.scene.model import SceneModel
 
     model = SceneModel.load(args.scene)
     log = load_log(model.meta["log"]["path"])
@@ -57,10 +57,15 @@ def main() -> None:
         sim.render()
         render_s.append(time.perf_counter() - start)
     cam = obs_space["camera_front"].shape
-    print(f"observation: camera {cam[1]}x{cam[0]}, LiDAR {lidar.num_beams}x{lidar.azimuth_bins} range image, ego state, route")
+    print(
+        f"observation: camera {cam[1]}x{cam[0]}, LiDAR {lidar.num_beams}x{lidar.azimuth_bins} range image, "
+        "ego state, route"
+    )
     print(f"env steps/s with sensors:      {full:6.1f}   target >= 20  {'met' if full >= 20 else 'NOT met'}")
     print(f"env steps/s without sensors:   {bare:6.1f}   (dynamics, actors, collisions, observation)")
-    print(f"rendering alone:               {1 / np.median(render_s):6.1f} frames/s ({np.median(render_s) * 1000:.0f} ms)")
+    print(
+        f"rendering alone:               {1 / np.median(render_s):6.1f} frames/s ({np.median(render_s) * 1000:.0f} ms)"
+    )
 
 
 if __name__ == "__main__":

@@ -31,10 +31,14 @@ def main() -> None:
         log = load_log(out)
         size_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"preset {cfg.name}: {log.num_frames} frames, {len(log.rig.cameras)} cameras, "
-          f"{log.rig.lidar.num_beams}x{log.rig.lidar.azimuth_bins} LiDAR")
-    print(f"generate: {elapsed:.1f} s ({elapsed / log.num_frames:.2f} s/frame), "
-          f"{elapsed / TARGET_S:.2f} x the 180 s target; peak RSS {peak_mb:.0f} MB; log {size_mb:.0f} MB")
+    print(
+        f"preset {cfg.name}: {log.num_frames} frames, {len(log.rig.cameras)} cameras, "
+        f"{log.rig.lidar.num_beams}x{log.rig.lidar.azimuth_bins} LiDAR"
+    )
+    print(
+        f"generate: {elapsed:.1f} s ({elapsed / log.num_frames:.2f} s/frame), "
+        f"{elapsed / TARGET_S:.2f} x the 180 s target; peak RSS {peak_mb:.0f} MB; log {size_mb:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

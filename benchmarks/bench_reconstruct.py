@@ -31,9 +31,9 @@ def main() -> None:
     parser.add_argument("--log", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
+    from neurodrive.logs.io import load_log
     from neurodrive.reconstruct.evaluate import evaluate_reconstruction
     from neurodrive.reconstruct.pipeline import ReconConfig, reconstruct
-    from neurodrive.logs.io import load_log
     from neurodrive.sources.synthetic.generate import generate_log
     from neurodrive.sources.synthetic.presets import get_preset
 
@@ -57,7 +57,9 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
         metrics = evaluate_reconstruction(model, log)
-    results = {"reconstruct_s": elapsed, "peak_rss_gb": peak_gb} | {k: v for k, v in metrics.items() if k in TARGETS or k in ("ssim", "lidar_intensity_rmse", "lidar_chamfer_m")}
+    results = {"reconstruct_s": elapsed, "peak_rss_gb": peak_gb} | {
+        k: v for k, v in metrics.items() if k in TARGETS or k in ("ssim", "lidar_intensity_rmse", "lidar_chamfer_m")
+    }
     print(f"log '{log.name}': {log.num_frames} frames, held out {metrics['frames']}")
     print(f"(peak RSS before reconstruction: {rss_before / 1024**2:.2f} GB, generation included)")
     print(f"longest time without a progress report: {silence['longest_s']:.1f} s (ending in '{silence['stage']}')")

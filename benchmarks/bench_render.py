@@ -23,10 +23,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     from neurodrive.geometry import make_pose
+    from neurodrive.logs.io import load_log
+    from neurodrive.logs.model import CameraSpec, LidarSpec
     from neurodrive.raycast.embree import ENV_VAR, native_available
     from neurodrive.scene.model import SceneModel
-    from neurodrive.logs.model import CameraSpec, LidarSpec
-    from neurodrive.logs.io import load_log
 
     model = SceneModel.load(args.scene)
     log = load_log(args.log or model.meta["log"]["path"])
@@ -49,8 +49,12 @@ def main() -> None:
 
     import open3d as o3d
 
-    cam_rays = o3d.core.Tensor(np.concatenate([np.broadcast_to(T_cam[:3, 3], cam_dirs.shape), cam_dirs], 1).astype(np.float32))
-    lid_rays = o3d.core.Tensor(np.concatenate([np.broadcast_to(T_lid[:3, 3], lid_dirs.shape), lid_dirs], 1).astype(np.float32))
+    cam_rays = o3d.core.Tensor(
+        np.concatenate([np.broadcast_to(T_cam[:3, 3], cam_dirs.shape), cam_dirs], 1).astype(np.float32)
+    )
+    lid_rays = o3d.core.Tensor(
+        np.concatenate([np.broadcast_to(T_lid[:3, 3], lid_dirs.shape), lid_dirs], 1).astype(np.float32)
+    )
     from neurodrive.raycast.open3d_caster import MeshRaycaster
 
     # raw: one static open3d scene holding the background and the placed actors
@@ -71,12 +75,19 @@ def main() -> None:
     print(f"scene: {tris} triangles ({len(placed.actor_ids)} actors placed); 640x360 camera + 64x1024 LiDAR per frame")
     print(f"raw open3d ray casting:      {raw * 1000:7.1f} ms/frame  ({1 / raw:5.1f} frames/s)")
     print(f"neurodrive camera + LiDAR:   {ours * 1000:7.1f} ms/frame  ({1 / ours:5.1f} frames/s)  caster: {caster}")
-    print(f"throughput ratio (ours/raw): {raw / ours:.2f}   target >= 0.50  {'met' if raw / ours >= 0.5 else 'NOT met'}")
+    print(
+        f"throughput ratio (ours/raw): {raw / ours:.2f}   target >= 0.50  {'met' if raw / ours >= 0.5 else 'NOT met'}"
+    )
     print(f"  on the open3d fallback:    {fallback * 1000:7.1f} ms/frame  ratio {raw / fallback:.2f}")
-    print(f"re-placing all actors (moving them) costs {replace_s * 1000:.2f} ms: no mesh's acceleration structure is rebuilt")
+    print(
+        f"re-placing all actors (moving them) costs {replace_s * 1000:.2f} ms: "
+        "no mesh's acceleration structure is rebuilt"
+    )
     if importlib.util.find_spec("nerfstudio") is None:
-        print("nerfstudio (nerfacto): not measured - not installed. It needs an ~8 GB install pinned to numpy<2 with "
-              "a CUDA build of torch; see README 'Benchmarks' for why it is not part of this run.")
+        print(
+            "nerfstudio (nerfacto): not measured - not installed. It needs an ~8 GB install pinned to numpy<2 with "
+            "a CUDA build of torch; see README 'Benchmarks' for why it is not part of this run."
+        )
 
 
 if __name__ == "__main__":

@@ -81,6 +81,8 @@ def points_in_box(points_box: np.ndarray, size_m: np.ndarray, margin_m: float = 
 def check_pose(pose: np.ndarray, name: str = "pose") -> None:
     """One ValueError naming ``name`` unless ``pose`` is a finite rigid 4x4 transform."""
     if np.shape(pose) != (4, 4) or not np.all(np.isfinite(pose)):
-        raise ValueError(f"{name}: expected a finite 4x4 transform (got NaN / infinite values or shape {np.shape(pose)})")
+        raise ValueError(
+            f"{name}: expected a finite 4x4 transform (got NaN / infinite values or shape {np.shape(pose)})"
+        )
     if not is_rigid(np.asarray(pose, float)):
         raise ValueError(f"{name}: not a rigid transform")

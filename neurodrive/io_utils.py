@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -44,10 +43,10 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
 
 
-def atomic_write_npz(path: str | Path, compress: bool = True, **arrays: np.ndarray) -> None:
-    """Save arrays as ``.npz`` (no pickles) atomically."""
+def atomic_write_npz(path: str | Path, **arrays: Any) -> None:
+    """Save arrays as compressed ``.npz`` (no pickles) atomically."""
     buf = io.BytesIO()
-    (np.savez_compressed if compress else np.savez)(buf, **arrays)
+    np.savez_compressed(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from neurodrive.reconstruct.pipeline import ReconConfig, reconstruct
 from neurodrive.logs.io import load_log
+from neurodrive.reconstruct.pipeline import ReconConfig, reconstruct
 from neurodrive.sources.synthetic.generate import generate_log
 from neurodrive.sources.synthetic.presets import get_preset
 

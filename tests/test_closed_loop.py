@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from neurodrive.agents import make_agent
 from neurodrive.app.cli import app
-from neurodrive.errors import DataError
 from neurodrive.app.evaluation import evaluate_scenarios
 from neurodrive.app.replay import run_episode
+from neurodrive.errors import DataError
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.sim.simulator import Simulator
 
@@ -22,7 +22,13 @@ from neurodrive.sim.simulator import Simulator
 CUT_IN = {
     "id": "cutter",
     "asset": "vehicle_001",
-    "trajectory": [[0.0, 6.0, -1.75, 0.0], [1.0, 11.0, -1.75, 0.0], [2.5, 17.0, -5.25, -0.05], [4.0, 22.0, -5.25, 0.0], [8.0, 32.0, -5.25, 0.0]],
+    "trajectory": [
+        [0.0, 6.0, -1.75, 0.0],
+        [1.0, 11.0, -1.75, 0.0],
+        [2.5, 17.0, -5.25, -0.05],
+        [4.0, 22.0, -5.25, 0.0],
+        [8.0, 32.0, -5.25, 0.0],
+    ],
 }
 
 
@@ -52,7 +58,9 @@ def test_expert_log_replay_has_no_collision(tiny_log_dir: Path, tmp_path: Path) 
 
 def test_same_seed_same_metrics_and_jitter_follows_the_seed(tiny_log_dir: Path, tmp_path: Path) -> None:
     jittered = dict(CUT_IN, jitter={"time_s": 0.5, "x_m": 2.0, "speed_scale": 0.2})
-    path = write_scenario(tmp_path, "jitter", log=str(tiny_log_dir), duration_s=4.0, actors={"behaviour": "idm", "insert": [jittered]})
+    path = write_scenario(
+        tmp_path, "jitter", log=str(tiny_log_dir), duration_s=4.0, actors={"behaviour": "idm", "insert": [jittered]}
+    )
     a, _ = run(path, "idm", seed=3)
     b, _ = run(path, "idm", seed=3)
     c, _ = run(path, "idm", seed=4)
@@ -61,8 +69,14 @@ def test_same_seed_same_metrics_and_jitter_follows_the_seed(tiny_log_dir: Path, 
 
 
 def test_cut_in_hits_constant_velocity_but_not_lidar_emergency_braking(tiny_scene_dir: Path, tmp_path: Path) -> None:
-    path = write_scenario(tmp_path, "cut_in", scene=str(tiny_scene_dir), duration_s=5.0,
-                          sensors={"cameras": [], "lidar": True}, actors={"insert": [CUT_IN]})
+    path = write_scenario(
+        tmp_path,
+        "cut_in",
+        scene=str(tiny_scene_dir),
+        duration_s=5.0,
+        sensors={"cameras": [], "lidar": True},
+        actors={"insert": [CUT_IN]},
+    )
     cv, _ = run(path, "constant-velocity")
     assert [c["actor_id"] for c in cv["collisions"]] == ["cutter"]
     assert cv["metrics"]["no_at_fault_collisions"]["score"] == 0.0 and cv["nuplan_score"] == 0.0
@@ -75,10 +89,14 @@ def test_cut_in_hits_constant_velocity_but_not_lidar_emergency_braking(tiny_scen
 def test_idm_actors_stop_for_a_standing_ego_log_replay_does_not(tiny_log_dir: Path, tmp_path: Path) -> None:
     # the ego stands in lane main_east_0 ahead of vehicle_001 (logged at x=-26 driving east)
     fields = dict(log=str(tiny_log_dir), duration_s=5.0, start={"pose": [-12.0, -1.75, 0.0], "speed_mps": 0.0})
-    replayed, _ = run(write_scenario(tmp_path, "log_actors", **fields, actors={"behaviour": "log"}), "constant-velocity")
+    replayed, _ = run(
+        write_scenario(tmp_path, "log_actors", **fields, actors={"behaviour": "log"}), "constant-velocity"
+    )
     assert "vehicle_001" in [c["actor_id"] for c in replayed["collisions"]]
     assert not replayed["collisions"][0]["at_fault"]  # rear-ended while standing
-    reactive, _ = run(write_scenario(tmp_path, "idm_actors", **fields, actors={"behaviour": "idm"}), "constant-velocity")
+    reactive, _ = run(
+        write_scenario(tmp_path, "idm_actors", **fields, actors={"behaviour": "idm"}), "constant-velocity"
+    )
     assert reactive["collisions"] == []
 
 
@@ -95,7 +113,13 @@ def test_scenario_ids_are_checked_against_the_log(tiny_log_dir: Path, tmp_path: 
 
 
 def test_replay_cli_writes_video_metrics_and_plot(tiny_scene_dir: Path, tmp_path: Path) -> None:
-    path = write_scenario(tmp_path, "short", scene=str(tiny_scene_dir), duration_s=1.0, actors={"remove": ["vehicle_000"], "insert": [CUT_IN]})
+    path = write_scenario(
+        tmp_path,
+        "short",
+        scene=str(tiny_scene_dir),
+        duration_s=1.0,
+        actors={"remove": ["vehicle_000"], "insert": [CUT_IN]},
+    )
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["replay", str(path), "--agent", "idm", "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -129,6 +153,10 @@ def test_eval_on_a_local_ray_instance(tiny_log_dir: Path, tmp_path: Path) -> Non
     for k in range(2):
         write_scenario(folder, f"r{k}", log=str(tiny_log_dir), duration_s=1.0, seed=k)
     summary = evaluate_scenarios(folder, "idm", tmp_path / "ray_eval", workers=2, ray_address="local")
-    assert summary["scenarios"] == 2 and summary["failed"] == [] and (tmp_path / "ray_eval" / "r1" / "metrics.json").is_file()
+    assert (
+        summary["scenarios"] == 2
+        and summary["failed"] == []
+        and (tmp_path / "ray_eval" / "r1" / "metrics.json").is_file()
+    )
     local, _ = run(folder / "r0.yaml", "idm")
     assert summary["results"]["r0"]["nuplan_score"] == local["nuplan_score"]  # same result as in this process

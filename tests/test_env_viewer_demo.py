@@ -11,9 +11,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import neurodrive  # noqa: F401  (registers the environment)
+from neurodrive.app.viewer import headless
 from neurodrive.envs.closed_loop import EnvConfig
 from neurodrive.scenarios.scenario import Scenario
-from neurodrive.app.viewer import headless
 
 CUT_IN = {
     "id": "cutter",
@@ -23,14 +23,25 @@ CUT_IN = {
 SMALL = {"cameras": ["front"], "lidar": True}
 
 
-@pytest.mark.parametrize("config", [EnvConfig(), EnvConfig(action_type="waypoints", lidar_format="points", num_lidar_points=512)])
+@pytest.mark.parametrize(
+    "config", [EnvConfig(), EnvConfig(action_type="waypoints", lidar_format="points", num_lidar_points=512)]
+)
 def test_env_passes_the_gymnasium_checker(tiny_scene_dir: Path, config: EnvConfig) -> None:
-    env = gym.make("neurodrive/ClosedLoop-v0", scene=tiny_scene_dir, duration_s=1.0, sensors=SMALL, config=config,
-                   render_mode="rgb_array")
+    env = gym.make(
+        "neurodrive/ClosedLoop-v0",
+        scene=tiny_scene_dir,
+        duration_s=1.0,
+        sensors=SMALL,
+        config=config,
+        render_mode="rgb_array",
+    )
     check_env(env.unwrapped, skip_render_check=False)
     obs, _ = env.reset(seed=0)
     assert obs["camera_front"].dtype == np.uint8 and obs["camera_front"].shape == (90, 160, 3)
-    assert obs["lidar"].dtype == np.float32 and np.count_nonzero(obs["lidar"][0 if config.lidar_format == "range_image" else slice(None)]) > 100
+    assert (
+        obs["lidar"].dtype == np.float32
+        and np.count_nonzero(obs["lidar"][0 if config.lidar_format == "range_image" else slice(None)]) > 100
+    )
     frame = env.render()
     assert frame.ndim == 3 and frame.shape[0] == 360 and frame.std() > 10
     env.close()
@@ -53,8 +64,13 @@ def test_env_reset_is_deterministic_and_episodes_end(tiny_scene_dir: Path) -> No
 
 
 def test_collision_terminates_with_a_penalty(tiny_scene_dir: Path) -> None:
-    env = gym.make("neurodrive/ClosedLoop-v0", scene=tiny_scene_dir, duration_s=5.0, sensors={"cameras": [], "lidar": True},
-                   actors={"insert": [CUT_IN]})
+    env = gym.make(
+        "neurodrive/ClosedLoop-v0",
+        scene=tiny_scene_dir,
+        duration_s=5.0,
+        sensors={"cameras": [], "lidar": True},
+        actors={"insert": [CUT_IN]},
+    )
     env.reset(seed=0)
     rewards, terminated, info = [], False, {}
     while not terminated:
@@ -66,8 +82,14 @@ def test_collision_terminates_with_a_penalty(tiny_scene_dir: Path) -> None:
 
 
 def test_async_vector_env_and_ppo_smoke(tiny_scene_dir: Path) -> None:
-    envs = gym.make_vec("neurodrive/ClosedLoop-v0", num_envs=2, vectorization_mode="async", scene=str(tiny_scene_dir),
-                        duration_s=0.5, sensors=SMALL)
+    envs = gym.make_vec(
+        "neurodrive/ClosedLoop-v0",
+        num_envs=2,
+        vectorization_mode="async",
+        scene=str(tiny_scene_dir),
+        duration_s=0.5,
+        sensors=SMALL,
+    )
     obs, _ = envs.reset(seed=[1, 2])
     assert obs["camera_front"].shape == (2, 90, 160, 3)
     for _ in range(8):  # runs past the 5-step episodes: autoreset
@@ -103,7 +125,9 @@ def test_viewer_headless_drive_edit_save_and_screenshot(tiny_scene_dir: Path, tm
     inserted = viewer.selected
     assert inserted in viewer.obs.actors and inserted in viewer.sim.scene.actors
     other = viewer.obs.actors["vehicle_001"]
-    viewer.handle(pygame.event.Event(pygame.MOUSEBUTTONDOWN, button=1, pos=viewer.pixel_of(np.array([other.x_m, other.y_m]))))
+    viewer.handle(
+        pygame.event.Event(pygame.MOUSEBUTTONDOWN, button=1, pos=viewer.pixel_of(np.array([other.x_m, other.y_m])))
+    )
     viewer.handle(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_x))
     assert "vehicle_001" not in viewer.obs.actors
     viewer.tick()

@@ -166,6 +166,6 @@ def test_map_contains_the_ego_route(log) -> None:
         assert drivable.contains(shapely.Point(pose[0, 3], pose[1, 3]))
     # the ego's lane exists and points the way the ego drives
     ego_xy = log.ego_poses[0, :2, 3]
-    lane = min(log.road_map.lanes, key=lambda l: shapely.LineString(l.centerline_m).distance(shapely.Point(ego_xy)))
+    lane = min(log.road_map.lanes, key=lambda ln: shapely.LineString(ln.centerline_m).distance(shapely.Point(ego_xy)))
     direction = lane.centerline_m[-1] - lane.centerline_m[0]
     assert direction[0] > 0 and shapely.LineString(lane.centerline_m).distance(shapely.Point(ego_xy)) < 0.5

@@ -1,52 +1,32 @@
-"""Bad input, interrupted runs and stale results: each probe gives one clear error or the right result.
+"""Bad input and stale results: each probe gives one clear error or the right result.
 
 One test per defect found by probing the commands as a demanding user would (issue 12).
 """
 
 from __future__ import annotations
 
-import http.server
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from neurodrive.app.cli import app
-from neurodrive.errors import DataError
 from neurodrive.app.evaluation import evaluate_scenarios
+from neurodrive.app.replay import replay
+from neurodrive.errors import DataError
 from neurodrive.io_utils import inside
-from neurodrive.render.edits import EditedScene, SceneEdits
-from neurodrive.reconstruct.pipeline import reconstruct
-from neurodrive.scene.model import SceneModel
-from neurodrive.app.replay import driver_order, replay
 from neurodrive.logs.io import load_log, read_npz
+from neurodrive.reconstruct.pipeline import reconstruct
+from neurodrive.render.edits import EditedScene, SceneEdits
 from neurodrive.scenarios.scenario import Scenario
+from neurodrive.scene.model import SceneModel
 from neurodrive.sim.simulator import Simulator
 from tests.conftest import FAST_RECON
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def copy_log(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
-
-
-def write_yaml(path: Path, data: dict) -> Path:
-    path.write_text(yaml.safe_dump(data))
-    return path
-
+from tests.helpers import REPO, copy_log, write_yaml
 
 # ------------------------------------------------------------------ security and data loss
 
@@ -102,7 +82,9 @@ def test_reconstruct_keeps_a_finished_scene_and_invalidates_it_before_replacing(
         reconstruct(log, other / "notes.txt", FAST_RECON)
 
 
-def test_render_replay_and_evaluate_keep_existing_outputs(tiny_scene_dir: Path, tiny_log_dir: Path, tmp_path: Path) -> None:
+def test_render_replay_and_evaluate_keep_existing_outputs(
+    tiny_scene_dir: Path, tiny_log_dir: Path, tmp_path: Path
+) -> None:
     runner = CliRunner()
     out = tmp_path / "render"
     args = ["render", str(tiny_scene_dir), "--log", str(tiny_log_dir), "--scale", "0.25", "--out", str(out)]
@@ -154,9 +136,11 @@ def test_non_finite_poses_and_rays_are_refused_before_any_cast(
 ) -> None:
     runner = CliRunner()
     base = ["render", str(tiny_scene_dir), "--log", str(tiny_log_dir), "--scale", "0.25", "--out", str(tmp_path / "r")]
-    for extra, message in ((["--lane-shift", "nan"], "--lane-shift must be a finite"),
-                           (["--pose", "nan,0,0"], "--pose must hold finite"),
-                           (["--pose", "1e9,0,0"], "outside the log")):
+    for extra, message in (
+        (["--lane-shift", "nan"], "--lane-shift must be a finite"),
+        (["--pose", "nan,0,0"], "--pose must hold finite"),
+        (["--pose", "1e9,0,0"], "outside the log"),
+    ):
         result = runner.invoke(app, [*base, *extra])
         assert result.exit_code == 2 and message in result.output, result.output
     model = SceneModel.load(tiny_scene_dir)
@@ -179,7 +163,9 @@ def test_non_finite_poses_and_rays_are_refused_before_any_cast(
             caster.cast(np.zeros(3, np.float32), dirs)
     with pytest.raises(ValueError):
         model.place({"vehicle_000": bad})
-    edits = write_yaml(tmp_path / "e.yaml", {"insert": [{"id": "x", "asset": "vehicle_000", "pose": [".nan", 0, 0, 0]}]})
+    edits = write_yaml(
+        tmp_path / "e.yaml", {"insert": [{"id": "x", "asset": "vehicle_000", "pose": [".nan", 0, 0, 0]}]}
+    )
     edits.write_text(edits.read_text().replace("'.nan'", ".nan"))
     with pytest.raises(DataError, match=r"insert\[0\].pose"):
         SceneEdits.load(edits)
@@ -273,7 +259,9 @@ def test_wrong_kinds_of_files_give_one_message(tiny_log_dir: Path, tiny_scene_di
     assert result.exit_code == 2 and "is a file" in result.output
 
 
-def test_corrupt_checkpoints_name_the_file_and_how_to_start_over(tiny_log_dir: Path, tiny_scene_dir: Path, tmp_path: Path) -> None:
+def test_corrupt_checkpoints_name_the_file_and_how_to_start_over(
+    tiny_log_dir: Path, tiny_scene_dir: Path, tmp_path: Path
+) -> None:
     log = load_log(tiny_log_dir)
     out = tmp_path / "scene"
 
@@ -285,9 +273,12 @@ def test_corrupt_checkpoints_name_the_file_and_how_to_start_over(tiny_log_dir: P
         reconstruct(log, out, FAST_RECON, killer)
     ckpt = out / "checkpoints"
     saved = {p.name: p.read_bytes() for p in ckpt.iterdir()}
-    for name, corrupt in (("run.json", b"{not json"), ("appearance.json", b"[]"),
-                          ("appearance.safetensors", saved["appearance.safetensors"][:100]),
-                          ("background_geometry.npz", saved["background_geometry.npz"][:50])):
+    for name, corrupt in (
+        ("run.json", b"{not json"),
+        ("appearance.json", b"[]"),
+        ("appearance.safetensors", saved["appearance.safetensors"][:100]),
+        ("background_geometry.npz", saved["background_geometry.npz"][:50]),
+    ):
         (ckpt / name).write_bytes(corrupt)
         with pytest.raises(DataError, match=rf"{name}.*corrupt checkpoint.*--restart"):
             reconstruct(log, out, FAST_RECON)
@@ -309,8 +300,13 @@ def test_corrupt_checkpoints_name_the_file_and_how_to_start_over(tiny_log_dir: P
     reconstruct(log, out, FAST_RECON, lambda s, d, n: calls.append(s), restart=True)
     assert "background geometry" in calls and (out / "scene.json").is_file()
     # every step of reconstruction reports progress (no silent stage)
-    for stage in ("meshing the background (marching cubes)", "extruding wall tops, carving them by LiDAR",
-                  "fitting texel colours and exposures", "fitting LiDAR ray drop", "baking colours, writing the scene"):
+    for stage in (
+        "meshing the background (marching cubes)",
+        "extruding wall tops, carving them by LiDAR",
+        "fitting texel colours and exposures",
+        "fitting LiDAR ray drop",
+        "baking colours, writing the scene",
+    ):
         assert stage in calls
 
 
@@ -322,12 +318,19 @@ def test_out_of_range_edits_and_starts_are_refused(tiny_scene_dir: Path, tiny_lo
     with pytest.raises(DataError, match=r"repose.vehicle_000.offset.*limited"):
         EditedScene(model, SceneEdits.model_validate({"repose": {"vehicle_000": {"offset": [1e6, 0, 0, 0]}}}))
     with pytest.raises(DataError, match=r"insert\[0\].pose.*outside the scene"):
-        EditedScene(model, SceneEdits.model_validate({"insert": [{"id": "x", "asset": "vehicle_000", "pose": [1e12, 0, 0.7, 0]}]}))
+        EditedScene(
+            model,
+            SceneEdits.model_validate({"insert": [{"id": "x", "asset": "vehicle_000", "pose": [1e12, 0, 0.7, 0]}]}),
+        )
     far = Scenario.parse({"log": str(tiny_log_dir), "start": {"pose": [1e6, 0, 0]}})
     with pytest.raises(DataError, match="start.pose.*outside the log"):
         Simulator(far, render_sensors=False)
-    inserted = Scenario.parse({"log": str(tiny_log_dir), "actors": {"insert": [
-        {"id": "c", "asset": "vehicle_000", "trajectory": [[0, 5e5, 0, 0]]}]}})
+    inserted = Scenario.parse(
+        {
+            "log": str(tiny_log_dir),
+            "actors": {"insert": [{"id": "c", "asset": "vehicle_000", "trajectory": [[0, 5e5, 0, 0]]}]},
+        }
+    )
     with pytest.raises(DataError, match=r"actors.insert\[0\].trajectory"):
         Simulator(inserted, render_sensors=False)
 
@@ -339,138 +342,17 @@ def test_edits_file_asset_paths_resolve_against_the_file(tiny_scene_dir: Path, t
         shutil.copy(tiny_scene_dir / "actors" / f"vehicle_000{suffix}", assets / f"car{suffix}")
     sub = tmp_path / "edits"
     sub.mkdir()
-    path = write_yaml(sub / "e.yaml", {"insert": [{"id": "extra", "asset": "../assets/car.npz", "pose": [0.0, 0.0, 0.7, 0.0]}]})
+    path = write_yaml(
+        sub / "e.yaml", {"insert": [{"id": "extra", "asset": "../assets/car.npz", "pose": [0.0, 0.0, 0.7, 0.0]}]}
+    )
     monkeypatch.chdir(REPO)  # elsewhere than the edits file
     edited = EditedScene.load(SceneModel.load(tiny_scene_dir), path)
     assert "extra" in edited.model.actors
 
 
 def test_unknown_camera_is_refused_without_video_too(tiny_scene_dir: Path, tmp_path: Path) -> None:
-    path = write_yaml(tmp_path / "s.yaml", {"scene": str(tiny_scene_dir), "duration_s": 0.5, "sensors": {"cameras": ["rear"]}})
+    path = write_yaml(
+        tmp_path / "s.yaml", {"scene": str(tiny_scene_dir), "duration_s": 0.5, "sensors": {"cameras": ["rear"]}}
+    )
     with pytest.raises(DataError, match=r"sensors.cameras\[0\].*unknown camera 'rear'"):
         replay(path, "constant-velocity", tmp_path / "out", video=False)
-
-
-# ------------------------------------------------------------------ Ctrl-C
-
-
-def test_ctrl_c_in_reconstruct_says_what_was_kept(tiny_log_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "scene"
-    cmd = [sys.executable, "-m", "neurodrive.app.cli", "reconstruct", str(tiny_log_dir), "--out", str(out), "--steps", "400"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (out / "checkpoints" / "background_geometry.npz").is_file() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stdout + stderr
-    text = " ".join((stdout + stderr).split())
-    assert "interrupted:" in text and "checkpoints" in text and "resume" in text and "Traceback" not in text
-    assert not (out / "scene.json").exists()
-
-
-def test_ctrl_c_in_replay_leaves_no_partial_files(tiny_scene_dir: Path, tmp_path: Path) -> None:
-    path = write_yaml(tmp_path / "s.yaml", {"scene": str(tiny_scene_dir), "duration_s": 2.0})
-    out = tmp_path / "out"
-
-    def interrupt(done: int, total: int) -> None:
-        if done == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        replay(path, "constant-velocity", out, video=True, progress=interrupt)
-    assert sorted(p.name for p in out.iterdir()) == []
-
-
-def test_ctrl_c_in_eval_cancels_queued_scenarios(tiny_scene_dir: Path, tmp_path: Path) -> None:
-    folder = tmp_path / "scenarios"
-    folder.mkdir()
-    for k in range(16):  # episodes with rendered LiDAR: long enough that the queue cannot drain at once
-        write_yaml(folder / f"s{k}.yaml", {"scene": str(tiny_scene_dir), "duration_s": 6.0, "seed": k})
-    out = tmp_path / "eval"
-
-    def interrupt(name: str, result: dict) -> None:
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        evaluate_scenarios(folder, "lidar-aeb", out, workers=2, on_done=interrupt)
-    time.sleep(8.0)  # anything still queued would have started (and finished) by now
-    started = [p for p in out.iterdir() if p.is_dir()] if out.exists() else []
-    # the two running and the few already handed to the workers' queue may finish; the rest never start
-    assert 1 <= len(started) <= 8, started
-
-
-# ------------------------------------------------------------------ viewer, videos and plots
-
-
-def test_viewer_fits_the_screen_orders_panels_and_shows_state(tiny_scene_dir: Path, tiny_log_dir: Path, monkeypatch) -> None:
-    from neurodrive.app.viewer import Viewer, headless
-
-    log = load_log(tiny_log_dir)
-    assert driver_order([(c.name, c.T_ego_camera) for c in log.rig.cameras]) == ["front_left", "front", "front_right"]
-    headless()
-    viewer = Viewer(tiny_scene_dir, max_size_px=(1000, 700))
-    try:
-        assert viewer.screen.get_width() <= 1000 and viewer.screen.get_height() <= 700
-        viewer.run(max_frames=3)
-        hud = " ".join(text for text, _ in viewer.hud_lines())
-        assert "km/h" in hud and "frames/s" in hud and "realism" in hud and "Esc quit" in hud
-    finally:
-        viewer.close()
-    monkeypatch.delenv("SDL_VIDEODRIVER", raising=False)
-    monkeypatch.delenv("DISPLAY", raising=False)
-    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    result = CliRunner().invoke(app, ["view", str(tiny_scene_dir)])
-    assert result.exit_code == 2 and "no display" in result.output
-    bad = CliRunner().invoke(app, ["view", str(tiny_scene_dir), "--size", "huge"])
-    assert bad.exit_code == 2 and "--size" in bad.output
-
-
-def test_video_panels_plot_labels_and_file_modes(tiny_scene_dir: Path, tmp_path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from neurodrive.agents import make_agent
-    from neurodrive.app.replay import compose_frame, plot_figure, run_episode
-
-    crash = {"id": "blocker", "asset": "vehicle_001", "trajectory": [[0.0, -2.0, -5.25, 0.0]]}
-    path = write_yaml(tmp_path / "s.yaml", {"name": "blocked", "scene": str(tiny_scene_dir), "duration_s": 2.0,
-                                            "actors": {"insert": [crash]}})
-    sim = Simulator(Scenario.load(path), path)
-    frames = []
-    run_episode(sim, make_agent("constant-velocity"), on_frame=lambda obs: frames.append(compose_frame(sim, obs, 90)))
-    assert sim.record.collisions, "the blocker should be hit"
-    fig = plot_figure(sim, "constant-velocity")
-    assert fig._suptitle.get_text() == "blocked - agent constant-velocity"
-    legend = fig.axes[0].get_legend()
-    assert legend is not None and any("collision with blocker" in t.get_text() for t in legend.get_texts())
-    plt.close(fig)
-    out = tmp_path / "out"
-    replay(path, "constant-velocity", out, video=False)
-    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
-    assert len(set(modes.values())) == 1, modes  # plot.png like the rest
-
-
-# ------------------------------------------------------------------ first run
-
-
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_install_prefers_the_cpu_wheel_index_when_it_answers(tmp_path: Path) -> None:
-    env = dict(os.environ, NEURODRIVE_INSTALL_PLAN="1", TORCH_CPU_INDEX="http://127.0.0.1:9/whl/cpu")
-    start = time.time()
-    plan = subprocess.run(["bash", str(REPO / "install.sh")], env=env, capture_output=True, text=True, timeout=60)
-    assert plan.returncode == 0 and plan.stdout.strip() == "torch: configured" and time.time() - start < 15
-
-    (tmp_path / "torch").mkdir()
-    (tmp_path / "torch" / "index.html").write_text("<html></html>")
-    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path), **k)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        env["TORCH_CPU_INDEX"] = f"http://127.0.0.1:{server.server_address[1]}"
-        plan = subprocess.run(["bash", str(REPO / "install.sh")], env=env, capture_output=True, text=True, timeout=60)
-    finally:
-        server.shutdown()
-    assert plan.returncode == 0 and plan.stdout.strip() == "torch: cpu-index"

@@ -38,7 +38,7 @@ def test_round_trip_preserves_everything(tiny_log_dir: Path, tmp_path: Path) -> 
         np.testing.assert_array_equal(a.poses, b.poses)
         np.testing.assert_array_equal(a.valid, b.valid)
         np.testing.assert_array_equal(a.size_m, b.size_m)
-    assert [l.lane_id for l in again.road_map.lanes] == [l.lane_id for l in log.road_map.lanes]
+    assert [lane.lane_id for lane in again.road_map.lanes] == [lane.lane_id for lane in log.road_map.lanes]
     for frame in (0, log.num_frames - 1):
         for cam in log.rig.camera_names:
             np.testing.assert_array_equal(again.image(cam, frame), log.image(cam, frame))
@@ -100,20 +100,49 @@ CORRUPTIONS = {
     "invalid json": (lambda r: (r / "log.json").write_text("{not json"), "log.json", None, "not valid JSON"),
     "negative width": (
         lambda r: _edit_json(r / "log.json", lambda d: d["rig"]["cameras"][0].update(width_px=-4)),
-        "log.json", "rig.cameras[0].width_px", "greater than 0",
+        "log.json",
+        "rig.cameras[0].width_px",
+        "greater than 0",
     ),
-    "non-rigid extrinsics": (lambda r: _edit_json(r / "log.json", _bad_rotation), "log.json", "rig.cameras[1].T_ego_camera", "rigid"),
-    "wrong format name": (lambda r: _edit_json(r / "log.json", lambda d: d.update(format="kitti")), "log.json", "format", "neurodrive-log"),
-    "unknown field": (lambda r: _edit_json(r / "log.json", lambda d: d.update(colour=1)), "log.json", "colour", "Extra inputs"),
+    "non-rigid extrinsics": (
+        lambda r: _edit_json(r / "log.json", _bad_rotation),
+        "log.json",
+        "rig.cameras[1].T_ego_camera",
+        "rigid",
+    ),
+    "wrong format name": (
+        lambda r: _edit_json(r / "log.json", lambda d: d.update(format="kitti")),
+        "log.json",
+        "format",
+        "neurodrive-log",
+    ),
+    "unknown field": (
+        lambda r: _edit_json(r / "log.json", lambda d: d.update(colour=1)),
+        "log.json",
+        "colour",
+        "Extra inputs",
+    ),
     "missing map": (lambda r: (r / "map.json").unlink(), "map.json", None, "missing file"),
     "NaN ego pose": (_nan_pose, "poses.npz", "ego_poses[3]", "NaN"),
     "time goes back": (_non_increasing_time, "poses.npz", "timestamps_s[2]", "strictly increasing"),
     "truncated npz": (lambda r: _truncate(r / "poses.npz"), "poses.npz", None, "corrupt or truncated"),
-    "duplicate actor": (lambda r: _edit_json(r / "tracks.json", _duplicate_track), "tracks.json", "tracks", "duplicate actor id"),
-    "track shape": (lambda r: _rewrite_npz(r / "tracks.npz", valid=np.ones((1, 2), bool)), "tracks.npz", "valid", "expected shape"),
+    "duplicate actor": (
+        lambda r: _edit_json(r / "tracks.json", _duplicate_track),
+        "tracks.json",
+        "tracks",
+        "duplicate actor id",
+    ),
+    "track shape": (
+        lambda r: _rewrite_npz(r / "tracks.npz", valid=np.ones((1, 2), bool)),
+        "tracks.npz",
+        "valid",
+        "expected shape",
+    ),
     "lane with one point": (
         lambda r: _edit_json(r / "map.json", lambda d: d["lanes"][0].update(centerline_m=[[0.0, 0.0]])),
-        "map.json", "lanes[0].centerline_m", "at least 2",
+        "map.json",
+        "lanes[0].centerline_m",
+        "at least 2",
     ),
     "missing sweep": (lambda r: lidar_path(r, 5).unlink(), "000005.npz", None, "missing LiDAR sweep"),
 }
@@ -146,7 +175,13 @@ def test_corrupt_sweep_is_reported_on_access(log_copy: Path) -> None:
 
 def test_pickled_arrays_are_refused(log_copy: Path) -> None:
     path = lidar_path(log_copy, 0)
-    np.savez(path, xyz_m=np.array([{"evil": 1}], dtype=object), intensity=np.zeros(1), beam=np.zeros(1), azimuth_index=np.zeros(1))
+    np.savez(
+        path,
+        xyz_m=np.array([{"evil": 1}], dtype=object),
+        intensity=np.zeros(1),
+        beam=np.zeros(1),
+        azimuth_index=np.zeros(1),
+    )
     log = load_log(log_copy)
     with pytest.raises(DataError, match="000000.npz"):
         log.lidar(0)

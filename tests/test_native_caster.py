@@ -26,23 +26,30 @@ def _town() -> tuple[trimesh.Trimesh, trimesh.Trimesh, list[np.ndarray]]:
     car = trimesh.creation.cone(1.2, 1.8, sections=12)  # not symmetric: a wrong rotation would show
     car.apply_translation([0.5, 0.0, -0.9])
     rng = np.random.default_rng(3)
-    poses = [make_pose([rng.uniform(4, 25), rng.uniform(-8, 8), 0.9], rot_z(rng.uniform(-np.pi, np.pi))) for _ in range(6)]
+    poses = [
+        make_pose([rng.uniform(4, 25), rng.uniform(-8, 8), 0.9], rot_z(rng.uniform(-np.pi, np.pi))) for _ in range(6)
+    ]
     return background, car, poses
 
 
 def _grid_dirs(rows: int, cols: int) -> np.ndarray:
     az, el = np.meshgrid(np.linspace(-np.pi, np.pi, cols, endpoint=False), np.linspace(0.3, -0.5, rows))
-    return np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], -1).reshape(-1, 3).astype(np.float32)
+    return (
+        np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], -1).reshape(-1, 3).astype(np.float32)
+    )
 
 
 def test_native_hits_match_open3d_composite_caster() -> None:
     background, car, poses = _town()
     composite = CompositeCaster(
-        MeshRaycaster([(background.vertices, background.faces)]), [MeshRaycaster([(car.vertices, car.faces)])] * len(poses),
-        [bounding_radius_m(car.vertices)] * len(poses), poses,
+        MeshRaycaster([(background.vertices, background.faces)]),
+        [MeshRaycaster([(car.vertices, car.faces)])] * len(poses),
+        [bounding_radius_m(car.vertices)] * len(poses),
+        poses,
     )
     placed = native.NativePlacement(
-        [native.NativeMesh(background.vertices, background.faces)] + [native.NativeMesh(car.vertices, car.faces)] * len(poses),
+        [native.NativeMesh(background.vertices, background.faces)]
+        + [native.NativeMesh(car.vertices, car.faces)] * len(poses),
         [np.eye(4)] + poses,
     )
     rows, cols = 37, 203  # neither a multiple of the 4 x 4 packets
@@ -83,9 +90,11 @@ def test_native_shading_reads_the_same_texels_as_numpy() -> None:
     assert unseen == int(np.sum(packed[:, 3] == 0))
 
 
-def test_scene_renders_agree_between_casters(tiny_scene_dir: Path, tiny_log_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from neurodrive.scene.model import SceneModel
+def test_scene_renders_agree_between_casters(
+    tiny_scene_dir: Path, tiny_log_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from neurodrive.logs.io import load_log
+    from neurodrive.scene.model import SceneModel
 
     model = SceneModel.load(tiny_scene_dir)
     log = load_log(tiny_log_dir)
@@ -140,7 +149,10 @@ def test_meshes_built_before_fork_cast_in_forked_workers() -> None:
     import multiprocessing as mp
 
     background, car, _ = _town()
-    _FORKED["meshes"] = [native.NativeMesh(background.vertices, background.faces), native.NativeMesh(car.vertices, car.faces)]
+    _FORKED["meshes"] = [
+        native.NativeMesh(background.vertices, background.faces),
+        native.NativeMesh(car.vertices, car.faces),
+    ]
     _FORKED["dirs"] = _grid_dirs(16, 64)
     shifts = [5.0, 8.0, 12.0]
     expected = [_cast_in_worker(s) for s in shifts]

@@ -15,8 +15,8 @@ from neurodrive.lidar.ray_drop import (
     ray_drop_features,
     vertex_drop_rates,
 )
-from neurodrive.reconstruct.background import densify_far_returns
 from neurodrive.logs.model import LidarSpec, LidarSweep
+from neurodrive.reconstruct.background import densify_far_returns
 
 
 def test_range_image_edges_mark_depth_jumps_and_missing_neighbours() -> None:
@@ -55,7 +55,9 @@ def test_vertex_rates_resolve_a_window_edge() -> None:
     np.testing.assert_allclose(at[2], (rates[0] + rates[1]) / 2, atol=1e-6)
 
 
-def _samples(rng: np.random.Generator, n: int, vertices: np.ndarray, triangles: np.ndarray) -> tuple[DropSamples, np.ndarray]:
+def _samples(
+    rng: np.random.Generator, n: int, vertices: np.ndarray, triangles: np.ndarray
+) -> tuple[DropSamples, np.ndarray]:
     """Rays on two separate triangles, glass (0) and wall (1), and near-grazing rays (cos < 0.08)
     that always drop. Returns the samples and the true drop probability."""
     tri = rng.integers(0, 2, n)
@@ -66,8 +68,16 @@ def _samples(rng: np.random.Generator, n: int, vertices: np.ndarray, triangles: 
     p = np.where(cos < 0.08, 1.0, np.where(tri == 0, 0.9, 0.01))
     dropped = rng.random(n) < p
     samples = DropSamples(
-        np.zeros(n, int), tri, uv, point, rng.integers(0, 8, n), dropped, cos,
-        rng.uniform(0.05, 0.5, n), np.zeros(n, np.float32), np.zeros(n, np.float32),
+        np.zeros(n, int),
+        tri,
+        uv,
+        point,
+        rng.integers(0, 8, n),
+        dropped,
+        cos,
+        rng.uniform(0.05, 0.5, n),
+        np.zeros(n, np.float32),
+        np.zeros(n, np.float32),
     )
     return samples, p
 
@@ -81,7 +91,9 @@ def test_fitted_drop_model_approaches_the_best_possible_accuracy() -> None:
     assert model is not None and rates[0].shape == (6, len(DROP_NEIGHBOURS))
     test, p_true = _samples(rng, 20_000, vertices, triangles)
     feats_rates = interpolate_vertices(rates[0], triangles, test.triangle, test.uv)
-    p = model.probability(ray_drop_features(feats_rates, test.cos_incidence, test.relative_range, test.edge, test.missing))
+    p = model.probability(
+        ray_drop_features(feats_rates, test.cos_incidence, test.relative_range, test.edge, test.missing)
+    )
     accuracy = np.mean((p >= 0.5) == test.dropped)
     best = np.mean((p_true >= 0.5) == test.dropped)
     # the rates alone (no MLP) cannot know that grazing rays drop
@@ -89,13 +101,17 @@ def test_fitted_drop_model_approaches_the_best_possible_accuracy() -> None:
     assert accuracy > best - 0.02 and accuracy > rate_only + 0.02
     # stored and read back as tensors (safetensors), the same model
     again = RayDropModel.from_tensors(model.tensors("lidar_drop"), "lidar_drop")
-    np.testing.assert_allclose(again.probability(np.zeros((3, len(model.mean)), np.float32)),
-                               model.probability(np.zeros((3, len(model.mean)), np.float32)))
+    np.testing.assert_allclose(
+        again.probability(np.zeros((3, len(model.mean)), np.float32)),
+        model.probability(np.zeros((3, len(model.mean)), np.float32)),
+    )
     broken = model.tensors("lidar_drop") | {"lidar_drop.w1": np.zeros((3, 3), np.float32)}
     with pytest.raises(ValueError, match="lidar_drop"):
         RayDropModel.from_tensors(broken, "lidar_drop")
     with pytest.raises(ValueError, match="lidar_drop"):
-        RayDropModel.from_tensors(model.tensors("lidar_drop") | {"lidar_drop.w0": np.zeros(9, np.float32)}, "lidar_drop")
+        RayDropModel.from_tensors(
+            model.tensors("lidar_drop") | {"lidar_drop.w0": np.zeros(9, np.float32)}, "lidar_drop"
+        )
     assert RayDropModel.from_tensors({}, "lidar_drop") is None
 
 
@@ -109,8 +125,12 @@ def test_densified_far_returns_fill_a_wall_but_not_a_depth_edge() -> None:
     ranges[:, az] = 60.0 / dirs[:, az, 0]
     ranges[:, 5] = 5.0
     beam, col = np.nonzero(ranges)
-    sweep = LidarSweep((dirs[beam, col] * ranges[beam, col, None]).astype(np.float32), np.zeros(len(beam), np.float32),
-                       beam.astype(np.int16), col.astype(np.int32))
+    sweep = LidarSweep(
+        (dirs[beam, col] * ranges[beam, col, None]).astype(np.float32),
+        np.zeros(len(beam), np.float32),
+        beam.astype(np.int16),
+        col.astype(np.int32),
+    )
     dense = densify_far_returns(sweep, lidar, min_range_m=15.0, spacing_m=0.2)
     assert len(dense) > 10 * len(beam)
     np.testing.assert_allclose(dense[:, 0], 60.0, atol=0.05)  # on the wall (bilinear ranges along a plane)

@@ -11,15 +11,14 @@ import numpy as np
 import pytest
 
 from neurodrive.errors import DataError
-from neurodrive.reconstruct.evaluate import evaluate_reconstruction, psnr
-from neurodrive.reconstruct.config import holdout_frames
-from neurodrive.reconstruct.pipeline import reconstruct
-from neurodrive.scene.surface import ActorAsset, SurfaceMesh
-from neurodrive.scene.model import SceneModel
-from neurodrive.scene.texels import TexelAtlas
-from neurodrive.reconstruct.tsdf import SparseTsdf
 from neurodrive.logs.io import load_log
-
+from neurodrive.reconstruct.config import holdout_frames
+from neurodrive.reconstruct.evaluate import evaluate_reconstruction, psnr
+from neurodrive.reconstruct.pipeline import reconstruct
+from neurodrive.reconstruct.tsdf import SparseTsdf
+from neurodrive.scene.model import SceneModel
+from neurodrive.scene.surface import ActorAsset, SurfaceMesh
+from neurodrive.scene.texels import TexelAtlas
 from tests.conftest import FAST_RECON as FAST
 
 
@@ -80,10 +79,15 @@ def test_held_out_frames_are_excluded_and_reproduced(model: SceneModel, tiny_log
     assert not set(model.meta["training_frames"]) & {2, 7}
     metrics = evaluate_reconstruction(model, log)
     # a flat mean-colour image is the no-model baseline
-    baseline = np.mean([
-        psnr(np.full_like(log.image(c, f), log.image(c, f).reshape(-1, 3).mean(0).astype(np.uint8)), log.image(c, f))
-        for c in log.rig.camera_names for f in (2, 7)
-    ])
+    baseline = np.mean(
+        [
+            psnr(
+                np.full_like(log.image(c, f), log.image(c, f).reshape(-1, 3).mean(0).astype(np.uint8)), log.image(c, f)
+            )
+            for c in log.rig.camera_names
+            for f in (2, 7)
+        ]
+    )
     assert metrics["psnr_db"] > baseline + 4.0
     assert metrics["ssim"] > 0.4
     assert metrics["lidar_median_depth_error_m"] < 0.05
@@ -96,13 +100,30 @@ def test_fitting_appearance_reduces_the_error(model: SceneModel, tiny_log_dir: P
     log = load_log(tiny_log_dir)
     frame = model.meta["training_frames"][1]
     scene = model.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
-    fitted = np.mean([psnr(model.render_camera(scene, c, log.ego_poses[frame]).rgb, log.image(c.name, frame)) for c in log.rig.cameras])
+    fitted = np.mean(
+        [
+            psnr(model.render_camera(scene, c, log.ego_poses[frame]).rgb, log.image(c.name, frame))
+            for c in log.rig.cameras
+        ]
+    )
     # the same geometry with unfitted texels (one mean colour) and untrained exposure
     bg = model.background
     flat = np.tile(bg.texels.mean(axis=0), (len(bg.texels), 1))
-    untrained = SceneModel(replace(bg, texels=flat, baked_rgb=None), {}, replace(model.decoder, exposures={}), model.sky, model.lidar_intensity, model.meta)
+    untrained = SceneModel(
+        replace(bg, texels=flat, baked_rgb=None),
+        {},
+        replace(model.decoder, exposures={}),
+        model.sky,
+        model.lidar_intensity,
+        model.meta,
+    )
     flat_scene = untrained.place({})
-    before = np.mean([psnr(untrained.render_camera(flat_scene, c, log.ego_poses[frame]).rgb, log.image(c.name, frame)) for c in log.rig.cameras])
+    before = np.mean(
+        [
+            psnr(untrained.render_camera(flat_scene, c, log.ego_poses[frame]).rgb, log.image(c.name, frame))
+            for c in log.rig.cameras
+        ]
+    )
     assert fitted > before + 5.0
     # per-camera exposure is learned: the generator gives front_right a brighter gain than front_left
     gain = {c: np.trace(e[:, :3]) / 3 + e[:, 3].mean() for c, e in model.decoder.exposures.items()}
@@ -118,8 +139,20 @@ def test_local_sky_maps_follow_the_ego_and_fit_better(model: SceneModel, tiny_lo
     frame = train[2]
     scene = model.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
     errors = {}
-    for name, variant in (("local", model), ("global", SceneModel(model.background, model.actors, model.decoder,
-                          replace(sky, local_images=None, local_xy_m=None), model.lidar_intensity, model.meta))):
+    for name, variant in (
+        ("local", model),
+        (
+            "global",
+            SceneModel(
+                model.background,
+                model.actors,
+                model.decoder,
+                replace(sky, local_images=None, local_xy_m=None),
+                model.lidar_intensity,
+                model.meta,
+            ),
+        ),
+    ):
         cam = log.rig.cameras[0]
         render = variant.render_camera(scene, cam, log.ego_poses[frame])
         missed = ~np.isfinite(render.depth_m)

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from neurodrive.app.cli import app
 from neurodrive.errors import DataError
 from neurodrive.geometry import invert_pose, make_pose, points_in_box, pose_xyz_yaw, transform_points
+from neurodrive.logs.io import load_log
 from neurodrive.render.edits import EditedScene, SceneEdits
 from neurodrive.scene.model import SceneModel
-from neurodrive.logs.io import load_log
 
 FRAME = 4
 
@@ -36,7 +36,9 @@ def _render(model, log, poses):
 def _most_visible_actor(model, log) -> str:
     poses = {a: p for a, p in log.actor_poses_at(FRAME).items() if a in model.actors}
     placed, frame = _render(model, log, poses)
-    counts = {a: sum(int((r.instance == placed.actor_ids.index(a)).sum()) for r in frame.cameras.values()) for a in poses}
+    counts = {
+        a: sum(int((r.instance == placed.actor_ids.index(a)).sum()) for r in frame.cameras.values()) for a in poses
+    }
     return max(counts, key=counts.get)
 
 
@@ -87,7 +89,9 @@ def test_reposing_moves_pixels_and_returns_consistently(model, log) -> None:
         k = cam.intrinsics
         rays = np.stack([(u + 0.5 - k[0, 2]) / k[0, 0], (v + 0.5 - k[1, 2]) / k[1, 1], np.ones(len(u))], 1)
         world = transform_points(log.T_world_camera(cam.name, FRAME), rays * b.cameras[cam.name].depth_m[mb][:, None])
-        inside = points_in_box(transform_points(invert_pose(moved_poses[target]), world), log.track(target).size_m, 0.05)
+        inside = points_in_box(
+            transform_points(invert_pose(moved_poses[target]), world), log.track(target).size_m, 0.05
+        )
         assert inside.mean() > 0.95, cam.name
         checked += 1
     assert checked > 0
@@ -150,12 +154,31 @@ def test_realism_confidence_falls_with_extrapolation(model, log) -> None:
     assert scores[2].unseen_pixel_share > scores[0].unseen_pixel_share
 
 
-def test_render_cli_writes_images_lidar_and_confidence(tiny_scene_dir: Path, tiny_log_dir: Path, tmp_path: Path) -> None:
+def test_render_cli_writes_images_lidar_and_confidence(
+    tiny_scene_dir: Path, tiny_log_dir: Path, tmp_path: Path
+) -> None:
     edits = tmp_path / "edits.yaml"
     edits.write_text("remove: [pedestrian_000]\n")
     out = tmp_path / "render"
-    result = CliRunner().invoke(app, ["render", str(tiny_scene_dir), "--log", str(tiny_log_dir), "--frame", "3",
-                                      "--lane-shift", "2", "--edit", str(edits), "--scale", "0.5", "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "render",
+            str(tiny_scene_dir),
+            "--log",
+            str(tiny_log_dir),
+            "--frame",
+            "3",
+            "--lane-shift",
+            "2",
+            "--edit",
+            str(edits),
+            "--scale",
+            "0.5",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     from PIL import Image
 
@@ -167,5 +190,7 @@ def test_render_cli_writes_images_lidar_and_confidence(tiny_scene_dir: Path, tin
 
     conf = json.loads((out / "confidence.json").read_text())
     assert abs(conf["distance_to_training_m"] - 2.0) < 1.0 and "pedestrian_000" not in conf["actors"]
-    bad = CliRunner().invoke(app, ["render", str(tiny_scene_dir), "--log", str(tiny_log_dir), "--frame", "99", "--out", str(out)])
+    bad = CliRunner().invoke(
+        app, ["render", str(tiny_scene_dir), "--log", str(tiny_log_dir), "--frame", "99", "--out", str(out)]
+    )
     assert bad.exit_code == 2 and "--frame must lie in" in bad.output

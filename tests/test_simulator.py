@@ -155,7 +155,10 @@ def test_time_to_collision_and_neuroncap_score() -> None:
         ("log: x\nduration_s: -1\n", "duration_s"),
         ("log: x\nstart: {frame: 0, pose: [0, 0, 0]}\n", "start"),
         ("log: x\nactors: {insert: [{id: a, asset: b}]}\n", "actors.insert[0]"),
-        ("log: x\nactors: {insert: [{id: a, asset: b, trajectory: [[1, 0, 0, 0], [0, 1, 0, 0]]}]}\n", "actors.insert[0]"),
+        (
+            "log: x\nactors: {insert: [{id: a, asset: b, trajectory: [[1, 0, 0, 0], [0, 1, 0, 0]]}]}\n",
+            "actors.insert[0]",
+        ),
         ("log: x\nstart: {pose: [0, .nan, 0]}\n", "start.pose[1]"),
         ("log: x\nunknown_field: 1\n", "unknown_field"),
         ("duration_s: 3\n", "<root>"),
@@ -181,22 +184,37 @@ def _scenarionet(stopped_x_m: float = 40.0) -> dict:
     t = np.arange(steps) * 0.1
     ego = np.stack([10.0 * t, np.zeros(steps), np.zeros(steps)], axis=1)  # 10 m/s along x
     lead = np.tile([stopped_x_m, 0.0, 0.0], (steps, 1))  # a car standing in the lane
-    state = lambda pos: {"position": pos, "heading": np.zeros(steps), "length": np.full(steps, 4.6),  # noqa: E731
-                         "width": np.full(steps, 1.9), "height": np.full(steps, 1.6), "valid": np.ones(steps, bool)}
+
+    def state(pos: np.ndarray) -> dict:
+        return {
+            "position": pos,
+            "heading": np.zeros(steps),
+            "length": np.full(steps, 4.6),
+            "width": np.full(steps, 1.9),
+            "height": np.full(steps, 1.6),
+            "valid": np.ones(steps, bool),
+        }
+
     return {
-        "id": "sn-test", "metadata": {"sdc_id": "ego"},
+        "id": "sn-test",
+        "metadata": {"sdc_id": "ego"},
         "tracks": {"ego": {"type": "VEHICLE", "state": state(ego)}, "lead": {"type": "VEHICLE", "state": state(lead)}},
-        "map_features": {"lane_1": {"type": "LANE_SURFACE_STREET", "polyline": [[-20.0, 0.0, 0.0], [120.0, 0.0, 0.0]],
-                                    "speed_limit_kmh": 50.0},
-                         "edge": {"type": "ROAD_EDGE_BOUNDARY", "polyline": [[-20.0, 3.0], [120.0, 3.0]]}},
+        "map_features": {
+            "lane_1": {
+                "type": "LANE_SURFACE_STREET",
+                "polyline": [[-20.0, 0.0, 0.0], [120.0, 0.0, 0.0]],
+                "speed_limit_kmh": 50.0,
+            },
+            "edge": {"type": "ROAD_EDGE_BOUNDARY", "polyline": [[-20.0, 3.0], [120.0, 3.0]]},
+        },
     }
 
 
 def test_scenarionet_import_runs_in_closed_loop() -> None:
     from neurodrive.agents import make_agent
     from neurodrive.app.replay import run_episode
-    from neurodrive.sources.scenarionet import scenario_from_scenarionet
     from neurodrive.sim.simulator import Simulator
+    from neurodrive.sources.scenarionet import scenario_from_scenarionet
 
     scenario, log = scenario_from_scenarionet(_scenarionet(), duration_s=5.0)
     assert log.road_map.lanes[0].speed_limit_mps == pytest.approx(50 / 3.6)

@@ -22,7 +22,13 @@ BUILTIN_AGENTS: dict[str, Callable[[], Agent]] = {
 
 def available_agents() -> dict[str, Callable[[], Agent]]:
     found = {ep.name: ep.load for ep in entry_points(group="neurodrive.agents")}
-    return {**{k: (lambda f=f: f()()) for k, f in found.items()}, **BUILTIN_AGENTS}
+    plugins: dict[str, Callable[[], Agent]] = {name: _plugin_factory(load) for name, load in found.items()}
+    return {**plugins, **BUILTIN_AGENTS}
+
+
+def _plugin_factory(load: Callable[[], Callable[[], Agent]]) -> Callable[[], Agent]:
+    """A factory that loads the plug-in's entry point only when the agent is made."""
+    return lambda: load()()
 
 
 def make_agent(name: str) -> Agent:

@@ -7,7 +7,7 @@ from typing import ClassVar
 import numpy as np
 
 from neurodrive.sim.controllers import Trajectory
-from neurodrive.sim.simulator import AgentContext, Observation
+from neurodrive.sim.types import AgentContext, Observation
 from neurodrive.sim.vehicle import Control
 
 
@@ -24,7 +24,9 @@ class Agent:
         raise NotImplementedError
 
 
-def route_plan(observation: Observation, speed_mps: float, horizon_m: float = 40.0, spacing_m: float = 2.0) -> Trajectory:
+def route_plan(
+    observation: Observation, speed_mps: float, horizon_m: float = 40.0, spacing_m: float = 2.0
+) -> Trajectory:
     """Waypoints along the route ahead of the ego at one speed."""
     route = observation.route
     s0 = float(route.project(np.array([observation.ego.x_m, observation.ego.y_m]))[0])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from neurodrive.agents.base import Agent
-from neurodrive.sim.simulator import Observation
+from neurodrive.sim.types import Observation
 from neurodrive.sim.vehicle import Control
 
 

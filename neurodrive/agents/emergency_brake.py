@@ -11,7 +11,7 @@ import numpy as np
 from neurodrive.agents.base import Agent, route_plan
 from neurodrive.geometry import transform_points
 from neurodrive.sim.controllers import PurePursuitController
-from neurodrive.sim.simulator import Observation
+from neurodrive.sim.types import Observation
 from neurodrive.sim.vehicle import Control
 
 
@@ -31,7 +31,9 @@ class LidarEmergencyBrake(Agent):
     name = "lidar-aeb"
     needs_sensors = True
 
-    def __init__(self, config: EmergencyBrakeConfig = EmergencyBrakeConfig(), cruise_speed_mps: float | None = None) -> None:
+    def __init__(
+        self, config: EmergencyBrakeConfig = EmergencyBrakeConfig(), cruise_speed_mps: float | None = None
+    ) -> None:
         self.config = config
         self.cruise_speed_mps = cruise_speed_mps
 
@@ -44,10 +46,14 @@ class LidarEmergencyBrake(Agent):
         """Distance from the front bumper to the nearest LiDAR return in the corridor ahead (inf: none)."""
         sensors = observation.sensors
         if sensors is None or sensors.lidar is None:
-            raise RuntimeError("the LiDAR emergency-braking agent needs rendered LiDAR (a scenario with a scene and lidar: true)")
+            raise RuntimeError(
+                "the LiDAR emergency-braking agent needs rendered LiDAR (a scenario with a scene and lidar: true)"
+            )
         p = self.context.params
         lidar = self.context.rig.lidar
-        pts = transform_points(lidar.T_ego_lidar, sensors.lidar.sweep.xyz_m.astype(float))  # ego frame: rear axle on the ground
+        pts = transform_points(
+            lidar.T_ego_lidar, sensors.lidar.sweep.xyz_m.astype(float)
+        )  # ego frame: rear axle on the ground
         front = p.rear_axle_to_centre_m + p.length_m / 2
         cfg = self.config
         sel = (pts[:, 0] > front) & (np.abs(pts[:, 1]) < p.width_m / 2 + cfg.corridor_margin_m)
@@ -65,5 +71,7 @@ class LidarEmergencyBrake(Agent):
         distance = self.obstacle_distance_m(observation)
         self.braking = distance < stopping
         accel = -self.context.params.max_decel_mps2 if self.braking else cfg.cruise_gain_per_s * (self.cruise - v)
-        steer = PurePursuitController(self.context.params).control(ego, route_plan(observation, self.cruise)).steering_rad
+        steer = (
+            PurePursuitController(self.context.params).control(ego, route_plan(observation, self.cruise)).steering_rad
+        )
         return Control(float(accel), steer)

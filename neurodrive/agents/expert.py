@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from neurodrive.agents.base import Agent
 from neurodrive.sim.controllers import Trajectory
-from neurodrive.sim.simulator import Observation
+from neurodrive.sim.types import Observation
 
 
 class LogReplayExpert(Agent):

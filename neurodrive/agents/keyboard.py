@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from neurodrive.agents.base import Agent
-from neurodrive.sim.simulator import Observation
+from neurodrive.sim.types import Observation
 from neurodrive.sim.vehicle import Control
 
 

@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from neurodrive.errors import DataError
@@ -30,7 +38,7 @@ def progress_bar() -> Progress:
 
 def stage_progress(bar: Progress):
     """A ``progress(stage, done, total)`` callback that shows one bar per stage."""
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
         if stage not in tasks:
@@ -126,9 +134,9 @@ def reconstruct(
     """
     from dataclasses import replace
 
+    from neurodrive.logs.io import load_log
     from neurodrive.reconstruct.pipeline import ReconConfig
     from neurodrive.reconstruct.pipeline import reconstruct as run
-    from neurodrive.logs.io import load_log
 
     cfg = ReconConfig(seed=seed)
     if steps is not None:
@@ -146,8 +154,10 @@ def reconstruct(
     except (DataError, ValueError, FileExistsError) as e:
         _fail(e)
     except KeyboardInterrupt:
-        _interrupted(f"finished stages are kept in {out / 'checkpoints'}; run the same command again to resume "
-                     "(--restart to start over)")
+        _interrupted(
+            f"finished stages are kept in {out / 'checkpoints'}; run the same command again to resume "
+            "(--restart to start over)"
+        )
     stats = model.meta["stats"]
     console.print(
         f"wrote scene to {out}: {stats['background_triangles']} background triangles, "
@@ -166,12 +176,10 @@ def evaluate_recon(
     """Metrics on held-out frames: PSNR, SSIM, LiDAR depth / intensity / ray drop, Chamfer, lane shift."""
     import json
 
-    from neurodrive.io_utils import atomic_write_json
+    from neurodrive.io_utils import atomic_write_json, check_output
+    from neurodrive.logs.io import load_log
     from neurodrive.reconstruct.evaluate import evaluate_reconstruction
     from neurodrive.scene.model import SceneModel
-    from neurodrive.logs.io import load_log
-
-    from neurodrive.io_utils import check_output
 
     try:
         if out is not None:
@@ -182,7 +190,9 @@ def evaluate_recon(
         drv = load_log(log)
         with progress_bar() as bar:
             task = bar.add_task("evaluating", total=len(model.meta.get("holdout_frames", [])))
-            metrics = evaluate_reconstruction(model, drv, lane_shift=lane_shift, progress=lambda s, d, n: bar.update(task, completed=d))
+            metrics = evaluate_reconstruction(
+                model, drv, lane_shift=lane_shift, progress=lambda s, d, n: bar.update(task, completed=d)
+            )
     except (DataError, ValueError, FileExistsError) as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -195,7 +205,9 @@ def evaluate_recon(
     for key, value in metrics.items():
         if key in ("frames", "psnr_db_per_camera") or key.endswith("_note"):
             continue
-        table.add_row(key, "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else json.dumps(value)))
+        table.add_row(
+            key, "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else json.dumps(value))
+        )
     Console().print(table)
 
 
@@ -215,11 +227,10 @@ def render(
     import json
 
     from neurodrive.geometry import make_pose, pose_xyz_yaw
-    from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
+    from neurodrive.io_utils import check_output
+    from neurodrive.logs.io import load_log
     from neurodrive.render.edits import EditedScene, SceneEdits
     from neurodrive.scene.model import SceneModel
-    from neurodrive.io_utils import check_output
-    from neurodrive.logs.io import encode_png, load_log
 
     _finite(lane_shift, "--lane-shift")
     _finite(scale, "--scale")
@@ -239,7 +250,9 @@ def render(
             if not all(math.isfinite(v) for v in (x, y, yaw)):
                 raise ValueError(f"--pose must hold finite numbers, got '{pose}'")
             if drv.outside_extent(np.array([x, y])):
-                raise ValueError(f"--pose {x:g},{y:g} lies far outside the log's world (more than 100 m beyond its extent)")
+                raise ValueError(
+                    f"--pose {x:g},{y:g} lies far outside the log's world (more than 100 m beyond its extent)"
+                )
             ego = pose_xyz_yaw(x, y, drv.ego_poses[frame][2, 3], yaw)
         else:
             ego = drv.ego_poses[frame]
@@ -254,32 +267,26 @@ def render(
 
     try:
         with staged_directory(out, overwrite=True) as stage:  # all files appear together (policy checked above)
-            for name, img in result.cameras.items():
-                atomic_write_bytes(stage / f"{name}.png", encode_png(img.rgb))
-                depth_mm = np.where(np.isfinite(img.depth_m), np.clip(img.depth_m * 1000, 0, 65535), 0).astype(np.uint16)
-                atomic_write_bytes(stage / f"{name}_depth_mm.png", encode_png(depth_mm))
-                atomic_write_npz(stage / f"{name}_instance.npz", instance=img.instance, actor_ids=np.array(img.actor_ids, dtype=str))
-            sweep = result.lidar.sweep
-            atomic_write_npz(stage / "lidar.npz", xyz_m=sweep.xyz_m, intensity=sweep.intensity, beam=sweep.beam,
-                             azimuth_index=sweep.azimuth_index, instance=result.lidar.instance)
-            write_ply(stage / "lidar.ply", result.lidar.sweep.xyz_m, result.lidar.sweep.intensity)
-            c = result.confidence
-            atomic_write_json(stage / "confidence.json", {
-                "distance_to_training_m": c.distance_to_training_m, "heading_difference_rad": c.heading_difference_rad,
-                "unseen_pixel_share": c.unseen_pixel_share, "score": c.score, "frame": frame, "lane_shift_m": lane_shift,
-                "actors": list(placed.actor_ids),
-            })
+            _write_render(stage, result, frame, lane_shift, placed.actor_ids)
     except KeyboardInterrupt:
         _interrupted(f"nothing was written to {out}; run the same command again")
-    console.print(f"wrote {len(result.cameras)} cameras and {result.lidar.sweep.num_returns} LiDAR points to {out}; "
-                  f"realism confidence {c.score:.2f} ({json.dumps(round(c.distance_to_training_m, 2))} m from the nearest training view)")
+    c = result.confidence
+    console.print(
+        f"wrote {len(result.cameras)} cameras and {result.lidar.sweep.num_returns} LiDAR points to {out}; "
+        f"realism confidence {c.score:.2f} "
+        f"({json.dumps(round(c.distance_to_training_m, 2))} m from the nearest training view)"
+    )
 
 
 @app.command()
 def replay(
     scenario: Path = typer.Argument(..., help="Scenario YAML."),
-    agent: str = typer.Option("expert", "--agent", "-a", help="Agent: expert, idm, constant-velocity, lidar-aeb (or a plug-in)."),
-    out: Path = typer.Option(Path("replay_out"), "--out", "-o", help="Folder for video.mp4, metrics.json and plot.png."),
+    agent: str = typer.Option(
+        "expert", "--agent", "-a", help="Agent: expert, idm, constant-velocity, lidar-aeb (or a plug-in)."
+    ),
+    out: Path = typer.Option(
+        Path("replay_out"), "--out", "-o", help="Folder for video.mp4, metrics.json and plot.png."
+    ),
     video: bool = typer.Option(True, help="Render the cameras and write the mp4 (needs the scenario's scene)."),
     seed: int = typer.Option(None, help="Episode seed (default: the scenario's)."),
     overwrite: bool = typer.Option(False, help="Replace an earlier result in --out."),
@@ -290,8 +297,15 @@ def replay(
     try:
         with progress_bar() as bar:
             task = bar.add_task(f"{agent} on {scenario.name}", total=None)
-            metrics = run_replay(scenario, agent, out, video=video, seed=seed, overwrite=overwrite,
-                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+            metrics = run_replay(
+                scenario,
+                agent,
+                out,
+                video=video,
+                seed=seed,
+                overwrite=overwrite,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
     except (DataError, KeyError, ValueError, FileExistsError) as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -315,7 +329,9 @@ def evaluate(
     agent: str = typer.Option("expert", "--agent", "-a"),
     out: Path = typer.Option(Path("eval_out"), "--out", "-o"),
     workers: int = typer.Option(1, min=1, help="Local worker processes."),
-    ray_address: str = typer.Option(None, help="Run on this Ray cluster ('auto', 'ray://host:10001', or 'local' for a Ray instance here)."),
+    ray_address: str = typer.Option(
+        None, help="Run on this Ray cluster ('auto', 'ray://host:10001', or 'local' for a Ray instance here)."
+    ),
     video: bool = typer.Option(False, help="Also write each scenario's mp4."),
     overwrite: bool = typer.Option(False, help="Re-run scenarios that already have metrics."),
 ) -> None:
@@ -326,11 +342,15 @@ def evaluate(
 
     def reuse_note(reused: list[str], stale: list[str]) -> None:
         if reused:
-            console.print(f"reusing {len(reused)} finished result(s) made with the same agent, scenario, scene and code: "
-                          f"{', '.join(reused)} (--overwrite runs them again)")
+            console.print(
+                f"reusing {len(reused)} finished result(s) made with the same agent, scenario, scene and code: "
+                f"{', '.join(reused)} (--overwrite runs them again)"
+            )
         if stale:
-            console.print(f"running again {len(stale)} result(s) made with another agent, scenario content or code version: "
-                          f"{', '.join(stale)}")
+            console.print(
+                f"running again {len(stale)} result(s) made with another agent, scenario content or code version: "
+                f"{', '.join(stale)}"
+            )
 
     def done(name: str, result: dict) -> None:
         finished.append(name)
@@ -339,13 +359,16 @@ def evaluate(
     try:
         with progress_bar() as bar:
             task = bar.add_task(f"{agent}", total=len(list(scenarios.glob("*.y*ml"))) if scenarios.is_dir() else None)
-            summary = evaluate_scenarios(scenarios, agent, out, workers, ray_address, video, overwrite,
-                                         on_done=done, on_reuse=reuse_note)
+            summary = evaluate_scenarios(
+                scenarios, agent, out, workers, ray_address, video, overwrite, on_done=done, on_reuse=reuse_note
+            )
     except (DataError, RuntimeError) as e:
         _fail(e)
     except KeyboardInterrupt:
-        _interrupted(f"queued scenarios were cancelled; {len(finished)} finished this run and are kept in {out}; "
-                     "run the same command again to resume")
+        _interrupted(
+            f"queued scenarios were cancelled; {len(finished)} finished this run and are kept in {out}; "
+            "run the same command again to resume"
+        )
     table = Table(title=f"{agent}: {summary['scenarios']} scenarios")
     for col in ("scenario", "nuPlan score", "NeuroNCAP", "collisions"):
         table.add_column(col)
@@ -405,6 +428,44 @@ def demo(
     console.print((out / "report.md").read_text())
     console.print(f"videos: {', '.join(str(out / 'replay' / a / 'video.mp4') for a in results)}")
     console.print(caster_description())
+
+
+def _write_render(stage: Path, result, frame: int, lane_shift: float, actor_ids) -> None:
+    """Files of ``neurodrive render``: per camera PNG, 16-bit depth (mm), actor masks; LiDAR .npz / .ply;
+    the realism confidence."""
+    from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
+    from neurodrive.logs.io import encode_png
+
+    for name, img in result.cameras.items():
+        atomic_write_bytes(stage / f"{name}.png", encode_png(img.rgb))
+        depth_mm = np.where(np.isfinite(img.depth_m), np.clip(img.depth_m * 1000, 0, 65535), 0).astype(np.uint16)
+        atomic_write_bytes(stage / f"{name}_depth_mm.png", encode_png(depth_mm))
+        atomic_write_npz(
+            stage / f"{name}_instance.npz", instance=img.instance, actor_ids=np.array(img.actor_ids, dtype=str)
+        )
+    sweep = result.lidar.sweep
+    atomic_write_npz(
+        stage / "lidar.npz",
+        xyz_m=sweep.xyz_m,
+        intensity=sweep.intensity,
+        beam=sweep.beam,
+        azimuth_index=sweep.azimuth_index,
+        instance=result.lidar.instance,
+    )
+    write_ply(stage / "lidar.ply", result.lidar.sweep.xyz_m, result.lidar.sweep.intensity)
+    c = result.confidence
+    atomic_write_json(
+        stage / "confidence.json",
+        {
+            "distance_to_training_m": c.distance_to_training_m,
+            "heading_difference_rad": c.heading_difference_rad,
+            "unseen_pixel_share": c.unseen_pixel_share,
+            "score": c.score,
+            "frame": frame,
+            "lane_shift_m": lane_shift,
+            "actors": list(actor_ids),
+        },
+    )
 
 
 def write_ply(path: Path, xyz: np.ndarray, intensity: np.ndarray) -> None:

@@ -50,7 +50,12 @@ def run_key(scenario_path: str | Path, agent: str, video: bool) -> dict:
     it names, the code version and whether video was asked for. A result is reused only when its
     stored key equals this one."""
     path = Path(scenario_path)
-    key = {"agent": agent, "scenario_sha256": _sha256(path.read_bytes()), "code_version": code_version(), "video": video}
+    key = {
+        "agent": agent,
+        "scenario_sha256": _sha256(path.read_bytes()),
+        "code_version": code_version(),
+        "video": video,
+    }
     try:
         raw = yaml.safe_load(path.read_text())
         for field, meta_file in (("scene", "scene.json"), ("log", "log.json")):
@@ -105,7 +110,11 @@ def evaluate_scenarios(
     """
     folder, out = Path(folder), Path(out_dir)
     if not folder.is_dir():
-        raise DataError(folder, None, "is a file, expected a folder of scenario files" if folder.exists() else "folder does not exist")
+        raise DataError(
+            folder,
+            None,
+            "is a file, expected a folder of scenario files" if folder.exists() else "folder does not exist",
+        )
     if out.exists() and not out.is_dir():
         raise DataError(out, None, "is a file, expected an output folder")
     scenarios = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))

@@ -51,7 +51,9 @@ class BevProjection:
         return np.array([self.x + fwd * self.c - left * self.s, self.y + fwd * self.s + left * self.c])
 
 
-def bird_eye_view(sim: Simulator, observation: Observation, style: BevStyle = BevStyle(), selected: str | None = None) -> np.ndarray:
+def bird_eye_view(
+    sim: Simulator, observation: Observation, style: BevStyle = BevStyle(), selected: str | None = None
+) -> np.ndarray:
     """(S, S, 3) uint8: drivable area, lanes, route, LiDAR returns, actor boxes and the ego, ego heading up."""
     s = style.size_px
     ego = observation.ego
@@ -71,7 +73,9 @@ def bird_eye_view(sim: Simulator, observation: Observation, style: BevStyle = Be
         inside = (px[:, 0] >= 0) & (px[:, 0] < s) & (px[:, 1] >= 0) & (px[:, 1] < s)
         value = np.clip(60 + 195 * sensors.lidar.sweep.intensity[inside], 0, 255).astype(np.uint8)
         arr = np.asarray(img).copy()
-        arr[px[inside, 1].astype(int), px[inside, 0].astype(int)] = np.stack([value, value, np.full_like(value, 255)], axis=1)
+        arr[px[inside, 1].astype(int), px[inside, 0].astype(int)] = np.stack(
+            [value, value, np.full_like(value, 255)], axis=1
+        )
         img = Image.fromarray(arr)
         draw = ImageDraw.Draw(img)
     hit = {c.actor_id for c in sim.record.collisions} if sim.record else set()
@@ -88,13 +92,16 @@ def bird_eye_view(sim: Simulator, observation: Observation, style: BevStyle = Be
 def driver_order(names_and_poses: list[tuple[str, np.ndarray]]) -> list[str]:
     """Camera names ordered as a driver sees them: left to right by the azimuth of the optical axis
     (T_ego_camera's z axis) in the ego frame (x forward, y left)."""
+
     def azimuth(T: np.ndarray) -> float:
         return math.atan2(T[1, 2], T[0, 2])
 
     return [n for n, _ in sorted(names_and_poses, key=lambda item: -azimuth(item[1]))]
 
 
-def compose_frame(sim: Simulator, observation: Observation, height_px: int = 360, selected: str | None = None) -> np.ndarray:
+def compose_frame(
+    sim: Simulator, observation: Observation, height_px: int = 360, selected: str | None = None
+) -> np.ndarray:
     """Camera images side by side as a driver sees them (left | front | right, each labelled), then
     the bird's-eye view (the last ``height_px`` columns), with a status line."""
     panels, labels = [], []
@@ -104,7 +111,11 @@ def compose_frame(sim: Simulator, observation: Observation, height_px: int = 360
         order = driver_order([(n, rig[n].T_ego_camera) for n in cams if n in rig]) + [n for n in cams if n not in rig]
         for name in order:
             im = Image.fromarray(cams[name].rgb)
-            panels.append(np.asarray(im.resize((max(1, round(im.width * height_px / im.height)), height_px), Image.BILINEAR)))
+            panels.append(
+                np.asarray(
+                    im.resize((max(1, round(im.width * height_px / im.height)), height_px), Image.Resampling.BILINEAR)
+                )
+            )
             labels.append(name)
     panels.append(bird_eye_view(sim, observation, BevStyle(size_px=height_px), selected))
     labels.append("bird's-eye view (LiDAR)")
@@ -119,7 +130,9 @@ def compose_frame(sim: Simulator, observation: Observation, height_px: int = 360
         draw.rectangle((x - 3, height_px - 18, x + 7 * len(label), height_px - 3), fill=(0, 0, 0))
         draw.text((x, height_px - 16), label, fill=(255, 255, 255))
     draw.text(
-        (6, 4), f"t={observation.time_s:4.1f}s  v={observation.ego.speed_mps:4.1f} m/s  collisions={len(sim.record.collisions)}",
+        (6, 4),
+        f"t={observation.time_s:4.1f}s  v={observation.ego.speed_mps:4.1f} m/s  "
+        f"collisions={len(sim.record.collisions)}",
         fill=(255, 255, 255),
     )
     return np.asarray(img)
@@ -146,7 +159,9 @@ def plot_figure(sim: Simulator, agent_name: str = ""):
     axes[2].set_xlabel("time (s)")
     for c in rec.collisions:
         for ax in axes:
-            ax.axvline(c.time_s, color="red", linestyle="--", label=f"collision with {c.actor_id}" if ax is axes[0] else None)
+            ax.axvline(
+                c.time_s, color="red", linestyle="--", label=f"collision with {c.actor_id}" if ax is axes[0] else None
+            )
     axes[0].legend(loc="best", fontsize="small")
     fig.suptitle(f"{sim.scenario.name} - agent {agent_name}" if agent_name else sim.scenario.name)
     fig.tight_layout()
@@ -198,8 +213,15 @@ def run_episode(
     return json_safe(sim.metrics())
 
 
-def replay(scenario_path: str | Path, agent_name: str, out_dir: str | Path, video: bool = True, seed: int | None = None,
-           progress: Callable[[int, int], None] | None = None, overwrite: bool = False) -> dict:
+def replay(
+    scenario_path: str | Path,
+    agent_name: str,
+    out_dir: str | Path,
+    video: bool = True,
+    seed: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
+) -> dict:
     """``neurodrive replay``: writes OUT/video.mp4, OUT/metrics.json and OUT/plot.png.
 
     An earlier result in OUT is kept unless ``overwrite``; an interrupted run leaves no partial file.
@@ -219,7 +241,9 @@ def replay(scenario_path: str | Path, agent_name: str, out_dir: str | Path, vide
     writer, tmp_video = None, None
     if video and sim.scene is not None:
         tmp_video = out / ".video.partial.mp4"
-        writer = imageio.get_writer(tmp_video, format="FFMPEG", fps=round(1 / sim.config.dt_s), codec="libx264", macro_block_size=1)
+        writer = imageio.get_writer(
+            tmp_video, format="FFMPEG", fps=round(1 / sim.config.dt_s), codec="libx264", macro_block_size=1
+        )
 
     def on_frame(obs: Observation) -> None:
         if writer is not None:
@@ -243,8 +267,13 @@ def replay(scenario_path: str | Path, agent_name: str, out_dir: str | Path, vide
         os.replace(tmp_video, out / "video.mp4")
     else:
         (out / "video.mp4").unlink(missing_ok=True)  # an old video never stands beside new metrics
-    metrics = {"scenario": scenario.name, "agent": agent_name, "seed": scenario.seed if seed is None else seed, **metrics,
-               "run_key": run_key(scenario_path, agent_name, video)}
+    metrics = {
+        "scenario": scenario.name,
+        "agent": agent_name,
+        "seed": scenario.seed if seed is None else seed,
+        **metrics,
+        "run_key": run_key(scenario_path, agent_name, video),
+    }
     write_plot(sim, out / "plot.png", agent_name)
     atomic_write_bytes(out / "scenario.yaml", scenario.dump_yaml().encode())
     atomic_write_json(out / "metrics.json", metrics)  # last: marks the result complete

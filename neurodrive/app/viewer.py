@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from neurodrive.agents.keyboard import KeyboardAgent
-from neurodrive.io_utils import atomic_write_bytes
 from neurodrive.app.replay import BevProjection, BevStyle, compose_frame
+from neurodrive.io_utils import atomic_write_bytes
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.sim.simulator import Observation, SimConfig, Simulator
 
@@ -26,8 +26,10 @@ HUD_LINE_PX = 26
 HUD_LINES = 4
 PICK_RADIUS_M = 3.0
 LOW_REALISM = 0.35  # below this realism confidence the HUD warns that the view is far from the log
-KEY_HELP = ("keys: arrows/WASD drive   click an actor to select, drag to move   X remove",
-            "I insert a car ahead   S save scenario   R restart   Space pause   Esc quit")
+KEY_HELP = (
+    "keys: arrows/WASD drive   click an actor to select, drag to move   X remove",
+    "I insert a car ahead   S save scenario   R restart   Space pause   Esc quit",
+)
 
 
 class NoDisplayError(RuntimeError):
@@ -39,9 +41,15 @@ def check_display() -> None:
     driver chosen on purpose for tests)."""
     if os.environ.get("SDL_VIDEODRIVER") in ("dummy", "offscreen"):
         return
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and os.name == "posix" and os.uname().sysname == "Linux":
-        raise NoDisplayError("no display found (DISPLAY and WAYLAND_DISPLAY are not set): the viewer needs a screen; "
-                             "use `neurodrive replay` to record a video instead")
+    if (
+        not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+        and os.name == "posix"
+        and os.uname().sysname == "Linux"
+    ):
+        raise NoDisplayError(
+            "no display found (DISPLAY and WAYLAND_DISPLAY are not set): the viewer needs a screen; "
+            "use `neurodrive replay` to record a video instead"
+        )
 
 
 def fit_panel_height(frame_width_px: int, frame_height_px: int, max_width_px: int, max_height_px: int) -> int:
@@ -56,13 +64,20 @@ def load_scenario(target: str | Path) -> tuple[Scenario, str]:
     """A scenario file, or a scene folder (viewed with a default scenario)."""
     target = Path(target)
     if target.is_dir():
-        return Scenario.parse({"name": f"{target.name}-edited", "scene": str(target.resolve()), "duration_s": 600.0}), str(target)
+        return Scenario.parse(
+            {"name": f"{target.name}-edited", "scene": str(target.resolve()), "duration_s": 600.0}
+        ), str(target)
     return Scenario.load(target), str(target)
 
 
 class Viewer:
-    def __init__(self, target: str | Path, save_path: str | Path = "edited_scenario.yaml", fps: float = 10.0,
-                 max_size_px: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        target: str | Path,
+        save_path: str | Path = "edited_scenario.yaml",
+        fps: float = 10.0,
+        max_size_px: tuple[int, int] | None = None,
+    ) -> None:
         """``max_size_px`` (width, height) bounds the window; default: the screen, less a margin."""
         import pygame
 
@@ -151,8 +166,11 @@ class Viewer:
     def insert_ahead(self, distance_m: float = 15.0) -> str:
         assets = self.sim.scene.actors
         logged = {t.actor_id for t in self.sim.log.tracks}
-        source = self.selected if self.selected in logged else next(
-            (a for a in sorted(assets) if a in logged and assets[a].category == "car"), sorted(logged)[0])
+        source = (
+            self.selected
+            if self.selected in logged
+            else next((a for a in sorted(assets) if a in logged and assets[a].category == "car"), sorted(logged)[0])
+        )
         ego = self.obs.ego
         centre = ego.centre_xy(self.sim.params) + distance_m * np.array([np.cos(ego.yaw_rad), np.sin(ego.yaw_rad)])
         while f"inserted_{self._inserted}" in self.sim.behaviours:
@@ -173,8 +191,15 @@ class Viewer:
 
     def handle(self, event) -> None:
         pg = self.pg
-        keys = {pg.K_UP: "up", pg.K_w: "up", pg.K_DOWN: "down", pg.K_LEFT: "left", pg.K_a: "left",
-                pg.K_RIGHT: "right", pg.K_d: "right"}
+        keys = {
+            pg.K_UP: "up",
+            pg.K_w: "up",
+            pg.K_DOWN: "down",
+            pg.K_LEFT: "left",
+            pg.K_a: "left",
+            pg.K_RIGHT: "right",
+            pg.K_d: "right",
+        }
         if event.type == pg.QUIT:
             self.running = False
         elif event.type in (pg.KEYDOWN, pg.KEYUP):
@@ -232,7 +257,9 @@ class Viewer:
     def hud_lines(self) -> list[tuple[str, tuple[int, int, int]]]:
         """The lines under the panels: driving state and realism, edits, key help."""
         ego = self.obs.ego
-        state = f"speed {ego.speed_mps * 3.6:5.1f} km/h   {self._fps_measured:4.1f} frames/s   t = {self.obs.time_s:5.1f} s"
+        state = (
+            f"speed {ego.speed_mps * 3.6:5.1f} km/h   {self._fps_measured:4.1f} frames/s   t = {self.obs.time_s:5.1f} s"
+        )
         colour = (230, 230, 230)
         conf = self.obs.sensors.confidence if self.obs.sensors is not None else None
         if conf is not None:

@@ -28,7 +28,6 @@ from neurodrive.sim.metrics import COMFORT_BOUNDS
 from neurodrive.sim.simulator import Observation, SimConfig, Simulator
 from neurodrive.sim.vehicle import Control
 
-
 # |speed| m/s, |accel| m/s², |steering| rad, |lateral offset| m, |heading error| rad, time left s
 EGO_BOUNDS = np.array([60.0, 10.0, 1.1, 50.0, np.pi, 600.0], np.float32)
 ROUTE_RANGE_M = np.float32(200.0)
@@ -61,9 +60,15 @@ class EnvConfig:
 class ClosedLoopEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 10}
 
-    def __init__(self, scenario: str | Path | dict | Scenario | None = None, scene: str | Path | None = None,
-                 log: str | Path | None = None, config: EnvConfig = EnvConfig(), render_mode: str | None = None,
-                 **scenario_fields: Any) -> None:
+    def __init__(
+        self,
+        scenario: str | Path | dict | Scenario | None = None,
+        scene: str | Path | None = None,
+        log: str | Path | None = None,
+        config: EnvConfig = EnvConfig(),
+        render_mode: str | None = None,
+        **scenario_fields: Any,
+    ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         if isinstance(scenario, Scenario):
@@ -98,12 +103,17 @@ class ClosedLoopEnv(gym.Env):
             if self.scenario.sensors.lidar:
                 lid = rig.lidar
                 if self.config.lidar_format == "range_image":
-                    d["lidar"] = spaces.Box(0.0, np.float32(lid.max_range_m), (2, lid.num_beams, lid.azimuth_bins), np.float32)
+                    d["lidar"] = spaces.Box(
+                        0.0, np.float32(lid.max_range_m), (2, lid.num_beams, lid.azimuth_bins), np.float32
+                    )
                 else:
                     r = np.float32(lid.max_range_m)
                     n = self.config.num_lidar_points
-                    d["lidar"] = spaces.Box(np.tile(np.array([-r, -r, -r, 0], np.float32), (n, 1)),
-                                            np.tile(np.array([r, r, r, 1], np.float32), (n, 1)), dtype=np.float32)
+                    d["lidar"] = spaces.Box(
+                        np.tile(np.array([-r, -r, -r, 0], np.float32), (n, 1)),
+                        np.tile(np.array([r, r, r, 1], np.float32), (n, 1)),
+                        dtype=np.float32,
+                    )
         d["ego"] = spaces.Box(-EGO_BOUNDS, EGO_BOUNDS, dtype=np.float32)
         d["route"] = spaces.Box(-ROUTE_RANGE_M, ROUTE_RANGE_M, (self.config.route_points, 2), np.float32)
         return spaces.Dict(d)
@@ -129,7 +139,7 @@ class ClosedLoopEnv(gym.Env):
         if obs.sensors is not None:
             for name, render in obs.sensors.cameras.items():
                 out[f"camera_{name}"] = render.rgb
-            if obs.sensors.lidar is not None and "lidar" in self.observation_space.spaces:
+            if obs.sensors.lidar is not None and self.scenario.sensors.lidar:
                 out["lidar"] = self._lidar(obs)
         e = obs.ego
         s, lateral = obs.route.project(np.array([e.x_m, e.y_m]))
@@ -167,7 +177,8 @@ class ClosedLoopEnv(gym.Env):
             a = np.clip(a.reshape(2), -1.0, 1.0)
             accel = a[0] * (self.params.max_accel_mps2 if a[0] >= 0 else self.params.max_decel_mps2)
             return Control(float(accel), float(a[1] * self.config.max_steering_rad))
-        pts = np.clip(a.reshape(-1, 2), self.action_space.low, self.action_space.high)
+        box: spaces.Box = self.action_space  # type: ignore[assignment]
+        pts = np.clip(a.reshape(-1, 2), box.low, box.high)
         e = obs.ego
         c, s = np.cos(e.yaw_rad), np.sin(e.yaw_rad)
         world = np.stack([e.x_m + pts[:, 0] * c - pts[:, 1] * s, e.y_m + pts[:, 0] * s + pts[:, 1] * c], axis=1)
@@ -216,8 +227,12 @@ class ClosedLoopEnv(gym.Env):
         truncated = (not terminated) and info.done
         if terminated or truncated:
             self.sim.done = True
-        details = {"collisions": [c.actor_id for c in info.collisions], "off_road": info.off_road, "goal_reached": info.goal_reached,
-                   "progress_m": progress - self._start_s}
+        details = {
+            "collisions": [c.actor_id for c in info.collisions],
+            "off_road": info.off_road,
+            "goal_reached": info.goal_reached,
+            "progress_m": progress - self._start_s,
+        }
         if self.render_mode == "human":
             self.render()
         return self._observation(obs), float(reward), bool(terminated), bool(truncated), details

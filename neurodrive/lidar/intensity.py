@@ -9,7 +9,6 @@ import numpy as np
 from neurodrive.lidar.ray_drop import DROP_NEIGHBOURS, RayDropModel, ray_drop_features
 
 
-
 @dataclass(frozen=True)
 class LidarIntensityModel:
     """intensity = reflectivity * (alpha + (1 - alpha) cos(incidence)) * exp(-beta * range);
@@ -22,8 +21,14 @@ class LidarIntensityModel:
     def falloff(self, cos_incidence: np.ndarray, range_m: np.ndarray) -> np.ndarray:
         return (self.alpha + (1 - self.alpha) * cos_incidence) * np.exp(-self.beta_per_m * range_m)
 
-    def drop_probability(self, rates: np.ndarray, cos_incidence: np.ndarray, relative_range: np.ndarray, edge: np.ndarray,
-                         missing: np.ndarray) -> np.ndarray:
+    def drop_probability(
+        self,
+        rates: np.ndarray,
+        cos_incidence: np.ndarray,
+        relative_range: np.ndarray,
+        edge: np.ndarray,
+        missing: np.ndarray,
+    ) -> np.ndarray:
         """Of hit rays: vertex drop rates (n, K), incidence, range / max range, and the depth-edge cues
         of :func:`~neurodrive.lidar.ray_drop.range_image_edges` at each ray."""
         if self.drop is None:

@@ -99,22 +99,36 @@ class RayDropModel:
         """The model stored under ``prefix`` (None if absent); KeyError / ValueError if malformed."""
         if f"{prefix}.mean" not in t:
             return None
-        weights, biases = [], []
+        weights: list[np.ndarray] = []
+        biases: list[np.ndarray] = []
         while f"{prefix}.w{len(weights)}" in t:
             weights.append(t[f"{prefix}.w{len(weights)}"].astype(np.float32))
             biases.append(t[f"{prefix}.b{len(biases)}"].astype(np.float32))
         if any(w.ndim != 2 for w in weights):
             raise ValueError(f"'{prefix}' weights must be matrices")
         dims = [t[f"{prefix}.mean"].shape[0]] + [w.shape[1] for w in weights]
-        if not weights or any(w.shape != (i, o) for w, i, o in zip(weights, dims[:-1], dims[1:])) or dims[-1] != 1 \
-                or dims[0] != NUM_FEATURES or any(b.shape != (o,) for b, o in zip(biases, dims[1:])):
+        if (
+            not weights
+            or any(w.shape != (i, o) for w, i, o in zip(weights, dims[:-1], dims[1:]))
+            or dims[-1] != 1
+            or dims[0] != NUM_FEATURES
+            or any(b.shape != (o,) for b, o in zip(biases, dims[1:]))
+        ):
             raise ValueError(f"'{prefix}' layers do not chain from {NUM_FEATURES} inputs to 1 output")
-        return RayDropModel(t[f"{prefix}.mean"].astype(np.float32), t[f"{prefix}.scale"].astype(np.float32),
-                            tuple(weights), tuple(biases))
+        return RayDropModel(
+            t[f"{prefix}.mean"].astype(np.float32),
+            t[f"{prefix}.scale"].astype(np.float32),
+            tuple(weights),
+            tuple(biases),
+        )
 
 
 def vertex_drop_rates(
-    vertices: np.ndarray, hit_points: np.ndarray, dropped: np.ndarray, prior: float, query: np.ndarray | None = None,
+    vertices: np.ndarray,
+    hit_points: np.ndarray,
+    dropped: np.ndarray,
+    prior: float,
+    query: np.ndarray | None = None,
     chunk: int = 100_000,
 ) -> np.ndarray:
     """(V, K) drop rate of the k training rays that hit closest to each vertex, for k in
@@ -127,9 +141,11 @@ def vertex_drop_rates(
     k_max = min(max(DROP_NEIGHBOURS), len(hit_points))
     tree = cKDTree(hit_points)
     for start in range(0, len(rows), chunk):  # in chunks: the neighbour lists stay small
-        part = rows[start:start + chunk]
+        part = rows[start : start + chunk]
         _, nn = tree.query(vertices[part], k=k_max, workers=-1)
-        counts = np.cumsum(dropped[nn.reshape(len(part), k_max)], axis=1, dtype=np.float32)  # drops among the nearest 1..k_max
+        counts = np.cumsum(
+            dropped[nn.reshape(len(part), k_max)], axis=1, dtype=np.float32
+        )  # drops among the nearest 1..k_max
         for j, k in enumerate(DROP_NEIGHBOURS):
             k = min(k, k_max)
             rates[part, j] = (counts[:, k - 1] + 2 * prior) / (k + 2)
@@ -173,8 +189,13 @@ class DropSamples:
 
 
 def fit_ray_drop(
-    meshes: list[tuple[np.ndarray, np.ndarray]], s: DropSamples, folds: int = 4, hidden_units: int = 8,
-    steps: int = 3000, batch_size: int = 8192, seed: int = 0,
+    meshes: list[tuple[np.ndarray, np.ndarray]],
+    s: DropSamples,
+    folds: int = 4,
+    hidden_units: int = 8,
+    steps: int = 3000,
+    batch_size: int = 8192,
+    seed: int = 0,
 ) -> tuple[list[np.ndarray], RayDropModel | None]:
     """Per-vertex drop rates of every mesh (from all rays) and the MLP (None with too few rays)."""
     prior = float(s.dropped.mean()) if len(s.dropped) else 0.0
@@ -196,7 +217,9 @@ def fit_ray_drop(
     return rates, train_drop_mlp(x, s.dropped, hidden_units, steps, batch_size, seed)
 
 
-def train_drop_mlp(x: np.ndarray, dropped: np.ndarray, hidden_units: int, steps: int, batch_size: int, seed: int) -> RayDropModel:
+def train_drop_mlp(
+    x: np.ndarray, dropped: np.ndarray, hidden_units: int, steps: int, batch_size: int, seed: int
+) -> RayDropModel:
     """Binary cross-entropy on random batches (Adam), seeded: same rays, same model."""
     import torch
 
@@ -206,8 +229,10 @@ def train_drop_mlp(x: np.ndarray, dropped: np.ndarray, hidden_units: int, steps:
     xs = torch.from_numpy((x - mean) / scale)
     ys = torch.from_numpy(dropped.astype(np.float32))
     net = torch.nn.Sequential(
-        torch.nn.Linear(x.shape[1], hidden_units), torch.nn.ReLU(),
-        torch.nn.Linear(hidden_units, hidden_units), torch.nn.ReLU(),
+        torch.nn.Linear(x.shape[1], hidden_units),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden_units, hidden_units),
+        torch.nn.ReLU(),
         torch.nn.Linear(hidden_units, 1),
     )
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
@@ -219,6 +244,8 @@ def train_drop_mlp(x: np.ndarray, dropped: np.ndarray, hidden_units: int, steps:
         opt.step()
     layers = [m for m in net if isinstance(m, torch.nn.Linear)]
     return RayDropModel(
-        mean.astype(np.float32), scale.astype(np.float32),
-        tuple(m.weight.detach().numpy().T.copy() for m in layers), tuple(m.bias.detach().numpy().copy() for m in layers),
+        mean.astype(np.float32),
+        scale.astype(np.float32),
+        tuple(m.weight.detach().numpy().T.copy() for m in layers),
+        tuple(m.bias.detach().numpy().copy() for m in layers),
     )

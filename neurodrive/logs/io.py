@@ -136,7 +136,10 @@ def read_image(path: Path, camera: CameraSpec) -> np.ndarray:
         raise DataError(path, "pixels", f"corrupt or truncated image: {e}") from e
     if rgb.shape != (camera.height_px, camera.width_px, 3):
         raise DataError(
-            path, "shape", f"expected {camera.height_px}x{camera.width_px} for camera '{camera.name}', got {rgb.shape[0]}x{rgb.shape[1]}"
+            path,
+            "shape",
+            f"expected {camera.height_px}x{camera.width_px} for camera '{camera.name}', "
+            f"got {rgb.shape[0]}x{rgb.shape[1]}",
         )
     return rgb
 
@@ -208,8 +211,14 @@ def load_log(root: str | Path, check_files: bool = True) -> DrivingLog:
     road_map = RoadMap(
         drivable_areas=tuple(np.asarray(p, dtype=float) for p in map_meta.drivable_areas),
         lanes=tuple(
-            Lane(l.id, np.asarray(l.centerline_m, dtype=float), l.width_m, l.speed_limit_mps, tuple(l.successors))
-            for l in map_meta.lanes
+            Lane(
+                lane.id,
+                np.asarray(lane.centerline_m, dtype=float),
+                lane.width_m,
+                lane.speed_limit_mps,
+                tuple(lane.successors),
+            )
+            for lane in map_meta.lanes
         ),
     )
 
@@ -316,10 +325,16 @@ class LogWriter:
                 "metadata": metadata or {},
             },
         )
-        atomic_write_npz(self.root / "poses.npz", timestamps_s=np.asarray(timestamps_s), ego_poses=np.asarray(ego_poses))
+        atomic_write_npz(
+            self.root / "poses.npz", timestamps_s=np.asarray(timestamps_s), ego_poses=np.asarray(ego_poses)
+        )
         atomic_write_json(
             self.root / "tracks.json",
-            {"tracks": [{"id": t.actor_id, "category": t.category, "size_m": np.asarray(t.size_m).tolist()} for t in tracks]},
+            {
+                "tracks": [
+                    {"id": t.actor_id, "category": t.category, "size_m": np.asarray(t.size_m).tolist()} for t in tracks
+                ]
+            },
         )
         atomic_write_npz(
             self.root / "tracks.npz",
@@ -332,13 +347,13 @@ class LogWriter:
                 "drivable_areas": [np.asarray(p).tolist() for p in road_map.drivable_areas],
                 "lanes": [
                     {
-                        "id": l.lane_id,
-                        "centerline_m": np.asarray(l.centerline_m).tolist(),
-                        "width_m": l.width_m,
-                        "speed_limit_mps": l.speed_limit_mps,
-                        "successors": list(l.successors),
+                        "id": lane.lane_id,
+                        "centerline_m": np.asarray(lane.centerline_m).tolist(),
+                        "width_m": lane.width_m,
+                        "speed_limit_mps": lane.speed_limit_mps,
+                        "successors": list(lane.successors),
                     }
-                    for l in road_map.lanes
+                    for lane in road_map.lanes
                 ],
             },
         )

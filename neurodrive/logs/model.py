@@ -56,11 +56,7 @@ class CameraSpec:
         safe_z = np.where(z > 1e-6, z, 1.0)
         uv = (points_camera @ self.intrinsics.T)[:, :2] / safe_z[:, None]
         inside = (
-            (z > 1e-6)
-            & (uv[:, 0] >= 0)
-            & (uv[:, 0] < self.width_px)
-            & (uv[:, 1] >= 0)
-            & (uv[:, 1] < self.height_px)
+            (z > 1e-6) & (uv[:, 0] >= 0) & (uv[:, 0] < self.width_px) & (uv[:, 1] >= 0) & (uv[:, 1] < self.height_px)
         )
         return uv, inside
 
@@ -68,7 +64,9 @@ class CameraSpec:
         """The same camera at ``factor`` times the resolution (same field of view)."""
         k = self.intrinsics.copy()
         k[:2] *= factor
-        return CameraSpec(self.name, round(self.width_px * factor), round(self.height_px * factor), k, self.T_ego_camera)
+        return CameraSpec(
+            self.name, round(self.width_px * factor), round(self.height_px * factor), k, self.T_ego_camera
+        )
 
     @staticmethod
     def looking(
@@ -117,9 +115,7 @@ class LidarSpec:
         """Unit ray directions (B, W, 3) in the LiDAR frame."""
         el = self.beam_elevations_rad[:, None]
         az = self.azimuths_rad()[None, :]
-        return np.stack(
-            [np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el) * np.ones_like(az)], axis=-1
-        )
+        return np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el) * np.ones_like(az)], axis=-1)
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,21 @@ def select_backend(choice: str = "auto") -> CasterBackend:
         return Open3dBackend()
     if not native_built():
         if chosen == "embree":
-            raise NativeCasterUnavailable("the native Embree caster is not built: install libembree-dev, then reinstall "
-                                          "neurodrive (bash install.sh)")
+            raise NativeCasterUnavailable(
+                "the native Embree caster is not built: install libembree-dev, then reinstall "
+                "neurodrive (bash install.sh)"
+            )
         return Open3dBackend()
     return EmbreeBackend()
 
 
-__all__ = ["CasterBackend", "RayCaster", "RayHits", "bounding_radius_m", "check_rays", "select_backend",
-           "NativeCasterUnavailable", "ENV_VAR"]
+__all__ = [
+    "CasterBackend",
+    "RayCaster",
+    "RayHits",
+    "bounding_radius_m",
+    "check_rays",
+    "select_backend",
+    "NativeCasterUnavailable",
+    "ENV_VAR",
+]

@@ -40,7 +40,9 @@ def check_rays(origins: np.ndarray, dirs: np.ndarray) -> None:
 class RayCaster(Protocol):
     """Casts rays into a fixed placement of meshes."""
 
-    def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True, grid: tuple[int, int] | None = None) -> RayHits:
+    def cast(
+        self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True, grid: tuple[int, int] | None = None
+    ) -> RayHits:
         """Nearest hits of unit rays ``dirs`` (n, 3) from ``origins`` ((3,) or (n, 3)); ``grid``
         (rows, cols): the rays of one origin form that row-major grid (packets where supported)."""
         ...

@@ -40,7 +40,7 @@ def _library() -> ctypes.CDLL | None:
     lib.nd_mesh_free.argtypes, lib.nd_mesh_free.restype = [vp], None
     lib.nd_placement_new.argtypes, lib.nd_placement_new.restype = [vp, ctypes.POINTER(vp), _F64, ctypes.c_int64], vp
     lib.nd_placement_free.argtypes, lib.nd_placement_free.restype = [vp], None
-    out = [_F32, _I32, _I32, _F32, vp, ctypes.c_int]
+    out: list = [_F32, _I32, _I32, _F32, vp, ctypes.c_int]  # ndpointer types are ctypes argument types at run time
     lib.nd_cast_grid.argtypes, lib.nd_cast_grid.restype = [vp, _F32, _F32, ctypes.c_int64, ctypes.c_int64, *out], None
     lib.nd_cast_rays.argtypes, lib.nd_cast_rays.restype = [vp, _F32, ctypes.c_int64, _F32, ctypes.c_int64, *out], None
     pp = ctypes.POINTER(ctypes.c_void_p)
@@ -66,7 +66,10 @@ def caster_description() -> str:
     if native_available():
         return "ray caster: native Embree (4x4 ray packets)"
     if _library() is None:
-        return "ray caster: open3d (native caster not built: install libembree-dev, then reinstall neurodrive; about 1.7x slower)"
+        return (
+            "ray caster: open3d (native caster not built: install libembree-dev, then reinstall neurodrive; "
+            "about 1.7x slower)"
+        )
     return f"ray caster: open3d ({ENV_VAR}=open3d)"
 
 
@@ -111,7 +114,9 @@ class NativePlacement:
         self._lib = _library()
         self._meshes = list(meshes)  # kept alive as long as the placement
         handles = (ctypes.c_void_p * len(meshes))(*[m.handle for m in meshes])
-        xfm = np.ascontiguousarray(np.stack([np.asarray(t, float) for t in transforms]) if len(transforms) else np.zeros((0, 4, 4)))
+        xfm = np.ascontiguousarray(
+            np.stack([np.asarray(t, float) for t in transforms]) if len(transforms) else np.zeros((0, 4, 4))
+        )
         self.handle = self._lib.nd_placement_new(_device(), handles, xfm, len(meshes))
 
     def __del__(self) -> None:
@@ -119,7 +124,9 @@ class NativePlacement:
             self._lib.nd_placement_free(self.handle)
             self.handle = None
 
-    def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True, grid: tuple[int, int] | None = None) -> RayHits:
+    def cast(
+        self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True, grid: tuple[int, int] | None = None
+    ) -> RayHits:
         """Nearest hits of rays: ``origins`` (3,) one origin or (n, 3), unit ``dirs`` (n, 3).
 
         ``grid`` (rows, cols) with one origin: the rays are a row-major grid (camera pixels, LiDAR
@@ -136,17 +143,23 @@ class NativePlacement:
         nrm = np.empty((n, 3), np.float32) if normals else None
         nrm_ptr = nrm.ctypes.data if normals else None
         if grid is not None and single and grid[0] * grid[1] == n:
-            self._lib.nd_cast_grid(self.handle, o.reshape(3), d, grid[0], grid[1], t, geom, prim, uv, nrm_ptr, _threads())
+            self._lib.nd_cast_grid(
+                self.handle, o.reshape(3), d, grid[0], grid[1], t, geom, prim, uv, nrm_ptr, _threads()
+            )
         else:
             if not single and o.shape != d.shape:
                 raise ValueError(f"origins {o.shape} do not match dirs {d.shape}")
-            self._lib.nd_cast_rays(self.handle, o.reshape(-1, 3), 0 if single else 3, d, n, t, geom, prim, uv, nrm_ptr, _threads())
+            self._lib.nd_cast_rays(
+                self.handle, o.reshape(-1, 3), 0 if single else 3, d, n, t, geom, prim, uv, nrm_ptr, _threads()
+            )
         if nrm is None:
             nrm = np.broadcast_to(np.zeros(3, np.float32), (n, 3))
         return RayHits(t, geom, prim, uv, nrm)
 
 
-def shade_texels(hits: RayHits, packed_atlases: Sequence[np.ndarray], colours: Sequence[np.ndarray], rgb: np.ndarray) -> int:
+def shade_texels(
+    hits: RayHits, packed_atlases: Sequence[np.ndarray], colours: Sequence[np.ndarray], rgb: np.ndarray
+) -> int:
     """Colours of the hit rays read from baked texels, written into ``rgb`` (n, 3) float32 in [0, 1]
     (misses left as they are); returns how many hits show texels no training pixel saw.
 
@@ -163,8 +176,18 @@ def shade_texels(hits: RayHits, packed_atlases: Sequence[np.ndarray], colours: S
     if rgb.shape != (len(hits.t_m), 3) or rgb.dtype != np.float32 or not rgb.flags.c_contiguous:
         raise ValueError(f"rgb must be a contiguous float32 ({len(hits.t_m)}, 3) array")
     uv = np.ascontiguousarray(hits.uv, np.float32)
-    return int(lib.nd_shade_texels(len(hits.t_m), np.ascontiguousarray(hits.geometry, np.int32), np.ascontiguousarray(hits.triangle, np.int32),
-                                   uv, atlas_ptrs, colour_ptrs, rgb, _threads()))
+    return int(
+        lib.nd_shade_texels(
+            len(hits.t_m),
+            np.ascontiguousarray(hits.geometry, np.int32),
+            np.ascontiguousarray(hits.triangle, np.int32),
+            uv,
+            atlas_ptrs,
+            colour_ptrs,
+            rgb,
+            _threads(),
+        )
+    )
 
 
 class EmbreeBackend:

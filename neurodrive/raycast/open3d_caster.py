@@ -21,8 +21,8 @@ class MeshRaycaster:
                 vertices = np.array([[1e7, 1e7, 1e7], [1e7 + 1, 1e7, 1e7], [1e7, 1e7 + 1, 1e7]])
                 triangles = np.array([[0, 1, 2]])
             mesh = o3d.t.geometry.TriangleMesh()
-            mesh.vertex.positions = o3d.core.Tensor(np.ascontiguousarray(vertices, np.float32))
-            mesh.triangle.indices = o3d.core.Tensor(np.ascontiguousarray(triangles, np.int32))
+            mesh.vertex.positions = o3d.core.Tensor(np.ascontiguousarray(vertices, np.float32))  # type: ignore[call-overload]
+            mesh.triangle.indices = o3d.core.Tensor(np.ascontiguousarray(triangles, np.int32))  # type: ignore[call-overload]
             self.scene.add_triangles(mesh)
 
     @staticmethod
@@ -32,7 +32,9 @@ class MeshRaycaster:
         rays[:, 3:] = dirs
         return o3d.core.Tensor.from_numpy(rays)  # shares the buffer: no second copy
 
-    def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True, grid: tuple[int, int] | None = None) -> RayHits:
+    def cast(
+        self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True, grid: tuple[int, int] | None = None
+    ) -> RayHits:
         """Nearest hits of rays; ``normals=False`` skips the normals (left as zeros) for speed.
 
         Arrays keep open3d's float32 / 32-bit types (no copies); its invalid id reads as -1.
@@ -61,19 +63,29 @@ class CompositeCaster:
     Geometry index 0 is the background, k + 1 the k-th placed part.
     """
 
-    def __init__(self, background: MeshRaycaster, parts: list[MeshRaycaster], radii_m: list[float], poses: list[np.ndarray]) -> None:
+    def __init__(
+        self, background: MeshRaycaster, parts: list[MeshRaycaster], radii_m: list[float], poses: list[np.ndarray]
+    ) -> None:
         self.background = background
         self.parts = parts
         self.radius = np.asarray(radii_m, float)
         self.poses = [np.asarray(p, float) for p in poses]
         self.centres = np.array([p[:3, 3] for p in self.poses]).reshape(-1, 3)
 
-    def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True, grid: tuple[int, int] | None = None) -> RayHits:
+    def cast(
+        self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True, grid: tuple[int, int] | None = None
+    ) -> RayHits:
         """Nearest hits (``grid`` is accepted for the RayCaster protocol and not needed here)."""
         hits = self.background.cast(origins, dirs, normals)
         if not self.parts:
             return hits
-        t, geom, tri, uv, nrm = hits.t_m, hits.geometry, hits.triangle, hits.uv, hits.normals  # fresh arrays: updated in place
+        t, geom, tri, uv, nrm = (
+            hits.t_m,
+            hits.geometry,
+            hits.triangle,
+            hits.uv,
+            hits.normals,
+        )  # fresh arrays: updated in place
         origins = np.broadcast_to(origins, dirs.shape)
         for k, sel in enumerate(self._candidates(origins, dirs, t)):
             if len(sel) == 0:
@@ -94,11 +106,15 @@ class CompositeCaster:
         radius32 = self.radius.astype(np.float32)
         if origins.strides[0] == 0:  # one origin (a sensor): one float32 matrix product for all parts
             rel = self.centres - origins[0]  # (A, 3)
-            along = rel.astype(np.float32) @ dirs.astype(np.float32, copy=False).T  # (A, n) distance to the closest approach
+            along = (
+                rel.astype(np.float32) @ dirs.astype(np.float32, copy=False).T
+            )  # (A, n) distance to the closest approach
             # a unit ray passes within r of the centre when along >= sqrt(|rel|^2 - r^2) (origin outside)
             dist_sq = np.sum(rel * rel, axis=1)
             inside = dist_sq <= self.radius**2
-            threshold = np.where(inside, -self.radius, np.sqrt(np.maximum(dist_sq - self.radius**2, 0.0))).astype(np.float32)
+            threshold = np.where(inside, -self.radius, np.sqrt(np.maximum(dist_sq - self.radius**2, 0.0))).astype(
+                np.float32
+            )
             for k, row in enumerate(along):  # row by row: the cheap cone test first, then the depth test
                 sel = np.flatnonzero(row >= threshold[k])
                 yield sel[row[sel] < t_m[sel] + radius32[k]]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import trimesh
 
 from neurodrive.geometry import transform_points
-from neurodrive.reconstruct.tsdf import SparseTsdf
 from neurodrive.logs.model import ActorTrack, DrivingLog
-from neurodrive.reconstruct.config import ReconConfig
 from neurodrive.reconstruct.background import _box_local, _in_box
+from neurodrive.reconstruct.config import ReconConfig
+from neurodrive.reconstruct.tsdf import SparseTsdf
 
 
 def gather_actor_returns(
@@ -70,7 +69,9 @@ def fit_actor(track: ActorTrack, returns: list[tuple[np.ndarray, np.ndarray]], c
         except Exception:  # a degenerate (flat) point set: fall back to the box below
             t = np.zeros((0, 3), np.int64)
     if len(t) < 50:  # too little evidence: a box of the tracked size stands in
-        box = trimesh.creation.box(extents=track.size_m * np.array([1.0, 1.0, 1.0 - cfg.ground_clearance_m / track.size_m[2]]))
+        box = trimesh.creation.box(
+            extents=track.size_m * np.array([1.0, 1.0, 1.0 - cfg.ground_clearance_m / track.size_m[2]])
+        )
         box.apply_translation([0, 0, cfg.ground_clearance_m / 2])
         v, t = trimesh.remesh.subdivide_to_size(box.vertices, box.faces, max_edge=cfg.actor_voxel_size_m * 2)
     return np.clip(v, -half, half), np.asarray(t), n_points

@@ -55,7 +55,9 @@ def texel_means(texel: np.ndarray, values: np.ndarray, num_texels: int) -> tuple
     return mean / np.maximum(count, 1)[:, None], count
 
 
-def fit_colours_and_exposure(samples: PixelSamples, num_texels: int, num_cameras: int, rounds: int, rng: np.random.Generator):
+def fit_colours_and_exposure(
+    samples: PixelSamples, num_texels: int, num_cameras: int, rounds: int, rng: np.random.Generator
+):
     """Closed-form alternation; returns (texel colours (T, 3), sample counts (T,), exposures (C, 3, 4))."""
     rgb = samples.rgb.astype(np.float32) / np.float32(255.0)
     exposures = np.tile(np.eye(3, 4), (num_cameras, 1, 1))
@@ -82,8 +84,14 @@ def sky_cells(dirs: np.ndarray, bins_az: int, bins_el: int, min_el_rad: float, m
     return iy * bins_az + ix
 
 
-def fit_sky(sky: SkySamples, exposures: np.ndarray, bins_az: int = 360, bins_el: int = 60,
-            min_el_rad: float = np.deg2rad(-10.0), max_el_rad: float = np.deg2rad(90.0)) -> SkyModel:
+def fit_sky(
+    sky: SkySamples,
+    exposures: np.ndarray,
+    bins_az: int = 360,
+    bins_el: int = 60,
+    min_el_rad: float = np.deg2rad(-10.0),
+    max_el_rad: float = np.deg2rad(90.0),
+) -> SkyModel:
     """Environment map: mean exposure-corrected colour per direction bin, holes filled from the nearest bin."""
     image = np.zeros((bins_el, bins_az, 3))
     if len(sky.dirs):
@@ -124,22 +132,13 @@ def train_decoder(
     Returns (texel features (T, D), decoder, loss per step run in this call).
     """
     import torch
-    from safetensors.torch import save as save_safetensors
 
     torch.manual_seed(seed)
     num_texels = len(colours)
     extra = num_features - 3
     # colours come from the closed-form fit and stay fixed; the extra channels are learned
     base_colour = torch.from_numpy(colours.astype(np.float32))
-    extras = torch.nn.Embedding(num_texels, max(extra, 1), sparse=True)
-    with torch.no_grad():
-        extras.weight.zero_()
-    mlp = torch.nn.Sequential(torch.nn.Linear(num_features + 3, hidden_units), torch.nn.ReLU(), torch.nn.Linear(hidden_units, 3))
-    with torch.no_grad():
-        mlp[2].weight.mul_(0.01)
-        mlp[2].bias.zero_()
-    exp_a = torch.nn.Parameter(torch.from_numpy(exposures[:, :, :3].astype(np.float32)).clone())
-    exp_b = torch.nn.Parameter(torch.from_numpy(exposures[:, :, 3].astype(np.float32)).clone())
+    extras, mlp, exp_a, exp_b = _decoder_modules(num_texels, extra, num_features, hidden_units, exposures)
     opt_sparse = torch.optim.SparseAdam(list(extras.parameters()), lr=learning_rate)
     opt_dense = torch.optim.Adam(list(mlp.parameters()) + [exp_a, exp_b], lr=learning_rate)
 
@@ -151,68 +150,73 @@ def train_decoder(
         start = _load_training_checkpoint(ckpt, meta, extras, mlp, exp_a, exp_b, optimizers)
 
     def save(step: int) -> None:
-        state = {"extras": extras.weight.detach(), "exp_a": exp_a.detach(), "exp_b": exp_b.detach()}
-        state |= {f"mlp.{k}": v.detach() for k, v in mlp.state_dict().items()}
-        scalars: list[str] = []
-        for prefix, opt in optimizers.items():  # optimizer moments: a resumed run continues exactly
-            for idx, entry in opt.state_dict()["state"].items():
-                for key, value in entry.items():
-                    name = f"{prefix}.{idx}.{key}"
-                    if not torch.is_tensor(value):
-                        scalars.append(name)
-                        value = torch.tensor(value)
-                    state[name] = value
-        atomic_write_bytes(ckpt, save_safetensors({k: v.contiguous() for k, v in state.items()}))
-        atomic_write_json(meta, {"step": step, "python_scalars": scalars})
+        _save_training_checkpoint(ckpt, meta, step, extras, mlp, exp_a, exp_b, optimizers)
 
-    texel_t = torch.from_numpy(samples.texel)
-    dirs_t = torch.from_numpy(samples.dirs.astype(np.float32))
-    cam_t = torch.from_numpy(samples.camera.astype(np.int64))
-    rgb_t = torch.from_numpy(samples.rgb)
-    losses: list[float] = []
-    n = len(samples.texel)
-    # bit-reproducible: without this, multi-threaded sparse-gradient sums add in a varying order (one
-    # thread would also do, at half the speed)
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        for step in range(start, steps):
-            # the batch depends only on (seed, step): a resumed run sees the same batches
-            idx = torch.from_numpy(np.random.default_rng([seed, step]).integers(0, n, batch_size))
-            tex = texel_t[idx]
-            f = torch.cat([base_colour[tex], extras(tex)[:, :extra]], dim=1)
-            d = dirs_t[idx]
-            c = cam_t[idx]
-            base = f[:, :3] + residual_scale * torch.tanh(mlp(torch.cat([f, d], dim=1)))
-            base = base.clamp(0.0, 1.0)
-            pred = torch.einsum("nij,nj->ni", exp_a[c], base) + exp_b[c]
-            target = rgb_t[idx].float() / 255.0
-            loss = torch.nn.functional.mse_loss(pred, target)
-            if extra > 0:
-                loss = loss + 1e-4 * (f[:, 3:] ** 2).mean()
-            opt_sparse.zero_grad()
-            opt_dense.zero_grad()
-            loss.backward()
-            opt_sparse.step()
-            opt_dense.step()
-            with torch.no_grad():  # the first camera is the exposure reference
-                exp_a[0] = torch.eye(3)
-                exp_b[0] = 0.0
-            losses.append(loss.item())
-            if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-                save(step + 1)
-            if progress:
-                progress(step + 1, steps)
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
+    losses = _run_steps(
+        samples,
+        base_colour,
+        (extras, mlp, exp_a, exp_b),
+        (opt_sparse, opt_dense),
+        extra,
+        residual_scale,
+        seed,
+        range(start, steps),
+        batch_size,
+        checkpoint_every,
+        save,
+        progress,
+    )
     w = {k: v.detach().numpy() for k, v in mlp.state_dict().items()}
     exp = np.concatenate([exp_a.detach().numpy(), exp_b.detach().numpy()[:, :, None]], axis=2)
     decoder = AppearanceDecoder(
-        w1=w["0.weight"].T.copy(), b1=w["0.bias"], w2=w["2.weight"].T.copy(), b2=w["2.bias"],
-        residual_scale=residual_scale, exposures={name: exp[i] for i, name in enumerate(camera_names)},
+        w1=w["0.weight"].T.copy(),
+        b1=w["0.bias"],
+        w2=w["2.weight"].T.copy(),
+        b2=w["2.bias"],
+        residual_scale=residual_scale,
+        exposures={name: exp[i] for i, name in enumerate(camera_names)},
     )
     features = np.concatenate([colours.astype(np.float32), extras.weight.detach().numpy()[:, :extra]], axis=1)
     return features, decoder, losses
+
+
+def _decoder_modules(num_texels: int, extra: int, num_features: int, hidden_units: int, exposures: np.ndarray):
+    """The trained parts: extra texel channels (zero), the MLP (near-zero output), exposures (a, b)."""
+    import torch
+
+    extras = torch.nn.Embedding(num_texels, max(extra, 1), sparse=True)
+    with torch.no_grad():
+        extras.weight.zero_()
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(num_features + 3, hidden_units), torch.nn.ReLU(), torch.nn.Linear(hidden_units, 3)
+    )
+    with torch.no_grad():
+        out_layer: torch.nn.Linear = mlp[2]  # type: ignore[assignment]
+        out_layer.weight.mul_(0.01)
+        out_layer.bias.zero_()
+    exp_a = torch.nn.Parameter(torch.from_numpy(exposures[:, :, :3].astype(np.float32)).clone())
+    exp_b = torch.nn.Parameter(torch.from_numpy(exposures[:, :, 3].astype(np.float32)).clone())
+    return extras, mlp, exp_a, exp_b
+
+
+def _save_training_checkpoint(ckpt: Path, meta: Path, step: int, extras, mlp, exp_a, exp_b, optimizers: dict) -> None:
+    """Parameters and optimizer moments (a resumed run continues exactly), then the step reached."""
+    import torch
+    from safetensors.torch import save as save_safetensors
+
+    state = {"extras": extras.weight.detach(), "exp_a": exp_a.detach(), "exp_b": exp_b.detach()}
+    state |= {f"mlp.{k}": v.detach() for k, v in mlp.state_dict().items()}
+    scalars: list[str] = []
+    for prefix, opt in optimizers.items():
+        for idx, entry in opt.state_dict()["state"].items():
+            for key, value in entry.items():
+                name = f"{prefix}.{idx}.{key}"
+                if not torch.is_tensor(value):
+                    scalars.append(name)
+                    value = torch.tensor(value)
+                state[name] = value
+    atomic_write_bytes(ckpt, save_safetensors({k: v.contiguous() for k, v in state.items()}))
+    atomic_write_json(meta, {"step": step, "python_scalars": scalars})
 
 
 def _load_training_checkpoint(ckpt: Path, meta: Path, extras, mlp, exp_a, exp_b, optimizers: dict) -> int:
@@ -253,3 +257,66 @@ def _load_training_checkpoint(ckpt: Path, meta: Path, extras, mlp, exp_a, exp_b,
     except (KeyError, RuntimeError, ValueError) as e:
         raise DataError(ckpt, None, f"{hint} ({e})") from e
     return step
+
+
+def _run_steps(
+    samples: PixelSamples,
+    base_colour,
+    modules: tuple,
+    optimizers: tuple,
+    extra: int,
+    residual_scale: float,
+    seed: int,
+    step_range: range,
+    batch_size: int,
+    checkpoint_every: int,
+    save: Callable[[int], None],
+    progress: Callable[[int, int], None] | None,
+) -> list[float]:
+    """The gradient steps of ``step_range``; returns the loss of each."""
+    import torch
+
+    extras, mlp, exp_a, exp_b = modules
+    opt_sparse, opt_dense = optimizers
+    steps = step_range.stop
+    texel_t = torch.from_numpy(samples.texel)
+    dirs_t = torch.from_numpy(samples.dirs.astype(np.float32))
+    cam_t = torch.from_numpy(samples.camera.astype(np.int64))
+    rgb_t = torch.from_numpy(samples.rgb)
+    losses: list[float] = []
+    n = len(samples.texel)
+    # bit-reproducible: without this, multi-threaded sparse-gradient sums add in a varying order (one
+    # thread would also do, at half the speed)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        for step in step_range:
+            # the batch depends only on (seed, step): a resumed run sees the same batches
+            idx = torch.from_numpy(np.random.default_rng([seed, step]).integers(0, n, batch_size))
+            tex = texel_t[idx]
+            f = torch.cat([base_colour[tex], extras(tex)[:, :extra]], dim=1)
+            d = dirs_t[idx]
+            c = cam_t[idx]
+            base = f[:, :3] + residual_scale * torch.tanh(mlp(torch.cat([f, d], dim=1)))
+            base = base.clamp(0.0, 1.0)
+            pred = torch.einsum("nij,nj->ni", exp_a[c], base) + exp_b[c]
+            target = rgb_t[idx].float() / 255.0
+            loss = torch.nn.functional.mse_loss(pred, target)
+            if extra > 0:
+                loss = loss + 1e-4 * (f[:, 3:] ** 2).mean()
+            opt_sparse.zero_grad()
+            opt_dense.zero_grad()
+            loss.backward()
+            opt_sparse.step()
+            opt_dense.step()
+            with torch.no_grad():  # the first camera is the exposure reference
+                exp_a[0] = torch.eye(3)
+                exp_b[0] = 0.0
+            losses.append(loss.item())
+            if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+                save(step + 1)
+            if progress:
+                progress(step + 1, steps)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+    return losses

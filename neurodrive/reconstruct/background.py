@@ -4,16 +4,15 @@ rays passed, marching cubes."""
 
 from __future__ import annotations
 
-
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from neurodrive.geometry import invert_pose, transform_points
-from neurodrive.raycast.open3d_caster import MeshRaycaster
-from neurodrive.reconstruct.tsdf import SparseTsdf
 from neurodrive.logs.model import ActorTrack, DrivingLog
+from neurodrive.raycast.open3d_caster import MeshRaycaster
 from neurodrive.reconstruct.config import Progress, ReconConfig, stage_step
+from neurodrive.reconstruct.tsdf import SparseTsdf
 
 
 def _box_local(track: ActorTrack, frame: int, points_world: np.ndarray) -> np.ndarray:
@@ -30,7 +29,9 @@ def _in_box(local: np.ndarray, size: np.ndarray, margin: float, floor_m: float) 
     )
 
 
-def _outside_actors(log: DrivingLog, frame: int, points_world: np.ndarray, margin_m: float, floor_m: float) -> np.ndarray:
+def _outside_actors(
+    log: DrivingLog, frame: int, points_world: np.ndarray, margin_m: float, floor_m: float
+) -> np.ndarray:
     """(N,) bool: the points outside every actor box valid at ``frame`` (see ``_in_box``)."""
     keep = np.ones(len(points_world), bool)
     for track in log.tracks:
@@ -67,7 +68,9 @@ def inpaint_dropped_rays(sweep, lidar, max_gap: int = 16, tolerance: float = 0.0
     return lidar.ray_directions()[ok] * ranges[ok][:, None]
 
 
-def densify_far_returns(sweep, lidar, min_range_m: float, spacing_m: float, tolerance: float = 0.05, max_split: int = 8) -> np.ndarray:
+def densify_far_returns(
+    sweep, lidar, min_range_m: float, spacing_m: float, tolerance: float = 0.05, max_split: int = 8
+) -> np.ndarray:
     """Virtual returns (K, 3) in the LiDAR frame that fill the scan grid between far returns.
 
     Far away, neighbouring rays land tens of centimetres apart (0.7 m between beams at 65 m), so
@@ -100,12 +103,21 @@ def densify_far_returns(sweep, lidar, min_range_m: float, spacing_m: float, tole
         ranges = (1 - fy) * ((1 - fx) * q[0] + fx * q[1]) + fy * ((1 - fx) * q[2] + fx * q[3])
         elev = el[r_, None] + fy * (el[r_ + 1, None] - el[r_, None])
         az = (c_[:, None] + fx) * d_az
-        out.append((np.stack([np.cos(elev) * np.cos(az), np.cos(elev) * np.sin(az), np.sin(elev)], -1) * ranges[..., None]).reshape(-1, 3))
+        out.append(
+            (
+                np.stack([np.cos(elev) * np.cos(az), np.cos(elev) * np.sin(az), np.sin(elev)], -1) * ranges[..., None]
+            ).reshape(-1, 3)
+        )
     return np.concatenate(out)
 
 
 def carve_unsupported_extrusion(
-    vertices: np.ndarray, triangles: np.ndarray, first_extruded: int, log: DrivingLog, frames: list[int], pool_m: float = 1.5
+    vertices: np.ndarray,
+    triangles: np.ndarray,
+    first_extruded: int,
+    log: DrivingLog,
+    frames: list[int],
+    pool_m: float = 1.5,
 ) -> np.ndarray:
     """Drop extruded wall triangles that LiDAR rays crossed without any return (the wall ended).
 
@@ -148,7 +160,9 @@ def fit_background(log: DrivingLog, frames: list[int], cfg: ReconConfig, progres
         T = log.T_world_lidar(f)
         pts = transform_points(T, sweep.xyz_m.astype(np.float64))
         keep = _outside_actors(log, f, pts, cfg.actor_margin_m, cfg.ground_clearance_m)
-        tsdf.integrate(T[:3, 3], pts[keep], truncation_per_m=cfg.truncation_per_m, max_truncation_m=cfg.max_truncation_m)
+        tsdf.integrate(
+            T[:3, 3], pts[keep], truncation_per_m=cfg.truncation_per_m, max_truncation_m=cfg.max_truncation_m
+        )
         virtual = transform_points(T, inpaint_dropped_rays(sweep, log.rig.lidar))
         if len(virtual):
             virtual = virtual[_outside_actors(log, f, virtual, cfg.actor_margin_m, 0.0)]
@@ -157,10 +171,15 @@ def fit_background(log: DrivingLog, frames: list[int], cfg: ReconConfig, progres
         static_points.append(pts[keep][::4])
         coarse.integrate(T[:3, 3], pts[keep & far])
         if cfg.densify_min_range_m > 0:
-            dense = transform_points(T, densify_far_returns(
-                sweep, log.rig.lidar, cfg.densify_min_range_m, cfg.densify_spacing_m, cfg.densify_tolerance
-            ))
-            coarse.integrate(T[:3, 3], dense[_outside_actors(log, f, dense, cfg.actor_margin_m, cfg.ground_clearance_m)])
+            dense = transform_points(
+                T,
+                densify_far_returns(
+                    sweep, log.rig.lidar, cfg.densify_min_range_m, cfg.densify_spacing_m, cfg.densify_tolerance
+                ),
+            )
+            coarse.integrate(
+                T[:3, 3], dense[_outside_actors(log, f, dense, cfg.actor_margin_m, cfg.ground_clearance_m)]
+            )
         if progress:
             progress("background geometry", k + 1, len(frames))
     # The ground under parked actors is never seen: close it with a patch at the surrounding
@@ -192,7 +211,9 @@ def fit_background(log: DrivingLog, frames: list[int], cfg: ReconConfig, progres
     return v, t
 
 
-def ground_underlay(points: np.ndarray, cell_m: float, margin_m: float, depth_m: float) -> tuple[np.ndarray, np.ndarray]:
+def ground_underlay(
+    points: np.ndarray, cell_m: float, margin_m: float, depth_m: float
+) -> tuple[np.ndarray, np.ndarray]:
     """A coarse ground heightfield just below the measured ground.
 
     Far ground is hit by few, widely spaced LiDAR rings, so the TSDF mesh has holes there. This
@@ -277,6 +298,9 @@ def extrude_wall_tops(
     ia = base + np.arange((steps + 1) * n).reshape(steps + 1, n)
     ib = ia + (steps + 1) * n
     new_tris = np.concatenate(
-        [np.stack([ia[:-1], ib[:-1], ib[1:]], -1).reshape(-1, 3), np.stack([ia[:-1], ib[1:], ia[1:]], -1).reshape(-1, 3)]
+        [
+            np.stack([ia[:-1], ib[:-1], ib[1:]], -1).reshape(-1, 3),
+            np.stack([ia[:-1], ib[1:], ia[1:]], -1).reshape(-1, 3),
+        ]
     )
     return np.concatenate([vertices, col_a, col_b]), np.concatenate([triangles, new_tris])

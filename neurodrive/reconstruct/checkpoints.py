@@ -11,12 +11,16 @@ import numpy as np
 
 from neurodrive.errors import DataError
 from neurodrive.io_utils import atomic_write_json, atomic_write_npz
-from neurodrive.logs.model import DrivingLog
 from neurodrive.logs.io import read_npz
+from neurodrive.logs.model import DrivingLog
 from neurodrive.reconstruct.config import ReconConfig
 
-
-SCENE_FILES = ("scene.json", "background.npz", "appearance.safetensors", "actors")  # scene.json first: it marks completeness
+SCENE_FILES = (
+    "scene.json",
+    "background.npz",
+    "appearance.safetensors",
+    "actors",
+)  # scene.json first: it marks completeness
 
 
 def prepare_scene_folder(out: Path, overwrite: bool, restart: bool) -> None:
@@ -33,8 +37,10 @@ def prepare_scene_folder(out: Path, overwrite: bool, restart: bool) -> None:
             else:
                 path.unlink(missing_ok=True)
     elif out.is_dir() and any(out.iterdir()) and not (out / "checkpoints").is_dir() and not overwrite:
-        raise FileExistsError(f"{out} is not empty and holds no scene or unfinished reconstruction "
-                              "(choose another --out, or pass --overwrite)")
+        raise FileExistsError(
+            f"{out} is not empty and holds no scene or unfinished reconstruction "
+            "(choose another --out, or pass --overwrite)"
+        )
     if restart:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
 

@@ -6,9 +6,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-
-
-
 Progress = Callable[[str, int, int], None]
 
 
@@ -20,7 +17,9 @@ class ReconConfig:
     max_truncation_m: float = 1.2  # ... up to this
     coarse_voxel_ratio: int = 3  # a coarser field fills gaps between sparse far returns
     coarse_min_range_m: float = 0.0  # returns farther than this feed the coarse field
-    densify_min_range_m: float = 15.0  # the coarse field also gets the scan grid filled between returns this far (0: off)
+    densify_min_range_m: float = (
+        15.0  # the coarse field also gets the scan grid filled between returns this far (0: off)
+    )
     densify_spacing_m: float = 0.15  # ... with virtual returns this far apart
     densify_tolerance: float = 0.05  # ... between returns whose ranges differ by less than this share
     ground_underlay_cell_m: float = 2.0  # heightfield under the TSDF ground that closes far holes (0: off)
@@ -56,7 +55,6 @@ def holdout_frames(num_frames: int, cfg: ReconConfig) -> list[int]:
 def training_frames(num_frames: int, cfg: ReconConfig) -> list[int]:
     held = set(holdout_frames(num_frames, cfg))
     return [f for f in range(num_frames) if f not in held]
-
 
 
 @contextmanager

@@ -10,14 +10,14 @@ from scipy.spatial import cKDTree
 from skimage.metrics import structural_similarity
 
 from neurodrive.geometry import make_pose, transform_points
-from neurodrive.scene.model import SceneModel
 from neurodrive.logs.model import DrivingLog
+from neurodrive.scene.model import SceneModel
 
 LANE_SHIFT_M = 2.0
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2) / 255.0**2
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)) / 255.0**2
     return float(10 * np.log10(1.0 / max(mse, 1e-12)))
 
 
@@ -118,5 +118,7 @@ def lane_shift_psnr(
         scene = model.place({a: p for a, p in poses.items() if a in model.actors})
         for cam in log.rig.cameras:
             truth = gt.render_camera(gt_scene, cam, shifted, supersample=2, gain=float(gains.get(cam.name, 1.0))).rgb
-            values.append(psnr(model.render_camera(scene, cam, shifted, supersample=supersample, view_dependent=True).rgb, truth))
+            values.append(
+                psnr(model.render_camera(scene, cam, shifted, supersample=supersample, view_dependent=True).rgb, truth)
+            )
     return {"lane_shift_m": shift_m, "lane_shift_psnr_db": float(np.mean(values))}

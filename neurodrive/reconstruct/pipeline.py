@@ -16,8 +16,6 @@ Stages (each resumable; finished stages are kept in ``OUT/checkpoints`` until th
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,24 +23,30 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from neurodrive.logs.model import DrivingLog
+from neurodrive.reconstruct.actors import fit_actor, gather_actor_returns
 from neurodrive.reconstruct.appearance import (
     PixelSamples,
     fit_colours_and_exposure,
     fit_sky,
     train_decoder,
 )
-from neurodrive.scene.surface import ActorAsset, SurfaceMesh
+from neurodrive.reconstruct.background import carve_unsupported_extrusion, extrude_wall_tops, fit_background
+from neurodrive.reconstruct.checkpoints import CheckpointStage, prepare_scene_folder
+from neurodrive.reconstruct.config import Progress, ReconConfig, holdout_frames, stage_step, training_frames
+from neurodrive.reconstruct.lidar_fit import fit_lidar
+from neurodrive.reconstruct.texturing import (
+    build_atlases,
+    collect_pixel_samples,
+    fill_unobserved,
+    fit_local_skies,
+    smooth_sparse_texels,
+)
 from neurodrive.scene.decoder import AppearanceDecoder
 from neurodrive.scene.model import SceneModel
 from neurodrive.scene.sky import SkyModel
+from neurodrive.scene.surface import ActorAsset, SurfaceMesh
 from neurodrive.scene.texels import TexelAtlas
-from neurodrive.logs.model import DrivingLog
-from neurodrive.reconstruct.config import Progress, ReconConfig, holdout_frames, stage_step, training_frames
-from neurodrive.reconstruct.background import carve_unsupported_extrusion, extrude_wall_tops, fit_background
-from neurodrive.reconstruct.actors import fit_actor, gather_actor_returns
-from neurodrive.reconstruct.checkpoints import CheckpointStage, prepare_scene_folder
-from neurodrive.reconstruct.texturing import build_atlases, collect_pixel_samples, fill_unobserved, fit_local_skies, smooth_sparse_texels
-from neurodrive.reconstruct.lidar_fit import fit_lidar
 
 __all__ = ["ReconConfig", "holdout_frames", "reconstruct", "training_frames"]
 
@@ -94,11 +98,21 @@ def reconstruct(
     def surface(m: int) -> SurfaceMesh:
         v, t = meshes[m]
         lo, hi = look.offsets[m], look.offsets[m + 1]
-        return SurfaceMesh(v.astype(np.float32), t.astype(np.int32), look.atlases[m], look.features[lo:hi].astype(np.float32),
-                           *lidar_attrs[m], np.minimum(look.count[lo:hi], 65535).astype(np.uint16))
+        reflectivity, drop_rates = lidar_attrs[m]
+        return SurfaceMesh(
+            v.astype(np.float32),
+            t.astype(np.int32),
+            look.atlases[m],
+            look.features[lo:hi].astype(np.float32),
+            reflectivity,
+            drop_rates,
+            np.minimum(look.count[lo:hi], 65535).astype(np.uint16),
+        )
 
     actors = {
-        aid: ActorAsset(aid, log.track(aid).category, log.track(aid).size_m.copy(), surface(k + 1), source=f"log:{log.name}")
+        aid: ActorAsset(
+            aid, log.track(aid).category, log.track(aid).size_m.copy(), surface(k + 1), source=f"log:{log.name}"
+        )
         for k, aid in enumerate(actor_ids)
     }
     meta = scene_metadata(log, frames, cfg, look, len(background[1]), actor_points)
@@ -111,8 +125,9 @@ def reconstruct(
     return model
 
 
-def background_geometry(log: DrivingLog, frames: list[int], cfg: ReconConfig, stage: CheckpointStage,
-                        progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+def background_geometry(
+    log: DrivingLog, frames: list[int], cfg: ReconConfig, stage: CheckpointStage, progress: Progress | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Stage 1: the static background mesh (from its checkpoint when there is one)."""
     cached = stage.load_mesh("background_geometry")
     if cached is not None:
@@ -129,8 +144,14 @@ def background_geometry(log: DrivingLog, frames: list[int], cfg: ReconConfig, st
     return bg_v, bg_t
 
 
-def actor_geometry(log: DrivingLog, frames: list[int], actor_ids: list[str], cfg: ReconConfig, stage: CheckpointStage,
-                   progress: Progress | None) -> tuple[Meshes, dict[str, int]]:
+def actor_geometry(
+    log: DrivingLog,
+    frames: list[int],
+    actor_ids: list[str],
+    cfg: ReconConfig,
+    stage: CheckpointStage,
+    progress: Progress | None,
+) -> tuple[Meshes, dict[str, int]]:
     """Stage 2: one mesh per actor seen in training frames, and how many LiDAR returns built it."""
     meshes: Meshes = []
     actor_points: dict[str, int] = {}
@@ -153,8 +174,15 @@ def actor_geometry(log: DrivingLog, frames: list[int], actor_ids: list[str], cfg
     return meshes, actor_points
 
 
-def fit_appearance(log: DrivingLog, frames: list[int], meshes: Meshes, actor_ids: list[str], cfg: ReconConfig,
-                   stage: CheckpointStage, progress: Progress | None) -> Appearance:
+def fit_appearance(
+    log: DrivingLog,
+    frames: list[int],
+    meshes: Meshes,
+    actor_ids: list[str],
+    cfg: ReconConfig,
+    stage: CheckpointStage,
+    progress: Progress | None,
+) -> Appearance:
     """Stage 3: texel atlases, colours and exposures, the decoder MLP, the sky, unseen texels filled."""
     samples, sky_samples, stride = collect_pixel_samples(log, frames, meshes, actor_ids, cfg, progress)
     fx = float(np.mean([c.intrinsics[0, 0] for c in log.rig.cameras]))
@@ -169,11 +197,23 @@ def fit_appearance(log: DrivingLog, frames: list[int], meshes: Meshes, actor_ids
     del samples
     cam_names = list(log.rig.camera_names)
     with stage_step(progress, "fitting texel colours and exposures"):
-        colours, count, exposures = fit_colours_and_exposure(pixels, int(offsets[-1]), len(cam_names), cfg.exposure_rounds,
-                                                             np.random.default_rng(cfg.seed))
+        colours, count, exposures = fit_colours_and_exposure(
+            pixels, int(offsets[-1]), len(cam_names), cfg.exposure_rounds, np.random.default_rng(cfg.seed)
+        )
     features, decoder, losses = train_decoder(
-        pixels, colours, exposures, cam_names, cfg.num_features, cfg.hidden_units, cfg.residual_scale,
-        cfg.train_steps, cfg.batch_size, cfg.learning_rate, cfg.seed, stage.folder, cfg.checkpoint_every,
+        pixels,
+        colours,
+        exposures,
+        cam_names,
+        cfg.num_features,
+        cfg.hidden_units,
+        cfg.residual_scale,
+        cfg.train_steps,
+        cfg.batch_size,
+        cfg.learning_rate,
+        cfg.seed,
+        stage.folder,
+        cfg.checkpoint_every,
         (lambda d, n: progress("training appearance", d, n)) if progress else None,
     )
     with stage_step(progress, "fitting the sky map"):
@@ -182,8 +222,15 @@ def fit_appearance(log: DrivingLog, frames: list[int], meshes: Meshes, actor_ids
     return Appearance(atlases, offsets, filled, count, decoder, sky, stride, losses)
 
 
-def fill_unseen_texels(meshes: Meshes, atlases: list[TexelAtlas], offsets: np.ndarray, features: np.ndarray, count: np.ndarray,
-                       cfg: ReconConfig, progress: Progress | None) -> np.ndarray:
+def fill_unseen_texels(
+    meshes: Meshes,
+    atlases: list[TexelAtlas],
+    offsets: np.ndarray,
+    features: np.ndarray,
+    count: np.ndarray,
+    cfg: ReconConfig,
+    progress: Progress | None,
+) -> np.ndarray:
     """Texels no training pixel saw take the nearest seen texel's features (actors: the mirrored side
     first); texels seen by few pixels are smoothed with their neighbours."""
     observed = count > 0
@@ -207,8 +254,14 @@ def fill_unseen_texels(meshes: Meshes, atlases: list[TexelAtlas], offsets: np.nd
     return filled
 
 
-def scene_metadata(log: DrivingLog, frames: list[int], cfg: ReconConfig, look: Appearance, background_triangles: int,
-                   actor_points: dict[str, int]) -> dict:
+def scene_metadata(
+    log: DrivingLog,
+    frames: list[int],
+    cfg: ReconConfig,
+    look: Appearance,
+    background_triangles: int,
+    actor_points: dict[str, int],
+) -> dict:
     """scene.json's content besides the format fields: source log, frames, full config, statistics."""
     num_texels = int(look.offsets[-1])
     return {

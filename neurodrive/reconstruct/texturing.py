@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.spatial import cKDTree
 
+from neurodrive.logs.model import DrivingLog
 from neurodrive.raycast.base import bounding_radius_m
 from neurodrive.raycast.open3d_caster import CompositeCaster, MeshRaycaster
 from neurodrive.reconstruct.appearance import (
@@ -14,11 +15,10 @@ from neurodrive.reconstruct.appearance import (
     apply_inverse_exposure,
     sky_cells,
 )
+from neurodrive.reconstruct.config import Progress, ReconConfig
 from neurodrive.scene.model import SceneModel
 from neurodrive.scene.sky import SkyModel
 from neurodrive.scene.texels import TexelAtlas
-from neurodrive.logs.model import DrivingLog
-from neurodrive.reconstruct.config import Progress, ReconConfig
 
 
 class FrameCasters:
@@ -98,8 +98,13 @@ def build_atlases(meshes, samples: dict, pixel_angle_rad: float, cfg: ReconConfi
 
 
 def fill_unobserved(
-    values: np.ndarray, observed: np.ndarray, centres: np.ndarray, mirror: bool = False, max_distance_m: float = np.inf,
-    report: Callable[[int, int], None] | None = None, chunk: int = 500_000,
+    values: np.ndarray,
+    observed: np.ndarray,
+    centres: np.ndarray,
+    mirror: bool = False,
+    max_distance_m: float = np.inf,
+    report: Callable[[int, int], None] | None = None,
+    chunk: int = 500_000,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Copy each unobserved entry from the nearest observed one within ``max_distance_m``; with
     ``mirror`` the nearest to its mirror image in y (left-right symmetry).
@@ -114,7 +119,7 @@ def fill_unobserved(
     missing = np.nonzero(~observed)[0]
     tree = cKDTree(centres[observed])
     for start in range(0, len(missing), chunk):
-        sel = missing[start:start + chunk]
+        sel = missing[start : start + chunk]
         query = centres[sel] * (np.array([1.0, -1.0, 1.0]) if mirror else 1.0)
         dist, nn = tree.query(query, k=1, workers=-1, distance_upper_bound=max_distance_m)
         ok = np.isfinite(dist)
@@ -126,7 +131,11 @@ def fill_unobserved(
 
 
 def smooth_sparse_texels(
-    features: np.ndarray, count: np.ndarray, centres: np.ndarray, k: int, chunk: int = 200_000,
+    features: np.ndarray,
+    count: np.ndarray,
+    centres: np.ndarray,
+    k: int,
+    chunk: int = 200_000,
     report: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Blend texels seen by few pixels with their neighbours: one or two samples are noisy
@@ -137,7 +146,7 @@ def smooth_sparse_texels(
     tree = cKDTree(centres)
     out = features.copy()
     for start in range(0, len(weak), chunk):  # in chunks: bounded memory
-        sel = weak[start:start + chunk]
+        sel = weak[start : start + chunk]
         _, nn = tree.query(centres[sel], k=k, workers=-1)
         w_nb = np.maximum(count[nn[:, 1:]], 0.5).astype(np.float32)  # neighbours weighted by evidence
         own = (count[sel] + 0.5).astype(np.float32)
@@ -148,9 +157,9 @@ def smooth_sparse_texels(
     return out
 
 
-
-
-def fit_local_skies(model: SceneModel, log: DrivingLog, frames: list[int], progress: Progress | None = None) -> SkyModel:
+def fit_local_skies(
+    model: SceneModel, log: DrivingLog, frames: list[int], progress: Progress | None = None
+) -> SkyModel:
     """One environment map per training frame: the mean exposure-corrected colour of that frame's
     pixels whose rays miss the reconstruction, per direction bin of the global map; bins the frame
     did not see keep the global map's colour."""
@@ -166,8 +175,11 @@ def fit_local_skies(model: SceneModel, log: DrivingLog, frames: list[int], progr
             miss = ~placed.cast(T[:3, 3], dirs, normals=False).hit
             if not miss.any():
                 continue
-            rgb = apply_inverse_exposure(log.image(cam.name, f).reshape(-1, 3)[miss] / 255.0, np.zeros(int(miss.sum()), int),
-                                         model.decoder.exposure(cam.name)[None])
+            rgb = apply_inverse_exposure(
+                log.image(cam.name, f).reshape(-1, 3)[miss] / 255.0,
+                np.zeros(int(miss.sum()), int),
+                model.decoder.exposure(cam.name)[None],
+            )
             cell = sky_cells(dirs[miss], w, h, sky.min_elevation_rad, sky.max_elevation_rad)
             count += np.bincount(cell, minlength=h * w)
             for c in range(3):

@@ -36,9 +36,9 @@ class SparseTsdf:
     truncation_m: float = 0.3
 
     def __post_init__(self) -> None:
-        self.keys = np.zeros(0, np.int64)
-        self.sdf_sum = np.zeros(0, np.float64)
-        self.weight = np.zeros(0, np.float64)
+        self.keys: np.ndarray = np.zeros(0, np.int64)
+        self.sdf_sum: np.ndarray = np.zeros(0, np.float64)
+        self.weight: np.ndarray = np.zeros(0, np.float64)
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._pending_size = 0
 
@@ -122,10 +122,16 @@ class SparseTsdf:
         keys = pack_keys(np.floor(points / self.voxel_size_m).astype(np.int64))
         pos = np.clip(np.searchsorted(self.keys, keys), 0, max(len(self.keys) - 1, 0))
         found = (len(self.keys) > 0) & (self.keys[pos] == keys) if len(self.keys) else np.zeros(len(keys), bool)
-        sdf = np.where(found, self.sdf_sum[pos] / np.maximum(self.weight[pos], 1e-9), np.nan) if len(self.keys) else np.full(len(keys), np.nan)
+        sdf = (
+            np.where(found, self.sdf_sum[pos] / np.maximum(self.weight[pos], 1e-9), np.nan)
+            if len(self.keys)
+            else np.full(len(keys), np.nan)
+        )
         return sdf, found
 
-    def extract_mesh(self, min_weight: float = 1.0, tile: int = 48, fallback: SparseTsdf | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def extract_mesh(
+        self, min_weight: float = 1.0, tile: int = 48, fallback: SparseTsdf | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Zero level set as (vertices (V, 3) float64 metres, triangles (F, 3) int64).
 
         ``fallback`` is a coarser field (its voxel a whole multiple of this one's) that fills

@@ -27,11 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import pose_xyz_yaw
-from neurodrive.scene.surface import ActorAsset
-from neurodrive.scene.model import SceneModel
 from neurodrive.io_utils import read_yaml_mapping
 from neurodrive.logs.model import WORLD_MARGIN_M
 from neurodrive.logs.schema import describe_validation_error
+from neurodrive.scene.model import SceneModel
+from neurodrive.scene.surface import ActorAsset
 
 PoseXYZYaw = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=4, max_length=4)]
 
@@ -84,13 +84,19 @@ def _check_edit_extent(model: SceneModel, edits: SceneEdits, source: str) -> Non
     v = model.background.vertices
     lo, hi = (v.min(axis=0), v.max(axis=0)) if len(v) else (np.zeros(3), np.zeros(3))
     lo, hi = lo - WORLD_MARGIN_M, hi + WORLD_MARGIN_M
-    where = (f"outside the scene (x in [{lo[0]:.0f}, {hi[0]:.0f}], y in [{lo[1]:.0f}, {hi[1]:.0f}], "
-             f"z in [{lo[2]:.0f}, {hi[2]:.0f}] m, its extent plus {WORLD_MARGIN_M:.0f} m)")
+    where = (
+        f"outside the scene (x in [{lo[0]:.0f}, {hi[0]:.0f}], y in [{lo[1]:.0f}, {hi[1]:.0f}], "
+        f"z in [{lo[2]:.0f}, {hi[2]:.0f}] m, its extent plus {WORLD_MARGIN_M:.0f} m)"
+    )
     poses: list[tuple[str, list[float]]] = []
     for aid, rep in edits.repose.items():
         if rep.offset is not None:
             if max(abs(c) for c in rep.offset[:3]) > WORLD_MARGIN_M:
-                raise DataError(source, f"repose.{aid}.offset", f"offsets are limited to {WORLD_MARGIN_M:.0f} m, got {rep.offset[:3]}")
+                raise DataError(
+                    source,
+                    f"repose.{aid}.offset",
+                    f"offsets are limited to {WORLD_MARGIN_M:.0f} m, got {rep.offset[:3]}",
+                )
         else:
             poses += [(f"repose.{aid}.trajectory[{k}]", p) for k, p in enumerate(rep.trajectory)]
     for i, ins in enumerate(edits.insert):
@@ -115,7 +121,9 @@ class EditedScene:
     an actor sent 1e6 m away would silently vanish from every view.
     """
 
-    def __init__(self, model: SceneModel, edits: SceneEdits, source: str = "edits", base_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, model: SceneModel, edits: SceneEdits, source: str = "edits", base_dir: str | Path | None = None
+    ) -> None:
         known = set(model.actors)
         for i, aid in enumerate(edits.remove):
             if aid not in known:
@@ -134,7 +142,9 @@ class EditedScene:
                 path = Path(ins.asset).expanduser()
                 base = ActorAsset.load(path if path.is_absolute() or base_dir is None else Path(base_dir) / path)
             else:
-                raise DataError(source, f"insert[{i}].asset", f"'{ins.asset}' is neither an actor of the scene nor an asset .npz")
+                raise DataError(
+                    source, f"insert[{i}].asset", f"'{ins.asset}' is neither an actor of the scene nor an asset .npz"
+                )
             assets[ins.id] = ActorAsset(ins.id, base.category, base.size_m, base.mesh, source=base.source or ins.asset)
         self.model = SceneModel(model.background, assets, model.decoder, model.sky, model.lidar_intensity, model.meta)
         self.edits = edits

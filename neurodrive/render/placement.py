@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -11,7 +12,6 @@ from threadpoolctl import ThreadpoolController
 from neurodrive.raycast import CasterBackend, RayCaster, select_backend
 from neurodrive.raycast.base import RayHits
 
-from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from neurodrive.scene.model import SceneModel
 
@@ -31,7 +31,6 @@ def single_threaded_blas(render):
     return wrapper
 
 
-
 class PlacedScene:
     """Background plus actors at given poses, ready for ray casting.
 
@@ -42,7 +41,9 @@ class PlacedScene:
     against every actor whose bounding sphere it passes, in that actor's frame. The nearest hit wins.
     """
 
-    def __init__(self, model: SceneModel, actor_poses: Mapping[str, np.ndarray], backend: CasterBackend | None = None) -> None:
+    def __init__(
+        self, model: SceneModel, actor_poses: Mapping[str, np.ndarray], backend: CasterBackend | None = None
+    ) -> None:
         unknown = [a for a in actor_poses if a not in model.actors]
         if unknown:
             raise KeyError(f"unknown actor id(s) {unknown}; known: {sorted(model.actors)}")
@@ -57,10 +58,13 @@ class PlacedScene:
         self.backend = backend or select_backend(model.caster)
         self.caster: RayCaster = self.backend.placement(
             [model.background_handle(self.backend)] + [a.mesh_handle(self.backend) for a in assets],
-            [np.eye(4)] + self.poses, [0.0] + [a.bounding_radius_m for a in assets],
+            [np.eye(4)] + self.poses,
+            [0.0] + [a.bounding_radius_m for a in assets],
         )
 
-    def cast(self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True, grid: tuple[int, int] | None = None) -> RayHits:
+    def cast(
+        self, origins: np.ndarray, dirs: np.ndarray, normals: bool = True, grid: tuple[int, int] | None = None
+    ) -> RayHits:
         """Nearest hits; ``grid`` (rows, cols): one origin's rays form that row-major grid (faster natively)."""
         return self.caster.cast(origins, dirs, normals, grid)
 
@@ -78,8 +82,15 @@ class PlacedScene:
             for part in np.split(order, cuts):
                 yield int(geom[part[0]]), part
 
-    def shade(self, hits: RayHits, idx: np.ndarray, dirs: np.ndarray, exposure: np.ndarray, view_dependent: bool = False,
-              chunk: int = 8192):
+    def shade(
+        self,
+        hits: RayHits,
+        idx: np.ndarray,
+        dirs: np.ndarray,
+        exposure: np.ndarray,
+        view_dependent: bool = False,
+        chunk: int = 8192,
+    ):
         """Colours (len(idx), 3) of hit rays ``idx`` and whether training saw each hit texel.
 
         ``view_dependent`` runs the decoder MLP with each ray's direction; otherwise the colours

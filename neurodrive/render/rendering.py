@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from neurodrive.geometry import check_pose
-from neurodrive.raycast.embree import shade_texels
+from neurodrive.lidar.intensity import LidarIntensityModel
 from neurodrive.lidar.ray_drop import barycentric, range_image_edges
 from neurodrive.logs.model import CameraSpec, LidarSpec, LidarSweep
-
-from neurodrive.scene.surface import SurfaceMesh
+from neurodrive.raycast.embree import shade_texels
 from neurodrive.render.placement import PlacedScene, single_threaded_blas
-from neurodrive.render.results import CameraRender, FrameRender, LidarRender, RealismConfidence, NO_ACTOR
+from neurodrive.render.results import NO_ACTOR, CameraRender, FrameRender, LidarRender, RealismConfidence
+from neurodrive.scene.decoder import AppearanceDecoder
+from neurodrive.scene.sky import SkyModel
+from neurodrive.scene.surface import SurfaceMesh
 
 
 class SceneRendering:
     """Camera and LiDAR rendering of a placed scene; ``SceneModel`` holds the data it reads."""
+
+    sky: SkyModel
+    decoder: AppearanceDecoder
+    lidar_intensity: LidarIntensityModel
+    meta: dict
+    _exposed: dict[tuple[int, bytes], np.ndarray]
 
     def exposed_colours(self, mesh: SurfaceMesh, exposure: np.ndarray) -> np.ndarray:
         """(T,) uint32 per texel: the baked colour through one camera exposure (r, g, b bytes) and
@@ -25,13 +32,23 @@ class SceneRendering:
         cached = self._exposed.get(key)
         if cached is None:
             packed = mesh.baked_rgb_seen.view(np.uint8).reshape(-1, 4).copy()
-            colour = packed[:, :3] @ np.ascontiguousarray(exposure[:, :3].T / 255.0, np.float32) + exposure[:, 3].astype(np.float32)
+            colour = packed[:, :3] @ np.ascontiguousarray(exposure[:, :3].T / 255.0, np.float32) + exposure[
+                :, 3
+            ].astype(np.float32)
             packed[:, :3] = np.round(np.clip(colour, 0.0, 1.0) * 255)
             cached = self._exposed[key] = packed.view(np.uint32).reshape(-1)
         return cached
 
-    def _shade(self, scene: PlacedScene, origin: np.ndarray, dirs: np.ndarray, exposure: np.ndarray, ego_xy_m: np.ndarray,
-               view_dependent: bool = False, grid: tuple[int, int] | None = None):
+    def _shade(
+        self,
+        scene: PlacedScene,
+        origin: np.ndarray,
+        dirs: np.ndarray,
+        exposure: np.ndarray,
+        ego_xy_m: np.ndarray,
+        view_dependent: bool = False,
+        grid: tuple[int, int] | None = None,
+    ):
         hits = scene.cast(origin, dirs, normals=False, grid=grid)
         rgb = np.empty((len(dirs), 3), np.float32)
         miss = np.nonzero(~hits.hit)[0]
@@ -40,7 +57,9 @@ class SceneRendering:
             rgb[miss] = np.clip(sky @ exposure[:, :3].T.astype(np.float32) + exposure[:, 3].astype(np.float32), 0, 1)
         if scene.backend.shades_texels and not view_dependent:  # baked texels read natively
             meshes = scene.meshes
-            unseen = shade_texels(hits, [m.atlas.packed for m in meshes], [self.exposed_colours(m, exposure) for m in meshes], rgb)
+            unseen = shade_texels(
+                hits, [m.atlas.packed for m in meshes], [self.exposed_colours(m, exposure) for m in meshes], rgb
+            )
             return rgb, hits, unseen
         idx = np.nonzero(hits.hit)[0]
         unseen = 0
@@ -70,10 +89,20 @@ class SceneRendering:
         exposure = self.decoder.exposure(exposure_camera or camera.name)
         dirs_cam = camera.ray_directions(1).reshape(-1, 3)
         dirs = (dirs_cam @ np.ascontiguousarray(T[:3, :3].T)).astype(np.float32)
-        rgb, hits, unseen = self._shade(scene, T[:3, 3], dirs, exposure, T_world_ego[:2, 3], view_dependent, grid=(h, w))
+        rgb, hits, unseen = self._shade(
+            scene, T[:3, 3], dirs, exposure, T_world_ego[:2, 3], view_dependent, grid=(h, w)
+        )
         if supersample > 1:
             fine = camera.ray_directions(supersample).reshape(-1, 3) @ np.ascontiguousarray(T[:3, :3].T)
-            rgb = self._shade(scene, T[:3, 3], fine, exposure, T_world_ego[:2, 3], view_dependent, grid=(h * supersample, w * supersample))[0]
+            rgb = self._shade(
+                scene,
+                T[:3, 3],
+                fine,
+                exposure,
+                T_world_ego[:2, 3],
+                view_dependent,
+                grid=(h * supersample, w * supersample),
+            )[0]
             rgb = rgb.reshape(h, supersample, w, supersample, 3).mean(axis=(1, 3))
         instance = np.where(hits.hit, hits.geometry - 1, NO_ACTOR).astype(np.int32)
         depth = np.where(hits.hit, hits.t_m * dirs_cam[:, 2], np.inf).reshape(h, w).astype(np.float32)
@@ -93,7 +122,9 @@ class SceneRendering:
         images = {c.name: self.render_camera(scene, c, T_world_ego, supersample=supersample) for c in cameras}
         sweep = self.render_lidar(scene, lidar, T_world_ego, rng) if lidar is not None else None
         pixels = sum(c.width_px * c.height_px for c in cameras)
-        unseen = sum(r.unseen_share * c.width_px * c.height_px for r, c in zip(images.values(), cameras)) / max(pixels, 1)
+        unseen = sum(r.unseen_share * c.width_px * c.height_px for r, c in zip(images.values(), cameras)) / max(
+            pixels, 1
+        )
         return FrameRender(images, sweep, RealismConfidence.assess(self.meta, T_world_ego, unseen))
 
     @single_threaded_blas
@@ -120,10 +151,15 @@ class SceneRendering:
         cos_hit = np.abs(np.einsum("ij,ij->i", np.take(hits.normals, idx, axis=0), np.take(dirs, idx, axis=0)))
         table = scene.gather(hits, idx, "lidar_table")  # corner drop rates, reflectivity
         reflectivity = table[:, -1]
-        edge, missing = range_image_edges(np.where(in_range, hits.t_m, np.inf).reshape(lidar.num_beams, lidar.azimuth_bins))
+        edge, missing = range_image_edges(
+            np.where(in_range, hits.t_m, np.inf).reshape(lidar.num_beams, lidar.azimuth_bins)
+        )
         p_return[idx] = 1.0 - self.lidar_intensity.drop_probability(
-            barycentric(table[:, :-1], hits.uv[idx]), cos_hit, hits.t_m[idx] / lidar.max_range_m,
-            edge.reshape(-1)[idx], missing.reshape(-1)[idx],
+            barycentric(table[:, :-1], hits.uv[idx]),
+            cos_hit,
+            hits.t_m[idx] / lidar.max_range_m,
+            edge.reshape(-1)[idx],
+            missing.reshape(-1)[idx],
         )
         keep = (rng.random(len(dirs)) < p_return) if rng is not None else (p_return >= 0.5)
         kept = keep[idx]
@@ -137,6 +173,11 @@ class SceneRendering:
             beam.astype(np.int16),
             az.astype(np.int32),
         )
-        return LidarRender(sweep, (hits.geometry[idx] - 1).astype(np.int32), scene.actor_ids, p_return.reshape(lidar.num_beams, lidar.azimuth_bins))
+        return LidarRender(
+            sweep,
+            (hits.geometry[idx] - 1).astype(np.int32),
+            scene.actor_ids,
+            p_return.reshape(lidar.num_beams, lidar.azimuth_bins),
+        )
 
     # ------------------------------------------------------------------ storage

@@ -8,8 +8,6 @@ import numpy as np
 
 from neurodrive.logs.model import LidarSweep
 
-
-
 NO_ACTOR = -1
 
 

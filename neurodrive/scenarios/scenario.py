@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from neurodrive.errors import DataError
 from neurodrive.io_utils import read_yaml_mapping
-from neurodrive.render.edits import Repose
 from neurodrive.logs.schema import describe_validation_error
+from neurodrive.render.edits import Repose
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -66,7 +66,9 @@ class LaneBehaviour(_Schema):
     """Reactive IDM driving along a lane (or waypoints) from an arc length."""
 
     lane: str | None = None
-    waypoints: list[Annotated[list[Finite], Field(min_length=2, max_length=2)]] | None = Field(default=None, min_length=2)
+    waypoints: list[Annotated[list[Finite], Field(min_length=2, max_length=2)]] | None = Field(
+        default=None, min_length=2
+    )
     start_s_m: Finite = 0.0
     speed_mps: NonNegative = 8.0
     start_time_s: NonNegative = 0.0
@@ -91,7 +93,9 @@ class Jitter(_Schema):
 class InsertActor(_Schema):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
     asset: str = Field(min_length=1)
-    trajectory: list[Annotated[list[Finite], Field(min_length=4, max_length=4)]] | None = Field(default=None, min_length=1)
+    trajectory: list[Annotated[list[Finite], Field(min_length=4, max_length=4)]] | None = Field(
+        default=None, min_length=1
+    )
     behaviour: LaneBehaviour | None = None
     jitter: Jitter = Jitter()
 

@@ -8,7 +8,6 @@ from functools import cached_property
 import numpy as np
 from scipy.spatial import cKDTree
 
-
 from neurodrive.scene.surface import SurfaceMesh
 
 
@@ -33,8 +32,13 @@ class AppearanceDecoder:
         """Contiguous float32 blocks (matrix products on strided slices are an order slower)."""
         d = self.w1.shape[0] - 3
         c = np.ascontiguousarray
-        return (c(self.w1[:d], np.float32), c(self.w1[d:], np.float32), c(self.b1, np.float32),
-                c(self.w2, np.float32), c(self.b2, np.float32))
+        return (
+            c(self.w1[:d], np.float32),
+            c(self.w1[d:], np.float32),
+            c(self.b1, np.float32),
+            c(self.w2, np.float32),
+            c(self.b2, np.float32),
+        )
 
     def decode(self, features: np.ndarray, dirs: np.ndarray, exposure: np.ndarray, chunk: int = 8192) -> np.ndarray:
         """sRGB colours (n, 3) in [0, 1]; decoded in chunks that stay in the CPU cache (5x faster)."""
@@ -61,8 +65,6 @@ class AppearanceDecoder:
         out = residual @ np.ascontiguousarray(exposure[:, :3].T, np.float32)
         out += exposure[:, 3].astype(np.float32)
         return np.clip(out, 0.0, 1.0, out=out)
-
-
 
 
 CAMERA_HEIGHT_M = 1.5  # typical camera height above the ego origin, for baking view directions

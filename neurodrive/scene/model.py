@@ -23,19 +23,18 @@ from safetensors.numpy import save as save_safetensors
 
 from neurodrive.errors import DataError
 from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz, is_safe_name
-from neurodrive.raycast import CasterBackend
-from neurodrive.lidar.ray_drop import RayDropModel
-
-from neurodrive.scene.surface import ActorAsset, SurfaceMesh
-from neurodrive.scene.decoder import AppearanceDecoder, CAMERA_HEIGHT_M, bake_colours
-from neurodrive.scene.sky import SkyModel
 from neurodrive.lidar.intensity import LidarIntensityModel
+from neurodrive.lidar.ray_drop import RayDropModel
+from neurodrive.raycast import CasterBackend
 from neurodrive.render.placement import PlacedScene
 from neurodrive.render.rendering import SceneRendering
-
+from neurodrive.scene.decoder import CAMERA_HEIGHT_M, AppearanceDecoder, bake_colours
+from neurodrive.scene.sky import SkyModel
+from neurodrive.scene.surface import ActorAsset, SurfaceMesh
 
 SCENE_FORMAT = "neurodrive-scene"
 SCENE_VERSION = 2  # 2: per-vertex LiDAR drop rates and a ray-drop MLP
+
 
 def read_scene_meta(folder: str | Path) -> dict:
     """The validated ``scene.json`` of a scene folder (without loading the scene)."""
@@ -56,8 +55,12 @@ def read_scene_meta(folder: str | Path) -> dict:
     if not isinstance(meta, dict):
         raise DataError(meta_path, None, f"expected a JSON object of scene fields, got a {type(meta).__name__}")
     if meta.get("format") != SCENE_FORMAT or meta.get("version") != SCENE_VERSION:
-        raise DataError(meta_path, "version", f"expected {SCENE_FORMAT} version {SCENE_VERSION}, found {meta.get('format')} "
-                                              f"version {meta.get('version')}: run `neurodrive reconstruct` again")
+        raise DataError(
+            meta_path,
+            "version",
+            f"expected {SCENE_FORMAT} version {SCENE_VERSION}, found {meta.get('format')} "
+            f"version {meta.get('version')}: run `neurodrive reconstruct` again",
+        )
     actors = meta.get("actors")
     if not isinstance(actors, list) or not all(isinstance(a, str) for a in actors):
         raise DataError(meta_path, "actors", "expected a list of actor ids")
@@ -65,7 +68,6 @@ def read_scene_meta(folder: str | Path) -> dict:
         if not is_safe_name(a):
             raise DataError(meta_path, f"actors[{i}]", f"'{a}' is not a valid actor id (it names a file in actors/)")
     return meta
-
 
 
 class SceneModel(SceneRendering):
@@ -87,7 +89,9 @@ class SceneModel(SceneRendering):
         if background.baked_rgb is None:
             background = replace(background, baked_rgb=bake_colours(decoder, background, camera_positions))
         actors = {
-            k: a if a.mesh.baked_rgb is not None else replace(a, mesh=replace(a.mesh, baked_rgb=bake_colours(decoder, a.mesh, None)))
+            k: a
+            if a.mesh.baked_rgb is not None
+            else replace(a, mesh=replace(a.mesh, baked_rgb=bake_colours(decoder, a.mesh, None)))
             for k, a in actors.items()
         }
         self._exposed: dict[tuple[int, bytes], np.ndarray] = {}
@@ -105,7 +109,9 @@ class SceneModel(SceneRendering):
         """The background mesh in ``backend`` (built once per scene model and backend)."""
         handle = self._background_handles.get(backend.name)
         if handle is None:
-            handle = self._background_handles[backend.name] = backend.mesh(self.background.vertices, self.background.triangles)
+            handle = self._background_handles[backend.name] = backend.mesh(
+                self.background.vertices, self.background.triangles
+            )
         return handle
 
     def place(self, actor_poses: Mapping[str, np.ndarray]) -> PlacedScene:
@@ -125,7 +131,10 @@ class SceneModel(SceneRendering):
         tensors |= {f"exposure.{cam}": e for cam, e in d.exposures.items()}
         if self.lidar_intensity.drop is not None:
             tensors |= self.lidar_intensity.drop.tensors("lidar_drop")
-        atomic_write_bytes(folder / "appearance.safetensors", save_safetensors({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}))
+        atomic_write_bytes(
+            folder / "appearance.safetensors",
+            save_safetensors({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}),
+        )
         meta = dict(self.meta) | {
             "format": SCENE_FORMAT,
             "version": SCENE_VERSION,
@@ -151,15 +160,32 @@ class SceneModel(SceneRendering):
             raise DataError(app_path, None, f"corrupt or truncated safetensors file: {e}") from e
         try:
             decoder = AppearanceDecoder(
-                t["w1"], t["b1"], t["w2"], t["b2"], float(meta["decoder"]["residual_scale"]),
+                t["w1"],
+                t["b1"],
+                t["w2"],
+                t["b2"],
+                float(meta["decoder"]["residual_scale"]),
                 {k.split(".", 1)[1]: v for k, v in t.items() if k.startswith("exposure.")},
             )
             local = t.get("sky_local")
-            if local is not None and (local.ndim != 4 or local.shape[1:] != t["sky"].shape or "sky_local_xy" not in t
-                                      or t["sky_local_xy"].shape != (len(local), 2)):
-                raise DataError(app_path, "sky_local", f"expected (K, {', '.join(map(str, t['sky'].shape))}) maps with (K, 2) positions")
-            sky = SkyModel(t["sky"], float(meta["sky"]["min_elevation_rad"]), float(meta["sky"]["max_elevation_rad"]),
-                           local, t.get("sky_local_xy"))
+            if local is not None and (
+                local.ndim != 4
+                or local.shape[1:] != t["sky"].shape
+                or "sky_local_xy" not in t
+                or t["sky_local_xy"].shape != (len(local), 2)
+            ):
+                raise DataError(
+                    app_path,
+                    "sky_local",
+                    f"expected (K, {', '.join(map(str, t['sky'].shape))}) maps with (K, 2) positions",
+                )
+            sky = SkyModel(
+                t["sky"],
+                float(meta["sky"]["min_elevation_rad"]),
+                float(meta["sky"]["max_elevation_rad"]),
+                local,
+                t.get("sky_local_xy"),
+            )
             lim = meta["lidar_intensity"]
             try:
                 drop = RayDropModel.from_tensors(t, "lidar_drop")
@@ -168,7 +194,9 @@ class SceneModel(SceneRendering):
             li = LidarIntensityModel(float(lim["alpha"]), float(lim["beta_per_m"]), drop)
             actor_ids = list(meta["actors"])
         except KeyError as e:
-            raise DataError(meta_path if not str(e).strip("'") in t else app_path, str(e).strip("'"), "missing entry") from e
+            raise DataError(
+                meta_path if str(e).strip("'") not in t else app_path, str(e).strip("'"), "missing entry"
+            ) from e
         except (TypeError, AttributeError) as e:
             raise DataError(meta_path, None, f"malformed scene metadata: {e}") from e
         background = SurfaceMesh.read(folder / "background.npz")

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-
-
 @dataclass(frozen=True)
 class SkyModel:
     """Learned environment map over direction (azimuth x elevation, bilinear), optionally one per
@@ -35,7 +33,12 @@ class SkyModel:
         fx, fy = (x - x0)[:, None], (y - y0)[:, None]
         x0m, x1m = x0 % w, (x0 + 1) % w
         y1 = np.minimum(y0 + 1, h - 1)
-        flat = [(y0 * w + x0m, (1 - fx) * (1 - fy)), (y0 * w + x1m, fx * (1 - fy)), (y1 * w + x0m, (1 - fx) * fy), (y1 * w + x1m, fx * fy)]
+        flat = [
+            (y0 * w + x0m, (1 - fx) * (1 - fy)),
+            (y0 * w + x1m, fx * (1 - fy)),
+            (y1 * w + x0m, (1 - fx) * fy),
+            (y1 * w + x1m, fx * fy),
+        ]
         return flat
 
     @staticmethod

@@ -12,12 +12,11 @@ import numpy as np
 
 from neurodrive.errors import DataError
 from neurodrive.io_utils import atomic_write_json, atomic_write_npz, inside
+from neurodrive.lidar.ray_drop import DROP_NEIGHBOURS
+from neurodrive.logs.io import read_npz
 from neurodrive.raycast import CasterBackend
 from neurodrive.raycast.base import bounding_radius_m
-from neurodrive.lidar.ray_drop import DROP_NEIGHBOURS
 from neurodrive.scene.texels import TexelAtlas
-from neurodrive.logs.io import read_npz
-
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,9 @@ class SurfaceMesh:
     atlas: TexelAtlas
     texels: np.ndarray  # (T, D) float32 appearance features (first 3: base sRGB colour)
     lidar_reflectivity: np.ndarray  # (F,) float32
-    lidar_drop_rates: np.ndarray  # (V, K) float32 drop rate of the k training rays nearest each vertex (ray_drop.DROP_NEIGHBOURS)
+    lidar_drop_rates: (
+        np.ndarray
+    )  # (V, K) float32 drop rate of the k training rays nearest each vertex (ray_drop.DROP_NEIGHBOURS)
     texel_observations: np.ndarray  # (T,) uint16 training pixels that saw each texel (0: filled in)
     # (T, 3) uint8 decoder colour at a typical training view, before exposure; None: baked by SceneModel.
     # Derived from ``texels``: set it to None when replacing the texels.
@@ -71,8 +72,12 @@ class SurfaceMesh:
             if len(a[name]) != f:
                 raise DataError(path, name, f"expected {f} entries (one per triangle), got {len(a[name])}")
         if a["lidar_drop_rates"].shape != (len(a["vertices"]), len(DROP_NEIGHBOURS)):
-            raise DataError(path, "lidar_drop_rates", f"expected ({len(a['vertices'])}, {len(DROP_NEIGHBOURS)}) per-vertex rates, "
-                                                      f"got {a['lidar_drop_rates'].shape}")
+            raise DataError(
+                path,
+                "lidar_drop_rates",
+                f"expected ({len(a['vertices'])}, {len(DROP_NEIGHBOURS)}) per-vertex rates, "
+                f"got {a['lidar_drop_rates'].shape}",
+            )
         if f and (a["texel_resolution"].min() < 1 or a["texel_resolution"].max() > 255):
             raise DataError(path, "texel_resolution", "cells per triangle edge must lie in 1..255")
         atlas = TexelAtlas(a["texel_offset"].astype(np.int64), a["texel_resolution"].astype(np.int32))
@@ -87,15 +92,27 @@ class SurfaceMesh:
         if baked is not None and (baked.ndim != 2 or baked.shape[1] != 3 or baked.dtype != np.uint8):
             raise DataError(path, "baked_rgb", f"expected (texels, 3) uint8, got {baked.shape} {baked.dtype}")
         return SurfaceMesh(
-            a["vertices"], a["triangles"], atlas, a["texels"], a["lidar_reflectivity"], a["lidar_drop_rates"], a["texel_observations"], baked
+            a["vertices"],
+            a["triangles"],
+            atlas,
+            a["texels"],
+            a["lidar_reflectivity"],
+            a["lidar_drop_rates"],
+            a["texel_observations"],
+            baked,
         )
 
     @staticmethod
     def read(path: Path) -> SurfaceMesh:
         shapes = {
-            "vertices": (None, 3), "triangles": (None, 3), "texel_offset": (None,), "texel_resolution": (None,),
-            "texels": (None, None), "lidar_reflectivity": (None,),
-            "lidar_drop_rates": (None, None), "texel_observations": (None,),
+            "vertices": (None, 3),
+            "triangles": (None, 3),
+            "texel_offset": (None,),
+            "texel_resolution": (None,),
+            "texels": (None, None),
+            "lidar_reflectivity": (None,),
+            "lidar_drop_rates": (None, None),
+            "texel_observations": (None,),
         }
         return SurfaceMesh.from_arrays(path, read_npz(path, shapes))
 
@@ -129,7 +146,12 @@ class ActorAsset:
         atomic_write_npz(inside(folder, self.actor_id, ".npz"), **self.mesh.arrays())
         atomic_write_json(
             inside(folder, self.actor_id, ".json"),
-            {"id": self.actor_id, "category": self.category, "size_m": np.asarray(self.size_m).tolist(), "source": self.source},
+            {
+                "id": self.actor_id,
+                "category": self.category,
+                "size_m": np.asarray(self.size_m).tolist(),
+                "source": self.source,
+            },
         )
 
     @staticmethod
@@ -141,7 +163,9 @@ class ActorAsset:
             size = np.asarray(meta["size_m"], float)
             if size.shape != (3,) or not np.all(size > 0):
                 raise DataError(meta_path, "size_m", "expected three positive numbers")
-            return ActorAsset(str(meta["id"]), str(meta["category"]), size, SurfaceMesh.read(npz_path), str(meta.get("source", "")))
+            return ActorAsset(
+                str(meta["id"]), str(meta["category"]), size, SurfaceMesh.read(npz_path), str(meta.get("source", ""))
+            )
         except FileNotFoundError as e:
             raise DataError(meta_path, None, "missing file") from e
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:

@@ -30,7 +30,9 @@ class TexelAtlas:
         return int(self.offset[-1] + n[-1] * (n[-1] + 1) // 2) if len(n) else 0
 
     @staticmethod
-    def build(vertices: np.ndarray, triangles: np.ndarray, texel_size_m: np.ndarray, max_resolution: int = 24) -> TexelAtlas:
+    def build(
+        vertices: np.ndarray, triangles: np.ndarray, texel_size_m: np.ndarray, max_resolution: int = 24
+    ) -> TexelAtlas:
         """``texel_size_m`` (F,) is the wanted texel width of each triangle."""
         if len(triangles) == 0:
             return TexelAtlas(np.zeros(0, np.int64), np.zeros(0, np.int32))

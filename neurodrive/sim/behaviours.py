@@ -32,8 +32,16 @@ class TimedTrajectory:
     first time and continues at constant velocity after the last. Used for log replay and for
     inserted actors with a scripted trajectory."""
 
-    def __init__(self, actor_id: str, category: str, size_m: tuple[float, float, float], times_s: np.ndarray,
-                 xyz_m: np.ndarray, yaw_rad: np.ndarray, appears_at_first: bool = False) -> None:
+    def __init__(
+        self,
+        actor_id: str,
+        category: str,
+        size_m: tuple[float, float, float],
+        times_s: np.ndarray,
+        xyz_m: np.ndarray,
+        yaw_rad: np.ndarray,
+        appears_at_first: bool = False,
+    ) -> None:
         self.actor_id, self.category, self.size_m = actor_id, category, tuple(float(v) for v in size_m)
         order = np.argsort(times_s, kind="stable")
         self.times_s = np.asarray(times_s, float)[order]
@@ -44,7 +52,9 @@ class TimedTrajectory:
             dt = np.maximum(np.diff(self.times_s), 1e-6)
             v = np.diff(self.xyz_m[:, :2], axis=0) / dt[:, None]
             self._end_velocity = v[-1]
-            self.segment_speed_mps = np.concatenate([np.linalg.norm(v, axis=1), [np.linalg.norm(v[-1])]])  # (K,) m/s from each time on
+            self.segment_speed_mps = np.concatenate(
+                [np.linalg.norm(v, axis=1), [np.linalg.norm(v[-1])]]
+            )  # (K,) m/s from each time on
         else:
             self._end_velocity = np.zeros(2)
             self.segment_speed_mps = np.zeros(1)
@@ -62,7 +72,9 @@ class TimedTrajectory:
             yaw = np.interp(time_s, t, self.yaw_rad)
             k = int(np.clip(np.searchsorted(t, time_s, side="right") - 1, 0, len(t) - 1))
             speed = float(self.segment_speed_mps[k]) if time_s >= t[0] else 0.0
-        return ActorState(self.actor_id, self.category, float(xy[0]), float(xy[1]), float(z), float(_wrap(yaw)), speed, self.size_m)
+        return ActorState(
+            self.actor_id, self.category, float(xy[0]), float(xy[1]), float(z), float(_wrap(yaw)), speed, self.size_m
+        )
 
     def state_at_start(self, time_s: float) -> ActorState | None:
         return self.at(time_s)
@@ -76,8 +88,13 @@ def log_replay(track: ActorTrack, timestamps_s: np.ndarray, time_offset_s: float
     valid = np.flatnonzero(track.valid)
     poses = track.poses[valid]
     return TimedTrajectory(
-        track.actor_id, track.category, tuple(track.size_m), timestamps_s[valid] - time_offset_s,
-        poses[:, :3, 3], yaw_of(poses), appears_at_first=valid[0] > 0,
+        track.actor_id,
+        track.category,
+        tuple(track.size_m),
+        timestamps_s[valid] - time_offset_s,
+        poses[:, :3, 3],
+        np.asarray(yaw_of(poses)),
+        appears_at_first=valid[0] > 0,
     )
 
 
@@ -95,17 +112,24 @@ class IDMConfig:
     lateral_margin_m: float = 0.3  # an agent blocks the path when its box overlaps the path's corridor
 
 
-def idm_acceleration(speed_mps: float, desired_mps: float, gap_m: float | None, closing_mps: float, cfg: IDMConfig) -> float:
+def idm_acceleration(
+    speed_mps: float, desired_mps: float, gap_m: float | None, closing_mps: float, cfg: IDMConfig
+) -> float:
     free = 1.0 - (speed_mps / max(desired_mps, 0.1)) ** cfg.exponent
     if gap_m is None:
         return float(np.clip(cfg.max_accel_mps2 * free, -cfg.max_decel_mps2, cfg.max_accel_mps2))
-    wanted = cfg.min_gap_m + max(0.0, speed_mps * cfg.time_headway_s + speed_mps * closing_mps / (2 * np.sqrt(cfg.max_accel_mps2 * cfg.comfortable_decel_mps2)))
+    wanted = cfg.min_gap_m + max(
+        0.0,
+        speed_mps * cfg.time_headway_s
+        + speed_mps * closing_mps / (2 * np.sqrt(cfg.max_accel_mps2 * cfg.comfortable_decel_mps2)),
+    )
     accel = cfg.max_accel_mps2 * (free - (wanted / max(gap_m, 0.1)) ** 2)
     return float(np.clip(accel, -cfg.max_decel_mps2, cfg.max_accel_mps2))
 
 
-def leader_on_path(path: Polyline, s_m: float, length_m: float, width_m: float, others: list[ActorState],
-                   cfg: IDMConfig) -> tuple[float | None, float]:
+def leader_on_path(
+    path: Polyline, s_m: float, length_m: float, width_m: float, others: list[ActorState], cfg: IDMConfig
+) -> tuple[float | None, float]:
     """Bumper-to-bumper gap (m) to the nearest agent ahead on ``path`` and that agent's speed along it."""
     if not others:
         return None, 0.0
@@ -128,9 +152,19 @@ def leader_on_path(path: Polyline, s_m: float, length_m: float, width_m: float, 
 class IDMFollower:
     """Drives along a path at a desired speed and brakes for the ego and others (reactive)."""
 
-    def __init__(self, actor_id: str, category: str, size_m: tuple[float, float, float], path: Polyline,
-                 start_s_m: float, start_speed_mps: float, desired_speed_mps: float, z_m: float,
-                 start_time_s: float = 0.0, config: IDMConfig = IDMConfig()) -> None:
+    def __init__(
+        self,
+        actor_id: str,
+        category: str,
+        size_m: tuple[float, float, float],
+        path: Polyline,
+        start_s_m: float,
+        start_speed_mps: float,
+        desired_speed_mps: float,
+        z_m: float,
+        start_time_s: float = 0.0,
+        config: IDMConfig = IDMConfig(),
+    ) -> None:
         self.actor_id, self.category, self.size_m = actor_id, category, tuple(float(v) for v in size_m)
         self.path, self.z_m, self.config = path, z_m, config
         self.start_s_m, self.start_speed_mps, self.desired_speed_mps = start_s_m, start_speed_mps, desired_speed_mps
@@ -139,7 +173,16 @@ class IDMFollower:
 
     def _state(self) -> ActorState:
         xy = self.path.position(self._s)
-        return ActorState(self.actor_id, self.category, float(xy[0]), float(xy[1]), self.z_m, float(self.path.heading(self._s)), self._v, self.size_m)
+        return ActorState(
+            self.actor_id,
+            self.category,
+            float(xy[0]),
+            float(xy[1]),
+            self.z_m,
+            float(self.path.heading(self._s)),
+            self._v,
+            self.size_m,
+        )
 
     def state_at_start(self, time_s: float) -> ActorState | None:
         self._s, self._v = self.start_s_m, self.start_speed_mps if time_s >= self.start_time_s else 0.0
@@ -160,8 +203,13 @@ class IDMFollower:
         return self._state()
 
 
-def idm_from_track(track: ActorTrack, timestamps_s: np.ndarray, start_frame: int, config: IDMConfig = IDMConfig(),
-                   time_offset_s: float = 0.0) -> IDMFollower | TimedTrajectory:
+def idm_from_track(
+    track: ActorTrack,
+    timestamps_s: np.ndarray,
+    start_frame: int,
+    config: IDMConfig = IDMConfig(),
+    time_offset_s: float = 0.0,
+) -> IDMFollower | TimedTrajectory:
     """Reactive version of a logged actor: IDM along its logged path (static actors stay put)."""
     replay = log_replay(track, timestamps_s, time_offset_s)
     valid = np.flatnonzero(track.valid)
@@ -174,7 +222,14 @@ def idm_from_track(track: ActorTrack, timestamps_s: np.ndarray, start_frame: int
     speeds = replay.segment_speed_mps
     start_speed = float(speeds[min(int(np.searchsorted(valid, first)), len(speeds) - 1)])
     return IDMFollower(
-        track.actor_id, track.category, tuple(track.size_m), path, s0, start_speed, max(float(speeds.max()), 1.0),
-        float(track.poses[first, 2, 3]), start_time_s=float(timestamps_s[first] - time_offset_s), config=config,
+        track.actor_id,
+        track.category,
+        tuple(track.size_m),
+        path,
+        s0,
+        start_speed,
+        max(float(speeds.max()), 1.0),
+        float(track.poses[first, 2, 3]),
+        start_time_s=float(timestamps_s[first] - time_offset_s),
+        config=config,
     )
-

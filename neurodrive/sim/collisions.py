@@ -35,8 +35,16 @@ def footprints(states: list[ActorState]) -> np.ndarray:
 
 def _lerp(a: ActorState, b: ActorState, f: float) -> ActorState:
     dyaw = (b.yaw_rad - a.yaw_rad + np.pi) % (2 * np.pi) - np.pi
-    return ActorState(a.actor_id, a.category, a.x_m + f * (b.x_m - a.x_m), a.y_m + f * (b.y_m - a.y_m), a.z_m,
-                      a.yaw_rad + f * dyaw, a.speed_mps + f * (b.speed_mps - a.speed_mps), a.size_m)
+    return ActorState(
+        a.actor_id,
+        a.category,
+        a.x_m + f * (b.x_m - a.x_m),
+        a.y_m + f * (b.y_m - a.y_m),
+        a.z_m,
+        a.yaw_rad + f * dyaw,
+        a.speed_mps + f * (b.speed_mps - a.speed_mps),
+        a.size_m,
+    )
 
 
 def _contact(ego: ActorState, other: ActorState, overlap: shapely.Geometry) -> str:
@@ -46,8 +54,13 @@ def _contact(ego: ActorState, other: ActorState, overlap: shapely.Geometry) -> s
     return "front" if along > half - 1.0 else ("rear" if along < -half + 1.0 else "side")
 
 
-def detect_collisions(before: WorldState, after: WorldState, params: VehicleParameters, substeps: int = 4,
-                      ignore: set[str] = frozenset()) -> list[CollisionEvent]:
+def detect_collisions(
+    before: WorldState,
+    after: WorldState,
+    params: VehicleParameters,
+    substeps: int = 4,
+    ignore: frozenset[str] | set[str] = frozenset(),
+) -> list[CollisionEvent]:
     """First contacts of the ego with actors between two states (actors in ``ignore`` skipped)."""
     ego0, ego1 = before.ego_box(params), after.ego_box(params)
     ids = [a for a in after.actors if a in before.actors and a not in ignore]
@@ -66,6 +79,16 @@ def detect_collisions(before: WorldState, after: WorldState, params: VehiclePara
             contact = _contact(ego, other, shapely.intersection(ego_poly, poly))
             rel = float(np.linalg.norm(ego.velocity_xy() - other.velocity_xy()))
             at_fault = ego.speed_mps > STOPPED_MPS and contact != "rear"
-            events.append(CollisionEvent(before.time_s + f * (after.time_s - before.time_s), other.actor_id, other.category,
-                                         ego.speed_mps, other.speed_mps, rel, contact, at_fault))
+            events.append(
+                CollisionEvent(
+                    before.time_s + f * (after.time_s - before.time_s),
+                    other.actor_id,
+                    other.category,
+                    ego.speed_mps,
+                    other.speed_mps,
+                    rel,
+                    contact,
+                    at_fault,
+                )
+            )
     return events

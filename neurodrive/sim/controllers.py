@@ -41,7 +41,9 @@ class PurePursuitConfig:
 class PurePursuitController:
     """Turns a trajectory into (acceleration, steering) for the kinematic bicycle."""
 
-    def __init__(self, params: VehicleParameters = VehicleParameters(), config: PurePursuitConfig = PurePursuitConfig()) -> None:
+    def __init__(
+        self, params: VehicleParameters = VehicleParameters(), config: PurePursuitConfig = PurePursuitConfig()
+    ) -> None:
         self.params = params
         self.config = config
 

@@ -69,8 +69,13 @@ class NoAtFaultCollisions(Metric):
 
     def compute(self, record: EpisodeRecord) -> MetricResult:
         at_fault = [c for c in record.collisions if c.at_fault]
-        return MetricResult(self.name, 0.0 if at_fault else 1.0, float(len(at_fault)), "collisions",
-                            {"all_collisions": len(record.collisions)})
+        return MetricResult(
+            self.name,
+            0.0 if at_fault else 1.0,
+            float(len(at_fault)),
+            "collisions",
+            {"all_collisions": len(record.collisions)},
+        )
 
 
 def drivable_area(road_map: RoadMap) -> shapely.Geometry:
@@ -94,7 +99,9 @@ class DrivableAreaCompliance(Metric):
     def compute(self, record: EpisodeRecord) -> MetricResult:
         c = record.ego_centres()
         e = record.ego_array()
-        corners = box_corners_xy(c[:, 0], c[:, 1], e[:, 2], record.params.length_m, record.params.width_m).reshape(-1, 2)
+        corners = box_corners_xy(c[:, 0], c[:, 1], e[:, 2], record.params.length_m, record.params.width_m).reshape(
+            -1, 2
+        )
         outside = distance_outside_m(drivable_area(record.road_map), corners)
         worst = float(np.max(outside)) if len(outside) else 0.0
         return MetricResult(self.name, 1.0 if worst <= self.max_violation_m else 0.0, worst, "m")
@@ -107,7 +114,7 @@ def lane_under(road_map: RoadMap, xy: np.ndarray) -> tuple[int | None, float, fl
         line = Polyline(lane.centerline_m)
         s, lat = line.project(xy)
         if abs(lat) <= lane.width_m / 2 and abs(lat) < best_d:
-            best, best_d, s_best, h_best = k, abs(lat), float(s), float(line.heading(s))
+            best, best_d, s_best, h_best = k, float(abs(lat)), float(s), float(line.heading(s))
     return best, s_best, h_best
 
 
@@ -153,14 +160,19 @@ class MakingProgress(Metric):
         return MetricResult(self.name, 1.0 if ratio >= 0.2 else 0.0, ratio, "ratio")
 
 
-def time_to_collision_s(ego: ActorState, actors: list[ActorState], horizon_s: float = 1.0, step_s: float = 0.1) -> float:
+def time_to_collision_s(
+    ego: ActorState, actors: list[ActorState], horizon_s: float = 1.0, step_s: float = 0.1
+) -> float:
     """Earliest time the boxes would overlap if everyone kept their velocity (inf: none within the horizon)."""
     if ego.speed_mps <= 0.05 or not actors:
         return float("inf")
     for t in np.arange(step_s, horizon_s + 1e-9, step_s):
-        def moved(a: ActorState) -> ActorState:
+
+        def moved(a: ActorState, t: float = t) -> ActorState:
             v = a.velocity_xy() * t
-            return ActorState(a.actor_id, a.category, a.x_m + v[0], a.y_m + v[1], a.z_m, a.yaw_rad, a.speed_mps, a.size_m)
+            return ActorState(
+                a.actor_id, a.category, a.x_m + v[0], a.y_m + v[1], a.z_m, a.yaw_rad, a.speed_mps, a.size_m
+            )
 
         e = moved(ego)
         ego_poly = shapely.polygons(box_corners_xy(e.x_m, e.y_m, e.yaw_rad, e.size_m[0], e.size_m[1]))[0]
@@ -188,7 +200,9 @@ class TimeToCollisionWithinBound(Metric):
             t = record.times_s[k]
             collided |= {ev.actor_id for ev in record.collisions if ev.time_s <= t + 1e-9}
             ego = ActorState("ego", "car", c[k, 0], c[k, 1], 0.0, e[k, 2], e[k, 3], (p.length_m, p.width_m, p.height_m))
-            near = [a for a in actors if a.actor_id not in collided and np.hypot(a.x_m - ego.x_m, a.y_m - ego.y_m) < 40.0]
+            near = [
+                a for a in actors if a.actor_id not in collided and np.hypot(a.x_m - ego.x_m, a.y_m - ego.y_m) < 40.0
+            ]
             worst = min(worst, time_to_collision_s(ego, near))
         return MetricResult(self.name, 1.0 if worst >= self.least_ttc_s else 0.0, worst, "s")
 
@@ -253,10 +267,19 @@ class Comfort(Metric):
 
     def compute(self, record: EpisodeRecord) -> MetricResult:
         signals = comfort_signals(record)
-        violated = [k for k, (lo, hi) in COMFORT_BOUNDS.items() if len(signals[k]) and (signals[k].min() < lo or signals[k].max() > hi)]
+        violated = [
+            k
+            for k, (lo, hi) in COMFORT_BOUNDS.items()
+            if len(signals[k]) and (signals[k].min() < lo or signals[k].max() > hi)
+        ]
         extremes = {k: float(np.max(np.abs(v))) if len(v) else 0.0 for k, v in signals.items()}
-        return MetricResult(self.name, 0.0 if violated else 1.0, float(len(violated)), "violated signals",
-                            {"violated": violated, "max_abs": extremes})
+        return MetricResult(
+            self.name,
+            0.0 if violated else 1.0,
+            float(len(violated)),
+            "violated signals",
+            {"violated": violated, "max_abs": extremes},
+        )
 
 
 MULTIPLIERS = (NoAtFaultCollisions, DrivableAreaCompliance, DrivingDirectionCompliance, MakingProgress)
@@ -278,7 +301,9 @@ def evaluate_episode(record: EpisodeRecord) -> dict:
     average of the rest) and the NeuroNCAP score, as a JSON-ready dict."""
     multipliers = [m().compute(record) for m in MULTIPLIERS]
     weighted = [(m().compute(record), w) for m, w in WEIGHTED]
-    score = float(np.prod([r.score for r in multipliers]) * sum(r.score * w for r, w in weighted) / sum(w for _, w in weighted))
+    score = float(
+        np.prod([r.score for r in multipliers]) * sum(r.score * w for r, w in weighted) / sum(w for _, w in weighted)
+    )
     e = record.ego_array()
     results = multipliers + [r for r, _ in weighted]
     return {

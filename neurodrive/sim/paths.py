@@ -47,7 +47,9 @@ class Polyline:
 
     def heading(self, s_m: np.ndarray | float) -> np.ndarray:
         """Heading (rad) of the segment at arc length(s) s."""
-        seg = np.clip(np.searchsorted(self.cumulative_m, np.asarray(s_m, float), side="right") - 1, 0, len(self.points_m) - 2)
+        seg = np.clip(
+            np.searchsorted(self.cumulative_m, np.asarray(s_m, float), side="right") - 1, 0, len(self.points_m) - 2
+        )
         d = self.points_m[seg + 1] - self.points_m[seg]
         return np.arctan2(d[..., 1], d[..., 0])
 

@@ -18,20 +18,32 @@ import shapely
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import pose_xyz_yaw, yaw_of
-from neurodrive.scene.surface import ActorAsset
-from neurodrive.render.results import FrameRender
-from neurodrive.scene.model import SceneModel, read_scene_meta
-from neurodrive.render.edits import Repose
-from neurodrive.logs.model import WORLD_MARGIN_M, ActorTrack, DrivingLog, SensorRig
 from neurodrive.logs.io import load_log
+from neurodrive.logs.model import WORLD_MARGIN_M, ActorTrack, DrivingLog, SensorRig
+from neurodrive.render.edits import Repose
+from neurodrive.render.results import FrameRender
 from neurodrive.scenarios.scenario import InsertActor, Scenario
+from neurodrive.scene.model import SceneModel, read_scene_meta
+from neurodrive.scene.surface import ActorAsset
 from neurodrive.sim.behaviours import ActorBehaviour, IDMFollower, TimedTrajectory, idm_from_track, log_replay
-from neurodrive.sim.collisions import CollisionEvent, detect_collisions
+from neurodrive.sim.collisions import detect_collisions
 from neurodrive.sim.controllers import PurePursuitController, Trajectory
-from neurodrive.sim.metrics import DrivableAreaCompliance, EpisodeRecord, distance_outside_m, drivable_area, evaluate_episode, lane_under
+from neurodrive.sim.metrics import (
+    DrivableAreaCompliance,
+    EpisodeRecord,
+    distance_outside_m,
+    drivable_area,
+    evaluate_episode,
+    lane_under,
+)
 from neurodrive.sim.paths import Polyline
-from neurodrive.sim.state import ActorState, WorldState, box_corners_xy
+from neurodrive.sim.state import WorldState, box_corners_xy
+from neurodrive.sim.types import AgentContext, ExpertPlan, Observation, StepInfo
 from neurodrive.sim.vehicle import Control, EgoState, KinematicBicycleModel, VehicleParameters
+
+
+def _size3(size_m: np.ndarray) -> tuple[float, float, float]:
+    return float(size_m[0]), float(size_m[1]), float(size_m[2])
 
 
 @dataclass(frozen=True)
@@ -42,65 +54,19 @@ class SimConfig:
     goal_tolerance_m: float = 2.0
 
 
-@dataclass(frozen=True)
-class ExpertPlan:
-    """The logged ego from the start frame on (times relative to the episode start)."""
-
-    times_s: np.ndarray  # (K,)
-    xy_m: np.ndarray  # (K, 2) rear axle
-    speed_mps: np.ndarray  # (K,)
-
-    def trajectory_from(self, time_s: float, horizon_s: float = 4.0, dt_s: float = 0.1) -> Trajectory:
-        """Logged waypoints over the horizon (constant velocity beyond the log's end)."""
-        t = time_s + np.arange(0.0, horizon_s + 1e-9, dt_s)
-        end_v = (self.xy_m[-1] - self.xy_m[-2]) / max(self.times_s[-1] - self.times_s[-2], 1e-6) if len(self.times_s) > 1 else np.zeros(2)
-        xy = np.stack([np.interp(t, self.times_s, self.xy_m[:, 0]), np.interp(t, self.times_s, self.xy_m[:, 1])], axis=1)
-        after = t > self.times_s[-1]
-        xy[after] = self.xy_m[-1] + (t[after] - self.times_s[-1])[:, None] * end_v
-        speed = np.interp(t, self.times_s, self.speed_mps)
-        if np.linalg.norm(xy[-1] - xy[0]) < 0.5:  # standing still: a short stub ahead, speed 0
-            heading = np.array([1.0, 0.0])
-            xy = np.stack([xy[0], xy[0] + heading])
-            speed = np.zeros(2)
-        return Trajectory(xy, speed)
-
-
-@dataclass(frozen=True)
-class AgentContext:
-    """What an agent may know before the episode starts."""
-
-    params: VehicleParameters
-    dt_s: float
-    route: Polyline
-    speed_limit_mps: float
-    expert: ExpertPlan
-    rig: SensorRig | None
-
-
-@dataclass(frozen=True)
-class Observation:
-    step: int
-    time_s: float
-    ego: EgoState
-    actors: dict[str, ActorState]  # the simulator's ground truth (privileged)
-    route: Polyline
-    sensors: FrameRender | None  # rendered cameras + LiDAR (None without a scene or when not asked for)
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    collisions: list[CollisionEvent]
-    off_road: bool
-    goal_reached: bool
-    done: bool
-
-
 class Simulator:
     """One scenario, stepped by an agent's actions."""
 
-    def __init__(self, scenario: Scenario, source: str | Path = "<scenario>", params: VehicleParameters = VehicleParameters(),
-                 config: SimConfig = SimConfig(), scene: SceneModel | None = None, log: DrivingLog | None = None,
-                 render_sensors: bool = True) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        source: str | Path = "<scenario>",
+        params: VehicleParameters = VehicleParameters(),
+        config: SimConfig = SimConfig(),
+        scene: SceneModel | None = None,
+        log: DrivingLog | None = None,
+        render_sensors: bool = True,
+    ) -> None:
         self.scenario, self.source, self.params, self.config = scenario, str(source), params, config
         if scene is None and scenario.scene is not None and render_sensors:
             scene = SceneModel.load(scenario.resolve_path(scenario.scene))
@@ -112,8 +78,11 @@ class Simulator:
                 meta = scene.meta if scene is not None else read_scene_meta(scene_dir)
                 log_path = Path(meta["log"]["path"])
                 if not (log_path / "log.json").is_file():
-                    raise DataError(scene_dir / "scene.json", "log.path", f"the source log {log_path} is not there; "
-                                    f"give 'log:' in the scenario {self.source}")
+                    raise DataError(
+                        scene_dir / "scene.json",
+                        "log.path",
+                        f"the source log {log_path} is not there; give 'log:' in the scenario {self.source}",
+                    )
                 log = load_log(log_path)
         self.log = log
         self.dynamics = KinematicBicycleModel(params)
@@ -154,7 +123,9 @@ class Simulator:
             if lane not in lanes:
                 self._fail(f"route.lanes[{i}]", f"unknown lane '{lane}' (known: {', '.join(sorted(lanes))})")
         if self.scenario.start.frame is not None and self.scenario.start.frame >= self.log.num_frames:
-            self._fail("start.frame", f"{self.scenario.start.frame} is past the log's last frame {self.log.num_frames - 1}")
+            self._fail(
+                "start.frame", f"{self.scenario.start.frame} is past the log's last frame {self.log.num_frames - 1}"
+            )
         self._check_cameras()
         self._check_extent()
 
@@ -167,8 +138,10 @@ class Simulator:
     def _check_extent(self) -> None:
         """Every position the scenario gives lies near the log's world (within WORLD_MARGIN_M)."""
         lo, hi = self.log.extent_xy_m
-        where = f"outside the log's world x in [{lo[0]:.0f}, {hi[0]:.0f}], y in [{lo[1]:.0f}, {hi[1]:.0f}] m " \
-                f"by more than {WORLD_MARGIN_M:.0f} m"
+        where = (
+            f"outside the log's world x in [{lo[0]:.0f}, {hi[0]:.0f}], y in [{lo[1]:.0f}, {hi[1]:.0f}] m "
+            f"by more than {WORLD_MARGIN_M:.0f} m"
+        )
         sc, a = self.scenario, self.scenario.actors
         checks: list[tuple[str, list]] = []
         if sc.start.pose is not None:
@@ -184,7 +157,10 @@ class Simulator:
             if rep.trajectory is not None:
                 checks.append((f"actors.repose.{aid}.trajectory", [p[:2] for p in rep.trajectory]))
             elif max(abs(v) for v in rep.offset[:3]) > WORLD_MARGIN_M:
-                self._fail(f"actors.repose.{aid}.offset", f"offsets are limited to {WORLD_MARGIN_M:.0f} m, got {rep.offset[:3]}")
+                self._fail(
+                    f"actors.repose.{aid}.offset",
+                    f"offsets are limited to {WORLD_MARGIN_M:.0f} m, got {rep.offset[:3]}",
+                )
         for field_name, xy in checks:
             if self.log.outside_extent(np.asarray(xy, float)):
                 self._fail(field_name, f"{np.asarray(xy, float).reshape(-1, 2)[0].tolist()}... lies {where}")
@@ -205,11 +181,11 @@ class Simulator:
         placed = self.scene.actors.get(ins.id) if self.scene is not None else None
         asset = placed or self._insert_asset(i, ins, self.scene)
         if asset is not None:
-            return asset.category, tuple(float(v) for v in asset.size_m)
+            return asset.category, _size3(asset.size_m)
         track = next((t for t in self.log.tracks if t.actor_id == ins.asset), None)
         if track is None:
             self._fail(f"actors.insert[{i}].asset", f"'{ins.asset}' is neither a logged actor nor an asset .npz")
-        return track.category, tuple(float(v) for v in track.size_m)
+        return track.category, _size3(track.size_m)
 
     def _scene_with_inserts(self, scene: SceneModel) -> SceneModel:
         assets = dict(scene.actors)
@@ -304,9 +280,20 @@ class Simulator:
                 out[ins.id] = TimedTrajectory(ins.id, category, size, times, xyz, tr[:, 3] + dyaw)
             else:
                 b = ins.behaviour
-                line = Polyline(self.log.road_map.lane(b.lane).centerline_m if b.lane else np.asarray(b.waypoints, float)).extended(0.0, 300.0)
-                out[ins.id] = IDMFollower(ins.id, category, size, line, b.start_s_m + dx, b.speed_mps * scale,
-                                          b.speed_mps * scale, z, start_time_s=max(0.0, b.start_time_s + dt))
+                line = Polyline(
+                    self.log.road_map.lane(b.lane).centerline_m if b.lane else np.asarray(b.waypoints, float)
+                ).extended(0.0, 300.0)
+                out[ins.id] = IDMFollower(
+                    ins.id,
+                    category,
+                    size,
+                    line,
+                    b.start_s_m + dx,
+                    b.speed_mps * scale,
+                    b.speed_mps * scale,
+                    z,
+                    start_time_s=max(0.0, b.start_time_s + dt),
+                )
         return out
 
     @staticmethod
@@ -334,7 +321,14 @@ class Simulator:
         self.behaviours = self._behaviours(rng)
         actors = {aid: s for aid, b in self.behaviours.items() if (s := b.state_at_start(0.0)) is not None}
         self.state = WorldState(0, 0.0, self._start_ego, actors)
-        self.record = EpisodeRecord(self.config.dt_s, self.params, self.route, self.log.road_map, self._expert_progress_m(), self._start_ego.speed_mps)
+        self.record = EpisodeRecord(
+            self.config.dt_s,
+            self.params,
+            self.route,
+            self.log.road_map,
+            self._expert_progress_m(),
+            self._start_ego.speed_mps,
+        )
         self._record(self.state)
         self.done = False
         return self.observe()
@@ -355,7 +349,9 @@ class Simulator:
 
     def observe(self) -> Observation:
         sensors = self.render() if self.want_sensors else None
-        return Observation(self.state.step, self.state.time_s, self.state.ego, dict(self.state.actors), self.route, sensors)
+        return Observation(
+            self.state.step, self.state.time_s, self.state.ego, dict(self.state.actors), self.route, sensors
+        )
 
     def step(self, action: Control | Trajectory) -> tuple[Observation, StepInfo]:
         if self.state is None:
@@ -378,7 +374,9 @@ class Simulator:
         progress = float(self.route.project(ego.centre_xy(self.params))[0])
         goal = self.goal_s_m is not None and progress >= self.goal_s_m - self.config.goal_tolerance_m
         off_road = not self._on_road(ego)
-        self.done = bool(new.time_s >= self.scenario.duration_s - 1e-9 or goal or (events and self.config.stop_on_collision))
+        self.done = bool(
+            new.time_s >= self.scenario.duration_s - 1e-9 or goal or (events and self.config.stop_on_collision)
+        )
         return self.observe(), StepInfo(events, off_road, goal, self.done)
 
     @cached_property
@@ -410,8 +408,10 @@ class Simulator:
         if len(inserted) != len(self.scenario.actors.insert):
             self._edit_scenario(insert=inserted)
         else:
-            self._edit_scenario(remove=[*self.scenario.actors.remove, actor_id],
-                                repose={k: v for k, v in self.scenario.actors.repose.items() if k != actor_id})
+            self._edit_scenario(
+                remove=[*self.scenario.actors.remove, actor_id],
+                repose={k: v for k, v in self.scenario.actors.repose.items() if k != actor_id},
+            )
 
     def move_actor(self, actor_id: str, dx_m: float, dy_m: float, dyaw_rad: float = 0.0) -> None:
         """Shifts an actor's whole path by a world-frame offset (a re-pose) and records the edit."""
@@ -423,7 +423,9 @@ class Simulator:
                 traj = [[t, x + dx_m, y + dy_m, yaw + dyaw_rad] for t, x, y, yaw in ins.trajectory]
                 new = ins.model_copy(update={"trajectory": traj})
             else:
-                new = ins.model_copy(update={"behaviour": ins.behaviour.model_copy(update={"start_s_m": ins.behaviour.start_s_m + dx_m})})
+                new = ins.model_copy(
+                    update={"behaviour": ins.behaviour.model_copy(update={"start_s_m": ins.behaviour.start_s_m + dx_m})}
+                )
             self._edit_scenario(insert=[new if i.id == actor_id else i for i in self.scenario.actors.insert])
         else:
             yaw = self.state.actors[actor_id].yaw_rad if actor_id in self.state.actors else 0.0
@@ -442,7 +444,9 @@ class Simulator:
             self._check_ids()
             if self.scene is not None:
                 base = self._insert_asset(len(self.scenario.actors.insert) - 1, ins, self.scene)
-                self.scene.actors[actor_id] = ActorAsset(actor_id, base.category, base.size_m, base.mesh, source=base.source or asset)
+                self.scene.actors[actor_id] = ActorAsset(
+                    actor_id, base.category, base.size_m, base.mesh, source=base.source or asset
+                )
         except (DataError, KeyError):
             self._edit_scenario(insert=self.scenario.actors.insert[:-1])
             raise
@@ -454,6 +458,6 @@ class Simulator:
         if isinstance(rebuilt, IDMFollower):
             state = rebuilt.state_at_start(self.state.time_s)
         else:
-            state = rebuilt.at(self.state.time_s)
+            state = rebuilt.at(self.state.time_s)  # type: ignore[attr-defined]  # log replay / timed trajectory
         if state is not None:
             self.state.actors[actor_id] = state

@@ -9,6 +9,8 @@ import numpy as np
 from neurodrive.geometry import pose_xyz_yaw
 from neurodrive.sim.vehicle import EgoState, VehicleParameters
 
+ArrayOrFloat = np.ndarray | float  # one box or many
+
 
 @dataclass(frozen=True)
 class ActorState:
@@ -19,7 +21,7 @@ class ActorState:
     z_m: float
     yaw_rad: float
     speed_mps: float
-    size_m: tuple[float, float, float]  # length, width, height
+    size_m: tuple[float, ...]  # length, width, height
 
     def pose(self) -> np.ndarray:
         """T_world_box (4, 4)."""
@@ -40,12 +42,20 @@ class WorldState:
         """The ego as a box (for collision checks and for other actors to react to)."""
         cx, cy = self.ego.centre_xy(params)
         return ActorState(
-            "ego", "car", float(cx), float(cy), self.ego.z_m + params.height_m / 2, self.ego.yaw_rad, self.ego.speed_mps,
+            "ego",
+            "car",
+            float(cx),
+            float(cy),
+            self.ego.z_m + params.height_m / 2,
+            self.ego.yaw_rad,
+            self.ego.speed_mps,
             (params.length_m, params.width_m, params.height_m),
         )
 
 
-def box_corners_xy(x_m: np.ndarray, y_m: np.ndarray, yaw_rad: np.ndarray, length_m: np.ndarray, width_m: np.ndarray) -> np.ndarray:
+def box_corners_xy(
+    x_m: ArrayOrFloat, y_m: ArrayOrFloat, yaw_rad: ArrayOrFloat, length_m: ArrayOrFloat, width_m: ArrayOrFloat
+) -> np.ndarray:
     """(n, 4, 2) footprint corners of oriented boxes (counter-clockwise)."""
     c, s = np.cos(yaw_rad), np.sin(yaw_rad)
     local = np.array([[0.5, 0.5], [-0.5, 0.5], [-0.5, -0.5], [0.5, -0.5]])  # fractions of (length, width)

@@ -41,7 +41,9 @@ class EgoState:
     z_m: float = 0.0  # ground height under the ego (for rendering)
 
     def centre_xy(self, params: VehicleParameters) -> np.ndarray:
-        return np.array([self.x_m, self.y_m]) + params.rear_axle_to_centre_m * np.array([np.cos(self.yaw_rad), np.sin(self.yaw_rad)])
+        return np.array([self.x_m, self.y_m]) + params.rear_axle_to_centre_m * np.array(
+            [np.cos(self.yaw_rad), np.sin(self.yaw_rad)]
+        )
 
     def pose(self) -> np.ndarray:
         """T_world_ego (4, 4): the rear axle on the ground, x forward (the log's ego frame)."""
@@ -75,7 +77,9 @@ class KinematicBicycleModel:
         p = self.params
         control = self.clip(control)
         accel = state.accel_mps2 + dt_s / (dt_s + p.accel_time_constant_s) * (control.accel_mps2 - state.accel_mps2)
-        steer = state.steering_rad + dt_s / (dt_s + p.steering_time_constant_s) * (control.steering_rad - state.steering_rad)
+        steer = state.steering_rad + dt_s / (dt_s + p.steering_time_constant_s) * (
+            control.steering_rad - state.steering_rad
+        )
         v = state.speed_mps
         x = state.x_m + v * np.cos(state.yaw_rad) * dt_s
         y = state.y_m + v * np.sin(state.yaw_rad) * dt_s
@@ -84,4 +88,12 @@ class KinematicBicycleModel:
         if new_v == 0.0 and accel < 0:
             accel = -v / dt_s if v > 0 else 0.0  # stopped: no further deceleration
         yaw = float((yaw + np.pi) % (2 * np.pi) - np.pi)
-        return replace(state, x_m=float(x), y_m=float(y), yaw_rad=yaw, speed_mps=float(new_v), accel_mps2=float(accel), steering_rad=float(steer))
+        return replace(
+            state,
+            x_m=float(x),
+            y_m=float(y),
+            yaw_rad=yaw,
+            speed_mps=float(new_v),
+            accel_mps2=float(accel),
+            steering_rad=float(steer),
+        )

@@ -72,13 +72,21 @@ def log_from_scenarionet(desc: Mapping, source: str | Path = "<scenarionet>", dt
             raise DataError(source, f"{where}.valid", f"expected {steps} steps, got {len(valid)}")
         if not np.all(np.isfinite(pos[valid, :2])) or not np.all(np.isfinite(heading[valid])):
             raise DataError(source, where, "NaN or infinite position/heading on a valid step")
-        size = [float(np.median(_array(source, f"{where}.{k}", state.get(k, [d] * steps), None, steps)[valid])) if valid.any() else d
-                for k, d in (("length", 4.5), ("width", 1.9), ("height", 1.6))]
-        poses = np.stack([pose_xyz_yaw(p[0], p[1], size[2] / 2, h) for p, h in zip(np.nan_to_num(pos), np.nan_to_num(heading))])
+        size = [
+            float(np.median(_array(source, f"{where}.{k}", state.get(k, [d] * steps), None, steps)[valid]))
+            if valid.any()
+            else d
+            for k, d in (("length", 4.5), ("width", 1.9), ("height", 1.6))
+        ]
+        poses = np.stack(
+            [pose_xyz_yaw(p[0], p[1], size[2] / 2, h) for p, h in zip(np.nan_to_num(pos), np.nan_to_num(heading))]
+        )
         if tid == sdc:
             ego = (poses, valid)
         elif valid.any():
-            category = CATEGORIES.get(str(track.get("type", "VEHICLE")).upper(), str(track.get("type", "object")).lower())
+            category = CATEGORIES.get(
+                str(track.get("type", "VEHICLE")).upper(), str(track.get("type", "object")).lower()
+            )
             tracks.append(ActorTrack(str(tid), category, np.asarray(size), poses, valid))
     poses, valid = ego
     if not valid.all():
@@ -87,6 +95,38 @@ def log_from_scenarionet(desc: Mapping, source: str | Path = "<scenarionet>", dt
     ego_poses = poses.copy()
     ego_poses[:, :2, 3] -= rear * ego_poses[:, :2, 0]
     ego_poses[:, 2, 3] = 0.0
+    lanes = _lanes(desc, source)
+    area = shapely.union_all([shapely.LineString(lane.centerline_m).buffer(lane.width_m / 2 + 0.25) for lane in lanes])
+    polygons = [area] if area.geom_type == "Polygon" else list(area.geoms)
+    drivable = tuple(np.asarray(p.exterior.coords)[:-1] for p in polygons)
+    return DrivingLog(
+        Path(source),
+        str(desc.get("id", Path(source).stem)),
+        SensorRig((), None),
+        np.arange(steps) * dt_s,
+        ego_poses,
+        tuple(tracks),
+        RoadMap(drivable, tuple(lanes)),
+        {"source": "scenarionet"},
+    )
+
+
+def scenario_from_scenarionet(
+    desc: Mapping, source: str | Path = "<scenarionet>", dt_s: float = 0.1, **fields
+) -> tuple[Scenario, DrivingLog]:
+    """A default scenario (start at the first step, as long as the recording) and its log."""
+    log = log_from_scenarionet(desc, source, dt_s)
+    raw = {
+        "name": str(desc.get("id", "scenarionet")),
+        "log": f"scenarionet:{log.name}",
+        "duration_s": max(dt_s, float(log.timestamps_s[-1])),
+        "sensors": {"cameras": [], "lidar": False},
+    } | fields
+    return Scenario.parse(raw, source), log
+
+
+def _lanes(desc: Mapping, source: str) -> list[Lane]:
+    """The LANE* map features as lanes (centreline, width, speed limit)."""
     lanes = []
     for fid, feature in (desc.get("map_features") or {}).items():
         if not str(feature.get("type", "")).upper().startswith("LANE"):
@@ -95,21 +135,16 @@ def log_from_scenarionet(desc: Mapping, source: str | Path = "<scenarionet>", dt
         if len(line) < 2:
             continue
         limit = feature.get("speed_limit_kmh")
-        limit = float(limit) / 3.6 if limit else (float(feature["speed_limit_mph"]) * 0.44704 if feature.get("speed_limit_mph") else DEFAULT_SPEED_LIMIT_MPS)
+        limit = (
+            float(limit) / 3.6
+            if limit
+            else (
+                float(feature["speed_limit_mph"]) * 0.44704
+                if feature.get("speed_limit_mph")
+                else DEFAULT_SPEED_LIMIT_MPS
+            )
+        )
         lanes.append(Lane(str(fid), line, float(feature.get("width", DEFAULT_LANE_WIDTH_M)), limit))
     if not lanes:
         raise DataError(source, "map_features", "no lanes (features whose type starts with LANE)")
-    area = shapely.union_all([shapely.LineString(l.centerline_m).buffer(l.width_m / 2 + 0.25) for l in lanes])
-    polygons = [area] if area.geom_type == "Polygon" else list(area.geoms)
-    drivable = tuple(np.asarray(p.exterior.coords)[:-1] for p in polygons)
-    return DrivingLog(Path(source), str(desc.get("id", Path(source).stem)), SensorRig((), None), np.arange(steps) * dt_s,
-                      ego_poses, tuple(tracks), RoadMap(drivable, tuple(lanes)), {"source": "scenarionet"})
-
-
-def scenario_from_scenarionet(desc: Mapping, source: str | Path = "<scenarionet>", dt_s: float = 0.1,
-                              **fields) -> tuple[Scenario, DrivingLog]:
-    """A default scenario (start at the first step, as long as the recording) and its log."""
-    log = log_from_scenarionet(desc, source, dt_s)
-    raw = {"name": str(desc.get("id", "scenarionet")), "log": f"scenarionet:{log.name}",
-           "duration_s": max(dt_s, float(log.timestamps_s[-1])), "sensors": {"cameras": [], "lidar": False}} | fields
-    return Scenario.parse(raw, source), log
+    return lanes

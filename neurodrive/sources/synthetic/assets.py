@@ -16,9 +16,9 @@ def part_from_trimesh(mesh: trimesh.Trimesh, material_id: int | np.ndarray) -> M
     return MeshPart(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int32), mats.copy())
 
 
-def box_part(lo: list[float], hi: list[float], material_id: int, top_material_id: int | None = None) -> MeshPart:
-    """Axis-aligned box from corner ``lo`` to ``hi``; optional separate material for the top face."""
-    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+def box_part(lo_m: list[float], hi_m: list[float], material_id: int, top_material_id: int | None = None) -> MeshPart:
+    """Axis-aligned box from corner ``lo_m`` to ``hi_m``; optional separate material for the top face."""
+    lo, hi = np.asarray(lo_m, float), np.asarray(hi_m, float)
     mesh = trimesh.creation.box(extents=hi - lo)
     mesh.apply_translation((lo + hi) / 2)
     mats = np.full(len(mesh.faces), material_id, np.int32)
@@ -40,7 +40,9 @@ def _wheel(x: float, y: float, z: float, radius: float, width: float, material_i
     return part_from_trimesh(mesh, material_id)
 
 
-def vehicle_mesh(size_m: np.ndarray, paint: int, glass: int, tire: int, headlight: int, taillight: int, style: str = "sedan") -> MeshPart:
+def vehicle_mesh(
+    size_m: np.ndarray, paint: int, glass: int, tire: int, headlight: int, taillight: int, style: str = "sedan"
+) -> MeshPart:
     """A car-like vehicle filling a box of ``size_m`` (length, width, height)."""
     length, width, height = (float(s) for s in size_m)
     hl, hw, hh = length / 2, width / 2, height / 2
@@ -51,7 +53,9 @@ def vehicle_mesh(size_m: np.ndarray, paint: int, glass: int, tire: int, headligh
     parts = []
     for sx in (1, -1):
         for sy in (1, -1):
-            parts.append(_wheel(sx * (hl - 0.85 * length / 4.6), sy * (hw - 0.13), bottom + wheel_r, wheel_r, 0.24, tire))
+            parts.append(
+                _wheel(sx * (hl - 0.85 * length / 4.6), sy * (hw - 0.13), bottom + wheel_r, wheel_r, 0.24, tire)
+            )
     parts.append(box_part([-hl, -hw + 0.04, bottom + clearance], [hl, hw - 0.04, belt], paint))
     if style == "van":
         cabin_bottom = [[-hl + 0.1, -hw + 0.08], [hl - 0.9, -hw + 0.08]]
@@ -66,8 +70,18 @@ def vehicle_mesh(size_m: np.ndarray, paint: int, glass: int, tire: int, headligh
                 pts.append([x, y, z])
     parts.append(_hull_part(np.array(pts), glass, paint))
     for sy in (1, -1):
-        parts.append(box_part([hl - 0.02, sy * (hw - 0.45) - 0.2, belt - 0.22], [hl + 0.0, sy * (hw - 0.45) + 0.2, belt - 0.08], headlight))
-        parts.append(box_part([-hl, sy * (hw - 0.35) - 0.2, belt - 0.2], [-hl + 0.02, sy * (hw - 0.35) + 0.2, belt - 0.06], taillight))
+        parts.append(
+            box_part(
+                [hl - 0.02, sy * (hw - 0.45) - 0.2, belt - 0.22],
+                [hl + 0.0, sy * (hw - 0.45) + 0.2, belt - 0.08],
+                headlight,
+            )
+        )
+        parts.append(
+            box_part(
+                [-hl, sy * (hw - 0.35) - 0.2, belt - 0.2], [-hl + 0.02, sy * (hw - 0.35) + 0.2, belt - 0.06], taillight
+            )
+        )
     return MeshPart.concatenate(parts)
 
 
@@ -82,8 +96,12 @@ def pedestrian_mesh(size_m: np.ndarray, clothes_top: int, clothes_bottom: int, s
         box_part([-0.09, 0.03, bottom], [0.09, 0.17, bottom + leg_h], clothes_bottom),
         box_part([-0.09, -0.17, bottom], [0.09, -0.03, bottom + leg_h], clothes_bottom),
         box_part([-0.12, -0.21, bottom + leg_h], [0.12, 0.21, bottom + leg_h + torso_h], clothes_top),
-        box_part([-0.06, 0.21, bottom + leg_h + 0.05], [0.06, min(width / 2, 0.29), bottom + leg_h + torso_h], clothes_top),
-        box_part([-0.06, -min(width / 2, 0.29), bottom + leg_h + 0.05], [0.06, -0.21, bottom + leg_h + torso_h], clothes_top),
+        box_part(
+            [-0.06, 0.21, bottom + leg_h + 0.05], [0.06, min(width / 2, 0.29), bottom + leg_h + torso_h], clothes_top
+        ),
+        box_part(
+            [-0.06, -min(width / 2, 0.29), bottom + leg_h + 0.05], [0.06, -0.21, bottom + leg_h + torso_h], clothes_top
+        ),
     ]
     head = trimesh.creation.icosphere(subdivisions=2, radius=head_r)
     head.apply_translation([0.0, 0.0, height / 2 - head_r])

@@ -9,8 +9,8 @@ import numpy as np
 
 from neurodrive.geometry import make_pose
 from neurodrive.io_utils import staged_directory
-from neurodrive.logs.model import ActorTrack, CameraSpec, LidarSpec, SensorRig
 from neurodrive.logs.io import LogWriter
+from neurodrive.logs.model import ActorTrack, CameraSpec, LidarSpec, SensorRig
 from neurodrive.sources.synthetic.presets import TownConfig
 from neurodrive.sources.synthetic.raycaster import WorldRenderer
 from neurodrive.sources.synthetic.town import Town, build_town, ego_poses
@@ -24,13 +24,17 @@ def make_rig(cfg: TownConfig) -> SensorRig:
     """Three forward cameras (front, front_left, front_right) and a spinning LiDAR on the roof."""
     yaw = np.deg2rad(cfg.side_camera_yaw_deg)
     cams = tuple(
-        CameraSpec.looking(name, cfg.image_width_px, cfg.image_height_px, np.deg2rad(cfg.camera_hfov_deg), CAMERA_MOUNT_M, y, 0.04)
+        CameraSpec.looking(
+            name, cfg.image_width_px, cfg.image_height_px, np.deg2rad(cfg.camera_hfov_deg), CAMERA_MOUNT_M, y, 0.04
+        )
         for name, y in (("front", 0.0), ("front_left", yaw), ("front_right", -yaw))
     )
     lidar = LidarSpec(
         name="top",
         T_ego_lidar=make_pose(LIDAR_MOUNT_M),
-        beam_elevations_rad=np.deg2rad(np.linspace(cfg.lidar_top_elevation_deg, cfg.lidar_bottom_elevation_deg, cfg.lidar_beams)),
+        beam_elevations_rad=np.deg2rad(
+            np.linspace(cfg.lidar_top_elevation_deg, cfg.lidar_bottom_elevation_deg, cfg.lidar_beams)
+        ),
         azimuth_bins=cfg.lidar_azimuth_bins,
         min_range_m=1.0,
         max_range_m=cfg.lidar_max_range_m,

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neurodrive.raycast.open3d_caster import MeshRaycaster
 from neurodrive.logs.model import CameraSpec, LidarSpec, LidarSweep
+from neurodrive.raycast.open3d_caster import MeshRaycaster
 from neurodrive.sources.synthetic.shading import MaterialTable, shade_hits, sky_radiance
 from neurodrive.sources.synthetic.world import World
 
@@ -148,11 +148,15 @@ class WorldRenderer:
         intensity = np.clip(intensity + rng.normal(0.0, intensity_noise_std, len(idx)), 0.0, 1.0)
         # drop: per material (glass mostly passes the beam), near-grazing incidence, and the
         # weak echoes close to the maximum range
-        p_drop = resp.lidar_drop + np.clip((0.08 - cos_i) / 0.05, 0.0, 1.0) + np.clip((rel_range - 0.85) / 0.12, 0.0, 1.0)
+        p_drop = (
+            resp.lidar_drop + np.clip((0.08 - cos_i) / 0.05, 0.0, 1.0) + np.clip((rel_range - 0.85) / 0.12, 0.0, 1.0)
+        )
         keep = rng.random(len(idx)) >= p_drop if drop_rays else np.ones(len(idx), bool)
         idx, intensity = idx[keep], intensity[keep]
         rng_m = t[idx] + rng.normal(0.0, range_noise_std_m, len(idx))
         xyz = dirs_l[idx] * rng_m[:, None]
         beam, az = np.divmod(idx, lidar.azimuth_bins)
-        sweep = LidarSweep(xyz.astype(np.float32), intensity.astype(np.float32), beam.astype(np.int16), az.astype(np.int32))
+        sweep = LidarSweep(
+            xyz.astype(np.float32), intensity.astype(np.float32), beam.astype(np.int16), az.astype(np.int32)
+        )
         return LidarFrame(sweep, hits.instance[idx])

@@ -55,7 +55,12 @@ class MaterialTable:
             sel = np.nonzero(kinds == k)[0]
             if len(sel):
                 albedo, mirror, refl, drop = shader(points[sel], normals[sel], mat[sel])
-                out.albedo[sel], out.mirror[sel], out.lidar_reflectivity[sel], out.lidar_drop[sel] = albedo, mirror, refl, drop
+                out.albedo[sel], out.mirror[sel], out.lidar_reflectivity[sel], out.lidar_drop[sel] = (
+                    albedo,
+                    mirror,
+                    refl,
+                    drop,
+                )
         return out
 
     # ------------------------------------------------------------------ shaders
@@ -167,7 +172,7 @@ class MaterialTable:
         albedo[in_frame] = frame_color
         rnd = cell_random(cell + 1000 * seed, floor, seed=33)
         glass = np.array([0.025, 0.03, 0.035]) * np.ones((len(p), 1))
-        curtain = (rnd > 0.7)
+        curtain = rnd > 0.7
         glass[curtain] = np.array([0.35, 0.30, 0.22]) * (0.6 + 0.4 * rnd[curtain, None])
         albedo[in_glass] = glass[in_glass]
         mirror = np.where(in_glass, np.where(curtain, 0.08, 0.4), 0.0)

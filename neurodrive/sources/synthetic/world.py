@@ -96,7 +96,11 @@ class World:
         ids = list(self.actor_meshes)
         for i, aid in enumerate(ids):
             m = self.actor_meshes[aid]
-            arrays |= {f"actor{i}_vertices": m.vertices, f"actor{i}_triangles": m.triangles, f"actor{i}_material_ids": m.material_ids}
+            arrays |= {
+                f"actor{i}_vertices": m.vertices,
+                f"actor{i}_triangles": m.triangles,
+                f"actor{i}_material_ids": m.material_ids,
+            }
         atomic_write_npz(folder / "world.npz", **arrays)
         atomic_write_json(
             folder / "world.json",
@@ -124,7 +128,9 @@ class World:
 
         def part(prefix: str) -> MeshPart:
             try:
-                return MeshPart(arrays[f"{prefix}_vertices"], arrays[f"{prefix}_triangles"], arrays[f"{prefix}_material_ids"])
+                return MeshPart(
+                    arrays[f"{prefix}_vertices"], arrays[f"{prefix}_triangles"], arrays[f"{prefix}_material_ids"]
+                )
             except KeyError as e:
                 raise DataError(npz_path, str(e), "missing array") from e
 
