@@ -86,3 +86,22 @@ def check_pose(pose: np.ndarray, name: str = "pose") -> None:
         )
     if not is_rigid(np.asarray(pose, float)):
         raise ValueError(f"{name}: not a rigid transform")
+
+
+def wrap_angle(angle_rad):
+    """Angle(s) wrapped to [-pi, pi)."""
+    return (np.asarray(angle_rad) + np.pi) % (2 * np.pi) - np.pi
+
+
+def to_frame_xy(xy_m: np.ndarray, origin_x_m: float, origin_y_m: float, yaw_rad: float) -> np.ndarray:
+    """World points (..., 2) in the frame at (origin, yaw): x forward, y left."""
+    rel = np.asarray(xy_m, float) - [origin_x_m, origin_y_m]
+    c, s = np.cos(yaw_rad), np.sin(yaw_rad)
+    return np.stack([rel[..., 0] * c + rel[..., 1] * s, -rel[..., 0] * s + rel[..., 1] * c], axis=-1)
+
+
+def from_frame_xy(xy_local_m: np.ndarray, origin_x_m: float, origin_y_m: float, yaw_rad: float) -> np.ndarray:
+    """Points (..., 2) given in the frame at (origin, yaw) back in the world."""
+    p = np.asarray(xy_local_m, float)
+    c, s = np.cos(yaw_rad), np.sin(yaw_rad)
+    return np.stack([origin_x_m + p[..., 0] * c - p[..., 1] * s, origin_y_m + p[..., 0] * s + p[..., 1] * c], axis=-1)

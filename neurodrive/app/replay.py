@@ -201,7 +201,7 @@ def run_episode(
     on_frame: Callable[[Observation], None] | None = None,
 ) -> dict:
     """Runs one episode to its end; returns the metrics."""
-    sim.want_sensors = sim.scene is not None and (agent.needs_sensors or on_frame is not None)
+    sim.set_sensors(sim.scene is not None and (agent.needs_sensors or on_frame is not None))
     agent.reset(sim.agent_context())
     obs = sim.reset(seed)
     if on_frame:

@@ -87,7 +87,7 @@ class Viewer:
         self.sim = Simulator(scenario, source, config=SimConfig(stop_on_collision=False))
         if self.sim.scene is None:
             raise ValueError("the viewer needs a scenario with a reconstructed scene ('scene:')")
-        self.sim.want_sensors = True
+        self.sim.set_sensors(True)
         self.agent = KeyboardAgent()
         self.save_path = Path(save_path)
         self.fps = fps

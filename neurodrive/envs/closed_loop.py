@@ -22,25 +22,12 @@ import numpy as np
 from gymnasium import spaces
 
 from neurodrive.app.replay import compose_frame
+from neurodrive.envs.actions import action_factory
+from neurodrive.envs.observations import observation_factory
+from neurodrive.envs.rewards import RewardConfig, reward_terms, weighted_rewards
 from neurodrive.scenarios.scenario import Scenario
-from neurodrive.sim.controllers import Trajectory
-from neurodrive.sim.metrics import COMFORT_BOUNDS
-from neurodrive.sim.simulator import Observation, SimConfig, Simulator
-from neurodrive.sim.vehicle import Control
-
-# |speed| m/s, |accel| m/s², |steering| rad, |lateral offset| m, |heading error| rad, time left s
-EGO_BOUNDS = np.array([60.0, 10.0, 1.1, 50.0, np.pi, 600.0], np.float32)
-ROUTE_RANGE_M = np.float32(200.0)
-
-
-@dataclass(frozen=True)
-class RewardConfig:
-    progress_per_m: float = 1.0  # reward per metre of progress along the route
-    collision: float = -50.0
-    off_road: float = -20.0
-    goal: float = 10.0
-    discomfort_per_step: float = -0.2  # when |accel| leaves nuPlan's comfort bounds
-    steering_rate_per_rad: float = -0.1
+from neurodrive.sim.simulator import SimConfig, Simulator
+from neurodrive.sim.types import Observation, StepInfo
 
 
 @dataclass(frozen=True)
@@ -85,113 +72,20 @@ class ClosedLoopEnv(gym.Env):
         self.config = config
         self.render_mode = render_mode
         self.sim = Simulator(self.scenario, source, config=SimConfig(stop_on_collision=True))
-        self.sim.want_sensors = self.sim.scene is not None
+        self.sim.set_sensors(self.sim.scene is not None)
         self.params = self.sim.params
-        self.observation_space = self._observation_space()
-        self.action_space = self._action_space()
+        rig = self.sim.rig
+        cameras = rig.cameras if rig is not None else ()
+        lidar = rig.lidar if rig is not None and self.scenario.sensors.lidar else None
+        self.observation_types = observation_factory(config, cameras, lidar, self.scenario.duration_s)
+        self.action_type = action_factory(config, self.params)
+        self.observation_space = spaces.Dict({k: v for t in self.observation_types for k, v in t.spaces().items()})
+        self.action_space = self.action_type.space()
         self._window = None
         self._last: Observation | None = None
 
-    # ------------------------------------------------------------------ spaces
-
-    def _observation_space(self) -> spaces.Dict:
-        d: dict[str, spaces.Space] = {}
-        rig = self.sim.rig
-        if rig is not None:
-            for cam in rig.cameras:
-                d[f"camera_{cam.name}"] = spaces.Box(0, 255, (cam.height_px, cam.width_px, 3), np.uint8)
-            if self.scenario.sensors.lidar:
-                lid = rig.lidar
-                if self.config.lidar_format == "range_image":
-                    d["lidar"] = spaces.Box(
-                        0.0, np.float32(lid.max_range_m), (2, lid.num_beams, lid.azimuth_bins), np.float32
-                    )
-                else:
-                    r = np.float32(lid.max_range_m)
-                    n = self.config.num_lidar_points
-                    d["lidar"] = spaces.Box(
-                        np.tile(np.array([-r, -r, -r, 0], np.float32), (n, 1)),
-                        np.tile(np.array([r, r, r, 1], np.float32), (n, 1)),
-                        dtype=np.float32,
-                    )
-        d["ego"] = spaces.Box(-EGO_BOUNDS, EGO_BOUNDS, dtype=np.float32)
-        d["route"] = spaces.Box(-ROUTE_RANGE_M, ROUTE_RANGE_M, (self.config.route_points, 2), np.float32)
-        return spaces.Dict(d)
-
-    def _action_space(self) -> spaces.Box:
-        if self.config.action_type == "continuous":
-            return spaces.Box(-1.0, 1.0, (2,), np.float32)
-        k = self.config.num_waypoints
-        low = np.tile(np.array([-5.0, -20.0], np.float32), (k, 1))
-        high = np.tile(np.array([60.0, 20.0], np.float32), (k, 1))
-        return spaces.Box(low, high, dtype=np.float32)
-
-    # ------------------------------------------------------------------ conversion
-
-    def _to_ego(self, obs: Observation, xy: np.ndarray) -> np.ndarray:
-        e = obs.ego
-        rel = np.asarray(xy, float) - [e.x_m, e.y_m]
-        c, s = np.cos(e.yaw_rad), np.sin(e.yaw_rad)
-        return np.stack([rel[..., 0] * c + rel[..., 1] * s, -rel[..., 0] * s + rel[..., 1] * c], axis=-1)
-
     def _observation(self, obs: Observation) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        if obs.sensors is not None:
-            for name, render in obs.sensors.cameras.items():
-                out[f"camera_{name}"] = render.rgb
-            if obs.sensors.lidar is not None and self.scenario.sensors.lidar:
-                out["lidar"] = self._lidar(obs)
-        e = obs.ego
-        s, lateral = obs.route.project(np.array([e.x_m, e.y_m]))
-        heading_err = (e.yaw_rad - float(obs.route.heading(s)) + np.pi) % (2 * np.pi) - np.pi
-        left = self.scenario.duration_s - obs.time_s
-        ego = np.array([e.speed_mps, e.accel_mps2, e.steering_rad, -float(lateral), -heading_err, left], np.float32)
-        out["ego"] = np.clip(ego, -EGO_BOUNDS, EGO_BOUNDS)
-        pts = obs.route.position(float(s) + self.config.route_spacing_m * np.arange(1, self.config.route_points + 1))
-        out["route"] = np.clip(self._to_ego(obs, pts), -ROUTE_RANGE_M, ROUTE_RANGE_M).astype(np.float32)
-        return out
-
-    def _lidar(self, obs: Observation) -> np.ndarray:
-        lid = self.sim.rig.lidar
-        sweep = obs.sensors.lidar.sweep
-        if self.config.lidar_format == "range_image":
-            img = np.zeros((2, lid.num_beams, lid.azimuth_bins), np.float32)
-            img[0, sweep.beam, sweep.azimuth_index] = np.minimum(sweep.range_m(), lid.max_range_m)
-            img[1, sweep.beam, sweep.azimuth_index] = np.clip(sweep.intensity, 0.0, 1.0)
-            return img
-        n = self.config.num_lidar_points
-        pts = np.zeros((n, 4), np.float32)
-        xyz = sweep.xyz_m @ lid.T_ego_lidar[:3, :3].T.astype(np.float32) + lid.T_ego_lidar[:3, 3].astype(np.float32)
-        if len(xyz):
-            pick = np.linspace(0, len(xyz) - 1, min(n, len(xyz))).astype(int)  # deterministic, evenly over the sweep
-            r = np.float32(lid.max_range_m)
-            pts[: len(pick), :3] = np.clip(xyz[pick], -r, r)
-            pts[: len(pick), 3] = np.clip(sweep.intensity[pick], 0, 1)
-        return pts
-
-    def _command(self, action: np.ndarray, obs: Observation) -> Control | Trajectory:
-        a = np.asarray(action, float)
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action: contains NaN or infinite values: {a.tolist()}")
-        if self.config.action_type == "continuous":
-            a = np.clip(a.reshape(2), -1.0, 1.0)
-            accel = a[0] * (self.params.max_accel_mps2 if a[0] >= 0 else self.params.max_decel_mps2)
-            return Control(float(accel), float(a[1] * self.config.max_steering_rad))
-        box: spaces.Box = self.action_space  # type: ignore[assignment]
-        pts = np.clip(a.reshape(-1, 2), box.low, box.high)
-        e = obs.ego
-        c, s = np.cos(e.yaw_rad), np.sin(e.yaw_rad)
-        world = np.stack([e.x_m + pts[:, 0] * c - pts[:, 1] * s, e.y_m + pts[:, 0] * s + pts[:, 1] * c], axis=1)
-        xy = np.vstack([[e.x_m, e.y_m], world])
-        speeds = np.linalg.norm(np.diff(xy, axis=0), axis=1) / self.config.waypoint_spacing_s
-        speeds = np.concatenate([speeds[:1], speeds])
-        if np.linalg.norm(xy[-1] - xy[0]) < 0.5:  # asked to stand still
-            xy = np.stack([xy[0], xy[0] + [c, s]])
-            speeds = np.zeros(2)
-        keep = np.concatenate([[True], np.linalg.norm(np.diff(xy, axis=0), axis=1) > 1e-3])
-        if keep.sum() < 2:
-            return Control(-self.params.max_decel_mps2, 0.0)
-        return Trajectory(xy[keep], speeds[keep])
+        return {k: v for t in self.observation_types for k, v in t.observe(obs).items()}
 
     # ------------------------------------------------------------------ gym API
 
@@ -206,36 +100,36 @@ class ClosedLoopEnv(gym.Env):
         return self._observation(obs), {"episode_seed": episode_seed}
 
     def step(self, action):
+        """``_simulate`` -> observe -> ``_rewards`` -> terminated / truncated (as highway-env)."""
         if self._last is None:
             raise RuntimeError("call reset() before step()")
         prev = self._last
-        obs, info = self.sim.step(self._command(action, prev))
-        self._last = obs
-        r = self.config.reward
+        obs, info = self._simulate(action)
         progress = float(obs.route.project(obs.ego.centre_xy(self.params))[0])
-        reward = r.progress_per_m * (progress - self._progress)
+        rewards = self._rewards(prev, obs, info, progress - self._progress)
         self._progress = progress
-        lo, hi = COMFORT_BOUNDS["lon_accel_mps2"]
-        if not lo <= obs.ego.accel_mps2 <= hi:
-            reward += r.discomfort_per_step
-        reward += r.steering_rate_per_rad * abs(obs.ego.steering_rad - prev.ego.steering_rad)
-        collided = bool(info.collisions)
-        reward += r.collision if collided else 0.0
-        reward += r.off_road if info.off_road else 0.0
-        reward += r.goal if info.goal_reached else 0.0
-        terminated = collided or info.goal_reached or (info.off_road and self.config.terminate_off_road)
+        terminated = bool(info.collisions) or info.goal_reached or (info.off_road and self.config.terminate_off_road)
         truncated = (not terminated) and info.done
         if terminated or truncated:
-            self.sim.done = True
+            self.sim.end_episode()
         details = {
             "collisions": [c.actor_id for c in info.collisions],
             "off_road": info.off_road,
             "goal_reached": info.goal_reached,
             "progress_m": progress - self._start_s,
+            "rewards": rewards,
         }
         if self.render_mode == "human":
             self.render()
-        return self._observation(obs), float(reward), bool(terminated), bool(truncated), details
+        return self._observation(obs), float(sum(rewards.values())), bool(terminated), bool(truncated), details
+
+    def _simulate(self, action) -> tuple[Observation, StepInfo]:
+        obs, info = self.sim.step(self.action_type.command(action, self._last))
+        self._last = obs
+        return obs, info
+
+    def _rewards(self, prev: Observation, obs: Observation, info: StepInfo, progress_m: float) -> dict[str, float]:
+        return weighted_rewards(reward_terms(prev, obs, info, progress_m), self.config.reward)
 
     def episode_metrics(self) -> dict:
         """nuPlan-style and NeuroNCAP metrics of the episode so far."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neurodrive.geometry import wrap_angle
 from neurodrive.logs.model import LidarSweep
 
 NO_ACTOR = -1
@@ -40,7 +41,7 @@ class RealismConfidence:
             k = int(np.argmin(d))
             yaw = np.arctan2(T_world_ego[1, 0], T_world_ego[0, 0])
             dist = float(d[k])
-            turn = float(abs((yaw - poses[k, 2] + np.pi) % (2 * np.pi) - np.pi))
+            turn = float(abs(wrap_angle(yaw - poses[k, 2])))
             score = float(np.exp(-dist / 4.0) * np.exp(-turn / 0.6) * (1.0 - unseen_share))
         return RealismConfidence(dist, turn, float(unseen_share), score)
 

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from neurodrive.geometry import yaw_of
+from neurodrive.geometry import wrap_angle, yaw_of
 from neurodrive.logs.model import ActorTrack
 from neurodrive.sim.paths import Polyline
 from neurodrive.sim.state import ActorState
@@ -24,7 +24,7 @@ class ActorBehaviour(Protocol):
 
 
 def _wrap(angle: np.ndarray | float) -> np.ndarray | float:
-    return (np.asarray(angle) + np.pi) % (2 * np.pi) - np.pi
+    return wrap_angle(angle)
 
 
 class TimedTrajectory:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
+from neurodrive.geometry import wrap_angle
 from neurodrive.sim.state import ActorState, WorldState, box_corners_xy
 from neurodrive.sim.vehicle import VehicleParameters
 
@@ -34,7 +35,7 @@ def footprints(states: list[ActorState]) -> np.ndarray:
 
 
 def _lerp(a: ActorState, b: ActorState, f: float) -> ActorState:
-    dyaw = (b.yaw_rad - a.yaw_rad + np.pi) % (2 * np.pi) - np.pi
+    dyaw = wrap_angle(b.yaw_rad - a.yaw_rad)
     return ActorState(
         a.actor_id,
         a.category,

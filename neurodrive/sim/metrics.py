@@ -56,12 +56,26 @@ class MetricResult:
 
 
 class Metric:
+    """One closed-loop metric: ``compute(record) -> MetricResult``. Register with ``@register_metric``."""
+
     name = ""
 
     def compute(self, record: EpisodeRecord) -> MetricResult:
         raise NotImplementedError
 
 
+METRICS: dict[str, type[Metric]] = {}
+
+
+def register_metric(cls: type[Metric]) -> type[Metric]:
+    """Class decorator: makes a metric available by its ``name`` (to scores and reports)."""
+    if not cls.name or cls.name in METRICS:
+        raise ValueError(f"metric {cls.__name__} needs a unique name, got {cls.name!r}")
+    METRICS[cls.name] = cls
+    return cls
+
+
+@register_metric
 class NoAtFaultCollisions(Metric):
     """1 without an at-fault collision, else 0 (nuPlan: no_ego_at_fault_collisions)."""
 
@@ -90,6 +104,7 @@ def distance_outside_m(area: shapely.Geometry, points_xy: np.ndarray) -> np.ndar
     return shapely.distance(area, shapely.points(points_xy))
 
 
+@register_metric
 class DrivableAreaCompliance(Metric):
     """1 when no ego corner leaves the map's drivable area by more than 0.3 m (nuPlan)."""
 
@@ -118,6 +133,7 @@ def lane_under(road_map: RoadMap, xy: np.ndarray) -> tuple[int | None, float, fl
     return best, s_best, h_best
 
 
+@register_metric
 class DrivingDirectionCompliance(Metric):
     """Distance driven against the lane direction within any 1 s window: <= 2 m -> 1, <= 6 m -> 0.5, else 0 (nuPlan)."""
 
@@ -137,6 +153,7 @@ class DrivingDirectionCompliance(Metric):
         return MetricResult(self.name, 1.0 if worst <= 2.0 else (0.5 if worst <= 6.0 else 0.0), worst, "m")
 
 
+@register_metric
 class EgoProgress(Metric):
     """Progress along the route relative to the logged expert's, clipped to [0, 1] (nuPlan)."""
 
@@ -150,6 +167,7 @@ class EgoProgress(Metric):
         return MetricResult(self.name, ratio, progress, "m", {"expert_progress_m": expert})
 
 
+@register_metric
 class MakingProgress(Metric):
     """1 when the progress ratio reaches 0.2 (nuPlan: ego_is_making_progress)."""
 
@@ -183,6 +201,7 @@ def time_to_collision_s(
     return float("inf")
 
 
+@register_metric
 class TimeToCollisionWithinBound(Metric):
     """1 when the constant-velocity time to collision never drops below 0.95 s (nuPlan; horizon 1 s).
     Actors the ego already touches are left out, as nuPlan does."""
@@ -207,6 +226,7 @@ class TimeToCollisionWithinBound(Metric):
         return MetricResult(self.name, 1.0 if worst >= self.least_ttc_s else 0.0, worst, "s")
 
 
+@register_metric
 class SpeedLimitCompliance(Metric):
     """1 - mean overspeed / 2.23 m/s, at least 0 (nuPlan); the limit is that of the lane under the ego."""
 
@@ -260,6 +280,7 @@ def comfort_signals(record: EpisodeRecord) -> dict[str, np.ndarray]:
     }
 
 
+@register_metric
 class Comfort(Metric):
     """1 when every smoothed signal stays within nuPlan's bounds."""
 
@@ -282,8 +303,49 @@ class Comfort(Metric):
         )
 
 
-MULTIPLIERS = (NoAtFaultCollisions, DrivableAreaCompliance, DrivingDirectionCompliance, MakingProgress)
-WEIGHTED = ((TimeToCollisionWithinBound, 5.0), (EgoProgress, 5.0), (SpeedLimitCompliance, 4.0), (Comfort, 2.0))
+@dataclass(frozen=True)
+class ScoreDefinition:
+    """A nuPlan-style closed-loop score: the product of the multiplier metrics' scores times the
+    weighted average of the weighted metrics' scores.
+
+    Attributes:
+        multipliers: names of metrics whose scores multiply the total (any 0 zeroes it).
+        weights: metric name -> weight of its score in the weighted average.
+    """
+
+    multipliers: tuple[str, ...]
+    weights: tuple[tuple[str, float], ...]
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in (*self.multipliers, *(n for n, _ in self.weights)) if n not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; registered: {sorted(METRICS)}")
+        if not self.weights or any(w <= 0 for _, w in self.weights):
+            raise ValueError("weights must be positive and at least one metric must be weighted")
+
+    def metric_names(self) -> tuple[str, ...]:
+        return (*self.multipliers, *(n for n, _ in self.weights))
+
+    def score(self, results: dict[str, MetricResult]) -> float:
+        product = float(np.prod([results[n].score for n in self.multipliers]))
+        total = sum(w for _, w in self.weights)
+        return product * sum(results[n].score * w for n, w in self.weights) / total
+
+
+NUPLAN_SCORE = ScoreDefinition(  # nuPlan's closed-loop score (CLS) multipliers and weights
+    multipliers=(
+        NoAtFaultCollisions.name,
+        DrivableAreaCompliance.name,
+        DrivingDirectionCompliance.name,
+        MakingProgress.name,
+    ),
+    weights=(
+        (TimeToCollisionWithinBound.name, 5.0),
+        (EgoProgress.name, 5.0),
+        (SpeedLimitCompliance.name, 4.0),
+        (Comfort.name, 2.0),
+    ),
+)
 
 
 def neuroncap_score(record: EpisodeRecord, reference_speed_mps: float | None = None) -> float:
@@ -296,23 +358,21 @@ def neuroncap_score(record: EpisodeRecord, reference_speed_mps: float | None = N
     return float(4.0 * max(0.0, 1.0 - v_impact / max(v_ref, 1e-6)))
 
 
-def evaluate_episode(record: EpisodeRecord) -> dict:
-    """All metrics, the nuPlan-style closed-loop score (product of multipliers times the weighted
-    average of the rest) and the NeuroNCAP score, as a JSON-ready dict."""
-    multipliers = [m().compute(record) for m in MULTIPLIERS]
-    weighted = [(m().compute(record), w) for m, w in WEIGHTED]
-    score = float(
-        np.prod([r.score for r in multipliers]) * sum(r.score * w for r, w in weighted) / sum(w for _, w in weighted)
-    )
+def evaluate_episode(record: EpisodeRecord, definition: ScoreDefinition = NUPLAN_SCORE) -> dict:
+    """All metrics of ``definition``, its score (nuPlan's by default) and the NeuroNCAP score, as a
+    JSON-ready dict."""
+    results = {name: METRICS[name]().compute(record) for name in definition.metric_names()}
     e = record.ego_array()
-    results = multipliers + [r for r, _ in weighted]
+    ttc = results.get(TimeToCollisionWithinBound.name)
     return {
-        "nuplan_score": score,
+        "nuplan_score": float(definition.score(results)),
         "neuroncap_score": neuroncap_score(record),
-        "metrics": {r.name: {"score": r.score, "value": r.value, "unit": r.unit, **r.details} for r in results},
+        "metrics": {
+            r.name: {"score": r.score, "value": r.value, "unit": r.unit, **r.details} for r in results.values()
+        },
         "collisions": [c.__dict__ for c in record.collisions],
         "progress_m": float(record.progress_m()[-1]) if record.ego else 0.0,
         "duration_s": float(record.times_s[-1] - record.times_s[0]) if record.times_s else 0.0,
         "mean_speed_mps": float(e[:, 3].mean()) if len(e) else 0.0,
-        "min_time_to_collision_s": next(r.value for r in results if r.name == TimeToCollisionWithinBound.name),
+        "min_time_to_collision_s": ttc.value if ttc is not None else None,
     }

@@ -17,7 +17,7 @@ import numpy as np
 import shapely
 
 from neurodrive.errors import DataError
-from neurodrive.geometry import pose_xyz_yaw, yaw_of
+from neurodrive.geometry import pose_xyz_yaw, wrap_angle, yaw_of
 from neurodrive.logs.io import load_log
 from neurodrive.logs.model import WORLD_MARGIN_M, ActorTrack, DrivingLog, SensorRig
 from neurodrive.render.edits import Repose
@@ -97,7 +97,7 @@ class Simulator:
         self.state: WorldState | None = None
         self.record: EpisodeRecord | None = None
         self.behaviours: dict[str, ActorBehaviour] = {}
-        self.want_sensors = self.scene is not None
+        self.want_sensors = self.scene is not None  # set with set_sensors()
 
     # ------------------------------------------------------------------ set-up
 
@@ -227,7 +227,7 @@ class Simulator:
             line = Polyline(np.vstack([rm.lane(lane).centerline_m for lane in r.lanes]))
         else:
             k, _, heading = lane_under(rm, ego.centre_xy(self.params))
-            if k is not None and abs((heading - ego.yaw_rad + np.pi) % (2 * np.pi) - np.pi) < np.pi / 2:
+            if k is not None and abs(wrap_angle(heading - ego.yaw_rad)) < np.pi / 2:
                 line = Polyline(rm.lanes[k].centerline_m)
             else:
                 d = np.array([np.cos(ego.yaw_rad), np.sin(ego.yaw_rad)])
@@ -346,6 +346,16 @@ class Simulator:
             return None
         placed = self.scene.place({aid: a.pose() for aid, a in state.actors.items() if aid in self.scene.actors})
         return self.scene.render_frame(placed, state.ego.pose(), self.rig.cameras, self.rig.lidar)
+
+    def set_sensors(self, enabled: bool) -> None:
+        """Render cameras and LiDAR into each observation (only possible with a scene)."""
+        if enabled and self.scene is None:
+            raise ValueError("sensors need a scenario with a reconstructed scene ('scene:')")
+        self.want_sensors = enabled
+
+    def end_episode(self) -> None:
+        """Ends the episode now (e.g. an environment terminating it on its own rule)."""
+        self.done = True
 
     def observe(self) -> Observation:
         sensors = self.render() if self.want_sensors else None

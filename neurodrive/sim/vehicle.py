@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from neurodrive.geometry import pose_xyz_yaw
+from neurodrive.geometry import pose_xyz_yaw, wrap_angle
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class KinematicBicycleModel:
         new_v = max(0.0, v + accel * dt_s)
         if new_v == 0.0 and accel < 0:
             accel = -v / dt_s if v > 0 else 0.0  # stopped: no further deceleration
-        yaw = float((yaw + np.pi) % (2 * np.pi) - np.pi)
+        yaw = float(wrap_angle(yaw))
         return replace(
             state,
             x_m=float(x),

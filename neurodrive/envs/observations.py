@@ -1,0 +1,126 @@
+"""Observation types of the Gymnasium environment: each a small class with a ``space()`` and an
+``observe(observation)`` that fills its keys; ``observation_factory`` picks them from the config
+(as highway-env's ``observation_factory``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from gymnasium import spaces
+
+from neurodrive.geometry import to_frame_xy, wrap_angle
+from neurodrive.lidar.formats import fixed_points, range_intensity_image
+from neurodrive.logs.model import CameraSpec, LidarSpec
+from neurodrive.sim.types import Observation
+
+if TYPE_CHECKING:
+    from neurodrive.envs.closed_loop import EnvConfig
+
+# |speed| m/s, |accel| m/s², |steering| rad, |lateral offset| m, |heading error| rad, time left s
+EGO_BOUNDS = np.array([60.0, 10.0, 1.1, 50.0, np.pi, 600.0], np.float32)
+ROUTE_RANGE_M = np.float32(200.0)
+
+
+class ObservationType:
+    """One or more keys of the Dict observation."""
+
+    def spaces(self) -> dict[str, spaces.Space]:
+        raise NotImplementedError
+
+    def observe(self, obs: Observation) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+class CameraObservation(ObservationType):
+    """``camera_<name>``: uint8 (H, W, 3) rendered image."""
+
+    def __init__(self, camera: CameraSpec) -> None:
+        self.camera = camera
+
+    def spaces(self) -> dict[str, spaces.Space]:
+        c = self.camera
+        return {f"camera_{c.name}": spaces.Box(0, 255, (c.height_px, c.width_px, 3), np.uint8)}
+
+    def observe(self, obs: Observation) -> dict[str, np.ndarray]:
+        return {f"camera_{self.camera.name}": obs.sensors.cameras[self.camera.name].rgb}
+
+
+class LidarRangeImageObservation(ObservationType):
+    """``lidar``: float32 (2, beams, azimuths) range (m) and intensity."""
+
+    def __init__(self, lidar: LidarSpec) -> None:
+        self.lidar = lidar
+
+    def spaces(self) -> dict[str, spaces.Space]:
+        lid = self.lidar
+        return {"lidar": spaces.Box(0.0, np.float32(lid.max_range_m), (2, lid.num_beams, lid.azimuth_bins), np.float32)}
+
+    def observe(self, obs: Observation) -> dict[str, np.ndarray]:
+        return {"lidar": range_intensity_image(obs.sensors.lidar.sweep, self.lidar)}
+
+
+class LidarPointsObservation(ObservationType):
+    """``lidar``: float32 (N, 4) x, y, z (ego frame, m) and intensity of N returns."""
+
+    def __init__(self, lidar: LidarSpec, count: int) -> None:
+        self.lidar, self.count = lidar, count
+
+    def spaces(self) -> dict[str, spaces.Space]:
+        r = np.float32(self.lidar.max_range_m)
+        low = np.tile(np.array([-r, -r, -r, 0], np.float32), (self.count, 1))
+        high = np.tile(np.array([r, r, r, 1], np.float32), (self.count, 1))
+        return {"lidar": spaces.Box(low, high, dtype=np.float32)}
+
+    def observe(self, obs: Observation) -> dict[str, np.ndarray]:
+        return {"lidar": fixed_points(obs.sensors.lidar.sweep, self.lidar, self.count)}
+
+
+class EgoStateObservation(ObservationType):
+    """``ego``: float32 (6,) speed, acceleration, steering, lateral offset and heading error to the
+    route, time left."""
+
+    def __init__(self, duration_s: float) -> None:
+        self.duration_s = duration_s
+
+    def spaces(self) -> dict[str, spaces.Space]:
+        return {"ego": spaces.Box(-EGO_BOUNDS, EGO_BOUNDS, dtype=np.float32)}
+
+    def observe(self, obs: Observation) -> dict[str, np.ndarray]:
+        e = obs.ego
+        s, lateral = obs.route.project(np.array([e.x_m, e.y_m]))
+        heading_err = float(wrap_angle(e.yaw_rad - float(obs.route.heading(s))))
+        left = self.duration_s - obs.time_s
+        ego = np.array([e.speed_mps, e.accel_mps2, e.steering_rad, -float(lateral), -heading_err, left], np.float32)
+        return {"ego": np.clip(ego, -EGO_BOUNDS, EGO_BOUNDS)}
+
+
+class RouteObservation(ObservationType):
+    """``route``: float32 (K, 2) the next K route points, ``spacing_m`` apart, in the ego frame."""
+
+    def __init__(self, points: int, spacing_m: float) -> None:
+        self.points, self.spacing_m = points, spacing_m
+
+    def spaces(self) -> dict[str, spaces.Space]:
+        return {"route": spaces.Box(-ROUTE_RANGE_M, ROUTE_RANGE_M, (self.points, 2), np.float32)}
+
+    def observe(self, obs: Observation) -> dict[str, np.ndarray]:
+        e = obs.ego
+        s, _ = obs.route.project(np.array([e.x_m, e.y_m]))
+        pts = obs.route.position(float(s) + self.spacing_m * np.arange(1, self.points + 1))
+        route = to_frame_xy(pts, e.x_m, e.y_m, e.yaw_rad)
+        return {"route": np.clip(route, -ROUTE_RANGE_M, ROUTE_RANGE_M).astype(np.float32)}
+
+
+def observation_factory(
+    config: EnvConfig, cameras: tuple[CameraSpec, ...], lidar: LidarSpec | None, duration_s: float
+) -> list[ObservationType]:
+    """The observation types of ``config``: cameras and LiDAR when the scenario renders them, then
+    the ego state and the route."""
+    types: list[ObservationType] = [CameraObservation(c) for c in cameras]
+    if lidar is not None:
+        if config.lidar_format == "range_image":
+            types.append(LidarRangeImageObservation(lidar))
+        else:
+            types.append(LidarPointsObservation(lidar, config.num_lidar_points))
+    return [*types, EgoStateObservation(duration_s), RouteObservation(config.route_points, config.route_spacing_m)]
