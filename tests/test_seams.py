@@ -79,3 +79,14 @@ def test_agents_import_without_the_renderer() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sources_registry_writes_a_log(tmp_path: Path) -> None:
+    from neurodrive.logs import load_log
+    from neurodrive.sources import available_sources, get_source
+
+    assert "synthetic" in available_sources()
+    out = get_source("synthetic").write_log(None, tmp_path / "log", preset="tiny", frames=3)
+    assert load_log(out).num_frames == 3
+    with pytest.raises(KeyError, match="available: .*synthetic"):
+        get_source("kitti-raw-missing")
