@@ -1,4 +1,4 @@
-// Native ray caster over Embree 3 (Debian's libembree-dev), loaded by neurodrive/native/caster.py
+// Native ray caster over Embree 3 (Debian's libembree-dev), loaded by neurodrive/raycast/embree.py
 // through ctypes: a plain C interface, numpy buffers in, numpy buffers out (ctypes releases the GIL).
 //
 // Why: open3d's RaycastingScene casts one ray at a time (rtcIntersect1) and holds the GIL. A
@@ -242,7 +242,7 @@ void nd_cast_rays(void* placement, const float* origins, int64_t origin_stride, 
 
 // Colours of hit rays from baked texels: for hit ray i (geom[i] >= 0) of mesh g = geom[i], the texel
 // of (prim[i], uv[i]) in that mesh's atlas (packed[g][triangle] = first texel << 8 | cells per
-// edge, see render/texels.py) and its colour colours[g][texel] (r, g, b bytes, 255 in the fourth
+// edge, see scene/texels.py) and its colour colours[g][texel] (r, g, b bytes, 255 in the fourth
 // if training saw it). Writes rgb (n, 3) in [0, 1] for hit rays only; returns the unseen hits.
 int64_t nd_shade_texels(int64_t n, const int32_t* geom, const int32_t* prim, const float* uv, const int64_t* const* packed,
                         const uint32_t* const* colours, float* rgb, int threads) {
@@ -272,6 +272,6 @@ int64_t nd_shade_texels(int64_t n, const int32_t* geom, const int32_t* prim, con
 
 // A module object so the library imports as neurodrive._embree_caster (its __file__ is what
 // ctypes loads); the functions above are reached through ctypes, not through this module.
-static struct PyModuleDef embree_module = {PyModuleDef_HEAD_INIT, "_embree_caster", "Native Embree ray caster (see neurodrive/native/caster.py).", -1, nullptr};
+static struct PyModuleDef embree_module = {PyModuleDef_HEAD_INIT, "_embree_caster", "Native Embree ray caster (see neurodrive/raycast/embree.py).", -1, nullptr};
 
 PyMODINIT_FUNC PyInit__embree_caster(void) { return PyModule_Create(&embree_module); }

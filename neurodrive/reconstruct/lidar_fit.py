@@ -21,7 +21,7 @@ def fit_lidar(
     seed: int = 0,
 ):
     """The global intensity fall-off, per-triangle reflectivity (pooled over ``smoothing_m``
-    voxels), per-vertex ray-drop rates and the ray-drop MLP (see ``render/ray_drop.py``)."""
+    voxels), per-vertex ray-drop rates and the ray-drop MLP (see ``lidar/ray_drop.py``)."""
     lidar = log.rig.lidar
     d = lidar_hit_records(log, frames, meshes, actor_ids, progress)
     key = d["mesh"].astype(np.int64) << 40 | d["tri"]

@@ -11,7 +11,7 @@ Stages (each resumable; finished stages are kept in ``OUT/checkpoints`` until th
    the sky from pixels that hit nothing; unobserved texels filled (actors: from the mirrored side
    first), then from the nearest observed texel;
 4. LiDAR: intensity fall-off and per-triangle reflectivity; per-vertex ray-drop rates and a ray-drop
-   MLP (``render/ray_drop.py``), from the sweeps.
+   MLP (``lidar/ray_drop.py``), from the sweeps.
 """
 
 from __future__ import annotations
