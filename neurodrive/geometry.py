@@ -6,6 +6,8 @@ Conventions: world and ego frames are x forward / y left / z up (m); camera fram
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # Rotation taking OpenCV camera axes to a forward-looking x-forward/y-left/z-up body frame.
@@ -89,7 +91,9 @@ def check_pose(pose: np.ndarray, name: str = "pose") -> None:
 
 
 def wrap_angle(angle_rad):
-    """Angle(s) wrapped to [-pi, pi)."""
+    """Angle(s) wrapped to [-pi, pi) (a float stays a float: this runs on every collision sub-step)."""
+    if isinstance(angle_rad, float | int):
+        return (angle_rad + math.pi) % (2 * math.pi) - math.pi
     return (np.asarray(angle_rad) + np.pi) % (2 * np.pi) - np.pi
 
 

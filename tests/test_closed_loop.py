@@ -41,7 +41,7 @@ def write_scenario(folder: Path, name: str, **fields) -> Path:
 def run(path: Path, agent: str, seed: int | None = None) -> tuple[dict, Simulator]:
     scenario = Scenario.load(path)
     ag = make_agent(agent)
-    sim = Simulator(scenario, path, render_sensors=ag.needs_sensors)
+    sim = Simulator.from_scenario(scenario, path, render_sensors=ag.needs_sensors)
     return run_episode(sim, ag, seed), sim
 
 
@@ -103,11 +103,11 @@ def test_idm_actors_stop_for_a_standing_ego_log_replay_does_not(tiny_log_dir: Pa
 def test_scenario_ids_are_checked_against_the_log(tiny_log_dir: Path, tmp_path: Path) -> None:
     path = write_scenario(tmp_path, "bad", log=str(tiny_log_dir), actors={"remove": ["vehicle_000", "nobody"]})
     with pytest.raises(DataError) as err:
-        Simulator(Scenario.load(path), path)
+        Simulator.from_scenario(Scenario.load(path), path)
     assert err.value.field == "actors.remove[1]" and "nobody" in str(err.value)
     path = write_scenario(tmp_path, "bad_lane", log=str(tiny_log_dir), route={"lanes": ["nowhere"]})
     with pytest.raises(DataError, match="route.lanes"):
-        Simulator(Scenario.load(path), path)
+        Simulator.from_scenario(Scenario.load(path), path)
     with pytest.raises(KeyError, match="available"):
         make_agent("no-such-agent")
 

@@ -324,7 +324,7 @@ def test_out_of_range_edits_and_starts_are_refused(tiny_scene_dir: Path, tiny_lo
         )
     far = Scenario.parse({"log": str(tiny_log_dir), "start": {"pose": [1e6, 0, 0]}})
     with pytest.raises(DataError, match="start.pose.*outside the log"):
-        Simulator(far, render_sensors=False)
+        Simulator.from_scenario(far, render_sensors=False)
     inserted = Scenario.parse(
         {
             "log": str(tiny_log_dir),
@@ -332,7 +332,7 @@ def test_out_of_range_edits_and_starts_are_refused(tiny_scene_dir: Path, tiny_lo
         }
     )
     with pytest.raises(DataError, match=r"actors.insert\[0\].trajectory"):
-        Simulator(inserted, render_sensors=False)
+        Simulator.from_scenario(inserted, render_sensors=False)
 
 
 def test_edits_file_asset_paths_resolve_against_the_file(tiny_scene_dir: Path, tmp_path: Path, monkeypatch) -> None:

@@ -131,7 +131,7 @@ def test_video_panels_plot_labels_and_file_modes(tiny_scene_dir: Path, tmp_path:
         tmp_path / "s.yaml",
         {"name": "blocked", "scene": str(tiny_scene_dir), "duration_s": 2.0, "actors": {"insert": [crash]}},
     )
-    sim = Simulator(Scenario.load(path), path)
+    sim = Simulator.from_scenario(Scenario.load(path), path)
     frames = []
     run_episode(sim, make_agent("constant-velocity"), on_frame=lambda obs: frames.append(compose_frame(sim, obs, 90)))
     assert sim.record.collisions, "the blocker should be hit"

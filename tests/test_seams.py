@@ -34,7 +34,7 @@ def test_metric_registry_and_score_definitions(tiny_log_dir: Path) -> None:
             def compute(self, record) -> MetricResult:
                 return MetricResult(self.name, 1.0, 0.0)
 
-    sim = Simulator(Scenario.parse({"log": str(tiny_log_dir), "duration_s": 1.0}), render_sensors=False)
+    sim = Simulator.from_scenario(Scenario.parse({"log": str(tiny_log_dir), "duration_s": 1.0}), render_sensors=False)
     run_episode(sim, make_agent("expert"))
     weighted = NUPLAN_SCORE.weights[0][0]
     only = ScoreDefinition(multipliers=(), weights=((weighted, 1.0),))

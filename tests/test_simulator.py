@@ -222,7 +222,7 @@ def test_scenarionet_import_runs_in_closed_loop() -> None:
     np.testing.assert_allclose(log.ego_poses[0, :2, 3], [-PARAMS.rear_axle_to_centre_m, 0.0])
     results = {}
     for agent in ("constant-velocity", "idm"):
-        results[agent] = run_episode(Simulator(scenario, log=log), make_agent(agent))
+        results[agent] = run_episode(Simulator(scenario, log), make_agent(agent))
     assert [c["actor_id"] for c in results["constant-velocity"]["collisions"]] == ["lead"]
     assert results["idm"]["collisions"] == [] and results["idm"]["metrics"]["drivable_area_compliance"]["score"] == 1.0
 

@@ -235,7 +235,9 @@ def replay(
         raise DataError(out, None, "is a file, expected an output folder")
     if (out / "metrics.json").exists() and not overwrite:
         raise FileExistsError(f"{out} already holds a replay result (pass --overwrite to replace it)")
-    sim = Simulator(scenario, scenario_path, config=SimConfig(), render_sensors=video or agent.needs_sensors)
+    sim = Simulator.from_scenario(
+        scenario, scenario_path, config=SimConfig(), render_sensors=video or agent.needs_sensors
+    )
     out.mkdir(parents=True, exist_ok=True)
     total = int(round(scenario.duration_s / sim.config.dt_s))
     writer, tmp_video = None, None

@@ -84,7 +84,7 @@ class Viewer:
         check_display()
         self.pg = pygame
         scenario, source = load_scenario(target)
-        self.sim = Simulator(scenario, source, config=SimConfig(stop_on_collision=False))
+        self.sim = Simulator.from_scenario(scenario, source, config=SimConfig(stop_on_collision=False))
         if self.sim.scene is None:
             raise ValueError("the viewer needs a scenario with a reconstructed scene ('scene:')")
         self.sim.set_sensors(True)

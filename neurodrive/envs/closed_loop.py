@@ -71,7 +71,7 @@ class ClosedLoopEnv(gym.Env):
             self.scenario, source = Scenario.parse(raw), "<scenario>"
         self.config = config
         self.render_mode = render_mode
-        self.sim = Simulator(self.scenario, source, config=SimConfig(stop_on_collision=True))
+        self.sim = Simulator.from_scenario(self.scenario, source, config=SimConfig(stop_on_collision=True))
         self.sim.set_sensors(self.sim.scene is not None)
         self.params = self.sim.params
         rig = self.sim.rig

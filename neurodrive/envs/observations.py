@@ -22,6 +22,18 @@ EGO_BOUNDS = np.array([60.0, 10.0, 1.1, 50.0, np.pi, 600.0], np.float32)
 ROUTE_RANGE_M = np.float32(200.0)
 
 
+_LAST_PROJECTION: list = [None, None]  # (observation, (s, lateral)): ego and route share one projection
+
+
+def route_projection(obs: Observation) -> tuple[float, float]:
+    """(arc length, signed lateral offset) of the ego on the route, computed once per observation."""
+    if _LAST_PROJECTION[0] is not obs:
+        e = obs.ego
+        s, lateral = obs.route.project(np.array([e.x_m, e.y_m]))
+        _LAST_PROJECTION[:] = [obs, (float(s), float(lateral))]
+    return _LAST_PROJECTION[1]
+
+
 class ObservationType:
     """One or more keys of the Dict observation."""
 
@@ -88,7 +100,7 @@ class EgoStateObservation(ObservationType):
 
     def observe(self, obs: Observation) -> dict[str, np.ndarray]:
         e = obs.ego
-        s, lateral = obs.route.project(np.array([e.x_m, e.y_m]))
+        s, lateral = route_projection(obs)
         heading_err = float(wrap_angle(e.yaw_rad - float(obs.route.heading(s))))
         left = self.duration_s - obs.time_s
         ego = np.array([e.speed_mps, e.accel_mps2, e.steering_rad, -float(lateral), -heading_err, left], np.float32)
@@ -106,7 +118,7 @@ class RouteObservation(ObservationType):
 
     def observe(self, obs: Observation) -> dict[str, np.ndarray]:
         e = obs.ego
-        s, _ = obs.route.project(np.array([e.x_m, e.y_m]))
+        s, _ = route_projection(obs)
         pts = obs.route.position(float(s) + self.spacing_m * np.arange(1, self.points + 1))
         route = to_frame_xy(pts, e.x_m, e.y_m, e.yaw_rad)
         return {"route": np.clip(route, -ROUTE_RANGE_M, ROUTE_RANGE_M).astype(np.float32)}

@@ -163,7 +163,9 @@ def fit_background(log: DrivingLog, frames: list[int], cfg: ReconConfig, progres
         tsdf.integrate(
             T[:3, 3], pts[keep], truncation_per_m=cfg.truncation_per_m, max_truncation_m=cfg.max_truncation_m
         )
-        virtual = transform_points(T, inpaint_dropped_rays(sweep, log.rig.lidar))
+        virtual = transform_points(
+            T, inpaint_dropped_rays(sweep, log.rig.lidar, cfg.inpaint_max_gap_bins, cfg.inpaint_tolerance)
+        )
         if len(virtual):
             virtual = virtual[_outside_actors(log, f, virtual, cfg.actor_margin_m, 0.0)]
             tsdf.integrate(T[:3, 3], virtual, weights=np.full(len(virtual), 0.5))
@@ -206,7 +208,9 @@ def fit_background(log: DrivingLog, frames: list[int], cfg: ReconConfig, progres
     with stage_step(progress, "meshing the background (marching cubes)"):
         v, t = tsdf.extract_mesh(min_weight=1.0, fallback=coarse)
         if cfg.ground_underlay_cell_m > 0:
-            gv, gt = ground_underlay(np.concatenate(static_points), cfg.ground_underlay_cell_m, 30.0, 0.04)
+            gv, gt = ground_underlay(
+                np.concatenate(static_points), cfg.ground_underlay_cell_m, cfg.underlay_margin_m, cfg.underlay_depth_m
+            )
             v, t = np.concatenate([v, gv]), np.concatenate([t, gt + len(v)])
     return v, t
 

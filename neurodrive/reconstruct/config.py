@@ -45,6 +45,21 @@ class ReconConfig:
     learning_rate: float = 0.005
     max_pixel_samples: int = 16_000_000  # bounds memory on long logs (pixels are strided beyond it)
     checkpoint_every: int = 50
+    # background details (background.py)
+    inpaint_max_gap_bins: int = 16  # dropped runs up to this many azimuth bins inside a surface are filled
+    inpaint_tolerance: float = 0.08  # ... when the bounding returns' ranges agree within this share
+    carve_pool_m: float = 1.5  # evidence for carving extruded walls is pooled over voxels this big
+    underlay_margin_m: float = 30.0  # the ground underlay reaches this far beyond the returns
+    underlay_depth_m: float = 0.04  # ... and sits this far below the measured ground
+    # sky (appearance.py)
+    sky_bins_az: int = 360  # environment map resolution: azimuth bins
+    sky_bins_el: int = 60  # ... elevation bins
+    # LiDAR model (lidar_fit.py, lidar/ray_drop.py)
+    intensity_samples: int = 300_000  # returns used to fit the intensity fall-off
+    ray_drop_folds: int = 4  # cross-fitting folds of the per-vertex drop rates
+    ray_drop_hidden_units: int = 8  # ray-drop MLP width (two hidden layers)
+    ray_drop_steps: int = 3000
+    ray_drop_batch_size: int = 8192
     seed: int = 0
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from neurodrive.lidar.intensity import LidarIntensityModel
 from neurodrive.lidar.ray_drop import DropSamples, fit_ray_drop, range_image_edges
 from neurodrive.logs.model import DrivingLog
-from neurodrive.reconstruct.config import Progress, stage_step
+from neurodrive.reconstruct.config import Progress, ReconConfig, stage_step
 from neurodrive.reconstruct.texturing import FrameCasters, fill_unobserved
 
 
@@ -16,12 +16,12 @@ def fit_lidar(
     frames: list[int],
     meshes: list[tuple[np.ndarray, np.ndarray]],
     actor_ids: list[str],
+    cfg: ReconConfig,
     progress: Progress | None = None,
-    smoothing_m: float = 0.25,
-    seed: int = 0,
 ):
-    """The global intensity fall-off, per-triangle reflectivity (pooled over ``smoothing_m``
+    """The global intensity fall-off, per-triangle reflectivity (pooled over ``cfg.lidar_smoothing_m``
     voxels), per-vertex ray-drop rates and the ray-drop MLP (see ``lidar/ray_drop.py``)."""
+    smoothing_m, seed = cfg.lidar_smoothing_m, cfg.seed
     lidar = log.rig.lidar
     d = lidar_hit_records(log, frames, meshes, actor_ids, progress)
     key = d["mesh"].astype(np.int64) << 40 | d["tri"]
@@ -29,7 +29,7 @@ def fit_lidar(
     # fall-off: choose (alpha, beta) that best explains intensities with one reflectivity per triangle
     rng = np.random.default_rng(seed)
     sub = np.nonzero(ret)[0]
-    sub = rng.choice(sub, size=min(len(sub), 300_000), replace=False) if len(sub) else sub
+    sub = rng.choice(sub, size=min(len(sub), cfg.intensity_samples), replace=False) if len(sub) else sub
     with stage_step(progress, "fitting LiDAR intensity"):
         best = _fit_intensity_falloff(d, key, sub)
     falloff = LidarIntensityModel(float(best[1]), float(best[2])).falloff(d["cos"], d["r"])
@@ -59,7 +59,15 @@ def fit_lidar(
     )
     del d
     with stage_step(progress, "fitting LiDAR ray drop"):
-        rates, drop_model = fit_ray_drop(meshes, samples, seed=seed)
+        rates, drop_model = fit_ray_drop(
+            meshes,
+            samples,
+            cfg.ray_drop_folds,
+            cfg.ray_drop_hidden_units,
+            cfg.ray_drop_steps,
+            cfg.ray_drop_batch_size,
+            seed,
+        )
     model = LidarIntensityModel(float(best[1]), float(best[2]), drop_model)
     return model, list(zip(reflectivity, rates))
 

@@ -93,7 +93,7 @@ def reconstruct(
     actor_meshes, actor_points = actor_geometry(log, frames, actor_ids, cfg, stage, progress)
     meshes: Meshes = [background, *actor_meshes]
     look = fit_appearance(log, frames, meshes, actor_ids, cfg, stage, progress)
-    intensity_model, lidar_attrs = fit_lidar(log, frames, meshes, actor_ids, progress, cfg.lidar_smoothing_m, cfg.seed)
+    intensity_model, lidar_attrs = fit_lidar(log, frames, meshes, actor_ids, cfg, progress)
 
     def surface(m: int) -> SurfaceMesh:
         v, t = meshes[m]
@@ -136,7 +136,7 @@ def background_geometry(
     n_measured = len(bg_t)
     with stage_step(progress, "extruding wall tops, carving them by LiDAR"):
         bg_v, bg_t = extrude_wall_tops(bg_v, bg_t, cfg.wall_min_height_m, cfg.wall_extrusion_m)
-        bg_t = carve_unsupported_extrusion(bg_v, bg_t, n_measured, log, frames)
+        bg_t = carve_unsupported_extrusion(bg_v, bg_t, n_measured, log, frames, cfg.carve_pool_m)
     if cfg.max_triangle_edge_m > 0:  # large priors (ground underlay, extruded walls) in finer triangles
         with stage_step(progress, "splitting large background triangles"):
             bg_v, bg_t = trimesh.remesh.subdivide_to_size(bg_v, bg_t, max_edge=cfg.max_triangle_edge_m)
@@ -217,7 +217,9 @@ def fit_appearance(
         (lambda d, n: progress("training appearance", d, n)) if progress else None,
     )
     with stage_step(progress, "fitting the sky map"):
-        sky = fit_sky(sky_samples, np.stack([decoder.exposures[c] for c in cam_names]))
+        sky = fit_sky(
+            sky_samples, np.stack([decoder.exposures[c] for c in cam_names]), cfg.sky_bins_az, cfg.sky_bins_el
+        )
     filled = fill_unseen_texels(meshes, atlases, offsets, features, count, cfg, progress)
     return Appearance(atlases, offsets, filled, count, decoder, sky, stride, losses)
 

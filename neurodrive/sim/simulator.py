@@ -60,35 +60,20 @@ class Simulator:
     def __init__(
         self,
         scenario: Scenario,
+        log: DrivingLog,
+        scene: SceneModel | None = None,
         source: str | Path = "<scenario>",
         params: VehicleParameters = VehicleParameters(),
         config: SimConfig = SimConfig(),
-        scene: SceneModel | None = None,
-        log: DrivingLog | None = None,
-        render_sensors: bool = True,
     ) -> None:
+        """A simulator of loaded objects: the scenario, its log and (for sensors) its scene.
+        ``Simulator.from_scenario`` loads them from the paths the scenario names."""
         self.scenario, self.source, self.params, self.config = scenario, str(source), params, config
-        if scene is None and scenario.scene is not None and render_sensors:
-            scene = SceneModel.load(scenario.resolve_path(scenario.scene))
-        if log is None:
-            if scenario.log is not None:
-                log = load_log(scenario.resolve_path(scenario.log))
-            else:
-                scene_dir = scenario.resolve_path(scenario.scene)
-                meta = scene.meta if scene is not None else read_scene_meta(scene_dir)
-                log_path = Path(meta["log"]["path"])
-                if not (log_path / "log.json").is_file():
-                    raise DataError(
-                        scene_dir / "scene.json",
-                        "log.path",
-                        f"the source log {log_path} is not there; give 'log:' in the scenario {self.source}",
-                    )
-                log = load_log(log_path)
         self.log = log
         self.dynamics = KinematicBicycleModel(params)
         self.controller = PurePursuitController(params)
         self._check_ids()
-        self.scene = self._scene_with_inserts(scene) if scene is not None and render_sensors else None
+        self.scene = self._scene_with_inserts(scene) if scene is not None else None
         self.rig = self._sensor_rig() if self.scene is not None else None
         self.start_frame, start_ego = self._start()
         self.route, self.goal_s_m = self._route(start_ego)
@@ -98,6 +83,35 @@ class Simulator:
         self.record: EpisodeRecord | None = None
         self.behaviours: dict[str, ActorBehaviour] = {}
         self.want_sensors = self.scene is not None  # set with set_sensors()
+
+    @classmethod
+    def from_scenario(
+        cls,
+        scenario: Scenario,
+        source: str | Path = "<scenario>",
+        params: VehicleParameters = VehicleParameters(),
+        config: SimConfig = SimConfig(),
+        render_sensors: bool = True,
+    ) -> Simulator:
+        """Loads the log and (with ``render_sensors``) the scene that ``scenario`` names: its ``log:``,
+        else the source log recorded in its scene's scene.json."""
+        scene = None
+        if scenario.scene is not None and render_sensors:
+            scene = SceneModel.load(scenario.resolve_path(scenario.scene))
+        if scenario.log is not None:
+            log = load_log(scenario.resolve_path(scenario.log))
+        else:
+            scene_dir = scenario.resolve_path(scenario.scene)
+            meta = scene.meta if scene is not None else read_scene_meta(scene_dir)
+            log_path = Path(meta["log"]["path"])
+            if not (log_path / "log.json").is_file():
+                raise DataError(
+                    scene_dir / "scene.json",
+                    "log.path",
+                    f"the source log {log_path} is not there; give 'log:' in the scenario {source}",
+                )
+            log = load_log(log_path)
+        return cls(scenario, log, scene, source, params, config)
 
     # ------------------------------------------------------------------ set-up
 

@@ -5,7 +5,7 @@ with per-step ``position`` (T, 2 or 3), ``heading`` (T,), ``length``/``width``/`
 ``valid`` (T,)) and ``map_features`` (lanes: ``type`` starting with ``LANE``, ``polyline`` (K, 2+)).
 It becomes a ``DrivingLog`` without sensors (flat ground: boxes stand on z = 0; lanes 3.5 m wide
 unless ``width`` is given; drivable area = the lanes' union) and a default ``Scenario`` over it;
-``Simulator(scenario, log=log)`` runs it with every agent that does not need sensors.
+``Simulator(scenario, log)`` runs it with every agent that does not need sensors.
 ScenarioNet stores descriptions as pickles: unpickle only files you trust, then pass the dict.
 """
 
