@@ -167,3 +167,23 @@ def test_install_prefers_the_cpu_wheel_index_when_it_answers(tmp_path: Path) -> 
     finally:
         server.shutdown()
     assert plan.returncode == 0 and plan.stdout.strip() == "torch: cpu-index"
+
+
+def test_ctrl_c_in_replay_and_eval_commands_print_one_line(tiny_log_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import neurodrive.app.evaluation as evaluation
+    import neurodrive.app.replay as replay_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(replay_module, "replay", interrupted)
+    monkeypatch.setattr(evaluation, "evaluate_scenarios", interrupted)
+    scenario = write_yaml(tmp_path / "s.yaml", {"log": str(tiny_log_dir), "duration_s": 0.5})
+    runner = CliRunner()
+    for args, kept in (
+        (["replay", str(scenario), "--out", str(tmp_path / "r")], "no partial result"),
+        (["eval", str(tmp_path), "--out", str(tmp_path / "e")], "queued scenarios were cancelled"),
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 130, result.output
+        assert "interrupted:" in result.output and kept in result.output and "again" in result.output
