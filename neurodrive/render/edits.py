@@ -31,7 +31,7 @@ from neurodrive.io_utils import read_yaml_mapping
 from neurodrive.logs.model import WORLD_MARGIN_M
 from neurodrive.logs.schema import describe_validation_error
 from neurodrive.scene.model import SceneModel
-from neurodrive.scene.surface import ActorAsset
+from neurodrive.scene.surface import resolve_asset
 
 PoseXYZYaw = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=4, max_length=4)]
 
@@ -136,17 +136,13 @@ class EditedScene:
         for i, ins in enumerate(edits.insert):
             if ins.id in assets:
                 raise DataError(source, f"insert[{i}].id", f"actor id '{ins.id}' already exists")
-            if ins.asset in model.actors:
-                base = model.actors[ins.asset]
-            elif Path(ins.asset).suffix == ".npz":
-                path = Path(ins.asset).expanduser()
-                base = ActorAsset.load(path if path.is_absolute() or base_dir is None else Path(base_dir) / path)
-            else:
+            base = resolve_asset(ins.asset, model.actors, base_dir)
+            if base is None:
                 raise DataError(
                     source, f"insert[{i}].asset", f"'{ins.asset}' is neither an actor of the scene nor an asset .npz"
                 )
-            assets[ins.id] = ActorAsset(ins.id, base.category, base.size_m, base.mesh, source=base.source or ins.asset)
-        self.model = SceneModel(model.background, assets, model.decoder, model.sky, model.lidar_intensity, model.meta)
+            assets[ins.id] = base.renamed(ins.id, ins.asset)
+        self.model = model.with_actors(assets)
         self.edits = edits
 
     @staticmethod

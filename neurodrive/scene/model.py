@@ -105,6 +105,15 @@ class SceneModel(SceneRendering):
         self._background_handles: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ rendering
+    def with_actors(self, actors: dict[str, ActorAsset]) -> SceneModel:
+        """The same scene (background, decoder, sky, LiDAR model, BVHs) with another set of actor assets."""
+        model = SceneModel(
+            self.background, actors, self.decoder, self.sky, self.lidar_intensity, self.meta, self.caster
+        )
+        model._background_handles = self._background_handles  # same background: reuse its acceleration structures
+        model._exposed = self._exposed
+        return model
+
     def background_handle(self, backend: CasterBackend) -> Any:
         """The background mesh in ``backend`` (built once per scene model and backend)."""
         handle = self._background_handles.get(backend.name)

@@ -142,6 +142,12 @@ class ActorAsset:
     def bounding_radius_m(self) -> float:
         return bounding_radius_m(self.mesh.vertices)
 
+    def renamed(self, actor_id: str, source: str = "") -> ActorAsset:
+        """The same asset under another id (an inserted copy); its mesh and BVHs are shared."""
+        renamed = ActorAsset(actor_id, self.category, self.size_m, self.mesh, source=self.source or source)
+        renamed.__dict__["_mesh_handles"] = self._mesh_handles  # same mesh: reuse its acceleration structures
+        return renamed
+
     def save(self, folder: Path) -> None:
         atomic_write_npz(inside(folder, self.actor_id, ".npz"), **self.mesh.arrays())
         atomic_write_json(
@@ -172,3 +178,18 @@ class ActorAsset:
             if isinstance(e, DataError):
                 raise
             raise DataError(meta_path, None, f"malformed actor asset metadata: {e}") from e
+
+
+def resolve_asset(
+    reference: str, scene_actors: dict[str, ActorAsset], base_dir: str | Path | None
+) -> ActorAsset | None:
+    """The asset an edit names: an actor of the scene, or an asset ``.npz`` (relative paths against
+    ``base_dir``, the folder of the file that names it); None when it is neither."""
+    if reference in scene_actors:
+        return scene_actors[reference]
+    path = Path(reference).expanduser()
+    if path.suffix != ".npz":
+        return None
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    return ActorAsset.load(path) if path.is_file() else None

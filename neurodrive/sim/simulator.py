@@ -24,7 +24,7 @@ from neurodrive.render.edits import Repose
 from neurodrive.render.results import FrameRender
 from neurodrive.scenarios.scenario import InsertActor, Scenario
 from neurodrive.scene.model import SceneModel, read_scene_meta
-from neurodrive.scene.surface import ActorAsset
+from neurodrive.scene.surface import ActorAsset, resolve_asset
 from neurodrive.sim.behaviours import ActorBehaviour, IDMFollower, TimedTrajectory, idm_from_track, log_replay
 from neurodrive.sim.collisions import detect_collisions
 from neurodrive.sim.controllers import PurePursuitController, Trajectory
@@ -180,15 +180,10 @@ class Simulator:
                 self._fail(field_name, f"{np.asarray(xy, float).reshape(-1, 2)[0].tolist()}... lies {where}")
 
     def _insert_asset(self, i: int, ins: InsertActor, scene: SceneModel | None) -> ActorAsset | None:
-        if scene is not None and ins.asset in scene.actors:
-            return scene.actors[ins.asset]
-        path = self.scenario.resolve_path(ins.asset)
-        if path.suffix == ".npz" and path.is_file():
-            return ActorAsset.load(path)
-        if scene is None:
-            return None
-        self._fail(f"actors.insert[{i}].asset", f"'{ins.asset}' is neither an actor of the scene nor an asset .npz")
-        return None
+        asset = resolve_asset(ins.asset, scene.actors if scene is not None else {}, self.scenario.base_dir)
+        if asset is None and scene is not None:
+            self._fail(f"actors.insert[{i}].asset", f"'{ins.asset}' is neither an actor of the scene nor an asset .npz")
+        return asset
 
     def _insert_size(self, i: int, ins: InsertActor) -> tuple[str, tuple[float, float, float]]:
         # an inserted actor already placed in the scene (at set-up or by insert_actor) needs no asset read
@@ -205,8 +200,8 @@ class Simulator:
         assets = dict(scene.actors)
         for i, ins in enumerate(self.scenario.actors.insert):
             base = self._insert_asset(i, ins, scene)
-            assets[ins.id] = ActorAsset(ins.id, base.category, base.size_m, base.mesh, source=base.source or ins.asset)
-        return SceneModel(scene.background, assets, scene.decoder, scene.sky, scene.lidar_intensity, scene.meta)
+            assets[ins.id] = base.renamed(ins.id, ins.asset)
+        return scene.with_actors(assets)
 
     def _sensor_rig(self) -> SensorRig:
         s = self.scenario.sensors
@@ -468,9 +463,7 @@ class Simulator:
             self._check_ids()
             if self.scene is not None:
                 base = self._insert_asset(len(self.scenario.actors.insert) - 1, ins, self.scene)
-                self.scene.actors[actor_id] = ActorAsset(
-                    actor_id, base.category, base.size_m, base.mesh, source=base.source or asset
-                )
+                self.scene.actors[actor_id] = base.renamed(actor_id, asset)
         except (DataError, KeyError):
             self._edit_scenario(insert=self.scenario.actors.insert[:-1])
             raise
