@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from neurodrive.logs.io import load_log
-from neurodrive.reconstruct.pipeline import ReconConfig, reconstruct
+from neurodrive.reconstruct.config import AppearanceConfig, ReconConfig
+from neurodrive.reconstruct.pipeline import reconstruct
 from neurodrive.sources.synthetic.generate import generate_log
 from neurodrive.sources.synthetic.presets import get_preset
 
@@ -18,7 +19,7 @@ def tiny_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-FAST_RECON = ReconConfig(train_steps=40, checkpoint_every=10, batch_size=4096)
+FAST_RECON = ReconConfig(appearance=AppearanceConfig(train_steps=40, checkpoint_every=10, batch_size=4096))
 
 
 @pytest.fixture(scope="session")

@@ -142,11 +142,11 @@ def reconstruct(
     if steps is not None:
         if steps < 1:
             _fail(ValueError(f"--steps must be positive, got {steps}"))
-        cfg = replace(cfg, train_steps=steps)
+        cfg = replace(cfg, appearance=replace(cfg.appearance, train_steps=steps))
     if voxel is not None:
         if not 0.01 <= voxel <= 1.0:
             _fail(ValueError(f"--voxel must lie in [0.01, 1.0] m, got {voxel}"))
-        cfg = replace(cfg, voxel_size_m=voxel)
+        cfg = replace(cfg, geometry=replace(cfg.geometry, voxel_size_m=voxel))
     try:
         drv = load_log(log)
         with progress_bar() as bar:

@@ -26,7 +26,7 @@ def gather_actor_returns(
         pts = transform_points(T, log.lidar(f).xyz_m.astype(np.float64))
         for track in present:
             local = _box_local(track, f, pts)
-            inside = _in_box(local, track.size_m, 0.05, cfg.ground_clearance_m * 0.7)
+            inside = _in_box(local, track.size_m, 0.05, cfg.actors.ground_clearance_m * 0.7)
             if inside.any():
                 out[track.actor_id].append((_box_local(track, f, T[:3, 3][None])[0], local[inside]))
     return out
@@ -35,7 +35,7 @@ def gather_actor_returns(
 def fit_actor(track: ActorTrack, returns: list[tuple[np.ndarray, np.ndarray]], cfg: ReconConfig):
     """Mesh of one actor in its box frame from its returns (see gather_actor_returns); mirrored
     returns give the unseen side."""
-    vs = cfg.actor_voxel_size_m
+    vs = cfg.actors.actor_voxel_size_m
     tsdf = SparseTsdf(vs, 3 * vs)
     mirror = np.array([1.0, -1.0, 1.0])
     n_points = 0
@@ -53,7 +53,7 @@ def fit_actor(track: ActorTrack, returns: list[tuple[np.ndarray, np.ndarray]], c
         vehicle = track.category not in ("pedestrian", "cyclist")
         l2, w2, h2 = track.size_m / 2
         if vehicle and np.ptp(pts[:, 0]) < 0.85 * track.size_m[0]:
-            z0, z1 = -h2 + cfg.ground_clearance_m * 1.5, -h2 + 0.5 * track.size_m[2]
+            z0, z1 = -h2 + cfg.actors.ground_clearance_m * 1.5, -h2 + 0.5 * track.size_m[2]
             body = np.array([[x, y, z] for x in (-l2, l2) for y in (-w2 + 0.05, w2 - 0.05) for z in (z0, z1)])
             pts = np.concatenate([pts, body])
         if vehicle and pts[:, 2].max() < h2 - 0.1:
@@ -63,15 +63,17 @@ def fit_actor(track: ActorTrack, returns: list[tuple[np.ndarray, np.ndarray]], c
         try:
             hull = trimesh.convex.convex_hull(pts)
             if hull.volume > 0.2 * np.prod(track.size_m):
-                v, t = trimesh.remesh.subdivide_to_size(hull.vertices, hull.faces, max_edge=cfg.actor_voxel_size_m * 2)
+                v, t = trimesh.remesh.subdivide_to_size(
+                    hull.vertices, hull.faces, max_edge=cfg.actors.actor_voxel_size_m * 2
+                )
             else:
                 t = np.zeros((0, 3), np.int64)
         except Exception:  # a degenerate (flat) point set: fall back to the box below
             t = np.zeros((0, 3), np.int64)
     if len(t) < 50:  # too little evidence: a box of the tracked size stands in
         box = trimesh.creation.box(
-            extents=track.size_m * np.array([1.0, 1.0, 1.0 - cfg.ground_clearance_m / track.size_m[2]])
+            extents=track.size_m * np.array([1.0, 1.0, 1.0 - cfg.actors.ground_clearance_m / track.size_m[2]])
         )
-        box.apply_translation([0, 0, cfg.ground_clearance_m / 2])
-        v, t = trimesh.remesh.subdivide_to_size(box.vertices, box.faces, max_edge=cfg.actor_voxel_size_m * 2)
+        box.apply_translation([0, 0, cfg.actors.ground_clearance_m / 2])
+        v, t = trimesh.remesh.subdivide_to_size(box.vertices, box.faces, max_edge=cfg.actors.actor_voxel_size_m * 2)
     return np.clip(v, -half, half), np.asarray(t), n_points

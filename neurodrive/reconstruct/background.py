@@ -152,64 +152,61 @@ def carve_unsupported_extrusion(
 
 def fit_background(log: DrivingLog, frames: list[int], cfg: ReconConfig, progress: Progress | None = None):
     """Static mesh (vertices, triangles) from LiDAR returns outside every actor box."""
-    tsdf = SparseTsdf(cfg.voxel_size_m, cfg.truncation_m)
+    tsdf = SparseTsdf(cfg.geometry.voxel_size_m, cfg.geometry.truncation_m)
     static_points = []
-    coarse = SparseTsdf(cfg.voxel_size_m * cfg.coarse_voxel_ratio, cfg.truncation_m * cfg.coarse_voxel_ratio)
+    coarse = SparseTsdf(
+        cfg.geometry.voxel_size_m * cfg.geometry.coarse_voxel_ratio,
+        cfg.geometry.truncation_m * cfg.geometry.coarse_voxel_ratio,
+    )
     for k, f in enumerate(frames):
         sweep = log.lidar(f)
         T = log.T_world_lidar(f)
         pts = transform_points(T, sweep.xyz_m.astype(np.float64))
-        keep = _outside_actors(log, f, pts, cfg.actor_margin_m, cfg.ground_clearance_m)
+        keep = _outside_actors(log, f, pts, cfg.actors.actor_margin_m, cfg.actors.ground_clearance_m)
         tsdf.integrate(
-            T[:3, 3], pts[keep], truncation_per_m=cfg.truncation_per_m, max_truncation_m=cfg.max_truncation_m
+            T[:3, 3],
+            pts[keep],
+            truncation_per_m=cfg.geometry.truncation_per_m,
+            max_truncation_m=cfg.geometry.max_truncation_m,
         )
         virtual = transform_points(
-            T, inpaint_dropped_rays(sweep, log.rig.lidar, cfg.inpaint_max_gap_bins, cfg.inpaint_tolerance)
+            T,
+            inpaint_dropped_rays(
+                sweep, log.rig.lidar, cfg.geometry.inpaint_max_gap_bins, cfg.geometry.inpaint_tolerance
+            ),
         )
         if len(virtual):
-            virtual = virtual[_outside_actors(log, f, virtual, cfg.actor_margin_m, 0.0)]
+            virtual = virtual[_outside_actors(log, f, virtual, cfg.actors.actor_margin_m, 0.0)]
             tsdf.integrate(T[:3, 3], virtual, weights=np.full(len(virtual), 0.5))
-        far = np.linalg.norm(pts - T[:3, 3], axis=1) > cfg.coarse_min_range_m
+        far = np.linalg.norm(pts - T[:3, 3], axis=1) > cfg.geometry.coarse_min_range_m
         static_points.append(pts[keep][::4])
         coarse.integrate(T[:3, 3], pts[keep & far])
-        if cfg.densify_min_range_m > 0:
+        if cfg.geometry.densify_min_range_m > 0:
             dense = transform_points(
                 T,
                 densify_far_returns(
-                    sweep, log.rig.lidar, cfg.densify_min_range_m, cfg.densify_spacing_m, cfg.densify_tolerance
+                    sweep,
+                    log.rig.lidar,
+                    cfg.geometry.densify_min_range_m,
+                    cfg.geometry.densify_spacing_m,
+                    cfg.geometry.densify_tolerance,
                 ),
             )
             coarse.integrate(
-                T[:3, 3], dense[_outside_actors(log, f, dense, cfg.actor_margin_m, cfg.ground_clearance_m)]
+                T[:3, 3],
+                dense[_outside_actors(log, f, dense, cfg.actors.actor_margin_m, cfg.actors.ground_clearance_m)],
             )
         if progress:
             progress("background geometry", k + 1, len(frames))
-    # The ground under parked actors is never seen: close it with a patch at the surrounding
-    # ground height (its texels are later filled from the nearest observed ground).
-    for track in log.tracks:
-        if not track.is_static() or not track.valid[frames].any():
-            continue
-        f = frames[int(np.argmax(track.valid[frames]))]
-        pose = track.poses[f]
-        half = track.size_m[:2] / 2 + cfg.actor_margin_m + 0.3
-        gx, gy = np.meshgrid(
-            np.arange(-half[0], half[0], cfg.voxel_size_m / 2), np.arange(-half[1], half[1], cfg.voxel_size_m / 2)
-        )
-        ring = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], 1)
-        ground_z = pose[2, 3] - track.size_m[2] / 2
-        probe = transform_points(pose, ring)
-        probe[:, 2] = ground_z
-        sdf, seen = tsdf.query(probe)
-        if seen.sum() > 10:  # refine the height from nearby observed ground voxels
-            ground_z -= float(np.median(sdf[seen]))
-        probe[:, 2] = ground_z
-        tsdf.integrate(probe + np.array([0.0, 0.0, 1.5]), probe, weights=np.full(len(probe), 0.5))
-        coarse.integrate(probe + np.array([0.0, 0.0, 1.5]), probe, weights=np.full(len(probe), 0.5))
+    close_ground_under_parked_actors(log, frames, cfg, tsdf, coarse)
     with stage_step(progress, "meshing the background (marching cubes)"):
         v, t = tsdf.extract_mesh(min_weight=1.0, fallback=coarse)
-        if cfg.ground_underlay_cell_m > 0:
+        if cfg.geometry.ground_underlay_cell_m > 0:
             gv, gt = ground_underlay(
-                np.concatenate(static_points), cfg.ground_underlay_cell_m, cfg.underlay_margin_m, cfg.underlay_depth_m
+                np.concatenate(static_points),
+                cfg.geometry.ground_underlay_cell_m,
+                cfg.geometry.underlay_margin_m,
+                cfg.geometry.underlay_depth_m,
             )
             v, t = np.concatenate([v, gv]), np.concatenate([t, gt + len(v)])
     return v, t
@@ -308,3 +305,30 @@ def extrude_wall_tops(
         ]
     )
     return np.concatenate([vertices, col_a, col_b]), np.concatenate([triangles, new_tris])
+
+
+def close_ground_under_parked_actors(
+    log: DrivingLog, frames: list[int], cfg: ReconConfig, tsdf: SparseTsdf, coarse: SparseTsdf
+) -> None:
+    """The ground under parked actors is never seen: close it with a patch at the surrounding ground
+    height (its texels are later filled from the nearest observed ground)."""
+    for track in log.tracks:
+        if not track.is_static() or not track.valid[frames].any():
+            continue
+        f = frames[int(np.argmax(track.valid[frames]))]
+        pose = track.poses[f]
+        half = track.size_m[:2] / 2 + cfg.actors.actor_margin_m + 0.3
+        gx, gy = np.meshgrid(
+            np.arange(-half[0], half[0], cfg.geometry.voxel_size_m / 2),
+            np.arange(-half[1], half[1], cfg.geometry.voxel_size_m / 2),
+        )
+        ring = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], 1)
+        ground_z = pose[2, 3] - track.size_m[2] / 2
+        probe = transform_points(pose, ring)
+        probe[:, 2] = ground_z
+        sdf, seen = tsdf.query(probe)
+        if seen.sum() > 10:  # refine the height from nearby observed ground voxels
+            ground_z -= float(np.median(sdf[seen]))
+        probe[:, 2] = ground_z
+        tsdf.integrate(probe + np.array([0.0, 0.0, 1.5]), probe, weights=np.full(len(probe), 0.5))
+        coarse.integrate(probe + np.array([0.0, 0.0, 1.5]), probe, weights=np.full(len(probe), 0.5))

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
-class ReconConfig:
+class GeometryConfig:
+    """Background geometry (``background.py``, ``pipeline.background_geometry``): TSDF, virtual
+    returns, underlay, walls."""
+
     voxel_size_m: float = 0.1  # background TSDF voxel
     truncation_m: float = 0.3  # band around near returns
     truncation_per_m: float = 0.03  # the band widens with range ...
@@ -23,14 +26,30 @@ class ReconConfig:
     densify_spacing_m: float = 0.15  # ... with virtual returns this far apart
     densify_tolerance: float = 0.05  # ... between returns whose ranges differ by less than this share
     ground_underlay_cell_m: float = 2.0  # heightfield under the TSDF ground that closes far holes (0: off)
+    underlay_margin_m: float = 30.0  # the ground underlay reaches this far beyond the returns
+    underlay_depth_m: float = 0.04  # ... and sits this far below the measured ground
     wall_extrusion_m: float = 12.0  # walls continue this far above the LiDAR's view (0: off)
     wall_min_height_m: float = 3.0  # only open wall tops above this height are extruded
+    carve_pool_m: float = 1.5  # evidence for carving extruded walls is pooled over voxels this big
     max_triangle_edge_m: float = 1.0  # larger background triangles are split (per-vertex LiDAR drop rates stay local)
+    inpaint_max_gap_bins: int = 16  # dropped runs up to this many azimuth bins inside a surface are filled
+    inpaint_tolerance: float = 0.08  # ... when the bounding returns' ranges agree within this share
+
+
+@dataclass(frozen=True)
+class ActorConfig:
+    """Actor meshes (``actors.py``) and which returns belong to actors rather than the background."""
+
     actor_voxel_size_m: float = 0.05
     actor_margin_m: float = 0.3  # returns this close around a box are not background
     ground_clearance_m: float = 0.12  # returns this low inside a box are ground, not actor
-    holdout_every: int = 5  # frames with index % holdout_every == holdout_phase are held out
-    holdout_phase: int = 2
+
+
+@dataclass(frozen=True)
+class AppearanceConfig:
+    """Texels, colours, exposures, the decoder MLP and its training, the sky map (``texturing.py``,
+    ``appearance.py``)."""
+
     num_features: int = 5  # per texel: 3 colour + extra channels for the MLP
     hidden_units: int = 16
     residual_scale: float = 0.25
@@ -39,27 +58,46 @@ class ReconConfig:
     texel_pixel_ratio: float = 1.5  # texel width in pixel footprints at the closest training view
     max_texel_resolution: int = 24
     exposure_rounds: int = 3
-    lidar_smoothing_m: float = 0.25  # LiDAR reflectivity evidence is pooled over voxels this big
     train_steps: int = 400
     batch_size: int = 16384
     learning_rate: float = 0.005
     max_pixel_samples: int = 16_000_000  # bounds memory on long logs (pixels are strided beyond it)
     checkpoint_every: int = 50
-    # background details (background.py)
-    inpaint_max_gap_bins: int = 16  # dropped runs up to this many azimuth bins inside a surface are filled
-    inpaint_tolerance: float = 0.08  # ... when the bounding returns' ranges agree within this share
-    carve_pool_m: float = 1.5  # evidence for carving extruded walls is pooled over voxels this big
-    underlay_margin_m: float = 30.0  # the ground underlay reaches this far beyond the returns
-    underlay_depth_m: float = 0.04  # ... and sits this far below the measured ground
-    # sky (appearance.py)
     sky_bins_az: int = 360  # environment map resolution: azimuth bins
     sky_bins_el: int = 60  # ... elevation bins
-    # LiDAR model (lidar_fit.py, lidar/ray_drop.py)
+
+
+@dataclass(frozen=True)
+class LidarFitConfig:
+    """The LiDAR model (``lidar_fit.py``, ``lidar/ray_drop.py``): reflectivity pooling, intensity fall-off, ray drop."""
+
+    lidar_smoothing_m: float = 0.25  # LiDAR reflectivity evidence is pooled over voxels this big
     intensity_samples: int = 300_000  # returns used to fit the intensity fall-off
     ray_drop_folds: int = 4  # cross-fitting folds of the per-vertex drop rates
     ray_drop_hidden_units: int = 8  # ray-drop MLP width (two hidden layers)
     ray_drop_steps: int = 3000
     ray_drop_batch_size: int = 8192
+
+
+@dataclass(frozen=True)
+class ReconConfig:
+    """Every reconstruction setting, one dataclass per stage; written in full to scene.json.
+
+    Attributes:
+        geometry: background geometry.
+        actors: actor meshes.
+        appearance: texels, decoder training, sky.
+        lidar: the LiDAR model.
+        holdout_every, holdout_phase: frames with index % holdout_every == holdout_phase are held out.
+        seed: seeds every random draw (same seed, same bytes).
+    """
+
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    actors: ActorConfig = field(default_factory=ActorConfig)
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
+    lidar: LidarFitConfig = field(default_factory=LidarFitConfig)
+    holdout_every: int = 5
+    holdout_phase: int = 2
     seed: int = 0
 
 

@@ -19,9 +19,9 @@ def fit_lidar(
     cfg: ReconConfig,
     progress: Progress | None = None,
 ):
-    """The global intensity fall-off, per-triangle reflectivity (pooled over ``cfg.lidar_smoothing_m``
+    """The global intensity fall-off, per-triangle reflectivity (pooled over ``cfg.lidar.lidar_smoothing_m``
     voxels), per-vertex ray-drop rates and the ray-drop MLP (see ``lidar/ray_drop.py``)."""
-    smoothing_m, seed = cfg.lidar_smoothing_m, cfg.seed
+    smoothing_m, seed = cfg.lidar.lidar_smoothing_m, cfg.seed
     lidar = log.rig.lidar
     d = lidar_hit_records(log, frames, meshes, actor_ids, progress)
     key = d["mesh"].astype(np.int64) << 40 | d["tri"]
@@ -29,7 +29,7 @@ def fit_lidar(
     # fall-off: choose (alpha, beta) that best explains intensities with one reflectivity per triangle
     rng = np.random.default_rng(seed)
     sub = np.nonzero(ret)[0]
-    sub = rng.choice(sub, size=min(len(sub), cfg.intensity_samples), replace=False) if len(sub) else sub
+    sub = rng.choice(sub, size=min(len(sub), cfg.lidar.intensity_samples), replace=False) if len(sub) else sub
     with stage_step(progress, "fitting LiDAR intensity"):
         best = _fit_intensity_falloff(d, key, sub)
     falloff = LidarIntensityModel(float(best[1]), float(best[2])).falloff(d["cos"], d["r"])
@@ -62,10 +62,10 @@ def fit_lidar(
         rates, drop_model = fit_ray_drop(
             meshes,
             samples,
-            cfg.ray_drop_folds,
-            cfg.ray_drop_hidden_units,
-            cfg.ray_drop_steps,
-            cfg.ray_drop_batch_size,
+            cfg.lidar.ray_drop_folds,
+            cfg.lidar.ray_drop_hidden_units,
+            cfg.lidar.ray_drop_steps,
+            cfg.lidar.ray_drop_batch_size,
             seed,
         )
     model = LidarIntensityModel(float(best[1]), float(best[2]), drop_model)

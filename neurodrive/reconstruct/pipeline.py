@@ -135,11 +135,11 @@ def background_geometry(
     bg_v, bg_t = fit_background(log, frames, cfg, progress)
     n_measured = len(bg_t)
     with stage_step(progress, "extruding wall tops, carving them by LiDAR"):
-        bg_v, bg_t = extrude_wall_tops(bg_v, bg_t, cfg.wall_min_height_m, cfg.wall_extrusion_m)
-        bg_t = carve_unsupported_extrusion(bg_v, bg_t, n_measured, log, frames, cfg.carve_pool_m)
-    if cfg.max_triangle_edge_m > 0:  # large priors (ground underlay, extruded walls) in finer triangles
+        bg_v, bg_t = extrude_wall_tops(bg_v, bg_t, cfg.geometry.wall_min_height_m, cfg.geometry.wall_extrusion_m)
+        bg_t = carve_unsupported_extrusion(bg_v, bg_t, n_measured, log, frames, cfg.geometry.carve_pool_m)
+    if cfg.geometry.max_triangle_edge_m > 0:  # large priors (ground underlay, extruded walls) in finer triangles
         with stage_step(progress, "splitting large background triangles"):
-            bg_v, bg_t = trimesh.remesh.subdivide_to_size(bg_v, bg_t, max_edge=cfg.max_triangle_edge_m)
+            bg_v, bg_t = trimesh.remesh.subdivide_to_size(bg_v, bg_t, max_edge=cfg.geometry.max_triangle_edge_m)
     stage.save_mesh("background_geometry", bg_v, bg_t)
     return bg_v, bg_t
 
@@ -187,7 +187,7 @@ def fit_appearance(
     samples, sky_samples, stride = collect_pixel_samples(log, frames, meshes, actor_ids, cfg, progress)
     fx = float(np.mean([c.intrinsics[0, 0] for c in log.rig.cameras]))
     with stage_step(progress, "building texel atlases"):
-        atlases = build_atlases(meshes, samples, cfg.texel_pixel_ratio * stride / fx, cfg)
+        atlases = build_atlases(meshes, samples, cfg.appearance.texel_pixel_ratio * stride / fx, cfg)
     offsets = np.concatenate([[0], np.cumsum([a.num_texels for a in atlases])])
     texel = np.empty(len(samples["mesh"]), np.int64)
     for m, atlas in enumerate(atlases):
@@ -198,27 +198,30 @@ def fit_appearance(
     cam_names = list(log.rig.camera_names)
     with stage_step(progress, "fitting texel colours and exposures"):
         colours, count, exposures = fit_colours_and_exposure(
-            pixels, int(offsets[-1]), len(cam_names), cfg.exposure_rounds, np.random.default_rng(cfg.seed)
+            pixels, int(offsets[-1]), len(cam_names), cfg.appearance.exposure_rounds, np.random.default_rng(cfg.seed)
         )
     features, decoder, losses = train_decoder(
         pixels,
         colours,
         exposures,
         cam_names,
-        cfg.num_features,
-        cfg.hidden_units,
-        cfg.residual_scale,
-        cfg.train_steps,
-        cfg.batch_size,
-        cfg.learning_rate,
+        cfg.appearance.num_features,
+        cfg.appearance.hidden_units,
+        cfg.appearance.residual_scale,
+        cfg.appearance.train_steps,
+        cfg.appearance.batch_size,
+        cfg.appearance.learning_rate,
         cfg.seed,
         stage.folder,
-        cfg.checkpoint_every,
+        cfg.appearance.checkpoint_every,
         (lambda d, n: progress("training appearance", d, n)) if progress else None,
     )
     with stage_step(progress, "fitting the sky map"):
         sky = fit_sky(
-            sky_samples, np.stack([decoder.exposures[c] for c in cam_names]), cfg.sky_bins_az, cfg.sky_bins_el
+            sky_samples,
+            np.stack([decoder.exposures[c] for c in cam_names]),
+            cfg.appearance.sky_bins_az,
+            cfg.appearance.sky_bins_el,
         )
     filled = fill_unseen_texels(meshes, atlases, offsets, features, count, cfg, progress)
     return Appearance(atlases, offsets, filled, count, decoder, sky, stride, losses)
@@ -250,7 +253,9 @@ def fill_unseen_texels(
         fill_report = (lambda d, n: progress(stage, int(100 * d / max(n, 1)), 200)) if background else None
         smooth_report = (lambda d, n: progress(stage, 100 + int(100 * d / max(n, 1)), 200)) if background else None
         feats, _ = fill_unobserved(feats, obs, centres, report=fill_report)
-        filled[lo:hi] = smooth_sparse_texels(feats, count[lo:hi], centres, cfg.texel_smoothing_k, report=smooth_report)
+        filled[lo:hi] = smooth_sparse_texels(
+            feats, count[lo:hi], centres, cfg.appearance.texel_smoothing_k, report=smooth_report
+        )
         if progress:
             progress("filling unseen texels", m + 1, len(meshes))
     return filled

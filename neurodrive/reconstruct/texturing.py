@@ -56,7 +56,7 @@ def collect_pixel_samples(
     """
     cams = log.rig.cameras
     total = len(frames) * sum(c.width_px * c.height_px for c in cams)
-    stride = max(1, int(np.ceil(np.sqrt(total / cfg.max_pixel_samples))))
+    stride = max(1, int(np.ceil(np.sqrt(total / cfg.appearance.max_pixel_samples))))
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("mesh", "tri", "uv", "t", "dirs", "cam", "rgb")}
     sky: dict[str, list[np.ndarray]] = {k: [] for k in ("dirs", "cam", "rgb")}
     casters = FrameCasters(meshes)
@@ -92,8 +92,8 @@ def build_atlases(meshes, samples: dict, pixel_angle_rad: float, cfg: ReconConfi
         sel = samples["mesh"] == m
         closest = np.full(len(t), np.inf)
         np.minimum.at(closest, samples["tri"][sel], samples["t"][sel])
-        size = np.where(np.isfinite(closest), np.maximum(cfg.min_texel_m, closest * pixel_angle_rad), 1e3)
-        atlases.append(TexelAtlas.build(v, t, size, cfg.max_texel_resolution))
+        size = np.where(np.isfinite(closest), np.maximum(cfg.appearance.min_texel_m, closest * pixel_angle_rad), 1e3)
+        atlases.append(TexelAtlas.build(v, t, size, cfg.appearance.max_texel_resolution))
     return atlases
 
 
