@@ -20,10 +20,11 @@ from typer.testing import CliRunner
 
 from neurodrive.app.cli import app
 from neurodrive.app.evaluation import evaluate_scenarios
-from neurodrive.app.replay import driver_order, replay
+from neurodrive.app.replay import replay
 from neurodrive.logs.io import load_log
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.sim.simulator import Simulator
+from neurodrive.viz.frames import driver_order
 from tests.helpers import REPO, write_yaml
 
 # ------------------------------------------------------------------ Ctrl-C
@@ -124,7 +125,9 @@ def test_video_panels_plot_labels_and_file_modes(tiny_scene_dir: Path, tmp_path:
     import matplotlib.pyplot as plt
 
     from neurodrive.agents import make_agent
-    from neurodrive.app.replay import compose_frame, plot_figure, run_episode
+    from neurodrive.app.replay import run_episode
+    from neurodrive.viz.frames import compose_frame
+    from neurodrive.viz.plots import plot_figure
 
     crash = {"id": "blocker", "asset": "vehicle_001", "trajectory": [[0.0, -2.0, -5.25, 0.0]]}
     path = write_yaml(

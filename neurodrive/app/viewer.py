@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from neurodrive.agents.keyboard import KeyboardAgent
-from neurodrive.app.replay import BevProjection, BevStyle, compose_frame
 from neurodrive.io_utils import atomic_write_bytes
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.sim.simulator import Observation, SimConfig, Simulator
+from neurodrive.viz.bev import BevProjection, BevStyle
+from neurodrive.viz.frames import compose_frame
 
 PANEL_HEIGHT_PX = 360  # panel height at full size; smaller when the window must fit the screen
 MIN_PANEL_HEIGHT_PX = 120

@@ -21,13 +21,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from neurodrive.app.replay import compose_frame
 from neurodrive.envs.actions import action_factory
 from neurodrive.envs.observations import observation_factory
 from neurodrive.envs.rewards import RewardConfig, reward_terms, weighted_rewards
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.sim.simulator import SimConfig, Simulator
 from neurodrive.sim.types import Observation, StepInfo
+from neurodrive.viz.frames import compose_frame
 
 
 @dataclass(frozen=True)
