@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -106,12 +106,17 @@ def existing_output(path: str | Path) -> bool:
     return path.is_file() or (path.is_dir() and any(path.iterdir()))
 
 
-def check_output(path: str | Path, overwrite: bool, what: str = "output") -> None:
+def check_output(path: str | Path, overwrite: bool, kind: Literal["file", "folder"]) -> None:
     """One error when ``path`` holds an earlier output and ``overwrite`` is off (existing outputs are
-    kept unless the user asks for them to be replaced); also when a file stands where a folder goes."""
+    kept unless the user asks for them to be replaced), or when a file stands where a folder goes or
+    the reverse."""
+    from neurodrive.errors import DataError
+
     path = Path(path)
-    if path.exists() and not path.is_dir() and what.endswith("folder"):
-        raise FileExistsError(f"{path} is a file, expected a {what}")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise DataError(path, None, "is a file, expected an output folder")
+    if kind == "file" and path.is_dir():
+        raise DataError(path, None, "is a folder, expected an output file name")
     if existing_output(path) and not overwrite:
         raise FileExistsError(f"{path} already exists (pass --overwrite to replace it)")
 

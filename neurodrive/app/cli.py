@@ -183,9 +183,7 @@ def evaluate_recon(
 
     try:
         if out is not None:
-            if out.is_dir():
-                raise DataError(out, None, "is a folder, expected a JSON file name for --out")
-            check_output(out, overwrite)
+            check_output(out, overwrite, "file")
         model = SceneModel.load(scene)
         drv = load_log(log)
         with progress_bar() as bar:
@@ -257,7 +255,7 @@ def render(
         else:
             ego = drv.ego_poses[frame]
         ego = ego @ make_pose([0.0, lane_shift, 0.0])
-        check_output(out, overwrite, "output folder")
+        check_output(out, overwrite, "folder")
         placed = edited.model.place(edited.actor_poses(drv.actor_poses_at(frame), frame))
         cams = tuple(c.scaled(scale) if scale != 1 else c for c in drv.rig.cameras)
         result = edited.model.render_frame(placed, ego, cams, drv.rig.lidar, rng=np.random.default_rng(frame))
