@@ -11,7 +11,6 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from neurodrive.errors import DataError
 from neurodrive.io_utils import atomic_write_json
@@ -56,16 +55,17 @@ def run_key(scenario_path: str | Path, agent: str, video: bool) -> dict:
         "code_version": code_version(),
         "video": video,
     }
+    from neurodrive.scenarios.scenario import Scenario
+
     try:
-        raw = yaml.safe_load(path.read_text())
-        for field, meta_file in (("scene", "scene.json"), ("log", "log.json")):
-            if isinstance(raw, dict) and isinstance(raw.get(field), str):
-                target = Path(raw[field]).expanduser()
-                meta = (target if target.is_absolute() else path.parent / target) / meta_file
-                if meta.is_file():
-                    key[f"{field}_sha256"] = _sha256(meta.read_bytes())
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
-        pass  # a broken scenario fails when it runs; its key is its bytes
+        scenario = Scenario.load(path)
+    except DataError:
+        return key  # a broken scenario fails when it runs; its key is its bytes
+    for field, meta_file in (("scene", "scene.json"), ("log", "log.json")):
+        value = getattr(scenario, field)
+        meta = scenario.resolve_path(value) / meta_file if value is not None else None
+        if meta is not None and meta.is_file():  # resolved as the simulator resolves it
+            key[f"{field}_sha256"] = _sha256(meta.read_bytes())
     return key
 
 
