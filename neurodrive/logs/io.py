@@ -57,18 +57,24 @@ def lidar_path(root: Path, frame: int) -> Path:
 # ----------------------------------------------------------------------------------------- reading
 
 
-def read_json(path: Path, schema: type[BaseModel]) -> Any:
-    """Parse and validate a JSON file; errors name the file and the field."""
+def read_json_file(path: Path, missing: str = "missing file") -> Any:
+    """The parsed content of a JSON file; one DataError naming it for a folder, a missing file (with
+    the ``missing`` explanation), text that is not UTF-8 or not JSON."""
     if path.is_dir():
         raise DataError(path, None, "is a folder, expected a JSON file")
     if not path.is_file():
-        raise DataError(path, None, "missing file")
+        raise DataError(path, None, missing)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DataError(path, None, f"not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from e
     except UnicodeDecodeError as e:
         raise DataError(path, None, f"not UTF-8 text: {e}") from e
+
+
+def read_json(path: Path, schema: type[BaseModel]) -> Any:
+    """Parse and validate a JSON file; errors name the file and the field."""
+    raw = read_json_file(path)
     try:
         return schema.model_validate(raw)
     except ValidationError as e:

@@ -11,7 +11,6 @@ On disk (all npz / safetensors / JSON, no pickles)::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from neurodrive.errors import DataError
 from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz, is_safe_name
 from neurodrive.lidar.intensity import LidarIntensityModel
 from neurodrive.lidar.ray_drop import RayDropModel
+from neurodrive.logs.io import read_json_file
 from neurodrive.raycast import CasterBackend
 from neurodrive.render.placement import PlacedScene
 from neurodrive.render.rendering import SceneRendering
@@ -44,14 +44,7 @@ def read_scene_meta(folder: str | Path) -> dict:
     if not folder.is_dir():
         raise DataError(folder, None, "scene folder does not exist")
     meta_path = folder / "scene.json"
-    if not meta_path.is_file():
-        raise DataError(meta_path, None, "missing file (not a reconstructed scene, or reconstruction unfinished)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(meta_path, None, f"not valid JSON (line {e.lineno}): {e.msg}") from e
-    except UnicodeDecodeError as e:
-        raise DataError(meta_path, None, f"not UTF-8 text: {e}") from e
+    meta = read_json_file(meta_path, "missing file (not a reconstructed scene, or reconstruction unfinished)")
     if not isinstance(meta, dict):
         raise DataError(meta_path, None, f"expected a JSON object of scene fields, got a {type(meta).__name__}")
     if meta.get("format") != SCENE_FORMAT or meta.get("version") != SCENE_VERSION:
