@@ -21,9 +21,9 @@ from neurodrive.errors import DataError
 from neurodrive.io_utils import inside
 from neurodrive.logs.io import load_log, read_npz
 from neurodrive.reconstruct.pipeline import reconstruct
-from neurodrive.render.edits import EditedScene, SceneEdits
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.scene.model import SceneModel
+from neurodrive.sim.edits import ActorEdits, EditedActors
 from neurodrive.sim.simulator import Simulator
 from tests.conftest import FAST_RECON
 from tests.helpers import REPO, copy_log, write_yaml
@@ -168,7 +168,7 @@ def test_non_finite_poses_and_rays_are_refused_before_any_cast(
     )
     edits.write_text(edits.read_text().replace("'.nan'", ".nan"))
     with pytest.raises(DataError, match=r"insert\[0\].pose"):
-        SceneEdits.load(edits)
+        ActorEdits.load(edits)
 
 
 def test_env_refuses_a_non_finite_action(tiny_log_dir: Path) -> None:
@@ -236,7 +236,7 @@ def test_wrong_kinds_of_files_give_one_message(tiny_log_dir: Path, tiny_scene_di
     with pytest.raises(DataError, match="is a folder, expected a scenario YAML"):
         Scenario.load(tmp_path)
     with pytest.raises(DataError, match="is a folder, expected a edits YAML"):
-        SceneEdits.load(tmp_path)
+        ActorEdits.load(tmp_path)
     png = tmp_path / "picture.yaml"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
     with pytest.raises(DataError, match="not a scenario YAML file"):
@@ -314,13 +314,14 @@ def test_corrupt_checkpoints_name_the_file_and_how_to_start_over(
 
 
 def test_out_of_range_edits_and_starts_are_refused(tiny_scene_dir: Path, tiny_log_dir: Path, tmp_path: Path) -> None:
-    model = SceneModel.load(tiny_scene_dir)
+    model, log = SceneModel.load(tiny_scene_dir), load_log(tiny_log_dir)
     with pytest.raises(DataError, match=r"repose.vehicle_000.offset.*limited"):
-        EditedScene(model, SceneEdits.model_validate({"repose": {"vehicle_000": {"offset": [1e6, 0, 0, 0]}}}))
-    with pytest.raises(DataError, match=r"insert\[0\].pose.*outside the scene"):
-        EditedScene(
+        EditedActors(ActorEdits.model_validate({"repose": {"vehicle_000": {"offset": [1e6, 0, 0, 0]}}}), log, model)
+    with pytest.raises(DataError, match=r"insert\[0\].pose.*outside the log's world"):
+        EditedActors(
+            ActorEdits.model_validate({"insert": [{"id": "x", "asset": "vehicle_000", "pose": [1e12, 0, 0.7, 0]}]}),
+            log,
             model,
-            SceneEdits.model_validate({"insert": [{"id": "x", "asset": "vehicle_000", "pose": [1e12, 0, 0.7, 0]}]}),
         )
     far = Scenario.parse({"log": str(tiny_log_dir), "start": {"pose": [1e6, 0, 0]}})
     with pytest.raises(DataError, match="start.pose.*outside the log"):
@@ -335,7 +336,9 @@ def test_out_of_range_edits_and_starts_are_refused(tiny_scene_dir: Path, tiny_lo
         Simulator.from_scenario(inserted, render_sensors=False)
 
 
-def test_edits_file_asset_paths_resolve_against_the_file(tiny_scene_dir: Path, tmp_path: Path, monkeypatch) -> None:
+def test_edits_file_asset_paths_resolve_against_the_file(
+    tiny_scene_dir: Path, tiny_log_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
     assets = tmp_path / "assets"
     assets.mkdir()
     for suffix in (".npz", ".json"):
@@ -346,8 +349,8 @@ def test_edits_file_asset_paths_resolve_against_the_file(tiny_scene_dir: Path, t
         sub / "e.yaml", {"insert": [{"id": "extra", "asset": "../assets/car.npz", "pose": [0.0, 0.0, 0.7, 0.0]}]}
     )
     monkeypatch.chdir(REPO)  # elsewhere than the edits file
-    edited = EditedScene.load(SceneModel.load(tiny_scene_dir), path)
-    assert "extra" in edited.model.actors
+    edited = EditedActors.load(load_log(tiny_log_dir), SceneModel.load(tiny_scene_dir), path)
+    assert "extra" in edited.scene.actors
 
 
 def test_unknown_camera_is_refused_without_video_too(tiny_scene_dir: Path, tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from neurodrive.app.cli import app
 from neurodrive.errors import DataError
 from neurodrive.geometry import invert_pose, make_pose, points_in_box, pose_xyz_yaw, transform_points
 from neurodrive.logs.io import load_log
-from neurodrive.render.edits import EditedScene, SceneEdits
 from neurodrive.scene.model import SceneModel
+from neurodrive.sim.edits import ActorEdits, EditedActors
 
 FRAME = 4
 
@@ -50,8 +50,8 @@ def test_removing_an_actor_removes_its_pixels_and_returns(model, log) -> None:
     assert (before.lidar.instance == k).sum() > 5
     covered = {c: r.instance == k for c, r in before.cameras.items()}
     assert sum(m.sum() for m in covered.values()) > 50
-    edited = EditedScene(model, SceneEdits(remove=[target]))
-    placed2, after = _render(edited.model, log, edited.actor_poses(log.actor_poses_at(FRAME), FRAME))
+    edited = EditedActors(ActorEdits(remove=[target]), log, model)
+    placed2, after = _render(edited.scene, log, edited.poses_at(FRAME))
     assert target not in placed2.actor_ids
     pts = transform_points(log.T_world_lidar(FRAME), after.lidar.sweep.xyz_m)
     local = transform_points(invert_pose(poses[target]), pts)
@@ -65,12 +65,12 @@ def test_reposing_moves_pixels_and_returns_consistently(model, log) -> None:
     target = _most_visible_actor(model, log)
     offset = np.array([2.0, 0.0, 0.0])
     base = {a: p for a, p in log.actor_poses_at(FRAME).items() if a in model.actors}
-    edited = EditedScene(model, SceneEdits.model_validate({"repose": {target: {"offset": [*offset, 0.0]}}}))
-    moved_poses = edited.actor_poses(log.actor_poses_at(FRAME), FRAME)
+    edited = EditedActors(ActorEdits.model_validate({"repose": {target: {"offset": [*offset, 0.0]}}}), log, model)
+    moved_poses = edited.poses_at(FRAME)
     np.testing.assert_allclose(moved_poses[target], base[target] @ make_pose(offset))
     shift_world = moved_poses[target][:3, 3] - base[target][:3, 3]
     placed_a, a = _render(model, log, base)
-    placed_b, b = _render(edited.model, log, moved_poses)
+    placed_b, b = _render(edited.scene, log, moved_poses)
     ka, kb = placed_a.actor_ids.index(target), placed_b.actor_ids.index(target)
     pa = transform_points(log.T_world_lidar(FRAME), a.lidar.sweep.xyz_m[a.lidar.instance == ka])
     pb = transform_points(log.T_world_lidar(FRAME), b.lidar.sweep.xyz_m[b.lidar.instance == kb])
@@ -104,11 +104,11 @@ def test_inserted_asset_appears_at_the_requested_pose(model, log, tiny_scene_dir
     z = log.track(source).size_m[2] / 2
     pose = [float(ahead[0]), float(ahead[1]), float(z), 0.3]
     asset_file = str(tiny_scene_dir / "actors" / f"{source}.npz")  # an asset file, as from another scene
-    edits = SceneEdits.model_validate({"insert": [{"id": "newcomer", "asset": asset_file, "pose": pose}]})
-    edited = EditedScene(model, edits)
-    poses = edited.actor_poses(log.actor_poses_at(FRAME), FRAME)
+    edits = ActorEdits.model_validate({"insert": [{"id": "newcomer", "asset": asset_file, "pose": pose}]})
+    edited = EditedActors(edits, log, model)
+    poses = edited.poses_at(FRAME)
     np.testing.assert_allclose(poses["newcomer"], pose_xyz_yaw(*pose))
-    placed, frame = _render(edited.model, log, poses)
+    placed, frame = _render(edited.scene, log, poses)
     k = placed.actor_ids.index("newcomer")
     assert (frame.cameras["front"].instance == k).sum() > 100
     pts = transform_points(log.T_world_lidar(FRAME), frame.lidar.sweep.xyz_m[frame.lidar.instance == k])
@@ -116,20 +116,20 @@ def test_inserted_asset_appears_at_the_requested_pose(model, log, tiny_scene_dir
     assert points_in_box(transform_points(invert_pose(pose_xyz_yaw(*pose)), pts), log.track(source).size_m, 0.05).all()
 
 
-def test_edits_file_errors_name_file_and_field(model, tmp_path: Path) -> None:
+def test_edits_file_errors_name_file_and_field(model, log, tmp_path: Path) -> None:
     path = tmp_path / "edits.yaml"
     path.write_text("remove: [nobody]\n")
     with pytest.raises(DataError, match=r"edits.yaml: field 'remove\[0\]': unknown actor id 'nobody'"):
-        EditedScene(model, SceneEdits.load(path), str(path))
+        EditedActors.load(log, model, path)
     path.write_text("repose:\n  vehicle_000: {offset: [1, 2, 3, 0], trajectory: [[0, 0, 0, 0]]}\n")
     with pytest.raises(DataError, match="exactly one of"):
-        SceneEdits.load(path)
+        ActorEdits.load(path)
     path.write_text("insert: [{id: x, asset: vehicle_000, pose: [1, 2, nan, 0]}]\n")
     with pytest.raises(DataError, match=r"insert\[0\]\.pose"):
-        SceneEdits.load(path)
+        ActorEdits.load(path)
     path.write_text("remove: [a\n")
     with pytest.raises(DataError, match="not valid YAML"):
-        SceneEdits.load(path)
+        ActorEdits.load(path)
 
 
 def test_placing_rejects_unknown_actors_and_bad_poses(model, log) -> None:
@@ -194,3 +194,38 @@ def test_render_cli_writes_images_lidar_and_confidence(
         app, ["render", str(tiny_scene_dir), "--log", str(tiny_log_dir), "--frame", "99", "--out", str(out)]
     )
     assert bad.exit_code == 2 and "--frame must lie in" in bad.output
+
+
+def test_renderer_and_simulator_share_one_edit_model(model, log, tiny_log_dir: Path) -> None:
+    """The same edits (a re-pose by offset, a re-pose by timed waypoints, inserts by pose and by
+    waypoints without z) put every actor at the same pose in `neurodrive render` and in the simulator."""
+    from neurodrive.scenarios.scenario import Scenario
+    from neurodrive.sim.simulator import SimConfig, Simulator
+    from neurodrive.sim.vehicle import Control
+
+    ids = [t.actor_id for t in log.tracks if t.valid.all() and t.actor_id in model.actors]
+    x0, y0 = (float(v) for v in log.ego_poses[0, :2, 3])
+    actors = {
+        "remove": [ids[0]],
+        "repose": {
+            ids[1]: {"offset": [1.0, 0.5, 0.0, 0.1]},
+            ids[2]: {"trajectory": [[0.0, x0 + 5, y0 + 3, 0.0], [1.0, x0 + 9, y0 + 3, 0.2]]},
+        },
+        "insert": [
+            {"id": "standing", "asset": ids[1], "pose": [x0 + 12, y0 - 3, 1.5]},
+            {"id": "mover", "asset": ids[2], "trajectory": [[0.0, x0, y0 - 6, 0.0], [0.8, x0 + 8, y0 - 6, 0.0]]},
+        ],
+    }
+    edited = EditedActors(ActorEdits.model_validate(actors), log, model)
+    scenario = Scenario.parse({"log": str(tiny_log_dir), "actors": actors, "duration_s": 60.0})
+    sim = Simulator(scenario, log, config=SimConfig(stop_on_collision=False))
+    sim.reset()
+    dt = float(np.diff(log.timestamps_s).mean())
+    assert abs(dt - sim.config.dt_s) < 1e-6  # the tiny log runs at the simulator's 10 Hz
+    for frame in range(log.num_frames - 1):
+        rendered = edited.poses_at(frame)
+        simulated = {aid: a.pose() for aid, a in sim.state.actors.items()}
+        assert ids[0] not in rendered and ids[0] not in simulated
+        for aid in (ids[1], ids[2], "standing", "mover"):
+            np.testing.assert_allclose(rendered[aid], simulated[aid], atol=1e-6, err_msg=f"{aid} at frame {frame}")
+        sim.step(Control(0.0, 0.0))

@@ -217,7 +217,7 @@ def render(
     frame: int = typer.Option(0, help="Log frame whose ego pose and actor poses are used."),
     lane_shift: float = typer.Option(0.0, help="Shift the ego sideways by this many metres (left positive)."),
     pose: str = typer.Option(None, help="Ego pose 'x,y,yaw' (m, m, rad) in the world, instead of the log's."),
-    edit: Path = typer.Option(None, help="Edits YAML: remove / repose / insert actors."),
+    edit: Path = typer.Option(None, help="Edits YAML: remove / repose / insert actors (see neurodrive.sim.edits)."),
     scale: float = typer.Option(1.0, help="Render cameras at this multiple of the log's resolution."),
     overwrite: bool = typer.Option(False, help="Replace earlier renders in --out."),
 ) -> None:
@@ -227,8 +227,8 @@ def render(
     from neurodrive.geometry import make_pose, pose_xyz_yaw
     from neurodrive.io_utils import check_output
     from neurodrive.logs.io import load_log
-    from neurodrive.render.edits import EditedScene, SceneEdits
     from neurodrive.scene.model import SceneModel
+    from neurodrive.sim.edits import ActorEdits, EditedActors
 
     _finite(lane_shift, "--lane-shift")
     _finite(scale, "--scale")
@@ -239,7 +239,7 @@ def render(
             raise ValueError(f"--frame must lie in [0, {drv.num_frames}), got {frame}")
         if not 0.05 <= scale <= 8:
             raise ValueError(f"--scale must lie in [0.05, 8], got {scale}")
-        edited = EditedScene.load(model, edit) if edit else EditedScene(model, SceneEdits())
+        edited = EditedActors.load(drv, model, edit) if edit else EditedActors(ActorEdits(), drv, model)
         if pose:
             try:
                 x, y, yaw = (float(v) for v in pose.split(","))
@@ -256,9 +256,9 @@ def render(
             ego = drv.ego_poses[frame]
         ego = ego @ make_pose([0.0, lane_shift, 0.0])
         check_output(out, overwrite, "folder")
-        placed = edited.model.place(edited.actor_poses(drv.actor_poses_at(frame), frame))
+        placed = edited.scene.place(edited.poses_at(frame))
         cams = tuple(c.scaled(scale) if scale != 1 else c for c in drv.rig.cameras)
-        result = edited.model.render_frame(placed, ego, cams, drv.rig.lidar, rng=np.random.default_rng(frame))
+        result = edited.scene.render_frame(placed, ego, cams, drv.rig.lidar, rng=np.random.default_rng(frame))
     except (DataError, ValueError, KeyError, FileExistsError) as e:
         _fail(e)
     from neurodrive.io_utils import staged_directory

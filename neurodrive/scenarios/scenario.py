@@ -13,12 +13,13 @@ Example (all lengths in m, angles in rad, times in s)::
       behaviour: log              # logged actors: "log" (replay) or "idm" (reactive, along their path)
       remove: [vehicle_000]
       repose: {vehicle_002: {offset: [0.0, 3.5, 0.0, 0.0]}}
-      insert:
+      insert:                     # the actor-edit model of neurodrive.sim.edits (as edits files)
         - id: cutter
           asset: vehicle_001      # an actor of the scene, or a path to an asset .npz
-          trajectory:             # timed waypoints [t, x, y, yaw] ...
+          trajectory:             # timed waypoints [t, x, y, yaw] (or [t, x, y, z, yaw]) ...
             - [0.0, 0.0, -1.8, 0.0]
             - [1.5, 10.0, -5.25, 0.0]
+          # ... or: pose: [x, y, yaw]
           # ... or: behaviour: {lane: main_east_1, start_s_m: 30.0, speed_mps: 4.0, start_time_s: 0.0}
           jitter: {time_s: 0.3, x_m: 1.0, y_m: 0.2, speed_scale: 0.1}   # uniform half-ranges (seeded)
     sensors: {cameras: [front], lidar: true, camera_scale: 1.0}
@@ -27,7 +28,7 @@ Example (all lengths in m, angles in rad, times in s)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from neurodrive.errors import DataError
 from neurodrive.io_utils import read_yaml_mapping
 from neurodrive.logs.schema import describe_validation_error
-from neurodrive.render.edits import Repose
+from neurodrive.sim.edits import ActorEdits
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -62,59 +63,6 @@ class Route(_Schema):
     goal: Annotated[list[Finite], Field(min_length=2, max_length=2)] | None = None
 
 
-class LaneBehaviour(_Schema):
-    """Reactive IDM driving along a lane (or waypoints) from an arc length."""
-
-    lane: str | None = None
-    waypoints: list[Annotated[list[Finite], Field(min_length=2, max_length=2)]] | None = Field(
-        default=None, min_length=2
-    )
-    start_s_m: Finite = 0.0
-    speed_mps: NonNegative = 8.0
-    start_time_s: NonNegative = 0.0
-
-    @model_validator(mode="after")
-    def _one_of(self) -> LaneBehaviour:
-        if (self.lane is None) == (self.waypoints is None):
-            raise ValueError("give exactly one of 'lane' or 'waypoints'")
-        return self
-
-
-class Jitter(_Schema):
-    """Half-ranges of uniform noise drawn from the scenario seed (safety-critical variants)."""
-
-    time_s: NonNegative = 0.0
-    x_m: NonNegative = 0.0
-    y_m: NonNegative = 0.0
-    yaw_rad: NonNegative = 0.0
-    speed_scale: Annotated[float, Field(ge=0, lt=1)] = 0.0
-
-
-class InsertActor(_Schema):
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
-    asset: str = Field(min_length=1)
-    trajectory: list[Annotated[list[Finite], Field(min_length=4, max_length=4)]] | None = Field(
-        default=None, min_length=1
-    )
-    behaviour: LaneBehaviour | None = None
-    jitter: Jitter = Jitter()
-
-    @model_validator(mode="after")
-    def _one_of(self) -> InsertActor:
-        if (self.trajectory is None) == (self.behaviour is None):
-            raise ValueError("give exactly one of 'trajectory' or 'behaviour'")
-        if self.trajectory is not None and any(b[0] <= a[0] for a, b in zip(self.trajectory, self.trajectory[1:])):
-            raise ValueError("trajectory times must increase")
-        return self
-
-
-class Actors(_Schema):
-    behaviour: Literal["log", "idm"] = "log"
-    remove: list[str] = Field(default_factory=list)
-    repose: dict[str, Repose] = Field(default_factory=dict)
-    insert: list[InsertActor] = Field(default_factory=list)
-
-
 class Sensors(_Schema):
     cameras: list[str] | None = None  # None: every camera of the log's rig
     lidar: bool = True
@@ -129,7 +77,7 @@ class Scenario(_Schema):
     route: Route = Route()
     duration_s: Annotated[float, Field(gt=0, le=600)] = 8.0
     seed: int = 0
-    actors: Actors = Actors()
+    actors: ActorEdits = ActorEdits()  # see neurodrive.sim.edits
     sensors: Sensors = Sensors()
     base_dir: str = Field(default=".", exclude=True)  # folder that relative paths are read from
 

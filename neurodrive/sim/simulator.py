@@ -9,7 +9,7 @@ the reconstructed scene renders the cameras and the LiDAR with the actors where 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -17,17 +17,25 @@ import numpy as np
 import shapely
 
 from neurodrive.errors import DataError
-from neurodrive.geometry import pose_xyz_yaw, wrap_angle, yaw_of
+from neurodrive.geometry import wrap_angle, yaw_of
 from neurodrive.logs.io import load_log
-from neurodrive.logs.model import WORLD_MARGIN_M, ActorTrack, DrivingLog, SensorRig
-from neurodrive.render.edits import Repose
+from neurodrive.logs.model import WORLD_MARGIN_M, DrivingLog, SensorRig
 from neurodrive.render.results import FrameRender
-from neurodrive.scenarios.scenario import InsertActor, Scenario
+from neurodrive.scenarios.scenario import Scenario
 from neurodrive.scene.model import SceneModel, read_scene_meta
-from neurodrive.scene.surface import ActorAsset, resolve_asset
-from neurodrive.sim.behaviours import ActorBehaviour, IDMFollower, TimedTrajectory, idm_from_track, log_replay
+from neurodrive.sim.behaviours import ActorBehaviour, IDMFollower, idm_from_track, log_replay
 from neurodrive.sim.collisions import detect_collisions
 from neurodrive.sim.controllers import PurePursuitController, Trajectory
+from neurodrive.sim.edits import (
+    InsertActor,
+    Repose,
+    check_edits,
+    draw_jitter,
+    insert_asset,
+    reposed_track,
+    scene_with_inserts,
+    scripted_actor,
+)
 from neurodrive.sim.metrics import (
     DrivableAreaCompliance,
     EpisodeRecord,
@@ -73,7 +81,11 @@ class Simulator:
         self.dynamics = KinematicBicycleModel(params)
         self.controller = PurePursuitController(params)
         self._check_ids()
-        self.scene = self._scene_with_inserts(scene) if scene is not None else None
+        self.scene = (
+            scene_with_inserts(scene, scenario.actors, scenario.base_dir, self.source, "actors.")
+            if scene is not None
+            else None
+        )
         self.rig = self._sensor_rig() if self.scene is not None else None
         self.start_frame, start_ego = self._start()
         self.route, self.goal_s_m = self._route(start_ego)
@@ -119,20 +131,8 @@ class Simulator:
         raise DataError(self.source, field, problem)
 
     def _check_ids(self) -> None:
-        known = {t.actor_id for t in self.log.tracks}
-        a = self.scenario.actors
-        for i, aid in enumerate(a.remove):
-            if aid not in known:
-                self._fail(f"actors.remove[{i}]", f"unknown actor id '{aid}' (known: {', '.join(sorted(known))})")
-        for aid in a.repose:
-            if aid not in known:
-                self._fail(f"actors.repose.{aid}", f"unknown actor id '{aid}'")
+        check_edits(self.scenario.actors, self.log, self.source, prefix="actors.")
         lanes = {lane.lane_id for lane in self.log.road_map.lanes}
-        for i, ins in enumerate(a.insert):
-            if ins.id in known or ins.id == "ego" or ins.id in {x.id for x in a.insert[:i]}:
-                self._fail(f"actors.insert[{i}].id", f"actor id '{ins.id}' already exists")
-            if ins.behaviour is not None and ins.behaviour.lane is not None and ins.behaviour.lane not in lanes:
-                self._fail(f"actors.insert[{i}].behaviour.lane", f"unknown lane '{ins.behaviour.lane}'")
         for i, lane in enumerate(self.scenario.route.lanes or []):
             if lane not in lanes:
                 self._fail(f"route.lanes[{i}]", f"unknown lane '{lane}' (known: {', '.join(sorted(lanes))})")
@@ -156,52 +156,27 @@ class Simulator:
             f"outside the log's world x in [{lo[0]:.0f}, {hi[0]:.0f}], y in [{lo[1]:.0f}, {hi[1]:.0f}] m "
             f"by more than {WORLD_MARGIN_M:.0f} m"
         )
-        sc, a = self.scenario, self.scenario.actors
+        sc = self.scenario
         checks: list[tuple[str, list]] = []
         if sc.start.pose is not None:
             checks.append(("start.pose", [sc.start.pose[:2]]))
         if sc.route.goal is not None:
             checks.append(("route.goal", [sc.route.goal]))
-        for i, ins in enumerate(a.insert):
-            if ins.trajectory is not None:
-                checks.append((f"actors.insert[{i}].trajectory", [p[1:3] for p in ins.trajectory]))
-            elif ins.behaviour is not None and ins.behaviour.waypoints is not None:
-                checks.append((f"actors.insert[{i}].behaviour.waypoints", ins.behaviour.waypoints))
-        for aid, rep in a.repose.items():
-            if rep.trajectory is not None:
-                checks.append((f"actors.repose.{aid}.trajectory", [p[:2] for p in rep.trajectory]))
-            elif max(abs(v) for v in rep.offset[:3]) > WORLD_MARGIN_M:
-                self._fail(
-                    f"actors.repose.{aid}.offset",
-                    f"offsets are limited to {WORLD_MARGIN_M:.0f} m, got {rep.offset[:3]}",
-                )
         for field_name, xy in checks:
             if self.log.outside_extent(np.asarray(xy, float)):
                 self._fail(field_name, f"{np.asarray(xy, float).reshape(-1, 2)[0].tolist()}... lies {where}")
 
-    def _insert_asset(self, i: int, ins: InsertActor, scene: SceneModel | None) -> ActorAsset | None:
-        asset = resolve_asset(ins.asset, scene.actors if scene is not None else {}, self.scenario.base_dir)
-        if asset is None and scene is not None:
-            self._fail(f"actors.insert[{i}].asset", f"'{ins.asset}' is neither an actor of the scene nor an asset .npz")
-        return asset
-
     def _insert_size(self, i: int, ins: InsertActor) -> tuple[str, tuple[float, float, float]]:
         # an inserted actor already placed in the scene (at set-up or by insert_actor) needs no asset read
         placed = self.scene.actors.get(ins.id) if self.scene is not None else None
-        asset = placed or self._insert_asset(i, ins, self.scene)
+        field = f"actors.insert[{i}].asset"
+        asset = placed or insert_asset(ins, self.scene, self.scenario.base_dir, self.source, field)
         if asset is not None:
             return asset.category, _size3(asset.size_m)
         track = next((t for t in self.log.tracks if t.actor_id == ins.asset), None)
         if track is None:
-            self._fail(f"actors.insert[{i}].asset", f"'{ins.asset}' is neither a logged actor nor an asset .npz")
+            self._fail(field, f"'{ins.asset}' is neither a logged actor nor an asset .npz")
         return track.category, _size3(track.size_m)
-
-    def _scene_with_inserts(self, scene: SceneModel) -> SceneModel:
-        assets = dict(scene.actors)
-        for i, ins in enumerate(self.scenario.actors.insert):
-            base = self._insert_asset(i, ins, scene)
-            assets[ins.id] = base.renamed(ins.id, ins.asset)
-        return scene.with_actors(assets)
 
     def _sensor_rig(self) -> SensorRig:
         s = self.scenario.sensors
@@ -265,58 +240,39 @@ class Simulator:
     def _behaviours(self, rng: np.random.Generator) -> dict[str, ActorBehaviour]:
         a = self.scenario.actors
         t0 = float(self.log.timestamps_s[self.start_frame])
+        ground_z = self._start_ego.z_m
         out: dict[str, ActorBehaviour] = {}
         for track in self.log.tracks:
             if track.actor_id in a.remove or not track.valid.any():
                 continue
             if track.actor_id in a.repose:
-                track = self._reposed(track, a.repose[track.actor_id])
+                track = reposed_track(track, a.repose[track.actor_id], self.log.timestamps_s - t0, ground_z)
             if a.behaviour == "idm":
                 out[track.actor_id] = idm_from_track(track, self.log.timestamps_s, self.start_frame, time_offset_s=t0)
             else:
                 out[track.actor_id] = log_replay(track, self.log.timestamps_s, t0)
-        ground_z = self._start_ego.z_m
         for i, ins in enumerate(a.insert):
             category, size = self._insert_size(i, ins)
-            j = ins.jitter
-            dt, dx, dy, dyaw = (rng.uniform(-h, h) if h > 0 else 0.0 for h in (j.time_s, j.x_m, j.y_m, j.yaw_rad))
-            scale = 1.0 + (rng.uniform(-j.speed_scale, j.speed_scale) if j.speed_scale > 0 else 0.0)
-            z = ground_z + size[2] / 2
-            if ins.trajectory is not None:
-                tr = np.asarray(ins.trajectory, float)
-                times = tr[0, 0] + (tr[:, 0] - tr[0, 0]) / scale + dt
-                xyz = np.column_stack([tr[:, 1] + dx, tr[:, 2] + dy, np.full(len(tr), z)])
-                out[ins.id] = TimedTrajectory(ins.id, category, size, times, xyz, tr[:, 3] + dyaw)
-            else:
-                b = ins.behaviour
-                line = Polyline(
-                    self.log.road_map.lane(b.lane).centerline_m if b.lane else np.asarray(b.waypoints, float)
-                ).extended(0.0, 300.0)
-                out[ins.id] = IDMFollower(
-                    ins.id,
-                    category,
-                    size,
-                    line,
-                    b.start_s_m + dx,
-                    b.speed_mps * scale,
-                    b.speed_mps * scale,
-                    z,
-                    start_time_s=max(0.0, b.start_time_s + dt),
-                )
+            if ins.behaviour is None:
+                out[ins.id] = scripted_actor(ins.id, category, size, ins, ground_z, rng)
+                continue
+            b = ins.behaviour
+            dt, dx, _, _, scale = draw_jitter(ins.jitter, rng)
+            line = Polyline(
+                self.log.road_map.lane(b.lane).centerline_m if b.lane else np.asarray(b.waypoints, float)
+            ).extended(0.0, 300.0)
+            out[ins.id] = IDMFollower(
+                ins.id,
+                category,
+                size,
+                line,
+                b.start_s_m + dx,
+                b.speed_mps * scale,
+                b.speed_mps * scale,
+                ground_z + size[2] / 2,
+                start_time_s=max(0.0, b.start_time_s + dt),
+            )
         return out
-
-    @staticmethod
-    def _reposed(track: ActorTrack, rep: Repose) -> ActorTrack:
-        poses = track.poses.copy()
-        if rep.trajectory is not None:
-            traj = rep.trajectory
-            for k in range(len(poses)):
-                poses[k] = pose_xyz_yaw(*traj[min(k, len(traj) - 1)])
-            valid = np.ones(len(poses), bool)
-        else:
-            poses = poses @ pose_xyz_yaw(*rep.offset)
-            valid = track.valid
-        return replace(track, poses=poses, valid=valid)
 
     # ------------------------------------------------------------------ running
 
@@ -438,9 +394,15 @@ class Simulator:
             raise KeyError(f"unknown actor id '{actor_id}'")
         ins = next((i for i in self.scenario.actors.insert if i.id == actor_id), None)
         if ins is not None:
-            if ins.trajectory is not None:
-                traj = [[t, x + dx_m, y + dy_m, yaw + dyaw_rad] for t, x, y, yaw in ins.trajectory]
-                new = ins.model_copy(update={"trajectory": traj})
+            if ins.waypoints is not None:
+                key = "pose" if ins.pose is not None else "trajectory"
+                rows = [ins.pose] if ins.pose is not None else ins.trajectory
+                start = 0 if ins.pose is not None else 1  # waypoints lead with their time
+                shifted = [
+                    [*r[:start], r[start] + dx_m, r[start + 1] + dy_m, *r[start + 2 : -1], r[-1] + dyaw_rad]
+                    for r in rows
+                ]
+                new = ins.model_copy(update={key: shifted[0] if ins.pose is not None else shifted})
             else:
                 new = ins.model_copy(
                     update={"behaviour": ins.behaviour.model_copy(update={"start_s_m": ins.behaviour.start_s_m + dx_m})}
@@ -457,12 +419,13 @@ class Simulator:
 
     def insert_actor(self, actor_id: str, asset: str, x_m: float, y_m: float, yaw_rad: float) -> None:
         """Inserts an actor standing at a pose (from an asset of the scene) and records the edit."""
-        ins = InsertActor(id=actor_id, asset=asset, trajectory=[[0.0, x_m, y_m, yaw_rad]])
+        ins = InsertActor(id=actor_id, asset=asset, pose=[x_m, y_m, yaw_rad])
         self._edit_scenario(insert=[*self.scenario.actors.insert, ins])
         try:
             self._check_ids()
             if self.scene is not None:
-                base = self._insert_asset(len(self.scenario.actors.insert) - 1, ins, self.scene)
+                field = f"actors.insert[{len(self.scenario.actors.insert) - 1}].asset"
+                base = insert_asset(ins, self.scene, self.scenario.base_dir, self.source, field)
                 self.scene.actors[actor_id] = base.renamed(actor_id, asset)
         except (DataError, KeyError):
             self._edit_scenario(insert=self.scenario.actors.insert[:-1])
