@@ -38,7 +38,7 @@ def main() -> None:
     placed = model.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
     T_cam, T_lid = ego @ camera.T_ego_camera, ego @ lidar.T_ego_lidar
     cam_dirs = camera.ray_directions(1).reshape(-1, 3) @ T_cam[:3, :3].T
-    lid_dirs = lidar.ray_directions().reshape(-1, 3) @ T_lid[:3, :3].T
+    lid_dirs = lidar.pattern.directions() @ T_lid[:3, :3].T
 
     def timed(fn) -> float:
         fn()  # warm-up

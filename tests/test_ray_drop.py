@@ -118,7 +118,7 @@ def test_fitted_drop_model_approaches_the_best_possible_accuracy() -> None:
 def test_densified_far_returns_fill_a_wall_but_not_a_depth_edge() -> None:
     elevations = np.deg2rad(np.linspace(-5, 5, 9))
     lidar = LidarSpec("l", np.eye(4), elevations, 360, 0.5, 200.0, 10.0)
-    dirs = lidar.ray_directions()
+    dirs = lidar.pattern.directions().reshape(9, 360, 3)
     # a wall at x = 60 m in front (azimuth bins 350..359 and 0..10), a post 5 m away in bin 5
     ranges = np.zeros((9, 360))
     az = np.r_[350:360, 0:11]
@@ -137,3 +137,27 @@ def test_densified_far_returns_fill_a_wall_but_not_a_depth_edge() -> None:
     bearing = np.rad2deg(np.arctan2(dense[:, 1], dense[:, 0]))
     assert not np.any((bearing > 4) & (bearing < 6))  # no fill across the post's depth edge
     assert np.all(np.abs(bearing) < 10.5)  # nor past the wall's end into the sky
+
+
+def test_a_ray_pattern_places_rays_and_returns_consistently(tiny_log_dir) -> None:
+    """The beam grid behind LidarSpec.pattern: ray n fills image cell n, a logged sweep's returns map
+    to rays whose directions match their points, and a sweep written from rays reads back the same."""
+    from neurodrive.lidar.pattern import from_image, to_image
+    from neurodrive.logs.io import load_log
+
+    log = load_log(tiny_log_dir)
+    lidar = log.rig.lidar
+    pattern = lidar.pattern
+    rows, cols = pattern.image_shape
+    assert (rows, cols) == (lidar.num_beams, lidar.azimuth_bins) and pattern.is_full_grid
+    values = np.arange(rows * cols, dtype=float)
+    np.testing.assert_array_equal(from_image(pattern, to_image(pattern, values, -1.0)), values)
+    sweep = log.lidar(2)
+    rays = pattern.rays_of(sweep)
+    unit = sweep.xyz_m / np.linalg.norm(sweep.xyz_m, axis=1, keepdims=True)
+    cos = np.einsum("ij,ij->i", unit, pattern.directions()[rays])
+    assert np.quantile(cos, 0.01) > np.cos(np.deg2rad(0.5))  # each return lies along its ray
+    again = pattern.sweep_from_rays(rays, sweep.xyz_m, sweep.intensity)
+    np.testing.assert_array_equal(pattern.rays_of(again), rays)
+    np.testing.assert_array_equal(again.range_image(lidar), sweep.range_image(lidar))
+    assert sweep.return_mask(lidar).sum() == sweep.num_returns

@@ -186,9 +186,7 @@ def test_learned_lidar_model(model: SceneModel, tiny_log_dir: Path) -> None:
     real = log.lidar(frame)
     lidar = log.rig.lidar
     both = pred.sweep.return_mask(lidar) & real.return_mask(lidar)
-    pi, ri = np.zeros(both.shape), np.zeros(both.shape)
-    pi[pred.sweep.beam, pred.sweep.azimuth_index] = pred.sweep.intensity
-    ri[real.beam, real.azimuth_index] = real.intensity
+    pi, ri = pred.sweep.ray_image(lidar, pred.sweep.intensity), real.ray_image(lidar, real.intensity)
     assert np.corrcoef(pi[both], ri[both])[0, 1] > 0.5  # learned reflectivity tracks the real one
     assert 0.0 <= model.lidar_intensity.alpha <= 1.0
     # learned ray drop on this held-out frame: more rays right than "every ray that hits returns"

@@ -66,7 +66,7 @@ class LidarRangeImageObservation(ObservationType):
 
     def spaces(self) -> dict[str, spaces.Space]:
         lid = self.lidar
-        return {"lidar": spaces.Box(0.0, np.float32(lid.max_range_m), (2, lid.num_beams, lid.azimuth_bins), np.float32)}
+        return {"lidar": spaces.Box(0.0, np.float32(lid.max_range_m), (2, *lid.pattern.image_shape), np.float32)}
 
     def observe(self, obs: Observation) -> dict[str, np.ndarray]:
         return {"lidar": range_intensity_image(obs.sensors.lidar.sweep, self.lidar)}

@@ -1,4 +1,4 @@
-"""LiDAR sweeps as fixed-shape arrays for learning: a range image (sensors with a beam grid) or a
+"""LiDAR sweeps as fixed-shape arrays for learning: a range image (the sensor's ray pattern) or a
 fixed number of points (any sensor)."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from neurodrive.logs.model import LidarSpec, LidarSweep
 
 
 def range_intensity_image(sweep: LidarSweep, lidar: LidarSpec) -> np.ndarray:
-    """(2, beams, azimuths) float32: range (m, 0 = no return, capped at the max range) and intensity."""
-    img = np.zeros((2, lidar.num_beams, lidar.azimuth_bins), np.float32)
-    img[0, sweep.beam, sweep.azimuth_index] = np.minimum(sweep.range_m(), lidar.max_range_m)
-    img[1, sweep.beam, sweep.azimuth_index] = np.clip(sweep.intensity, 0.0, 1.0)
-    return img
+    """(2, rows, cols) float32 in the sensor's range image (``lidar.pattern.image_shape``; beams x
+    azimuth bins for a beam grid): range (m, 0 = no return, capped at the max range) and intensity."""
+    ranges = np.minimum(sweep.range_m(), lidar.max_range_m).astype(np.float32)
+    intensity = np.clip(sweep.intensity, 0.0, 1.0).astype(np.float32)
+    return np.stack([sweep.ray_image(lidar, ranges), sweep.ray_image(lidar, intensity)])
 
 
 def fixed_points(sweep: LidarSweep, lidar: LidarSpec, count: int) -> np.ndarray:

@@ -20,6 +20,8 @@ from functools import cached_property
 import numpy as np
 from scipy.spatial import cKDTree
 
+from neurodrive.lidar.pattern import RayPattern, from_image, to_image
+
 DROP_NEIGHBOURS = (4, 16, 64)  # training rays behind each vertex's drop rates
 NUM_FEATURES = len(DROP_NEIGHBOURS) + 6
 _JUMP_MISSING_M = 100.0  # range jump counted towards a neighbour ray that hits nothing
@@ -41,6 +43,13 @@ def range_image_edges(t_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             np.maximum(jump, np.where(finite, np.abs(nb - t), _JUMP_MISSING_M), out=jump)
     jump /= np.maximum(np.where(np.isfinite(t), t, 1.0), 1.0)
     return np.minimum(np.nan_to_num(jump, nan=0.0), _MAX_RELATIVE_JUMP), missing
+
+
+def ray_edges(pattern: RayPattern, t_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`range_image_edges` of per-ray mesh ranges ``t_m`` (N,) (inf where a ray hits
+    nothing), read back per ray: neighbours are those of the pattern's range image."""
+    edge, missing = range_image_edges(to_image(pattern, t_m, np.inf))
+    return from_image(pattern, edge), from_image(pattern, missing)
 
 
 def ray_drop_features(

@@ -15,6 +15,7 @@ import numpy as np
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import R_BODY_FROM_OPENCV
+from neurodrive.lidar.pattern import BeamGrid, RayPattern, to_image
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ class LidarSpec:
     """A spinning LiDAR: every sweep fires each (beam, azimuth bin) ray once.
 
     Beam b points at elevation ``beam_elevations_rad[b]``; azimuth bin a at ``2*pi*a/azimuth_bins``
-    counter-clockwise from the sensor's +x axis. Sensor axes: x forward, y left, z up.
+    counter-clockwise from the sensor's +x axis. Sensor axes: x forward, y left, z up. Casting,
+    fitting and formatting read the rays through :attr:`pattern` (``neurodrive.lidar.pattern``).
     """
 
     name: str
@@ -107,15 +109,10 @@ class LidarSpec:
     def num_beams(self) -> int:
         return int(self.beam_elevations_rad.shape[0])
 
-    def azimuths_rad(self) -> np.ndarray:
-        """(W,) azimuth of each bin."""
-        return 2.0 * np.pi * np.arange(self.azimuth_bins) / self.azimuth_bins
-
-    def ray_directions(self) -> np.ndarray:
-        """Unit ray directions (B, W, 3) in the LiDAR frame."""
-        el = self.beam_elevations_rad[:, None]
-        az = self.azimuths_rad()[None, :]
-        return np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el) * np.ones_like(az)], axis=-1)
+    @cached_property
+    def pattern(self) -> RayPattern:
+        """The rays of one sweep and their places in the range image."""
+        return BeamGrid(self.beam_elevations_rad, self.azimuth_bins)
 
 
 @dataclass(frozen=True)
@@ -154,17 +151,20 @@ class LidarSweep:
     def range_m(self) -> np.ndarray:
         return np.linalg.norm(self.xyz_m, axis=1)
 
+    def ray_image(self, lidar: LidarSpec, values: np.ndarray, fill: float = 0) -> np.ndarray:
+        """(rows, cols) range image of the sensor's pattern holding ``values`` (M,) at the returns
+        (their dtype), ``fill`` elsewhere."""
+        per_ray = np.full(len(lidar.pattern.directions()), fill, dtype=np.asarray(values).dtype)
+        per_ray[lidar.pattern.rays_of(self)] = values
+        return to_image(lidar.pattern, per_ray, fill)
+
     def return_mask(self, lidar: LidarSpec) -> np.ndarray:
-        """(B, W) bool: True where the ray returned, False where it was dropped."""
-        mask = np.zeros((lidar.num_beams, lidar.azimuth_bins), dtype=bool)
-        mask[self.beam, self.azimuth_index] = True
-        return mask
+        """(rows, cols) bool: True where the ray returned, False where it was dropped (or no ray)."""
+        return self.ray_image(lidar, np.ones(self.num_returns, bool), False)
 
     def range_image(self, lidar: LidarSpec) -> np.ndarray:
-        """(B, W) range in metres, 0 where dropped."""
-        img = np.zeros((lidar.num_beams, lidar.azimuth_bins), dtype=np.float32)
-        img[self.beam, self.azimuth_index] = self.range_m()
-        return img
+        """(rows, cols) range in metres, 0 where dropped."""
+        return self.ray_image(lidar, self.range_m().astype(np.float32), 0)
 
 
 @dataclass(frozen=True)

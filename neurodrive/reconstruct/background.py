@@ -9,6 +9,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from neurodrive.geometry import invert_pose, transform_points
+from neurodrive.lidar.pattern import from_image
 from neurodrive.logs.model import ActorTrack, DrivingLog
 from neurodrive.raycast.open3d_caster import MeshRaycaster
 from neurodrive.reconstruct.config import Progress, ReconConfig, stage_step
@@ -48,6 +49,8 @@ def inpaint_dropped_rays(sweep, lidar, max_gap: int = 16, tolerance: float = 0.0
     the same range is filled by interpolating the range between them; runs next to the sky (no
     return on one side, or very different ranges) stay empty.
     """
+    if not lidar.pattern.is_full_grid:  # a grid algorithm: sensors with a beam grid only
+        return np.zeros((0, 3))
     rng_img = sweep.range_image(lidar)
     valid = rng_img > 0
     b, w = valid.shape
@@ -65,7 +68,7 @@ def inpaint_dropped_rays(sweep, lidar, max_gap: int = 16, tolerance: float = 0.0
         return np.zeros((0, 3))
     frac = (cols[None, :] - left) / np.maximum(right - left, 1)
     ranges = r_left + frac * (r_right - r_left)
-    return lidar.ray_directions()[ok] * ranges[ok][:, None]
+    return lidar.pattern.directions().reshape(b, w, 3)[ok] * ranges[ok][:, None]
 
 
 def densify_far_returns(
@@ -79,6 +82,8 @@ def densify_far_returns(
     ``min_range_m`` whose ranges agree within ``tolerance`` (relative: one surface, no depth edge)
     is filled with a bilinear grid of points about ``spacing_m`` apart.
     """
+    if not lidar.pattern.is_full_grid:  # a grid algorithm: sensors with a beam grid only
+        return np.zeros((0, 3))
     rng_img = sweep.range_image(lidar).astype(np.float64)
     el = np.asarray(lidar.beam_elevations_rad, np.float64)
     b, w = rng_img.shape
@@ -128,14 +133,14 @@ def carve_unsupported_extrusion(
         return triangles
     lidar = log.rig.lidar
     caster = MeshRaycaster([(vertices, triangles)])
-    dirs_l = lidar.ray_directions().reshape(-1, 3)
+    dirs_l = lidar.pattern.directions()
     n_hit = np.zeros(len(triangles))
     n_ret = np.zeros(len(triangles))
     for f in frames:
         T = log.T_world_lidar(f)
         hits = caster.cast(T[:3, 3], dirs_l @ T[:3, :3].T)
         sweep = log.lidar(f)
-        real = sweep.range_image(lidar).reshape(-1)
+        real = from_image(lidar.pattern, sweep.range_image(lidar))
         sel = hits.hit & (hits.triangle >= first_extruded) & (hits.t_m <= lidar.max_range_m)
         occluded = (real > 0) & (real < hits.t_m - 0.5)  # something (an actor, a tree) was in front
         sel &= ~occluded

@@ -69,10 +69,7 @@ def evaluate_reconstruction(
         pr, rr = pred_l.range_image(lidar), real_l.range_image(lidar)
         both = pm & rm
         depth_err.append(np.abs(pr[both] - rr[both]))
-        pi = np.zeros(pm.shape, np.float32)
-        ri = np.zeros(pm.shape, np.float32)
-        pi[pred_l.beam, pred_l.azimuth_index] = pred_l.intensity
-        ri[real_l.beam, real_l.azimuth_index] = real_l.intensity
+        pi, ri = pred_l.ray_image(lidar, pred_l.intensity), real_l.ray_image(lidar, real_l.intensity)
         int_err.append(pi[both] - ri[both])
         T = log.T_world_lidar(f)
         chamfers.append(chamfer_m(transform_points(T, pred_l.xyz_m), transform_points(T, real_l.xyz_m)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from neurodrive.lidar.intensity import LidarIntensityModel
-from neurodrive.lidar.ray_drop import DropSamples, fit_ray_drop, range_image_edges
+from neurodrive.lidar.ray_drop import DropSamples, fit_ray_drop, ray_edges
 from neurodrive.logs.model import DrivingLog
 from neurodrive.reconstruct.config import Progress, ReconConfig, stage_step
 from neurodrive.reconstruct.texturing import FrameCasters, fill_unobserved
@@ -101,7 +101,8 @@ def lidar_hit_records(
     in the box frame), frame, whether the sensor returned it, its intensity, incidence, range, and
     range-image edge cues."""
     lidar = log.rig.lidar
-    dirs_l = lidar.ray_directions().reshape(-1, 3)
+    pattern = lidar.pattern
+    dirs_l = pattern.directions()
     rec: dict[str, list[np.ndarray]] = {
         k: [] for k in ("mesh", "tri", "uv", "point", "frame", "ret", "I", "cos", "r", "edge", "missing")
     }
@@ -112,13 +113,13 @@ def lidar_hit_records(
         dirs = dirs_l @ T[:3, :3].T
         hits = caster.cast(T[:3, 3], dirs)
         sweep = log.lidar(f)
-        ray = sweep.beam.astype(np.int64) * lidar.azimuth_bins + sweep.azimuth_index
+        ray = pattern.rays_of(sweep)
         returned = np.zeros(len(dirs), bool)
         returned[ray] = True
         intensity = np.zeros(len(dirs))
         intensity[ray] = sweep.intensity
         pred = hits.hit & (hits.t_m >= lidar.min_range_m) & (hits.t_m <= lidar.max_range_m)
-        edge, missing = range_image_edges(np.where(pred, hits.t_m, np.inf).reshape(lidar.num_beams, lidar.azimuth_bins))
+        edge, missing = ray_edges(pattern, np.where(pred, hits.t_m, np.inf))
         idx = np.flatnonzero(pred)
         geom = hits.geometry[idx]
         point = T[:3, 3] + dirs[idx] * hits.t_m[idx, None]
@@ -135,8 +136,8 @@ def lidar_hit_records(
         rec["I"].append(intensity[idx])
         rec["cos"].append(np.abs(np.sum(hits.normals[idx] * dirs[idx], axis=1)))
         rec["r"].append(hits.t_m[idx])
-        rec["edge"].append(edge.reshape(-1)[idx])
-        rec["missing"].append(missing.reshape(-1)[idx])
+        rec["edge"].append(edge[idx])
+        rec["missing"].append(missing[idx])
         if progress:
             progress("fitting LiDAR model", k + 1, len(frames))
     return {k: np.concatenate(v) for k, v in rec.items()}

@@ -6,8 +6,9 @@ import numpy as np
 
 from neurodrive.geometry import check_pose
 from neurodrive.lidar.intensity import LidarIntensityModel
-from neurodrive.lidar.ray_drop import barycentric, range_image_edges
-from neurodrive.logs.model import CameraSpec, LidarSpec, LidarSweep
+from neurodrive.lidar.pattern import to_image
+from neurodrive.lidar.ray_drop import barycentric, ray_edges
+from neurodrive.logs.model import CameraSpec, LidarSpec
 from neurodrive.raycast.embree import shade_texels
 from neurodrive.render.placement import PlacedScene, single_threaded_blas
 from neurodrive.render.results import NO_ACTOR, CameraRender, FrameRender, LidarRender, RealismConfidence
@@ -142,42 +143,35 @@ class SceneRendering:
         """
         check_pose(T_world_ego, "T_world_ego")
         T = T_world_ego @ lidar.T_ego_lidar
-        dirs_l = lidar.ray_directions().reshape(-1, 3)
+        pattern = lidar.pattern
+        dirs_l = pattern.directions()
         dirs = dirs_l @ np.ascontiguousarray(T[:3, :3].T)
-        hits = scene.cast(T[:3, 3], dirs, grid=(lidar.num_beams, lidar.azimuth_bins))
+        hits = scene.cast(T[:3, 3], dirs, grid=pattern.image_shape if pattern.is_full_grid else None)
         in_range = hits.hit & (hits.t_m >= lidar.min_range_m) & (hits.t_m <= lidar.max_range_m)
         idx = np.nonzero(in_range)[0]
         p_return = np.zeros(len(dirs))
         cos_hit = np.abs(np.einsum("ij,ij->i", np.take(hits.normals, idx, axis=0), np.take(dirs, idx, axis=0)))
         table = scene.gather(hits, idx, "lidar_table")  # corner drop rates, reflectivity
         reflectivity = table[:, -1]
-        edge, missing = range_image_edges(
-            np.where(in_range, hits.t_m, np.inf).reshape(lidar.num_beams, lidar.azimuth_bins)
-        )
+        edge, missing = ray_edges(pattern, np.where(in_range, hits.t_m, np.inf))
         p_return[idx] = 1.0 - self.lidar_intensity.drop_probability(
             barycentric(table[:, :-1], hits.uv[idx]),
             cos_hit,
             hits.t_m[idx] / lidar.max_range_m,
-            edge.reshape(-1)[idx],
-            missing.reshape(-1)[idx],
+            edge[idx],
+            missing[idx],
         )
         keep = (rng.random(len(dirs)) < p_return) if rng is not None else (p_return >= 0.5)
         kept = keep[idx]
         cos_i, refl = cos_hit[kept], reflectivity[kept]
         idx = idx[kept]
         intensity = np.clip(refl * self.lidar_intensity.falloff(cos_i, hits.t_m[idx]), 0, 1)
-        beam, az = np.divmod(idx, lidar.azimuth_bins)
-        sweep = LidarSweep(
-            (dirs_l[idx] * hits.t_m[idx, None]).astype(np.float32),
-            intensity.astype(np.float32),
-            beam.astype(np.int16),
-            az.astype(np.int32),
-        )
+        sweep = pattern.sweep_from_rays(idx, dirs_l[idx] * hits.t_m[idx, None], intensity)
         return LidarRender(
             sweep,
             (hits.geometry[idx] - 1).astype(np.int32),
             scene.actor_ids,
-            p_return.reshape(lidar.num_beams, lidar.azimuth_bins),
+            to_image(pattern, p_return, 0.0),
         )
 
     # ------------------------------------------------------------------ storage

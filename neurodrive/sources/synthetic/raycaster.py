@@ -134,7 +134,7 @@ class WorldRenderer:
     ) -> LidarFrame:
         """One sweep with range noise, material/incidence-dependent intensity and ray drop."""
         T = T_world_ego @ lidar.T_ego_lidar
-        dirs_l = lidar.ray_directions().reshape(-1, 3)
+        dirs_l = lidar.pattern.directions()
         dirs = dirs_l @ T[:3, :3].T
         hits = scene.cast(np.broadcast_to(T[:3, 3], dirs.shape).copy(), dirs)
         t = hits.t_m
@@ -155,8 +155,5 @@ class WorldRenderer:
         idx, intensity = idx[keep], intensity[keep]
         rng_m = t[idx] + rng.normal(0.0, range_noise_std_m, len(idx))
         xyz = dirs_l[idx] * rng_m[:, None]
-        beam, az = np.divmod(idx, lidar.azimuth_bins)
-        sweep = LidarSweep(
-            xyz.astype(np.float32), intensity.astype(np.float32), beam.astype(np.int16), az.astype(np.int32)
-        )
+        sweep = lidar.pattern.sweep_from_rays(idx, xyz, intensity)
         return LidarFrame(sweep, hits.instance[idx])
