@@ -109,3 +109,28 @@ def from_frame_xy(xy_local_m: np.ndarray, origin_x_m: float, origin_y_m: float, 
     p = np.asarray(xy_local_m, float)
     c, s = np.cos(yaw_rad), np.sin(yaw_rad)
     return np.stack([origin_x_m + p[..., 0] * c - p[..., 1] * s, origin_y_m + p[..., 0] * s + p[..., 1] * c], axis=-1)
+
+
+def pose_from_quaternion(wxyz: np.ndarray | list[float], translation_m: np.ndarray | list[float]) -> np.ndarray:
+    """4x4 pose from a unit quaternion (w, x, y, z), as nuScenes, AV2 and DGP store them, and a translation."""
+    from scipy.spatial.transform import Rotation
+
+    w, x, y, z = (float(v) for v in wxyz)
+    return make_pose(np.asarray(translation_m, float), Rotation.from_quat([x, y, z, w]).as_matrix())
+
+
+def interpolate_poses(times_s: np.ndarray, poses: np.ndarray, query_s: np.ndarray | float) -> np.ndarray:
+    """Poses at ``query_s``: translation linear and rotation slerped between the two nearest of the
+    sorted ``times_s`` (K,) / ``poses`` (K, 4, 4); clamped to the first / last pose outside them."""
+    from scipy.spatial.transform import Rotation, Slerp
+
+    q = np.atleast_1d(np.asarray(query_s, float))
+    if len(times_s) == 1:
+        out = np.repeat(poses[:1], len(q), axis=0)
+    else:
+        t = np.clip(q, times_s[0], times_s[-1])
+        out = np.repeat(np.eye(4)[None], len(q), axis=0)
+        out[:, :3, :3] = Slerp(times_s, Rotation.from_matrix(poses[:, :3, :3]))(t).as_matrix()
+        for k in range(3):
+            out[:, k, 3] = np.interp(t, times_s, poses[:, k, 3])
+    return out if np.ndim(query_s) else out[0]

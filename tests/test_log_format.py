@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from neurodrive.errors import DataError
-from neurodrive.logs.io import image_path, lidar_path, load_log, write_log
+from neurodrive.logs.io import image_path, lidar_path, load_log
+from neurodrive.logs.writer import write_log
 
 
 @pytest.fixture()
@@ -96,6 +97,11 @@ def _duplicate_track(data: dict) -> None:
     data["tracks"][1]["id"] = data["tracks"][0]["id"]
 
 
+def _map_folder(root: Path) -> None:
+    (root / "map.json").unlink()
+    (root / "map.json").mkdir()
+
+
 CORRUPTIONS = {
     "invalid json": (lambda r: (r / "log.json").write_text("{not json"), "log.json", None, "not valid JSON"),
     "negative width": (
@@ -122,7 +128,7 @@ CORRUPTIONS = {
         "colour",
         "Extra inputs",
     ),
-    "missing map": (lambda r: (r / "map.json").unlink(), "map.json", None, "missing file"),
+    "map is a folder": (_map_folder, "map.json", None, "is a folder"),
     "NaN ego pose": (_nan_pose, "poses.npz", "ego_poses[3]", "NaN"),
     "time goes back": (_non_increasing_time, "poses.npz", "timestamps_s[2]", "strictly increasing"),
     "truncated npz": (lambda r: _truncate(r / "poses.npz"), "poses.npz", None, "corrupt or truncated"),
@@ -207,3 +213,17 @@ def test_unknown_actor_and_camera(tiny_log_dir: Path) -> None:
         log.image("rear", 0)
     with pytest.raises(IndexError):
         log.lidar(log.num_frames)
+
+
+def test_a_version_2_log_without_a_map_falls_back_to_a_corridor_around_the_ego_path(log_copy: Path) -> None:
+    (log_copy / "map.json").unlink()
+    log = load_log(log_copy)
+    assert not log.has_map
+    (lane,) = log.road_map.lanes
+    import shapely
+
+    area = shapely.union_all([shapely.Polygon(p) for p in log.road_map.drivable_areas])
+    path = shapely.LineString(log.ego_poses[:, :2, 3])
+    assert area.contains(path)  # the whole logged path lies in the corridor
+    assert area.area < path.length * 12.5 + 2 * 30 * 12.5  # and the corridor is narrow
+    assert lane.centerline_m.shape[0] >= 2

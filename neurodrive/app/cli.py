@@ -432,7 +432,7 @@ def _write_render(stage: Path, result, frame: int, lane_shift: float, actor_ids)
     """Files of ``neurodrive render``: per camera PNG, 16-bit depth (mm), actor masks; LiDAR .npz / .ply;
     the realism confidence."""
     from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
-    from neurodrive.logs.io import encode_png
+    from neurodrive.logs.writer import encode_png
 
     for name, img in result.cameras.items():
         atomic_write_bytes(stage / f"{name}.png", encode_png(img.rgb))

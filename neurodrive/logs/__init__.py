@@ -4,7 +4,7 @@ Every source (the synthetic generator, dataset importers) produces this; everyth
 (reconstruction, simulation) reads it. Format: docs/log_format.md.
 """
 
-from neurodrive.logs.io import load_log, write_log
+from neurodrive.logs.io import load_log
 from neurodrive.logs.model import (
     ActorTrack,
     CameraSpec,
@@ -15,6 +15,7 @@ from neurodrive.logs.model import (
     RoadMap,
     SensorRig,
 )
+from neurodrive.logs.writer import write_log
 
 __all__ = [
     "ActorTrack",

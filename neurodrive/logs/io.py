@@ -1,18 +1,21 @@
-"""Reading and writing logs in the on-disk format of docs/log_format.md.
+"""Reading logs in the on-disk format of docs/log_format.md (writing: ``logs.writer``).
 
 Layout of a log folder::
 
-    log.json                      name, frame rate, sensor rig (LogSchema)
-    poses.npz                     timestamps_s (N,), ego_poses (N, 4, 4)
+    log.json                      name, frame rate, sensor rig, pose source (LogSchema)
+    poses.npz                     timestamps_s (N,), ego_poses (N, 4, 4); version 2 optionally
+                                  camera_timestamps_s (C, N), lidar_timestamps_s (N,) (NaN: no data),
+                                  stream_timestamps_s (K,), stream_ego_poses (K, 4, 4)
     tracks.json, tracks.npz       actor id/category/size; poses (A, N, 4, 4), valid (A, N)
-    map.json                      drivable-area polygons and lane centrelines (MapSchema)
-    camera/<name>/<frame>.png     RGB images, frame number zero-padded to 6 digits
-    lidar/<frame>.npz             xyz_m (M, 3), intensity (M,), beam (M,), azimuth_index (M,)
+    map.json                      drivable-area polygons and lane centrelines (MapSchema); optional in v2
+    lidar_pattern.npz             the measured ray pattern (v2, ``rig.lidar.pattern == "measured"``)
+    camera/<name>/<frame>.png     RGB images (v2 also .jpg), frame number zero-padded to 6 digits
+    lidar/<frame>.npz             xyz_m (M, 3), intensity (M,); beam (M,), azimuth_index (M,) for a beam
+                                  grid; optional ring (M,), time_offset_s (M,)
 """
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 import zlib
@@ -25,8 +28,9 @@ from pydantic import BaseModel, ValidationError
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import is_rigid
-from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
+from neurodrive.lidar.pattern import MeasuredPattern
 from neurodrive.logs.model import (
+    CATEGORIES,
     ActorTrack,
     CameraSpec,
     DrivingLog,
@@ -35,19 +39,25 @@ from neurodrive.logs.model import (
     LidarSweep,
     RoadMap,
     SensorRig,
+    corridor_map,
 )
 from neurodrive.logs.schema import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
     LogSchema,
     MapSchema,
     TracksSchema,
     describe_validation_error,
 )
 
+IMAGE_SUFFIXES = (".png", ".jpg")  # images are stored as PNG; importers may keep a dataset's JPEG bytes
+
 
 def image_path(root: Path, camera: str, frame: int) -> Path:
-    return Path(root) / "camera" / camera / f"{frame:06d}.png"
+    """The image file of ``camera`` at ``frame`` (the PNG name when there is none yet)."""
+    base = Path(root) / "camera" / camera / f"{frame:06d}"
+    for suffix in IMAGE_SUFFIXES[1:]:
+        if base.with_suffix(suffix).is_file():
+            return base.with_suffix(suffix)
+    return base.with_suffix(".png")
 
 
 def lidar_path(root: Path, frame: int) -> Path:
@@ -112,12 +122,22 @@ def _check_poses(path: Path, name: str, poses: np.ndarray, mask: np.ndarray | No
             raise DataError(path, f"{name}[{i}]", "is not a finite rigid 4x4 transform")
 
 
-def _rig_from_schema(schema: LogSchema) -> SensorRig:
+def _rig_from_schema(schema: LogSchema, root: Path) -> SensorRig:
     cams = tuple(
-        CameraSpec(c.name, c.width_px, c.height_px, np.asarray(c.intrinsics), np.asarray(c.T_ego_camera))
+        CameraSpec(
+            c.name,
+            c.width_px,
+            c.height_px,
+            np.asarray(c.intrinsics),
+            np.asarray(c.T_ego_camera),
+            None if c.distortion is None else np.asarray(c.distortion, float),
+        )
         for c in schema.rig.cameras
     )
     lid = schema.rig.lidar
+    if lid is None:
+        return SensorRig(cams, None)
+    measured = _read_pattern(root / "lidar_pattern.npz") if lid.pattern == "measured" else None
     lidar = LidarSpec(
         name=lid.name,
         T_ego_lidar=np.asarray(lid.T_ego_lidar),
@@ -126,8 +146,33 @@ def _rig_from_schema(schema: LogSchema) -> SensorRig:
         min_range_m=lid.min_range_m,
         max_range_m=lid.max_range_m,
         rotation_rate_hz=lid.rotation_rate_hz,
+        measured_pattern=measured,
+        motion_compensated=lid.motion_compensated,
     )
     return SensorRig(cams, lidar)
+
+
+def _read_pattern(path: Path) -> MeasuredPattern:
+    arrays = read_npz(
+        path,
+        {
+            "ray_directions": (None, 3),
+            "ray_cells": (None,),
+            "image_shape": (2,),
+            "rows_from_ring": (),
+            "ring_to_row": (None,),
+            "elevation_edges_rad": (None,),
+        },
+    )
+    rows, cols = (int(v) for v in arrays["image_shape"])
+    cells = arrays["ray_cells"]
+    if rows <= 0 or cols <= 0:
+        raise DataError(path, "image_shape", f"must be positive, got {arrays['image_shape'].tolist()}")
+    if len(cells) != len(arrays["ray_directions"]):
+        raise DataError(path, "ray_cells", "needs one entry per ray direction")
+    if len(cells) and (cells.min() < 0 or cells.max() >= rows * cols or len(np.unique(cells)) != len(cells)):
+        raise DataError(path, "ray_cells", f"must be distinct cells of the {rows}x{cols} image")
+    return MeasuredPattern.from_arrays(arrays)
 
 
 def read_image(path: Path, camera: CameraSpec) -> np.ndarray:
@@ -151,30 +196,113 @@ def read_image(path: Path, camera: CameraSpec) -> np.ndarray:
 
 
 def read_lidar(path: Path, lidar: LidarSpec) -> LidarSweep:
-    arrays = read_npz(path, {"xyz_m": (None, 3), "intensity": (None,), "beam": (None,), "azimuth_index": (None,)})
+    """One sweep; beam-grid sweeps name each return's (beam, azimuth bin), each ray at most once."""
+    grid = lidar.measured_pattern is None
+    need: dict[str, tuple[int | None, ...]] = {"xyz_m": (None, 3), "intensity": (None,)}
+    if grid:
+        need |= {"beam": (None,), "azimuth_index": (None,)}
+    arrays = read_npz(path, need)
     m = arrays["xyz_m"].shape[0]
-    for name in ("intensity", "beam", "azimuth_index"):
-        if arrays[name].shape[0] != m:
-            raise DataError(path, name, f"has {arrays[name].shape[0]} entries but xyz_m has {m}")
-    for name in ("beam", "azimuth_index"):
-        if not np.issubdtype(arrays[name].dtype, np.integer):
+    optional = ("beam", "azimuth_index", "ring", "time_offset_s")
+    for name in ("intensity", *optional):
+        if name in arrays and arrays[name].shape != (m,):
+            raise DataError(path, name, f"has shape {arrays[name].shape} but xyz_m has {m} points")
+    for name in ("beam", "azimuth_index", "ring"):
+        if name in arrays and not np.issubdtype(arrays[name].dtype, np.integer):
             raise DataError(path, name, f"expected integers, got {arrays[name].dtype}")
-    beam, az = arrays["beam"].astype(np.int64), arrays["azimuth_index"].astype(np.int64)
-    if m and (beam.min() < 0 or beam.max() >= lidar.num_beams):
-        raise DataError(path, "beam", f"beam index outside [0, {lidar.num_beams})")
-    if m and (az.min() < 0 or az.max() >= lidar.azimuth_bins):
-        raise DataError(path, "azimuth_index", f"azimuth index outside [0, {lidar.azimuth_bins})")
-    if len(np.unique(beam * lidar.azimuth_bins + az)) != m:
-        raise DataError(path, "azimuth_index", "a (beam, azimuth) ray appears more than once")
     intensity = arrays["intensity"].astype(np.float32)
     if m and (intensity.min() < 0.0 or intensity.max() > 1.0):
         raise DataError(path, "intensity", "values must lie in [0, 1]")
+    beam = az = None
+    if grid:
+        beam, az = arrays["beam"].astype(np.int64), arrays["azimuth_index"].astype(np.int64)
+        if m and (beam.min() < 0 or beam.max() >= lidar.num_beams):
+            raise DataError(path, "beam", f"beam index outside [0, {lidar.num_beams})")
+        if m and (az.min() < 0 or az.max() >= lidar.azimuth_bins):
+            raise DataError(path, "azimuth_index", f"azimuth index outside [0, {lidar.azimuth_bins})")
+        if len(np.unique(beam * lidar.azimuth_bins + az)) != m:
+            raise DataError(path, "azimuth_index", "a (beam, azimuth) ray appears more than once")
+    if "ring" in arrays and m and arrays["ring"].min() < 0:
+        raise DataError(path, "ring", "ring numbers must not be negative")
     return LidarSweep(
         xyz_m=arrays["xyz_m"].astype(np.float32),
         intensity=intensity,
-        beam=beam.astype(np.int16),
-        azimuth_index=az.astype(np.int32),
+        beam=None if beam is None else beam.astype(np.int16),
+        azimuth_index=None if az is None else az.astype(np.int32),
+        ring=arrays["ring"].astype(np.int16) if "ring" in arrays else None,
+        time_offset_s=arrays["time_offset_s"].astype(np.float32) if "time_offset_s" in arrays else None,
     )
+
+
+def _read_poses(root: Path, n: int, cameras: int) -> dict[str, np.ndarray]:
+    """poses.npz: frame times and poses, optional sensor times (NaN allowed) and pose stream."""
+    path = root / "poses.npz"
+    arrays = read_npz(path, {"timestamps_s": (n,), "ego_poses": (n, 4, 4)}, finite=False)
+    for name in ("timestamps_s", "ego_poses"):
+        if not np.all(np.isfinite(arrays[name])):
+            bad = np.argwhere(~np.isfinite(arrays[name]))[0]
+            raise DataError(path, f"{name}[{bad[0]}]", "contains NaN or infinite values")
+    shapes = {
+        "camera_timestamps_s": (cameras, n),
+        "lidar_timestamps_s": (n,),
+        "stream_timestamps_s": (None,),
+        "stream_ego_poses": (None, 4, 4),
+    }
+    for name, shape in shapes.items():
+        if name in arrays and (
+            arrays[name].ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arrays[name].shape))
+        ):
+            raise DataError(path, name, f"expected shape {shape} (None: any), got {arrays[name].shape}")
+    if ("stream_timestamps_s" in arrays) != ("stream_ego_poses" in arrays):
+        raise DataError(path, "stream_ego_poses", "stream_timestamps_s and stream_ego_poses come together")
+    for name in ("timestamps_s", "stream_timestamps_s"):
+        t = arrays.get(name)
+        if t is not None and len(t) > 1 and not np.all(np.diff(t) > 0):
+            i = int(np.argmin(np.diff(t) > 0)) + 1
+            raise DataError(path, f"{name}[{i}]", "timestamps must be strictly increasing")
+    if "stream_ego_poses" in arrays:
+        if len(arrays["stream_ego_poses"]) != len(arrays["stream_timestamps_s"]) or not len(arrays["stream_ego_poses"]):
+            raise DataError(path, "stream_ego_poses", "needs one pose per stream timestamp (at least one)")
+        if not np.all(np.isfinite(arrays["stream_timestamps_s"])):
+            raise DataError(path, "stream_timestamps_s", "contains NaN or infinite values")
+        _check_poses(path, "stream_ego_poses", arrays["stream_ego_poses"])
+    _check_poses(path, "ego_poses", arrays["ego_poses"])
+    return arrays
+
+
+def _read_tracks(root: Path, n: int, version: int) -> tuple[ActorTrack, ...]:
+    tracks_meta: TracksSchema = read_json(root / "tracks.json", TracksSchema)
+    a = len(tracks_meta.tracks)
+    tracks_file = root / "tracks.npz"
+    tr = read_npz(tracks_file, {"poses": (a, n, 4, 4), "valid": (a, n)}, finite=False)
+    track_poses, valid = tr["poses"].astype(np.float64), tr["valid"].astype(bool)
+    tracks = []
+    for i, t in enumerate(tracks_meta.tracks):
+        if version >= 2 and t.category not in CATEGORIES:
+            raise DataError(root / "tracks.json", f"tracks[{i}].category", f"'{t.category}' is not one of {CATEGORIES}")
+        if not np.all(np.isfinite(track_poses[i][valid[i]])):
+            frame = int(np.argwhere(valid[i] & ~np.all(np.isfinite(track_poses[i]), axis=(1, 2)))[0, 0])
+            raise DataError(tracks_file, f"poses[{i}][{frame}]", f"actor '{t.id}' has a NaN pose on a valid frame")
+        _check_poses(tracks_file, f"poses[{i}]", track_poses[i], valid[i])
+        tracks.append(ActorTrack(t.id, t.category, np.asarray(t.size_m), track_poses[i], valid[i], t.dataset_category))
+    return tuple(tracks)
+
+
+def _read_map(root: Path, version: int, ego_poses: np.ndarray) -> tuple[RoadMap, bool]:
+    if version >= 2 and not (root / "map.json").exists():
+        return corridor_map(ego_poses), False
+    map_meta: MapSchema = read_json(root / "map.json", MapSchema)
+    lanes = tuple(
+        Lane(
+            lane.id,
+            np.asarray(lane.centerline_m, dtype=float),
+            lane.width_m,
+            lane.speed_limit_mps,
+            tuple(lane.successors),
+        )
+        for lane in map_meta.lanes
+    )
+    return RoadMap(tuple(np.asarray(p, dtype=float) for p in map_meta.drivable_areas), lanes), True
 
 
 def load_log(root: str | Path, check_files: bool = True) -> DrivingLog:
@@ -188,197 +316,42 @@ def load_log(root: str | Path, check_files: bool = True) -> DrivingLog:
     if not root.is_dir():
         raise DataError(root, None, "log folder does not exist")
     meta: LogSchema = read_json(root / "log.json", LogSchema)
-    rig = _rig_from_schema(meta)
+    rig = _rig_from_schema(meta, root)
     n = meta.num_frames
-
-    poses_file = root / "poses.npz"
-    poses = read_npz(poses_file, {"timestamps_s": (n,), "ego_poses": (n, 4, 4)})
-    timestamps = poses["timestamps_s"].astype(np.float64)
-    if n > 1 and not np.all(np.diff(timestamps) > 0):
-        i = int(np.argmin(np.diff(timestamps) > 0)) + 1
-        raise DataError(poses_file, f"timestamps_s[{i}]", "timestamps must be strictly increasing")
+    poses = _read_poses(root, n, len(rig.cameras))
     ego_poses = poses["ego_poses"].astype(np.float64)
-    _check_poses(poses_file, "ego_poses", ego_poses)
-
-    tracks_meta: TracksSchema = read_json(root / "tracks.json", TracksSchema)
-    a = len(tracks_meta.tracks)
-    tracks_file = root / "tracks.npz"
-    tr = read_npz(tracks_file, {"poses": (a, n, 4, 4), "valid": (a, n)}, finite=False)
-    track_poses, valid = tr["poses"].astype(np.float64), tr["valid"].astype(bool)
-    tracks = []
-    for i, t in enumerate(tracks_meta.tracks):
-        if not np.all(np.isfinite(track_poses[i][valid[i]])):
-            frame = int(np.argwhere(valid[i] & ~np.all(np.isfinite(track_poses[i]), axis=(1, 2)))[0, 0])
-            raise DataError(tracks_file, f"poses[{i}][{frame}]", f"actor '{t.id}' has a NaN pose on a valid frame")
-        _check_poses(tracks_file, f"poses[{i}]", track_poses[i], valid[i])
-        tracks.append(ActorTrack(t.id, t.category, np.asarray(t.size_m), track_poses[i], valid[i]))
-
-    map_meta: MapSchema = read_json(root / "map.json", MapSchema)
-    road_map = RoadMap(
-        drivable_areas=tuple(np.asarray(p, dtype=float) for p in map_meta.drivable_areas),
-        lanes=tuple(
-            Lane(
-                lane.id,
-                np.asarray(lane.centerline_m, dtype=float),
-                lane.width_m,
-                lane.speed_limit_mps,
-                tuple(lane.successors),
-            )
-            for lane in map_meta.lanes
-        ),
-    )
+    camera_times = poses.get("camera_timestamps_s")
+    lidar_times = poses.get("lidar_timestamps_s")
+    stream = None
+    if "stream_timestamps_s" in poses:
+        stream = (poses["stream_timestamps_s"].astype(np.float64), poses["stream_ego_poses"].astype(np.float64))
+    tracks = _read_tracks(root, n, meta.version)
+    road_map, has_map = _read_map(root, meta.version, ego_poses)
 
     if check_files:
         for frame in range(n):
-            for cam in rig.cameras:
-                if not image_path(root, cam.name, frame).is_file():
+            for c, cam in enumerate(rig.cameras):
+                has = camera_times is None or np.isfinite(camera_times[c, frame])
+                if has and not image_path(root, cam.name, frame).is_file():
                     raise DataError(image_path(root, cam.name, frame), None, "missing image file")
-            if not lidar_path(root, frame).is_file():
+            has = rig.lidar is not None and (lidar_times is None or np.isfinite(lidar_times[frame]))
+            if has and not lidar_path(root, frame).is_file():
                 raise DataError(lidar_path(root, frame), None, "missing LiDAR sweep file")
 
     return DrivingLog(
         root=root,
         name=meta.name,
         rig=rig,
-        timestamps_s=timestamps,
+        timestamps_s=poses["timestamps_s"].astype(np.float64),
         ego_poses=ego_poses,
-        tracks=tuple(tracks),
+        tracks=tracks,
         road_map=road_map,
         metadata=dict(meta.metadata) | {"frame_rate_hz": meta.frame_rate_hz},
+        camera_timestamps_s=None if camera_times is None else camera_times.astype(np.float64),
+        lidar_timestamps_s=None if lidar_times is None else lidar_times.astype(np.float64),
+        pose_stream=stream,
+        pose_source=meta.pose_source.model_dump(),
+        has_map=has_map,
         _read_image=lambda cam, f: read_image(image_path(root, cam, f), rig.camera(cam)),
         _read_lidar=lambda f: read_lidar(lidar_path(root, f), rig.lidar),
-    )
-
-
-# ----------------------------------------------------------------------------------------- writing
-
-
-def _rig_to_json(rig: SensorRig) -> dict:
-    lid = rig.lidar
-    return {
-        "cameras": [
-            {
-                "name": c.name,
-                "width_px": c.width_px,
-                "height_px": c.height_px,
-                "intrinsics": c.intrinsics.tolist(),
-                "T_ego_camera": c.T_ego_camera.tolist(),
-            }
-            for c in rig.cameras
-        ],
-        "lidar": {
-            "name": lid.name,
-            "T_ego_lidar": lid.T_ego_lidar.tolist(),
-            "beam_elevations_deg": np.rad2deg(lid.beam_elevations_rad).tolist(),
-            "azimuth_bins": lid.azimuth_bins,
-            "min_range_m": lid.min_range_m,
-            "max_range_m": lid.max_range_m,
-            "rotation_rate_hz": lid.rotation_rate_hz,
-        },
-    }
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of an (H, W, 3) uint8 colour image or an (H, W) uint16 single-channel image."""
-    buf = io.BytesIO()
-    if image.dtype == np.uint16:
-        Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
-    else:
-        Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, format="PNG", compress_level=4)
-    return buf.getvalue()
-
-
-class LogWriter:
-    """Writes a log folder file by file; each file is written atomically."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def write_image(self, camera: str, frame: int, rgb: np.ndarray) -> None:
-        atomic_write_bytes(image_path(self.root, camera, frame), encode_png(rgb))
-
-    def write_lidar(self, frame: int, sweep: LidarSweep) -> None:
-        atomic_write_npz(
-            lidar_path(self.root, frame),
-            xyz_m=sweep.xyz_m.astype(np.float32),
-            intensity=sweep.intensity.astype(np.float32),
-            beam=sweep.beam.astype(np.int16),
-            azimuth_index=sweep.azimuth_index.astype(np.int32),
-        )
-
-    def write_metadata(
-        self,
-        name: str,
-        rig: SensorRig,
-        timestamps_s: np.ndarray,
-        ego_poses: np.ndarray,
-        tracks: tuple[ActorTrack, ...],
-        road_map: RoadMap,
-        frame_rate_hz: float,
-        metadata: dict | None = None,
-    ) -> None:
-        n = len(timestamps_s)
-        atomic_write_json(
-            self.root / "log.json",
-            {
-                "format": FORMAT_NAME,
-                "version": FORMAT_VERSION,
-                "name": name,
-                "num_frames": n,
-                "frame_rate_hz": frame_rate_hz,
-                "rig": _rig_to_json(rig),
-                "metadata": metadata or {},
-            },
-        )
-        atomic_write_npz(
-            self.root / "poses.npz", timestamps_s=np.asarray(timestamps_s), ego_poses=np.asarray(ego_poses)
-        )
-        atomic_write_json(
-            self.root / "tracks.json",
-            {
-                "tracks": [
-                    {"id": t.actor_id, "category": t.category, "size_m": np.asarray(t.size_m).tolist()} for t in tracks
-                ]
-            },
-        )
-        atomic_write_npz(
-            self.root / "tracks.npz",
-            poses=np.stack([t.poses for t in tracks]) if tracks else np.zeros((0, n, 4, 4)),
-            valid=np.stack([t.valid for t in tracks]) if tracks else np.zeros((0, n), dtype=bool),
-        )
-        atomic_write_json(
-            self.root / "map.json",
-            {
-                "drivable_areas": [np.asarray(p).tolist() for p in road_map.drivable_areas],
-                "lanes": [
-                    {
-                        "id": lane.lane_id,
-                        "centerline_m": np.asarray(lane.centerline_m).tolist(),
-                        "width_m": lane.width_m,
-                        "speed_limit_mps": lane.speed_limit_mps,
-                        "successors": list(lane.successors),
-                    }
-                    for lane in road_map.lanes
-                ],
-            },
-        )
-
-
-def write_log(log: DrivingLog, root: str | Path) -> None:
-    """Write a complete copy of ``log`` (all frames) to ``root``."""
-    writer = LogWriter(root)
-    for frame in range(log.num_frames):
-        for cam in log.rig.camera_names:
-            writer.write_image(cam, frame, log.image(cam, frame))
-        writer.write_lidar(frame, log.lidar(frame))
-    writer.write_metadata(
-        log.name,
-        log.rig,
-        log.timestamps_s,
-        log.ego_poses,
-        log.tracks,
-        log.road_map,
-        float(log.metadata.get("frame_rate_hz", 10.0)),
-        {k: v for k, v in log.metadata.items() if k != "frame_rate_hz"},
     )

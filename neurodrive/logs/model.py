@@ -14,19 +14,48 @@ from pathlib import Path
 import numpy as np
 
 from neurodrive.errors import DataError
-from neurodrive.geometry import R_BODY_FROM_OPENCV
-from neurodrive.lidar.pattern import BeamGrid, RayPattern, to_image
+from neurodrive.geometry import R_BODY_FROM_OPENCV, interpolate_poses
+from neurodrive.lidar.pattern import BeamGrid, MeasuredPattern, RayPattern, to_image
+
+CATEGORIES = ("car", "truck", "bus", "pedestrian", "cyclist", "other")  # the one category set of actor tracks
 
 
 @dataclass(frozen=True)
 class CameraSpec:
-    """A pinhole camera. Camera axes follow OpenCV: x right, y down, z forward."""
+    """A pinhole camera with optional Brown-Conrady lens distortion. Camera axes follow OpenCV: x
+    right, y down, z forward. Rays and projections model the distortion, so images stay as recorded."""
 
     name: str
     width_px: int
     height_px: int
     intrinsics: np.ndarray  # (3, 3) K in pixels; pixel centres sit at integer + 0.5
     T_ego_camera: np.ndarray  # (4, 4) camera -> ego
+    distortion: np.ndarray | None = None  # (5,) k1, k2, p1, p2, k3 (OpenCV order); None: no distortion
+
+    @property
+    def is_distorted(self) -> bool:
+        return self.distortion is not None and bool(np.any(np.asarray(self.distortion) != 0))
+
+    def distort(self, xy: np.ndarray) -> np.ndarray:
+        """Distorted normalised image coordinates of ideal ones (..., 2)."""
+        if not self.is_distorted:
+            return xy
+        k1, k2, p1, p2, k3 = np.asarray(self.distortion, float)
+        x, y = xy[..., 0], xy[..., 1]
+        r2 = x * x + y * y
+        radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+        xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+        yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+        return np.stack([xd, yd], axis=-1)
+
+    def undistort(self, xy_distorted: np.ndarray, iterations: int = 20) -> np.ndarray:
+        """Ideal normalised coordinates of distorted ones (..., 2), by fixed-point iteration."""
+        if not self.is_distorted:
+            return xy_distorted
+        xy = xy_distorted.copy()
+        for _ in range(iterations):
+            xy = xy + (xy_distorted - self.distort(xy))
+        return xy
 
     def ray_directions(self, supersample: int = 1) -> np.ndarray:
         """Unit ray directions in the camera frame, (H*s, W*s, 3), through (sub)pixel centres."""
@@ -46,16 +75,18 @@ class CameraSpec:
         v = (np.arange(self.height_px * s) + 0.5) / s
         uu, vv = np.meshgrid(u, v)
         k = self.intrinsics
-        x = (uu - k[0, 2]) / k[0, 0]
         y = (vv - k[1, 2]) / k[1, 1]
-        d = np.stack([x, y, np.ones_like(x)], axis=-1)
+        xy = self.undistort(np.stack([(uu - k[0, 2] - k[0, 1] * y) / k[0, 0], y], axis=-1))
+        d = np.concatenate([xy, np.ones_like(xy[..., :1])], axis=-1)
         return d / np.linalg.norm(d, axis=-1, keepdims=True)
 
     def project(self, points_camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pixel coordinates (N, 2) of camera-frame points (N, 3) and a mask of those in view."""
         z = points_camera[:, 2]
         safe_z = np.where(z > 1e-6, z, 1.0)
-        uv = (points_camera @ self.intrinsics.T)[:, :2] / safe_z[:, None]
+        xy = self.distort(points_camera[:, :2] / safe_z[:, None])
+        k = self.intrinsics
+        uv = np.stack([k[0, 0] * xy[:, 0] + k[0, 1] * xy[:, 1] + k[0, 2], k[1, 1] * xy[:, 1] + k[1, 2]], axis=1)
         inside = (
             (z > 1e-6) & (uv[:, 0] >= 0) & (uv[:, 0] < self.width_px) & (uv[:, 1] >= 0) & (uv[:, 1] < self.height_px)
         )
@@ -66,7 +97,12 @@ class CameraSpec:
         k = self.intrinsics.copy()
         k[:2] *= factor
         return CameraSpec(
-            self.name, round(self.width_px * factor), round(self.height_px * factor), k, self.T_ego_camera
+            self.name,
+            round(self.width_px * factor),
+            round(self.height_px * factor),
+            k,
+            self.T_ego_camera,
+            self.distortion,
         )
 
     @staticmethod
@@ -90,11 +126,12 @@ class CameraSpec:
 
 @dataclass(frozen=True)
 class LidarSpec:
-    """A spinning LiDAR: every sweep fires each (beam, azimuth bin) ray once.
-
-    Beam b points at elevation ``beam_elevations_rad[b]``; azimuth bin a at ``2*pi*a/azimuth_bins``
-    counter-clockwise from the sensor's +x axis. Sensor axes: x forward, y left, z up. Casting,
-    fitting and formatting read the rays through :attr:`pattern` (``neurodrive.lidar.pattern``).
+    """A LiDAR. Without ``measured_pattern`` it is a beam grid: every sweep fires each (beam, azimuth
+    bin) ray once, beam b at elevation ``beam_elevations_rad[b]``, bin a at azimuth
+    ``2*pi*a/azimuth_bins`` counter-clockwise from the sensor's +x axis. With one (real sensors), the
+    rays are the measured ones and ``beam_elevations_rad`` / ``azimuth_bins`` describe its image
+    rows (mean elevation) and columns. Sensor axes: x forward, y left, z up. Casting, fitting and
+    formatting read the rays through :attr:`pattern` (``neurodrive.lidar.pattern``).
     """
 
     name: str
@@ -104,6 +141,8 @@ class LidarSpec:
     min_range_m: float
     max_range_m: float
     rotation_rate_hz: float
+    measured_pattern: MeasuredPattern | None = field(default=None, repr=False)
+    motion_compensated: bool = True  # each sweep's points are in the LiDAR frame at the sweep's time
 
     @property
     def num_beams(self) -> int:
@@ -112,6 +151,8 @@ class LidarSpec:
     @cached_property
     def pattern(self) -> RayPattern:
         """The rays of one sweep and their places in the range image."""
+        if self.measured_pattern is not None:
+            return self.measured_pattern
         return BeamGrid(self.beam_elevations_rad, self.azimuth_bins)
 
 
@@ -134,15 +175,21 @@ class SensorRig:
 
 @dataclass(frozen=True)
 class LidarSweep:
-    """The returns of one sweep, in the LiDAR frame at the frame's timestamp.
+    """The returns of one sweep, in the LiDAR frame at the sweep's timestamp.
 
-    Every fired ray that is absent here was dropped (no return): see :meth:`return_mask`.
+    Every ray of the sensor's pattern without a return here was dropped: see :meth:`return_mask`.
+    Beam-grid sweeps name each return's ray (``beam``, ``azimuth_index``); real sweeps keep the
+    dataset's optional per-point fields (``ring``: ring / laser number, ``time_offset_s``: firing
+    time after the sweep's timestamp); ``ray`` is set on rendered sweeps of a measured pattern.
     """
 
     xyz_m: np.ndarray  # (M, 3) float32
     intensity: np.ndarray  # (M,) float32 in [0, 1]
-    beam: np.ndarray  # (M,) int16, beam index of each return
-    azimuth_index: np.ndarray  # (M,) int32, azimuth bin of each return
+    beam: np.ndarray | None = None  # (M,) int16, beam index of each return (beam grid)
+    azimuth_index: np.ndarray | None = None  # (M,) int32, azimuth bin of each return (beam grid)
+    ring: np.ndarray | None = None  # (M,) int16, ring / laser number
+    time_offset_s: np.ndarray | None = None  # (M,) float32
+    ray: np.ndarray | None = None  # (M,) int64, ray of the pattern (rendered sweeps)
 
     @property
     def num_returns(self) -> int:
@@ -154,8 +201,12 @@ class LidarSweep:
     def ray_image(self, lidar: LidarSpec, values: np.ndarray, fill: float = 0) -> np.ndarray:
         """(rows, cols) range image of the sensor's pattern holding ``values`` (M,) at the returns
         (their dtype), ``fill`` elsewhere."""
-        per_ray = np.full(len(lidar.pattern.directions()), fill, dtype=np.asarray(values).dtype)
-        per_ray[lidar.pattern.rays_of(self)] = values
+        values = np.asarray(values)
+        rays = lidar.pattern.rays_of(self)
+        per_ray = np.full(len(lidar.pattern.directions()), fill, dtype=values.dtype)
+        order = np.argsort(-self.range_m(), kind="stable")  # several returns on one ray: the nearest wins
+        order = order[rays[order] >= 0]
+        per_ray[rays[order]] = values[order]
         return to_image(lidar.pattern, per_ray, fill)
 
     def return_mask(self, lidar: LidarSpec) -> np.ndarray:
@@ -172,10 +223,11 @@ class ActorTrack:
     """One tracked actor. Its box frame is centred in the box, x forward, y left, z up."""
 
     actor_id: str
-    category: str  # "car", "truck", "pedestrian", "cyclist", ...
+    category: str  # one of CATEGORIES: "car", "truck", "bus", "pedestrian", "cyclist", "other"
     size_m: np.ndarray  # (3,) length, width, height
     poses: np.ndarray  # (N, 4, 4) T_world_box per frame (meaningful where valid)
     valid: np.ndarray  # (N,) bool, True on frames where the actor is tracked
+    dataset_category: str = ""  # the dataset's own label, e.g. "vehicle.car", "REGULAR_VEHICLE"
 
     def is_static(self, tolerance_m: float = 0.05) -> bool:
         pos = self.poses[self.valid, :3, 3]
@@ -218,6 +270,13 @@ class DrivingLog:
     tracks: tuple[ActorTrack, ...]
     road_map: RoadMap
     metadata: dict = field(default_factory=dict)
+    # Sensor times (v2 logs); None: every sensor at the frame's timestamp. NaN: no data on that frame.
+    camera_timestamps_s: np.ndarray | None = None  # (C, N), cameras in rig order
+    lidar_timestamps_s: np.ndarray | None = None  # (N,)
+    # A denser ego trajectory to interpolate sensor poses in (e.g. every datum's pose); None: ego_poses.
+    pose_stream: tuple[np.ndarray, np.ndarray] | None = None  # (timestamps_s (K,), T_world_ego (K, 4, 4))
+    pose_source: dict = field(default_factory=lambda: {"kind": "measured", "method": "unknown"})
+    has_map: bool = True  # False: road_map is a corridor around the logged ego path (see corridor_map)
     # Readers injected by the loader so the data model stays independent of the file format.
     _read_image: Callable[[str, int], np.ndarray] | None = field(default=None, repr=False, compare=False)
     _read_lidar: Callable[[int], LidarSweep] | None = field(default=None, repr=False, compare=False)
@@ -260,20 +319,77 @@ class DrivingLog:
         """(H, W, 3) uint8 image of ``camera`` at ``frame``, read from disk."""
         self.rig.camera(camera)
         self._check_frame(frame)
+        if not self.has_image(camera, frame):
+            raise DataError(self.root, f"camera {camera} frame {frame}", "this log has no image there")
         assert self._read_image is not None, "log has no image reader"
         return self._read_image(camera, frame)
 
     def lidar(self, frame: int) -> LidarSweep:
         self._check_frame(frame)
+        if not self.has_lidar(frame):
+            raise DataError(self.root, f"lidar frame {frame}", "this log has no LiDAR sweep there")
         assert self._read_lidar is not None, "log has no LiDAR reader"
         return self._read_lidar(frame)
 
+    def camera_time(self, camera: str, frame: int) -> float:
+        """Timestamp (s) of ``camera``'s image at ``frame`` (NaN: no image on that frame)."""
+        if self.camera_timestamps_s is None:
+            return float(self.timestamps_s[frame])
+        return float(self.camera_timestamps_s[self.rig.camera_names.index(camera), frame])
+
+    def lidar_time(self, frame: int) -> float:
+        """Timestamp (s) of the LiDAR sweep at ``frame`` (NaN: no sweep on that frame)."""
+        if self.lidar_timestamps_s is None:
+            return float(self.timestamps_s[frame])
+        return float(self.lidar_timestamps_s[frame])
+
+    def has_image(self, camera: str, frame: int) -> bool:
+        return bool(np.isfinite(self.camera_time(camera, frame)))
+
+    def has_lidar(self, frame: int) -> bool:
+        return self.rig.lidar is not None and bool(np.isfinite(self.lidar_time(frame)))
+
+    def ego_pose_at(self, time_s: float) -> np.ndarray:
+        """T_world_ego at ``time_s``, interpolated in the pose stream (or the frames' poses)."""
+        times, poses = self.pose_stream if self.pose_stream is not None else (self.timestamps_s, self.ego_poses)
+        return interpolate_poses(times, poses, float(time_s))
+
+    def _sensor_pose(self, time_s: float, frame: int) -> np.ndarray:
+        if not np.isfinite(time_s) or time_s == self.timestamps_s[frame]:
+            return self.ego_poses[frame]
+        return self.ego_pose_at(time_s)
+
     def T_world_lidar(self, frame: int) -> np.ndarray:
-        return self.ego_poses[frame] @ self.rig.lidar.T_ego_lidar
+        """The LiDAR's pose at its sweep's time on ``frame``."""
+        assert self.rig.lidar is not None, "log has no LiDAR"
+        return self._sensor_pose(self.lidar_time(frame), frame) @ self.rig.lidar.T_ego_lidar
 
     def T_world_camera(self, camera: str, frame: int) -> np.ndarray:
-        return self.ego_poses[frame] @ self.rig.camera(camera).T_ego_camera
+        """The camera's pose at its image's time on ``frame``."""
+        cam = self.rig.camera(camera)
+        return self._sensor_pose(self.camera_time(camera, frame), frame) @ cam.T_ego_camera
 
     def actor_poses_at(self, frame: int) -> dict[str, np.ndarray]:
         """T_world_box of every actor valid at ``frame``."""
         return {t.actor_id: t.poses[frame] for t in self.tracks if t.valid[frame]}
+
+
+CORRIDOR_HALF_WIDTH_M = 6.0  # drivable corridor around the logged ego path when a log has no map
+CORRIDOR_EXTENSION_M = 30.0  # the corridor continues this far beyond the path's ends
+
+
+def corridor_map(ego_poses: np.ndarray, speed_limit_mps: float = 13.9) -> RoadMap:
+    """The map of a log without one: a lane along the logged ego path (extended along the first and
+    last heading) and a drivable corridor around it."""
+    import shapely
+
+    xy = ego_poses[:, :2, 3]
+    keep = np.concatenate([[True], np.linalg.norm(np.diff(xy, axis=0), axis=1) > 0.05])
+    xy = xy[keep]
+    head0, head1 = ego_poses[0, :2, 0], ego_poses[-1, :2, 0]
+    head0, head1 = head0 / np.linalg.norm(head0), head1 / np.linalg.norm(head1)
+    line = np.vstack([xy[0] - CORRIDOR_EXTENSION_M * head0, xy, xy[-1] + CORRIDOR_EXTENSION_M * head1])
+    area = shapely.LineString(line).buffer(CORRIDOR_HALF_WIDTH_M, cap_style="flat").simplify(0.05)
+    polys = list(area.geoms) if hasattr(area, "geoms") else [area]
+    drivable = tuple(np.asarray(p.exterior.coords)[:-1] for p in polys)
+    return RoadMap(drivable, (Lane("ego_path", line, 3.5, speed_limit_mps),))

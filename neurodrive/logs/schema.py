@@ -11,7 +11,7 @@ from neurodrive.geometry import is_rigid
 from neurodrive.io_utils import SAFE_NAME_PATTERN
 
 FORMAT_NAME = "neurodrive-log"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # version 1 logs still load (docs/log_format.md)
 
 
 def _rigid_matrix(value: list[list[float]]) -> list[list[float]]:
@@ -49,6 +49,9 @@ class CameraSchema(_Schema):
     height_px: int = Field(gt=0, le=16384)
     intrinsics: Annotated[list[list[float]], AfterValidator(_intrinsics)]
     T_ego_camera: RigidMatrix
+    distortion: list[Annotated[float, Field(ge=-10.0, le=10.0)]] | None = Field(
+        default=None, min_length=5, max_length=5
+    )  # Brown-Conrady k1, k2, p1, p2, k3
 
 
 class LidarSchema(_Schema):
@@ -59,6 +62,8 @@ class LidarSchema(_Schema):
     min_range_m: float = Field(ge=0.0, allow_inf_nan=False)
     max_range_m: float = Field(gt=0.0, le=10_000.0)
     rotation_rate_hz: float = Field(gt=0.0, le=1000.0)
+    pattern: Literal["beam_grid", "measured"] = "beam_grid"  # measured: rays in lidar_pattern.npz
+    motion_compensated: bool = True
 
     @field_validator("max_range_m")
     @classmethod
@@ -69,8 +74,8 @@ class LidarSchema(_Schema):
 
 
 class RigSchema(_Schema):
-    cameras: list[CameraSchema] = Field(min_length=1)
-    lidar: LidarSchema
+    cameras: list[CameraSchema] = Field(default_factory=list)
+    lidar: LidarSchema | None = None
 
     @field_validator("cameras")
     @classmethod
@@ -81,19 +86,26 @@ class RigSchema(_Schema):
         return cams
 
 
+class PoseSourceSchema(_Schema):
+    kind: Literal["measured", "estimated"] = "measured"
+    method: str = "unknown"  # e.g. "GNSS/INS", "KISS-ICP LiDAR odometry", "simulation"
+
+
 class LogSchema(_Schema):
     format: Literal["neurodrive-log"]
-    version: Literal[1]
+    version: Literal[1, 2]
     name: str = Field(min_length=1)
     num_frames: int = Field(gt=0)
     frame_rate_hz: float = Field(gt=0.0, le=1000.0)
     rig: RigSchema
+    pose_source: PoseSourceSchema = PoseSourceSchema()
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class TrackSchema(_Schema):
     id: str = Field(min_length=1, max_length=200, pattern=SAFE_NAME_PATTERN)  # becomes a file name in scenes
-    category: str = Field(min_length=1)
+    category: str = Field(min_length=1)  # version 2: one of logs.model.CATEGORIES
+    dataset_category: str = ""
     size_m: list[Annotated[float, Field(gt=0.0, le=100.0)]] = Field(min_length=3, max_length=3)
 
 

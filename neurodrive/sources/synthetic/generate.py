@@ -9,8 +9,8 @@ import numpy as np
 
 from neurodrive.geometry import make_pose
 from neurodrive.io_utils import staged_directory
-from neurodrive.logs.io import LogWriter
 from neurodrive.logs.model import ActorTrack, CameraSpec, LidarSpec, SensorRig
+from neurodrive.logs.writer import LogTiming, LogWriter
 from neurodrive.sources.synthetic.presets import TownConfig
 from neurodrive.sources.synthetic.raycaster import WorldRenderer
 from neurodrive.sources.synthetic.town import Town, build_town, ego_poses
@@ -95,6 +95,7 @@ def generate_log(
             tracks=tracks,
             road_map=town.road_map,
             frame_rate_hz=cfg.frame_rate_hz,
+            timing=LogTiming(pose_source={"kind": "measured", "method": "simulation (exact)"}),
             metadata={
                 "generator": "neurodrive.town",
                 "preset": cfg.name,
