@@ -93,32 +93,6 @@ def generate(
 
 
 @app.command()
-def info(log: Path = typer.Argument(..., help="Log folder.")) -> None:
-    """Validate a log and print a summary."""
-    from neurodrive.logs.io import load_log
-
-    try:
-        drv = load_log(log)
-    except DataError as e:
-        _fail(e)
-    table = Table(title=f"log '{drv.name}'")
-    table.add_column("item")
-    table.add_column("value")
-    duration = drv.timestamps_s[-1] - drv.timestamps_s[0]
-    table.add_row("frames", f"{drv.num_frames} over {duration:.1f} s")
-    for cam in drv.rig.cameras:
-        table.add_row(f"camera {cam.name}", f"{cam.width_px}x{cam.height_px}, fx={cam.intrinsics[0, 0]:.1f}")
-    lid = drv.rig.lidar
-    table.add_row(f"lidar {lid.name}", f"{lid.num_beams} beams x {lid.azimuth_bins} azimuths, {lid.max_range_m:.0f} m")
-    cats: dict[str, int] = {}
-    for t in drv.tracks:
-        cats[t.category] = cats.get(t.category, 0) + 1
-    table.add_row("tracks", ", ".join(f"{n} {c}" for c, n in sorted(cats.items())) or "none")
-    table.add_row("map", f"{len(drv.road_map.lanes)} lanes, {len(drv.road_map.drivable_areas)} drivable polygons")
-    Console().print(table)
-
-
-@app.command()
 def reconstruct(
     log: Path = typer.Argument(..., help="Log folder."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the reconstructed scene."),
@@ -477,6 +451,11 @@ def write_ply(path: Path, xyz: np.ndarray, intensity: np.ndarray) -> None:
     )
     body = np.concatenate([xyz.astype("<f4"), intensity.astype("<f4")[:, None]], axis=1).tobytes()
     atomic_write_bytes(path, header.encode("ascii") + body)
+
+
+from neurodrive.app.cli_data import register as _register_data_commands  # noqa: E402
+
+_register_data_commands(app, _fail)
 
 
 def main() -> None:

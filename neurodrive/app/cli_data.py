@@ -1,0 +1,97 @@
+"""The data commands of the command line: ``import`` (datasets -> logs) and ``info`` (validate a log,
+summarise it, draw overlays)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from neurodrive.errors import DataError
+
+
+def register(app: typer.Typer, fail) -> None:
+    """Add ``import`` and ``info`` to ``app``; ``fail(err)`` prints one error and exits."""
+
+    @app.command("import")
+    def import_log(
+        fmt: str = typer.Argument(..., metavar="FORMAT", help="kitti-raw, nuscenes, av2, dgp (or a plug-in)."),
+        src: Path = typer.Argument(..., help="The dataset's folder or file (see docs/datasets.md)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Log folder to write."),
+        scene: str = typer.Option(None, help="nuscenes: scene name; dgp: scene folder or file."),
+        version: str = typer.Option(None, help="nuscenes: table version (default v1.0-mini)."),
+        calib: Path = typer.Option(None, help="kitti-raw: the day's calibration folder (default: the parent)."),
+        frames: int = typer.Option(None, help="kitti-raw: import only the first N frames."),
+        overwrite: bool = typer.Option(False, help="Replace an existing log at --out."),
+    ) -> None:
+        """Import a recorded drive from a public dataset into a log (written atomically)."""
+        from neurodrive.logs.io import load_log
+        from neurodrive.sources import get_source
+
+        try:
+            source = get_source(fmt)
+        except KeyError as e:
+            fail(ValueError(str(e).strip("'\"")))
+        if out.exists() and not overwrite:
+            fail(FileExistsError(f"{out} already exists (pass --overwrite to replace it)"))
+        options = {"scene": scene, "version": version, "calib": calib, "frames": frames, "overwrite": overwrite}
+        try:
+            source.write_log(src, out, **options)
+            log = load_log(out)
+        except (DataError, ValueError, FileExistsError) as e:
+            fail(e)
+        Console().print(f"imported {fmt} '{log.name}' ({log.num_frames} frames) to {out}")
+
+    @app.command()
+    def info(
+        log: Path = typer.Argument(..., help="Log folder."),
+        overlay: Path = typer.Option(None, help="Write camera + LiDAR + box overlays and a bird's-eye view here."),
+        overlay_frames: int = typer.Option(3, min=1, max=100, help="How many frames the overlays show."),
+    ) -> None:
+        """Validate a log and print a summary (and draw overlays to check an import by eye)."""
+        from neurodrive.logs.io import load_log
+
+        try:
+            drv = load_log(log)
+        except DataError as e:
+            fail(e)
+        Console().print(summary_table(drv))
+        if overlay is not None:
+            from neurodrive.app.overlay import write_overlays
+
+            try:
+                written = write_overlays(drv, overlay, overlay_frames)
+            except DataError as e:
+                fail(e)
+            Console().print(f"wrote {len(written)} overlay images to {overlay}")
+
+
+def summary_table(drv) -> Table:
+    table = Table(title=f"log '{drv.name}'")
+    table.add_column("item")
+    table.add_column("value")
+    duration = drv.timestamps_s[-1] - drv.timestamps_s[0]
+    table.add_row("frames", f"{drv.num_frames} over {duration:.1f} s")
+    ps = drv.pose_source
+    table.add_row("ego poses", f"{ps.get('kind')} ({ps.get('method')})")
+    for cam in drv.rig.cameras:
+        table.add_row(f"camera {cam.name}", f"{cam.width_px}x{cam.height_px}, fx={cam.intrinsics[0, 0]:.1f}")
+    lid = drv.rig.lidar
+    if lid is None:
+        table.add_row("lidar", "none")
+    else:
+        kind = "beam grid" if lid.measured_pattern is None else "measured pattern"
+        rows, cols = lid.pattern.image_shape
+        sweeps = sum(drv.has_lidar(f) for f in range(drv.num_frames))
+        table.add_row(f"lidar {lid.name}", f"{kind}, {rows} x {cols} image, {lid.max_range_m:.0f} m, {sweeps} sweeps")
+    cats: dict[str, int] = {}
+    for t in drv.tracks:
+        cats[t.category] = cats.get(t.category, 0) + 1
+    table.add_row("tracks", ", ".join(f"{n} {c}" for c, n in sorted(cats.items())) or "none")
+    if drv.has_map:
+        table.add_row("map", f"{len(drv.road_map.lanes)} lanes, {len(drv.road_map.drivable_areas)} drivable polygons")
+    else:
+        table.add_row("map", "none: routes and off-road use a corridor around the logged ego path")
+    return table
