@@ -227,3 +227,62 @@ def test_a_version_2_log_without_a_map_falls_back_to_a_corridor_around_the_ego_p
     assert area.contains(path)  # the whole logged path lies in the corridor
     assert area.area < path.length * 12.5 + 2 * 30 * 12.5  # and the corridor is narrow
     assert lane.centerline_m.shape[0] >= 2
+
+
+def test_a_distorted_camera_projects_its_own_rays_back_onto_the_pixel_centres() -> None:
+    from neurodrive.logs.model import CameraSpec
+
+    k = np.array([[700.0, 0.0, 320.5], [0.0, 690.0, 240.5], [0.0, 0.0, 1.0]])
+    cam = CameraSpec("c", 640, 480, k, np.eye(4), np.array([-0.3, 0.1, 0.001, -0.002, -0.02]))
+    rays = cam.ray_directions(1).reshape(-1, 3)
+    uv, inside = cam.project(rays)
+    v, u = np.mgrid[0:480, 0:640]
+    centres = np.stack([u.ravel() + 0.5, v.ravel() + 0.5], axis=1)
+    assert inside.all() and np.abs(uv - centres).max() < 1e-3
+    pinhole = CameraSpec("c", 640, 480, k, np.eye(4))
+    assert np.abs(pinhole.ray_directions(1) - cam.ray_directions(1)).max() > 0.01  # distortion is modelled
+
+
+def test_a_measured_ray_pattern_places_returns_and_survives_a_round_trip(tmp_path: Path) -> None:
+    from neurodrive.lidar.pattern import MeasuredPattern, measure_pattern
+
+    rng = np.random.default_rng(0)
+    el = np.deg2rad(np.linspace(-20, 5, 16))
+    sweeps = []
+    for _ in range(3):
+        az = rng.uniform(0, 2 * np.pi, (16, 400))
+        e = el[:, None] + rng.normal(0, 1e-4, az.shape)
+        d = np.stack([np.cos(e) * np.cos(az), np.cos(e) * np.sin(az), np.sin(e)], -1).reshape(-1, 3) * 10
+        sweeps.append((d.astype(np.float32), np.repeat(np.arange(16), 400).astype(np.int16)))
+    pattern, report = measure_pattern(sweeps, "ring index", cols=256)
+    assert pattern.image_shape == (16, 256) and report.outside_fraction == 0.0
+    assert 0 < report.shared_ray_fraction < 0.5
+    again = MeasuredPattern.from_arrays(pattern.to_arrays())
+    assert np.array_equal(again.cells(), pattern.cells())
+    rays = np.arange(0, len(pattern.directions()), 7)
+    sweep = pattern.sweep_from_rays(rays, pattern.directions()[rays] * 5, np.full(len(rays), 0.5))
+    assert np.array_equal(pattern.rays_of(sweep), rays)
+
+
+def test_a_version_1_log_still_loads(log_copy: Path) -> None:
+    meta = json.loads((log_copy / "log.json").read_text())
+    meta["version"] = 1
+    meta.pop("pose_source")
+    for cam in meta["rig"]["cameras"]:
+        cam.pop("distortion", None)
+    for key in ("pattern", "motion_compensated"):
+        meta["rig"]["lidar"].pop(key)
+    (log_copy / "log.json").write_text(json.dumps(meta))
+    log = load_log(log_copy)
+    assert log.pose_source["kind"] == "measured" and log.has_map
+    assert log.lidar(0).return_mask(log.rig.lidar).any()
+
+
+def test_sensor_poses_are_interpolated_at_the_sensor_time() -> None:
+    from neurodrive.geometry import interpolate_poses, pose_xyz_yaw
+
+    poses = np.stack([pose_xyz_yaw(0, 0, 0, 0.0), pose_xyz_yaw(10, 0, 0, 1.0)])
+    mid = interpolate_poses(np.array([0.0, 1.0]), poses, 0.25)
+    assert np.allclose(mid[:3, 3], [2.5, 0, 0])
+    assert np.isclose(np.arctan2(mid[1, 0], mid[0, 0]), 0.25)
+    assert np.allclose(interpolate_poses(np.array([0.0, 1.0]), poses, 5.0), poses[1])  # clamped

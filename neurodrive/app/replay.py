@@ -112,6 +112,9 @@ def replay(
         "scenario": scenario.name,
         "agent": agent_name,
         "seed": scenario.seed if seed is None else seed,
+        "map": "log map"
+        if sim.log.has_map
+        else "none: route and off-road checks use a corridor around the logged ego path",
         **metrics,
         "run_key": run_key(scenario_path, agent_name, video),
     }
