@@ -82,10 +82,10 @@ def summary_table(drv) -> Table:
     if lid is None:
         table.add_row("lidar", "none")
     else:
-        kind = "beam grid" if lid.measured_pattern is None else "measured pattern"
         rows, cols = lid.pattern.image_shape
+        kind = f"{rows} beams x {cols} azimuths" if lid.measured_pattern is None else f"measured {rows} x {cols} rays"
         sweeps = sum(drv.has_lidar(f) for f in range(drv.num_frames))
-        table.add_row(f"lidar {lid.name}", f"{kind}, {rows} x {cols} image, {lid.max_range_m:.0f} m, {sweeps} sweeps")
+        table.add_row(f"lidar {lid.name}", f"{kind}, {lid.max_range_m:.0f} m, {sweeps} sweeps")
     cats: dict[str, int] = {}
     for t in drv.tracks:
         cats[t.category] = cats.get(t.category, 0) + 1
