@@ -286,3 +286,107 @@ def test_sensor_poses_are_interpolated_at_the_sensor_time() -> None:
     assert np.allclose(mid[:3, 3], [2.5, 0, 0])
     assert np.isclose(np.arctan2(mid[1, 0], mid[0, 0]), 0.25)
     assert np.allclose(interpolate_poses(np.array([0.0, 1.0]), poses, 5.0), poses[1])  # clamped
+
+
+def _poses_arrays(root: Path) -> dict:
+    with np.load(root / "poses.npz") as d:
+        return {k: d[k] for k in d.files}
+
+
+def _measured_pattern(root: Path, **changes) -> None:
+    """Turn the log's LiDAR into a measured pattern (one ray per grid cell), with ``changes``."""
+    from neurodrive.lidar.pattern import MeasuredPattern
+
+    log = load_log(root)
+    lid = log.rig.lidar
+    rows, cols = lid.pattern.image_shape
+    pattern = MeasuredPattern(
+        lid.pattern.directions(),
+        lid.pattern.cells(),
+        rows,
+        cols,
+        False,
+        np.zeros(0, np.int64),
+        np.linspace(np.pi / 2, -np.pi / 2, rows + 1),
+    )
+    np.savez(root / "lidar_pattern.npz", **(pattern.to_arrays() | changes))
+    _edit_json(root / "log.json", lambda d: d["rig"]["lidar"].update(pattern="measured"))
+
+
+def _duplicate_cells(root: Path) -> None:
+    _measured_pattern(root)
+    with np.load(root / "lidar_pattern.npz") as d:
+        cells = d["ray_cells"].copy()
+    cells[1] = cells[0]
+    _rewrite_npz(root / "lidar_pattern.npz", ray_cells=cells)
+
+
+V2_CORRUPTIONS = {
+    "camera times of the wrong shape": (
+        lambda r: _rewrite_npz(r / "poses.npz", camera_timestamps_s=np.zeros((1, 2))),
+        "poses.npz",
+        "camera_timestamps_s",
+        "expected shape",
+    ),
+    "a pose stream without its times": (
+        lambda r: _rewrite_npz(r / "poses.npz", stream_ego_poses=_poses_arrays(r)["ego_poses"]),
+        "poses.npz",
+        "stream_ego_poses",
+        "come together",
+    ),
+    "a pose stream going back in time": (
+        lambda r: _rewrite_npz(
+            r / "poses.npz",
+            stream_ego_poses=_poses_arrays(r)["ego_poses"],
+            stream_timestamps_s=_poses_arrays(r)["timestamps_s"][::-1].copy(),
+        ),
+        "poses.npz",
+        "stream_timestamps_s[1]",
+        "strictly increasing",
+    ),
+    "a NaN in the pose stream times": (
+        lambda r: _rewrite_npz(
+            r / "poses.npz",
+            stream_ego_poses=_poses_arrays(r)["ego_poses"],
+            stream_timestamps_s=np.where(np.arange(len(_poses_arrays(r)["timestamps_s"])) == 2, np.nan, 1.0),
+        ),
+        "poses.npz",
+        "stream_timestamps_s[2]",
+        "NaN",
+    ),
+    "a category outside the set": (
+        lambda r: _edit_json(r / "tracks.json", lambda d: d["tracks"][0].update(category="vehicle.car")),
+        "tracks.json",
+        "tracks[0].category",
+        "is not one of",
+    ),
+    "a measured LiDAR without its pattern file": (
+        lambda r: _edit_json(r / "log.json", lambda d: d["rig"]["lidar"].update(pattern="measured")),
+        "lidar_pattern.npz",
+        None,
+        "missing file",
+    ),
+    "a measured pattern with two rays in one cell": (_duplicate_cells, "lidar_pattern.npz", "ray_cells", "distinct"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(V2_CORRUPTIONS))
+def test_corrupt_version_2_fields_are_reported_with_file_and_field(log_copy: Path, name: str) -> None:
+    corrupt, file_name, field, text = V2_CORRUPTIONS[name]
+    corrupt(log_copy)
+    with pytest.raises(DataError) as info:
+        load_log(log_copy)
+    err = info.value
+    assert (Path(err.file).name, err.field) == (file_name, field)
+    assert text in str(err) and "\n" not in str(err)
+
+
+def test_a_sweep_with_a_negative_ring_number_is_reported(log_copy: Path) -> None:
+    _measured_pattern(log_copy)
+    with np.load(log_copy / "lidar" / "000000.npz") as d:
+        n = len(d["xyz_m"])
+    _rewrite_npz(log_copy / "lidar" / "000000.npz", ring=np.full(n, -1, np.int16))
+    log = load_log(log_copy)
+    with pytest.raises(DataError) as info:
+        log.lidar(0)
+    assert (Path(info.value.file).name, info.value.field) == ("000000.npz", "ring")

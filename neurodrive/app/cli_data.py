@@ -34,10 +34,11 @@ def register(app: typer.Typer, fail) -> None:
             source = get_source(fmt)
         except KeyError as e:
             fail(ValueError(str(e).strip("'\"")))
-        if out.exists() and not overwrite:
-            fail(FileExistsError(f"{out} already exists (pass --overwrite to replace it)"))
+        from neurodrive.io_utils import check_output
+
         options = {"scene": scene, "version": version, "calib": calib, "frames": frames, "overwrite": overwrite}
         try:
+            check_output(out, overwrite, "folder")  # before the import's work, not after it
             source.write_log(src, out, **options)
             log = load_log(out)
         except (DataError, ValueError, FileExistsError) as e:

@@ -46,11 +46,13 @@ def depth_colours(depth_m: np.ndarray, max_m: float = 60.0) -> np.ndarray:
     return (255 * ((1 - t) * np.array([1.0, 0.2, 0.1]) + t * np.array([0.1, 0.4, 1.0]))).astype(np.uint8)
 
 
-def camera_overlay(log: DrivingLog, camera: str, frame: int) -> np.ndarray:
-    """The camera's image with LiDAR points (by depth) and the frame's 3D boxes drawn on it."""
+def camera_overlay(log: DrivingLog, camera: str, frame: int, world: np.ndarray | None = None) -> np.ndarray:
+    """The camera's image with LiDAR points (by depth; ``world`` (M, 3), default the frame's sweep)
+    and the frame's 3D boxes drawn on it."""
     image = Image.fromarray(log.image(camera, frame))
     draw = ImageDraw.Draw(image)
-    uv, depth = project_points(log, camera, frame, lidar_world_points(log, frame))
+    world = lidar_world_points(log, frame) if world is None else world
+    uv, depth = project_points(log, camera, frame, world)
     for (u, v), c in zip(uv, depth_colours(depth)):
         draw.ellipse((u - 1.5, v - 1.5, u + 1.5, v + 1.5), fill=tuple(int(x) for x in c))
     cam = log.rig.camera(camera)
@@ -67,8 +69,9 @@ def camera_overlay(log: DrivingLog, camera: str, frame: int) -> np.ndarray:
     return np.asarray(image)
 
 
-def bev_overlay(log: DrivingLog, frame: int, path: Path) -> None:
-    """Bird's-eye view of the map, the ego path, the LiDAR points and the boxes at ``frame``."""
+def bev_overlay(log: DrivingLog, frame: int, path: Path, world: np.ndarray | None = None) -> None:
+    """Bird's-eye view of the map, the ego path, the LiDAR points (``world``, default the frame's
+    sweep) and the boxes at ``frame``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,7 +80,7 @@ def bev_overlay(log: DrivingLog, frame: int, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 8), dpi=100)
     for poly in log.road_map.drivable_areas:
         ax.fill(poly[:, 0], poly[:, 1], color="0.9", zorder=0)
-    pts = lidar_world_points(log, frame)
+    pts = lidar_world_points(log, frame) if world is None else world
     if len(pts):
         sel = pts[:: max(1, len(pts) // 30000)]
         ax.scatter(sel[:, 0], sel[:, 1], s=0.2, c="0.4", zorder=1)
@@ -106,13 +109,14 @@ def write_overlays(log: DrivingLog, out: Path, num_frames: int = 3) -> list[Path
     frames = sorted({int(round(x)) for x in np.linspace(0, log.num_frames - 1, num_frames)})
     written = []
     for f in frames:
+        world = lidar_world_points(log, f)  # read once, drawn in every view of the frame
         for cam in log.rig.camera_names:
             if log.has_image(cam, f):
                 p = out / f"frame{f:06d}_{cam}.png"
-                atomic_write_bytes(p, encode_png(camera_overlay(log, cam, f)))
+                atomic_write_bytes(p, encode_png(camera_overlay(log, cam, f, world)))
                 written.append(p)
         p = out / f"frame{f:06d}_bev.png"
-        bev_overlay(log, f, p)
+        bev_overlay(log, f, p, world)
         written.append(p)
     return written
 

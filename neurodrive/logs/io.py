@@ -92,8 +92,17 @@ def read_json(path: Path, schema: type[BaseModel]) -> Any:
         raise DataError(path, field, problem) from e
 
 
-def read_npz(path: Path, shapes: dict[str, tuple[int | None, ...]], finite: bool = True) -> dict[str, np.ndarray]:
-    """Load arrays from an ``.npz`` (pickles refused) and check their shapes; None matches any size."""
+def read_npz(
+    path: Path,
+    shapes: dict[str, tuple[int | None, ...]],
+    finite: bool = True,
+    optional: dict[str, tuple[int | None, ...]] | None = None,
+    may_be_nan: tuple[str, ...] = (),
+) -> dict[str, np.ndarray]:
+    """Load arrays from an ``.npz`` (pickles refused) and check their shapes; None matches any size.
+
+    ``optional`` arrays are checked the same way when present. With ``finite``, float arrays must be
+    finite except those named in ``may_be_nan``."""
     if not path.is_file():
         raise DataError(path, None, "missing file")
     try:
@@ -101,7 +110,8 @@ def read_npz(path: Path, shapes: dict[str, tuple[int | None, ...]], finite: bool
             arrays = {name: data[name] for name in data.files}
     except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, KeyError) as e:
         raise DataError(path, None, f"corrupt or truncated npz file: {e}") from e
-    for name, shape in shapes.items():
+    present_optional = {k: v for k, v in (optional or {}).items() if k in arrays}
+    for name, shape in (shapes | present_optional).items():
         if name not in arrays:
             raise DataError(path, name, "missing array")
         arr = arrays[name]
@@ -110,7 +120,8 @@ def read_npz(path: Path, shapes: dict[str, tuple[int | None, ...]], finite: bool
             raise DataError(path, name, f"expected shape {want}, got {arr.shape}")
         if arr.dtype == object:
             raise DataError(path, name, "object arrays are not allowed")
-        if finite and np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        check_finite = finite and name not in may_be_nan
+        if check_finite and np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
             bad = np.argwhere(~np.isfinite(arr))[0]
             raise DataError(path, f"{name}[{bad[0]}]", "contains NaN or infinite values")
     return arrays
@@ -237,22 +248,17 @@ def read_lidar(path: Path, lidar: LidarSpec) -> LidarSweep:
 def _read_poses(root: Path, n: int, cameras: int) -> dict[str, np.ndarray]:
     """poses.npz: frame times and poses, optional sensor times (NaN allowed) and pose stream."""
     path = root / "poses.npz"
-    arrays = read_npz(path, {"timestamps_s": (n,), "ego_poses": (n, 4, 4)}, finite=False)
-    for name in ("timestamps_s", "ego_poses"):
-        if not np.all(np.isfinite(arrays[name])):
-            bad = np.argwhere(~np.isfinite(arrays[name]))[0]
-            raise DataError(path, f"{name}[{bad[0]}]", "contains NaN or infinite values")
-    shapes = {
-        "camera_timestamps_s": (cameras, n),
-        "lidar_timestamps_s": (n,),
-        "stream_timestamps_s": (None,),
-        "stream_ego_poses": (None, 4, 4),
-    }
-    for name, shape in shapes.items():
-        if name in arrays and (
-            arrays[name].ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arrays[name].shape))
-        ):
-            raise DataError(path, name, f"expected shape {shape} (None: any), got {arrays[name].shape}")
+    arrays = read_npz(
+        path,
+        {"timestamps_s": (n,), "ego_poses": (n, 4, 4)},
+        optional={
+            "camera_timestamps_s": (cameras, n),
+            "lidar_timestamps_s": (n,),
+            "stream_timestamps_s": (None,),
+            "stream_ego_poses": (None, 4, 4),
+        },
+        may_be_nan=("camera_timestamps_s", "lidar_timestamps_s"),  # NaN: no data on that frame
+    )
     if ("stream_timestamps_s" in arrays) != ("stream_ego_poses" in arrays):
         raise DataError(path, "stream_ego_poses", "stream_timestamps_s and stream_ego_poses come together")
     for name in ("timestamps_s", "stream_timestamps_s"):
@@ -263,8 +269,6 @@ def _read_poses(root: Path, n: int, cameras: int) -> dict[str, np.ndarray]:
     if "stream_ego_poses" in arrays:
         if len(arrays["stream_ego_poses"]) != len(arrays["stream_timestamps_s"]) or not len(arrays["stream_ego_poses"]):
             raise DataError(path, "stream_ego_poses", "needs one pose per stream timestamp (at least one)")
-        if not np.all(np.isfinite(arrays["stream_timestamps_s"])):
-            raise DataError(path, "stream_timestamps_s", "contains NaN or infinite values")
         _check_poses(path, "stream_ego_poses", arrays["stream_ego_poses"])
     _check_poses(path, "ego_poses", arrays["ego_poses"])
     return arrays

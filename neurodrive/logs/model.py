@@ -204,9 +204,12 @@ class LidarSweep:
         values = np.asarray(values)
         rays = lidar.pattern.rays_of(self)
         per_ray = np.full(len(lidar.pattern.directions()), fill, dtype=values.dtype)
-        order = np.argsort(-self.range_m(), kind="stable")  # several returns on one ray: the nearest wins
-        order = order[rays[order] >= 0]
-        per_ray[rays[order]] = values[order]
+        if lidar.measured_pattern is None or self.ray is not None:  # beam-grid / rendered: one return per ray
+            per_ray[rays] = values
+        else:  # recorded returns may share a ray: the nearest wins
+            order = np.argsort(-self.range_m(), kind="stable")
+            order = order[rays[order] >= 0]
+            per_ray[rays[order]] = values[order]
         return to_image(lidar.pattern, per_ray, fill)
 
     def return_mask(self, lidar: LidarSpec) -> np.ndarray:

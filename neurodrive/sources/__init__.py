@@ -42,23 +42,23 @@ class SyntheticTown:
         return generate_log(cfg, out, overwrite=bool(options.get("overwrite", False)))
 
 
-def _dataset(module: str, cls: str) -> Callable[[], LogSource]:
-    """A dataset importer, imported only when used."""
+def _dataset(module: str) -> Callable[[], LogSource]:
+    """A dataset importer (``SOURCE`` of its module in ``sources/datasets/``), imported only when used."""
 
     def make() -> LogSource:
         from importlib import import_module
 
-        return getattr(import_module(f"neurodrive.sources.datasets.{module}"), cls)()
+        return import_module(f"neurodrive.sources.datasets.{module}").SOURCE
 
     return make
 
 
 BUILTIN_SOURCES: dict[str, Callable[[], LogSource]] = {
     SyntheticTown.name: SyntheticTown,
-    "kitti-raw": _dataset("kitti_raw", "KittiRawSource"),
-    "nuscenes": _dataset("nuscenes", "NuScenesSource"),
-    "av2": _dataset("av2", "Av2Source"),
-    "dgp": _dataset("dgp", "DgpSource"),
+    "kitti-raw": _dataset("kitti_raw"),
+    "nuscenes": _dataset("nuscenes"),
+    "av2": _dataset("av2"),
+    "dgp": _dataset("dgp"),
 }
 
 

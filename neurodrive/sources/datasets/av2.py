@@ -13,7 +13,6 @@ Camera images, when a log has them, are not imported yet.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -21,7 +20,13 @@ from neurodrive.errors import DataError
 from neurodrive.geometry import interpolate_poses, pose_from_quaternion
 from neurodrive.logs.model import Lane, LidarSweep, RoadMap, SensorRig
 from neurodrive.logs.writer import LogTiming
-from neurodrive.sources.datasets.common import ImportedLog, measured_lidar, read_dataset_json, tracks_from_boxes
+from neurodrive.sources.datasets.common import (
+    DatasetSource,
+    ImportedLog,
+    measured_lidar,
+    read_dataset_json,
+    tracks_from_boxes,
+)
 
 CATEGORY_RULES = (
     ("regular_vehicle", "car"),
@@ -175,13 +180,9 @@ def import_av2(log_dir: Path) -> ImportedLog:
     )
 
 
-class Av2Source:
-    """``neurodrive import av2 sensor/val/LOG_ID``."""
-
-    name = "av2"
-    description = "Argoverse 2 sensor-dataset log folder: poses, LiDAR sweeps, cuboid tracks, vector map"
-
-    def write_log(self, src: Path | None, out: Path, **options: Any) -> Path:
-        if src is None:
-            raise ValueError("av2 needs the log folder")
-        return import_av2(src).write(out, overwrite=bool(options.get("overwrite", False)))
+SOURCE = DatasetSource(
+    "av2",
+    "Argoverse 2 sensor-dataset log folder: poses, LiDAR sweeps, cuboid tracks, vector map",
+    "the log folder",
+    lambda src, o: import_av2(src),
+)

@@ -3,7 +3,7 @@ one category set, the +0.5 pixel-centre shift, measured LiDAR patterns and a sta
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,13 +17,11 @@ from neurodrive.logs.writer import LogTiming, LogWriter
 
 
 def read_dataset_json(path: Path, what: str) -> Any:
-    """A dataset's JSON file; one DataError naming it when missing or unreadable."""
-    if not path.is_file():
-        raise DataError(path, None, f"missing {what}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(path, None, f"{what} is not valid JSON: {e}") from e
+    """A dataset's JSON file; one DataError naming it when missing (``what`` says which file it
+    should have been) or unreadable."""
+    from neurodrive.logs.io import read_json_file
+
+    return read_json_file(path, missing=f"missing {what}")
 
 
 def field_of(record: dict, key: str, source: Path | str, where: str) -> Any:
@@ -140,6 +138,33 @@ class ImportedLog:
                 self.timing,
             )
         return out
+
+
+def stream_timing(
+    camera_timestamps_s: np.ndarray | None,
+    lidar_timestamps_s: np.ndarray | None,
+    stream: dict[float, np.ndarray],
+    pose_source: dict,
+) -> LogTiming:
+    """Sensor times and a pose stream made of ``stream`` (time s -> T_world_ego) in time order."""
+    times = np.array(sorted(stream))
+    return LogTiming(camera_timestamps_s, lidar_timestamps_s, times, np.stack([stream[t] for t in times]), pose_source)
+
+
+@dataclass
+class DatasetSource:
+    """A dataset importer as a ``LogSource``: ``read(src, options)`` gathers the log, which is then
+    written atomically to ``out``."""
+
+    name: str
+    description: str
+    input: str  # what SRC is, named in the error when it is missing
+    read: Callable[[Path, dict[str, Any]], ImportedLog]
+
+    def write_log(self, src: Path | None, out: Path, **options: Any) -> Path:
+        if src is None:
+            raise ValueError(f"{self.name} needs {self.input}")
+        return self.read(Path(src), options).write(out, overwrite=bool(options.get("overwrite", False)))
 
 
 def tracks_from_boxes(

@@ -13,21 +13,21 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import invert_pose, pose_from_quaternion
 from neurodrive.logs.model import CameraSpec, LidarSweep, SensorRig
-from neurodrive.logs.writer import LogTiming
 from neurodrive.sources.datasets.common import (
+    DatasetSource,
     ImportedLog,
     check_image_size,
     field_of,
     measured_lidar,
     opencv_intrinsics,
     read_dataset_json,
+    stream_timing,
     tracks_from_boxes,
 )
 
@@ -133,7 +133,6 @@ def import_dgp(dataset_json: Path, scene: str | None = None) -> ImportedLog:
     lidar, report = measured_lidar(
         lidar_name, ext[lidar_name], sweeps, "elevation bins", 250.0, 10.0, True, *DGP_PATTERN_BINS
     )
-    st = np.array(sorted(stream))
     return ImportedLog(
         name=f"dgp-{folder.name}",
         rig=SensorRig(tuple(cameras), lidar),
@@ -142,13 +141,7 @@ def import_dgp(dataset_json: Path, scene: str | None = None) -> ImportedLog:
         tracks=tracks_from_boxes(boxes, labels, CATEGORY_RULES, n),
         road_map=None,
         frame_rate_hz=float(1.0 / np.median(np.diff(times))) if n > 1 else 10.0,
-        timing=LogTiming(
-            cam_times,
-            times.copy(),
-            st,
-            np.stack([stream[k] for k in st]),
-            {"kind": "measured", "method": "DGP per-datum poses"},
-        ),
+        timing=stream_timing(cam_times, times.copy(), stream, {"kind": "measured", "method": "DGP per-datum poses"}),
         images=images,
         sweeps=dict(enumerate(sweeps)),
         metadata={
@@ -168,17 +161,12 @@ def _read_points(path: Path) -> LidarSweep:
     return LidarSweep(pts[:, :3].astype(np.float32), np.clip(pts[:, 3], 0, 1).astype(np.float32))
 
 
-class DgpSource:
-    """``neurodrive import dgp scene_dataset_v1.0.json --scene scene_02``."""
-
-    name = "dgp"
-    description = "TRI DGP / DDAD scene dataset JSON: one scene, its cameras, LiDAR and tracked 3D boxes"
-
-    def write_log(self, src: Path | None, out: Path, **options: Any) -> Path:
-        if src is None:
-            raise ValueError("dgp needs the scene dataset JSON")
-        log = import_dgp(src, options.get("scene"))
-        return log.write(out, overwrite=bool(options.get("overwrite", False)))
+SOURCE = DatasetSource(
+    "dgp",
+    "TRI DGP / DDAD scene dataset JSON: one scene, its cameras, LiDAR and tracked 3D boxes",
+    "the scene dataset JSON",
+    lambda src, o: import_dgp(src, o.get("scene")),
+)
 
 
 def _cameras(names: list[str], intr: dict, ext: dict, first: dict) -> list[CameraSpec]:

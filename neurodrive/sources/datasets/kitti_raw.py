@@ -14,7 +14,6 @@ order), which is how the stored scans are laid out.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -22,7 +21,13 @@ from neurodrive.errors import DataError
 from neurodrive.geometry import invert_pose, make_pose
 from neurodrive.logs.model import CameraSpec, LidarSweep, SensorRig
 from neurodrive.logs.writer import LogTiming
-from neurodrive.sources.datasets.common import ImportedLog, check_image_size, measured_lidar, opencv_intrinsics
+from neurodrive.sources.datasets.common import (
+    DatasetSource,
+    ImportedLog,
+    check_image_size,
+    measured_lidar,
+    opencv_intrinsics,
+)
 
 KITTI_LASERS = 64
 
@@ -162,14 +167,9 @@ def import_kitti_raw(drive: Path, calib_dir: Path | None = None, max_frames: int
     )
 
 
-class KittiRawSource:
-    """``neurodrive import kitti-raw DATE/DATE_drive_XXXX_sync [--calib DATE]``."""
-
-    name = "kitti-raw"
-    description = "KITTI raw synced+rectified drive: image_02, Velodyne, calibration; poses by LiDAR odometry"
-
-    def write_log(self, src: Path | None, out: Path, **options: Any) -> Path:
-        if src is None:
-            raise ValueError("kitti-raw needs the drive folder")
-        log = import_kitti_raw(src, options.get("calib"), options.get("frames"))
-        return log.write(out, overwrite=bool(options.get("overwrite", False)))
+SOURCE = DatasetSource(
+    "kitti-raw",
+    "KITTI raw synced+rectified drive: image_02, Velodyne, calibration; poses by LiDAR odometry",
+    "the drive folder",
+    lambda src, o: import_kitti_raw(src, o.get("calib"), o.get("frames")),
+)

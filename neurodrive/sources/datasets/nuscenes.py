@@ -17,14 +17,15 @@ import numpy as np
 from neurodrive.errors import DataError
 from neurodrive.geometry import pose_from_quaternion
 from neurodrive.logs.model import CameraSpec, LidarSweep, SensorRig
-from neurodrive.logs.writer import LogTiming
 from neurodrive.sources.datasets.common import (
+    DatasetSource,
     ImportedLog,
     check_image_size,
     field_of,
     measured_lidar,
     opencv_intrinsics,
     read_dataset_json,
+    stream_timing,
     tracks_from_boxes,
 )
 
@@ -155,7 +156,6 @@ def _assemble(root: Path, tables: Path, t: dict, scene: str, samples: list, data
         motion_compensated=False,
     )
     boxes, labels = _boxes(t, tables, samples)
-    st = np.array(sorted(stream))
     return ImportedLog(
         name=f"nuscenes-{scene}",
         rig=SensorRig(tuple(cameras), lidar),
@@ -164,12 +164,8 @@ def _assemble(root: Path, tables: Path, t: dict, scene: str, samples: list, data
         tracks=tracks_from_boxes(boxes, labels, CATEGORY_RULES, n),
         road_map=None,
         frame_rate_hz=2.0,
-        timing=LogTiming(
-            cam_times,
-            times.copy(),
-            st,
-            np.stack([stream[k] for k in st]),
-            {"kind": "measured", "method": "nuScenes ego_pose (localisation)"},
+        timing=stream_timing(
+            cam_times, times.copy(), stream, {"kind": "measured", "method": "nuScenes ego_pose (localisation)"}
         ),
         images=images,
         sweeps=dict(enumerate(sweeps)),
@@ -187,17 +183,12 @@ def sensor_modality(t: dict[str, Any], sd: dict) -> str:
     return t["sensor"][t["calibrated_sensor"][sd["calibrated_sensor_token"]]["sensor_token"]]["modality"]
 
 
-class NuScenesSource:
-    """``neurodrive import nuscenes DATAROOT --version v1.0-mini --scene scene-0061``."""
-
-    name = "nuscenes"
-    description = "nuScenes dataroot (JSON tables): keyframes of one scene, 6 cameras, LIDAR_TOP, boxes"
-
-    def write_log(self, src: Path | None, out: Path, **options: Any) -> Path:
-        if src is None:
-            raise ValueError("nuscenes needs the dataroot folder")
-        log = import_nuscenes(src, options.get("version") or "v1.0-mini", options.get("scene"))
-        return log.write(out, overwrite=bool(options.get("overwrite", False)))
+SOURCE = DatasetSource(
+    "nuscenes",
+    "nuScenes dataroot (JSON tables): keyframes of one scene, 6 cameras, LIDAR_TOP, boxes",
+    "the dataroot folder",
+    lambda src, o: import_nuscenes(src, o.get("version") or "v1.0-mini", o.get("scene")),
+)
 
 
 def _boxes(t: dict, tables: Path, samples: list) -> tuple[dict[str, list], dict[str, str]]:
