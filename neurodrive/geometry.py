@@ -80,6 +80,12 @@ def points_in_box(points_box: np.ndarray, size_m: np.ndarray, margin_m: float = 
     return np.all(np.abs(points_box) <= half, axis=1)
 
 
+def box_corners(pose: np.ndarray, size_m: np.ndarray) -> np.ndarray:
+    """(8, 3) world corners of a box (corner k has signs of bits 2, 1, 0 on x, y, z)."""
+    signs = np.array([[(k >> 2) & 1, (k >> 1) & 1, k & 1] for k in range(8)]) * 2.0 - 1.0
+    return transform_points(pose, signs * np.asarray(size_m) / 2.0)
+
+
 def check_pose(pose: np.ndarray, name: str = "pose") -> None:
     """One ValueError naming ``name`` unless ``pose`` is a finite rigid 4x4 transform."""
     if np.shape(pose) != (4, 4) or not np.all(np.isfinite(pose)):

@@ -175,7 +175,7 @@ def test_nuscenes_devkit_agrees_on_the_box_corners(nuscenes_log) -> None:
     pytest.importorskip("nuscenes", reason="nuscenes-devkit not installed (it pins numpy<2): optional cross-check")
     from nuscenes.nuscenes import NuScenes
 
-    from neurodrive.app.overlay import box_corners
+    from neurodrive.geometry import box_corners
 
     nusc = NuScenes(version="v1.0-mini", dataroot=str(NUSCENES), verbose=False)
     for ann in nusc.sample_annotation:

@@ -139,27 +139,25 @@ def test_local_sky_maps_follow_the_ego_and_fit_better(model: SceneModel, tiny_lo
     frame = train[2]
     scene = model.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
     errors = {}
-    for name, variant in (
-        ("local", model),
-        (
-            "global",
-            SceneModel(
-                model.background,
-                model.actors,
-                model.decoder,
-                replace(sky, local_images=None, local_xy_m=None),
-                model.lidar_intensity,
-                model.meta,
-            ),
-        ),
+
+    def variant(**changes) -> SceneModel:
+        return SceneModel(
+            model.background, model.actors, model.decoder, replace(sky, **changes), model.lidar_intensity, model.meta
+        )
+
+    for name, scene_variant in (
+        ("far field", model),
+        ("local", variant(far_field=None)),
+        ("global", variant(far_field=None, local_images=None, local_xy_m=None)),
     ):
         cam = log.rig.cameras[0]
-        render = variant.render_camera(scene, cam, log.ego_poses[frame])
+        render = scene_variant.render_camera(scene, cam, log.ego_poses[frame])
         missed = ~np.isfinite(render.depth_m)
         assert missed.sum() > 100
         diff = render.rgb[missed].astype(float) - log.image(cam.name, frame)[missed]
         errors[name] = float(np.mean(diff**2))
     assert errors["local"] < 0.8 * errors["global"]
+    assert errors["far field"] < 0.5 * errors["local"]  # the training photo itself, not a blurred map
 
 
 def test_actor_assets_are_symmetric_and_reusable(model: SceneModel, scene_dir: Path) -> None:

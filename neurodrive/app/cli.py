@@ -99,6 +99,9 @@ def reconstruct(
     steps: int = typer.Option(None, help="Appearance training steps (default from the config)."),
     voxel: float = typer.Option(None, help="Background voxel size in metres (default 0.1)."),
     seed: int = typer.Option(0, help="Random seed."),
+    moving: bool = typer.Option(
+        True, help="Find moving objects no track covers and reconstruct them as actors ('auto-' tracks)."
+    ),
     overwrite: bool = typer.Option(False, help="Replace a finished scene at --out."),
     restart: bool = typer.Option(False, help="Discard the checkpoints of an unfinished run and start over."),
 ) -> None:
@@ -113,6 +116,8 @@ def reconstruct(
     from neurodrive.reconstruct.pipeline import reconstruct as run
 
     cfg = ReconConfig(seed=seed)
+    if not moving:
+        cfg = replace(cfg, dynamic=replace(cfg.dynamic, enabled=False))
     if steps is not None:
         if steps < 1:
             _fail(ValueError(f"--steps must be positive, got {steps}"))
@@ -145,9 +150,11 @@ def evaluate_recon(
     log: Path = typer.Argument(..., help="The log it was reconstructed from."),
     out: Path = typer.Option(None, "--out", "-o", help="Also write the metrics to this JSON file."),
     lane_shift: bool = typer.Option(True, help="Also compare against ground truth 2 m to the side (generated logs)."),
+    figures: Path = typer.Option(None, help="Write ground truth | render | error PNGs of the frames to this folder."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out file."),
 ) -> None:
-    """Metrics on held-out frames: PSNR, SSIM, LiDAR depth / intensity / ray drop, Chamfer, lane shift."""
+    """Metrics on held-out frames: PSNR / SSIM (whole image and outside moving objects), LiDAR depth /
+    intensity / ray drop, Chamfer, lane shift."""
     import json
 
     from neurodrive.io_utils import atomic_write_json, check_output
@@ -158,12 +165,18 @@ def evaluate_recon(
     try:
         if out is not None:
             check_output(out, overwrite, "file")
+        if figures is not None:
+            check_output(figures, overwrite, "folder")
         model = SceneModel.load(scene)
         drv = load_log(log)
         with progress_bar() as bar:
             task = bar.add_task("evaluating", total=len(model.meta.get("holdout_frames", [])))
             metrics = evaluate_reconstruction(
-                model, drv, lane_shift=lane_shift, progress=lambda s, d, n: bar.update(task, completed=d)
+                model,
+                drv,
+                lane_shift=lane_shift,
+                progress=lambda s, d, n: bar.update(task, completed=d),
+                figures=figures,
             )
     except (DataError, ValueError, FileExistsError) as e:
         _fail(e)
@@ -201,6 +214,7 @@ def render(
     from neurodrive.geometry import make_pose, pose_xyz_yaw
     from neurodrive.io_utils import check_output
     from neurodrive.logs.io import load_log
+    from neurodrive.reconstruct.dynamic import log_with_scene_tracks
     from neurodrive.scene.model import SceneModel
     from neurodrive.sim.edits import ActorEdits, EditedActors
 
@@ -208,7 +222,7 @@ def render(
     _finite(scale, "--scale")
     try:
         model = SceneModel.load(scene)
-        drv = load_log(log or model.meta["log"]["path"])
+        drv = log_with_scene_tracks(load_log(log or model.meta["log"]["path"]), model.meta)
         if not 0 <= frame < drv.num_frames:
             raise ValueError(f"--frame must lie in [0, {drv.num_frames}), got {frame}")
         if not 0.05 <= scale <= 8:

@@ -9,18 +9,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from neurodrive.geometry import invert_pose, transform_points
+from neurodrive.geometry import box_corners, invert_pose, transform_points
 from neurodrive.io_utils import atomic_write_bytes
 from neurodrive.logs.model import DrivingLog
 from neurodrive.logs.writer import encode_png
 
 BOX_EDGES = ((0, 1), (1, 3), (3, 2), (2, 0), (4, 5), (5, 7), (7, 6), (6, 4), (0, 4), (1, 5), (2, 6), (3, 7))
-
-
-def box_corners(pose: np.ndarray, size_m: np.ndarray) -> np.ndarray:
-    """(8, 3) world corners of a box (corner k has signs of bits 2, 1, 0 on x, y, z)."""
-    signs = np.array([[(k >> 2) & 1, (k >> 1) & 1, k & 1] for k in range(8)]) * 2.0 - 1.0
-    return transform_points(pose, signs * np.asarray(size_m) / 2.0)
 
 
 def lidar_world_points(log: DrivingLog, frame: int) -> np.ndarray:

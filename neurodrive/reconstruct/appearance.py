@@ -1,8 +1,8 @@
-"""Fitting the surface appearance: texel colours, per-camera exposure, a tiny view-dependent MLP,
-and the sky environment map.
+"""Fitting the surface appearance: texel colours, per-image (or per-camera) exposure and white
+balance, a tiny view-dependent MLP, and the sky environment map.
 
-1. Closed form: alternate per-texel mean colours (exposure removed) and per-camera affine exposure
-   fitted by least squares (the first camera is the reference).
+1. Closed form: alternate per-texel mean colours (exposure removed) and one affine colour transform
+   per exposure group (an image, or a camera) fitted by least squares (the first is the reference).
 2. Gradient descent (PyTorch, CPU): extra texel feature channels (sparse updates), the
    MLP and the exposures, trained jointly on random pixel batches with resumable checkpoints.
 """
@@ -28,14 +28,14 @@ class PixelSamples:
 
     texel: np.ndarray  # (N,) int64 global texel index
     dirs: np.ndarray  # (N, 3) float32 world ray direction
-    camera: np.ndarray  # (N,) int8 camera index
+    camera: np.ndarray  # (N,) int32 exposure group: the camera, or its image (per-image exposure)
     rgb: np.ndarray  # (N, 3) uint8 observed colour
 
 
 @dataclass
 class SkySamples:
     dirs: np.ndarray  # (M, 3) float32
-    camera: np.ndarray  # (M,) int8
+    camera: np.ndarray  # (M,) int32 exposure group
     rgb: np.ndarray  # (M, 3) uint8
 
 

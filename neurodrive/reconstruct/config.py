@@ -46,6 +46,33 @@ class ActorConfig:
 
 
 @dataclass(frozen=True)
+class DynamicConfig:
+    """Moving objects no track covers (``dynamic.py``): returns in space other sweeps saw through,
+    clustered, tracked from sweep to sweep and turned into actors of their own ("auto-" tracks)."""
+
+    enabled: bool = True
+    neighbour_sweeps: int = 10  # each sweep is checked against this many sweeps nearest in time
+    grid_azimuth_deg: float = 0.4  # visibility grid of a sweep (min range per cell over 3 x 3 cells)
+    grid_elevation_deg: float = 0.5
+    free_margin_m: float = 0.6  # a return is seen through when another ray passed it by this much ...
+    free_margin_per_m: float = 0.03  # ... plus this share of its range
+    min_free_votes: int = 2  # ... in at least this many other sweeps
+    ground_cell_m: float = 1.0  # returns this close above the lowest return of their cell are ground
+    ground_clearance_m: float = 0.3
+    max_object_height_m: float = 4.2  # returns higher above the ground (trees, overpasses) are not traffic
+    cluster_voxel_m: float = 0.2  # returns are put in bird's-eye cells, and cells this close joined:
+    cluster_link_m: float = 0.45
+    min_dynamic_points: int = 10  # a cluster moves when this many of its returns ...
+    min_dynamic_share: float = 0.15  # ... and this share are seen through
+    max_cluster_extent_m: float = 20.0  # larger clusters are structure (walls, fences)
+    track_gate_m: float = 1.0  # clusters of consecutive sweeps whose points lie further apart (median, after
+    # the chain's last motion) are not linked
+    max_speed_mps: float = 30.0  # clusters whose centroids lie further apart per sweep period are not linked
+    sweep_period_s: float = 0.1
+    min_track_sweeps: int = 3
+
+
+@dataclass(frozen=True)
 class AppearanceConfig:
     """Texels, colours, exposures, the decoder MLP and its training, the sky map (``texturing.py``,
     ``appearance.py``)."""
@@ -58,6 +85,7 @@ class AppearanceConfig:
     texel_pixel_ratio: float = 1.5  # texel width in pixel footprints at the closest training view
     max_texel_resolution: int = 24
     exposure_rounds: int = 3
+    per_image_exposure: bool = True  # one affine colour transform (exposure, white balance) per image
     train_steps: int = 400
     batch_size: int = 16384
     learning_rate: float = 0.005
@@ -65,6 +93,8 @@ class AppearanceConfig:
     checkpoint_every: int = 50
     sky_bins_az: int = 360  # environment map resolution: azimuth bins
     sky_bins_el: int = 60  # ... elevation bins
+    far_field_depth_m: float = 30.0  # pixels that miss the mesh are kept as photos, looked up at this depth (0: off)
+    far_field_pixels: int = 12_000_000  # ... at most this many in all (photos are scaled down beyond it)
 
 
 @dataclass(frozen=True)
@@ -86,6 +116,7 @@ class ReconConfig:
     Attributes:
         geometry: background geometry.
         actors: actor meshes.
+        dynamic: moving objects without tracks.
         appearance: texels, decoder training, sky.
         lidar: the LiDAR model.
         holdout_every, holdout_phase: frames with index % holdout_every == holdout_phase are held out.
@@ -94,6 +125,7 @@ class ReconConfig:
 
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
     actors: ActorConfig = field(default_factory=ActorConfig)
+    dynamic: DynamicConfig = field(default_factory=DynamicConfig)
     appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
     lidar: LidarFitConfig = field(default_factory=LidarFitConfig)
     holdout_every: int = 5
@@ -102,6 +134,10 @@ class ReconConfig:
 
 
 def holdout_frames(num_frames: int, cfg: ReconConfig) -> list[int]:
+    """Every ``holdout_every``-th frame; a log shorter than that (e.g. 3 samples) holds out its middle
+    frame when it has at least 3, none when it has fewer (the metrics are then on training frames)."""
+    if num_frames < cfg.holdout_every:
+        return [num_frames // 2] if num_frames >= 3 else []
     return [f for f in range(num_frames) if f % cfg.holdout_every == cfg.holdout_phase]
 
 

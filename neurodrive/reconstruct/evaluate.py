@@ -6,11 +6,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial import cKDTree
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError, cKDTree
+from skimage.draw import polygon
 from skimage.metrics import structural_similarity
 
-from neurodrive.geometry import make_pose, transform_points
-from neurodrive.logs.model import DrivingLog
+from neurodrive.geometry import box_corners, invert_pose, make_pose, transform_points
+from neurodrive.io_utils import atomic_write_bytes
+from neurodrive.logs.model import CameraSpec, DrivingLog
+from neurodrive.logs.writer import encode_png
+from neurodrive.reconstruct.dynamic import log_with_scene_tracks
 from neurodrive.scene.model import SceneModel
 
 LANE_SHIFT_M = 2.0
@@ -34,6 +39,59 @@ def chamfer_m(a: np.ndarray, b: np.ndarray) -> float:
     return float(0.5 * (da.mean() + db.mean()))
 
 
+MOVING_TOLERANCE_M = 0.3  # a track whose box moves more than this over the log is a moving object
+
+
+def sensor_ego_pose(log: DrivingLog, T_world_sensor: np.ndarray, T_ego_sensor: np.ndarray) -> np.ndarray:
+    """The ego pose that puts a sensor at its own recorded pose (its time may differ from the frame's)."""
+    return T_world_sensor @ invert_pose(T_ego_sensor)
+
+
+def moving_object_mask(log: DrivingLog, cam: CameraSpec, frame: int, T_world_camera: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels inside the projected boxes of the actors that move over the log."""
+    mask = np.zeros((cam.height_px, cam.width_px), bool)
+    T_cam_world = invert_pose(T_world_camera)
+    for track in log.tracks:
+        if not track.valid[frame] or track.is_static(MOVING_TOLERANCE_M):
+            continue
+        corners = transform_points(T_cam_world, box_corners(track.poses[frame], track.size_m * 1.1))
+        corners = clip_to_near_plane(corners)
+        if len(corners) < 3:
+            continue
+        uv, _ = cam.project(corners)
+        try:
+            hull = uv[ConvexHull(uv).vertices]
+        except QhullError:  # degenerate (edge-on) outline
+            continue
+        rr, cc = polygon(hull[:, 1], hull[:, 0], shape=mask.shape)
+        mask[rr, cc] = True
+    return mask
+
+
+BOX_EDGES = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]
+
+
+def clip_to_near_plane(corners: np.ndarray, near_m: float = 0.1) -> np.ndarray:
+    """Box corners (8, 3) in the camera frame in front of ``near_m``, plus where its edges cross it."""
+    z = corners[:, 2]
+    points = [corners[z >= near_m]]
+    for a, b in BOX_EDGES:
+        if (z[a] >= near_m) != (z[b] >= near_m):
+            t = (near_m - z[a]) / (z[b] - z[a])
+            points.append((corners[a] + t * (corners[b] - corners[a]))[None])
+    return np.concatenate(points)
+
+
+def error_figure(truth: np.ndarray, render: np.ndarray, moving: np.ndarray | None = None) -> np.ndarray:
+    """ground truth | render | error (absolute difference x 3; moving objects outlined in red) side by side."""
+    err = np.clip(np.abs(truth.astype(np.int16) - render.astype(np.int16)).mean(axis=2) * 3, 0, 255).astype(np.uint8)
+    err_rgb = np.repeat(err[..., None], 3, axis=2)
+    if moving is not None and moving.any():
+        edge = moving & ~ndimage.binary_erosion(moving, iterations=2)
+        err_rgb[edge] = (255, 0, 0)
+    return np.concatenate([truth, render, err_rgb], axis=1)
+
+
 def evaluate_reconstruction(
     model: SceneModel,
     log: DrivingLog,
@@ -41,58 +99,109 @@ def evaluate_reconstruction(
     lane_shift: bool = True,
     progress: Callable[[str, int, int], None] | None = None,
     supersample: int = 2,
+    figures: str | Path | None = None,
 ) -> dict:
-    """Metrics on held-out frames (default: the scene's held-out frames).
+    """Metrics on held-out frames (default: the scene's held-out frames; a log too short to hold
+    any out is evaluated on its training frames, and the result says so).
 
-    Images are rendered with ``supersample`` x ``supersample`` rays per pixel, as the
-    (anti-aliased) camera images are.
+    Each camera is rendered at its own recorded pose (camera and LiDAR times may differ), with
+    ``supersample`` x ``supersample`` rays per pixel, as the (anti-aliased) camera images are. PSNR
+    and SSIM are also given outside moving objects (boxes of the tracks that move). Frames or cameras
+    without data are skipped. ``figures``: a folder for ground truth | render | error PNGs.
     """
-    frames = list(model.meta.get("holdout_frames", [])) if frames is None else frames
+    note = None
+    if frames is None:
+        frames = list(model.meta.get("holdout_frames", []))
+        if not frames:
+            frames = list(model.meta.get("training_frames", []))
+            note = "the log is too short to hold frames out: metrics are on training frames"
     if not frames:
-        raise ValueError("no held-out frames to evaluate on")
-    lidar = log.rig.lidar
-    psnrs, ssims, depth_err, int_err, drop_acc, chamfers = [], [], [], [], [], []
+        raise ValueError("no frames to evaluate on")
+    log = log_with_scene_tracks(log, model.meta)
+    m: dict[str, list] = {
+        k: [] for k in ("psnr", "ssim", "static_psnr", "static_ssim", "depth", "int", "drop", "chamfer")
+    }
     per_camera: dict[str, list[float]] = {c: [] for c in log.rig.camera_names}
     for k, f in enumerate(frames):
-        poses = {a: p for a, p in log.actor_poses_at(f).items() if a in model.actors}
-        scene = model.place(poses)
+        scene = model.place({a: p for a, p in log.actor_poses_at(f).items() if a in model.actors})
         for cam in log.rig.cameras:
-            pred = model.render_camera(scene, cam, log.ego_poses[f], supersample=supersample, view_dependent=True).rgb
-            real = log.image(cam.name, f)
-            psnrs.append(psnr(pred, real))
-            per_camera[cam.name].append(psnrs[-1])
-            ssims.append(ssim(pred, real))
-        pred_l = model.render_lidar(scene, lidar, log.ego_poses[f]).sweep
-        real_l = log.lidar(f)
-        pm, rm = pred_l.return_mask(lidar), real_l.return_mask(lidar)
-        drop_acc.append(float(np.mean(pm == rm)))
-        pr, rr = pred_l.range_image(lidar), real_l.range_image(lidar)
-        both = pm & rm
-        depth_err.append(np.abs(pr[both] - rr[both]))
-        pi, ri = pred_l.ray_image(lidar, pred_l.intensity), real_l.ray_image(lidar, real_l.intensity)
-        int_err.append(pi[both] - ri[both])
-        T = log.T_world_lidar(f)
-        chamfers.append(chamfer_m(transform_points(T, pred_l.xyz_m), transform_points(T, real_l.xyz_m)))
+            if log.has_image(cam.name, f):
+                _camera_metrics(model, log, scene, cam, f, supersample, figures, m)
+                per_camera[cam.name].append(m["psnr"][-1])
+        if log.has_lidar(f):
+            _lidar_metrics(model, log, scene, f, m)
         if progress:
             progress("evaluating held-out frames", k + 1, len(frames))
-    depth = np.concatenate(depth_err)
-    inten = np.concatenate(int_err)
+    psnrs, ssims, static_psnrs, static_ssims = m["psnr"], m["ssim"], m["static_psnr"], m["static_ssim"]
+    drop_acc, chamfers = m["drop"], m["chamfer"]
+    depth = np.concatenate(m["depth"]) if m["depth"] else np.zeros(0)
+    inten = np.concatenate(m["int"]) if m["int"] else np.zeros(0)
+
+    def mean(values: list[float]) -> float | None:
+        return float(np.mean(values)) if values else None
+
     result = {
         "frames": frames,
-        "psnr_db": float(np.mean(psnrs)),
-        "psnr_db_per_camera": {c: float(np.mean(v)) for c, v in per_camera.items()},
-        "ssim": float(np.mean(ssims)),
+        "psnr_db": mean(psnrs),
+        "psnr_db_per_camera": {c: float(np.mean(v)) for c, v in per_camera.items() if v},
+        "ssim": mean(ssims),
+        "psnr_db_static": mean(static_psnrs),
+        "ssim_static": mean(static_ssims),
+        "static_note": f"outside the boxes of tracks that move more than {MOVING_TOLERANCE_M} m (auto tracks included)",
         "render_supersample": supersample,
         "lpips": None,
         "lpips_note": "not computed: LPIPS needs pretrained network weights, which cannot be downloaded here",
-        "lidar_median_depth_error_m": float(np.median(depth)) if len(depth) else float("nan"),
-        "lidar_intensity_rmse": float(np.sqrt(np.mean(inten**2))) if len(inten) else float("nan"),
-        "lidar_ray_drop_accuracy": float(np.mean(drop_acc)),
-        "lidar_chamfer_m": float(np.nanmean(chamfers)),
+        "lidar_median_depth_error_m": float(np.median(depth)) if len(depth) else None,
+        "lidar_intensity_rmse": float(np.sqrt(np.mean(inten**2))) if len(inten) else None,
+        "lidar_ray_drop_accuracy": mean(drop_acc),
+        "lidar_chamfer_m": float(np.nanmean(chamfers)) if chamfers else None,
     }
+    if note:
+        result["frames_note"] = note
     if lane_shift:
         result |= lane_shift_psnr(model, log, frames, supersample=supersample)
     return result
+
+
+def _camera_metrics(model, log: DrivingLog, scene, cam: CameraSpec, f: int, supersample: int, figures, m: dict) -> None:
+    """PSNR / SSIM of one held-out image (whole and outside moving objects), its figure."""
+    T_cam = log.T_world_camera(cam.name, f)
+    ego = sensor_ego_pose(log, T_cam, cam.T_ego_camera)
+    exposure = model.decoder.exposure_key_at(cam.name, f)  # held out: the nearest training image's
+    pred = model.render_camera(scene, cam, ego, exposure_camera=exposure, supersample=supersample, view_dependent=True)
+    pred = pred.rgb
+    real = log.image(cam.name, f)
+    m["psnr"].append(psnr(pred, real))
+    ssim_map = structural_similarity(pred, real, channel_axis=2, data_range=255, full=True)[1].mean(axis=2)
+    m["ssim"].append(float(ssim_map.mean()))
+    moving = moving_object_mask(log, cam, f, T_cam)
+    if (~moving).any():
+        m["static_psnr"].append(psnr(pred[~moving], real[~moving]))
+        m["static_ssim"].append(float(ssim_map[~moving].mean()))
+    if figures is not None:
+        write_figure(Path(figures) / f"frame{f:04d}_{cam.name}.png", error_figure(real, pred, moving))
+
+
+def _lidar_metrics(model, log: DrivingLog, scene, f: int, m: dict) -> None:
+    """Ray drop, depth and intensity errors on rays both sweeps return, Chamfer distance of one sweep."""
+    lidar = log.rig.lidar
+    ego = sensor_ego_pose(log, log.T_world_lidar(f), lidar.T_ego_lidar)
+    pred_l = model.render_lidar(scene, lidar, ego).sweep
+    real_l = log.lidar(f)
+    pm, rm = pred_l.return_mask(lidar), real_l.return_mask(lidar)
+    m["drop"].append(float(np.mean(pm == rm)))
+    pr, rr = pred_l.range_image(lidar), real_l.range_image(lidar)
+    both = pm & rm
+    m["depth"].append(np.abs(pr[both] - rr[both]))
+    pi, ri = pred_l.ray_image(lidar, pred_l.intensity), real_l.ray_image(lidar, real_l.intensity)
+    m["int"].append(pi[both] - ri[both])
+    T = log.T_world_lidar(f)
+    m["chamfer"].append(chamfer_m(transform_points(T, pred_l.xyz_m), transform_points(T, real_l.xyz_m)))
+
+
+def write_figure(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, encode_png(image))
 
 
 def lane_shift_psnr(

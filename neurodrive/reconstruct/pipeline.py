@@ -34,6 +34,7 @@ from neurodrive.reconstruct.appearance import (
 from neurodrive.reconstruct.background import carve_unsupported_extrusion, extrude_wall_tops, fit_background
 from neurodrive.reconstruct.checkpoints import CheckpointStage, prepare_scene_folder
 from neurodrive.reconstruct.config import Progress, ReconConfig, holdout_frames, stage_step, training_frames
+from neurodrive.reconstruct.dynamic import auto_tracks, log_with_tracks, tracks_to_json
 from neurodrive.reconstruct.lidar_fit import fit_lidar
 from neurodrive.reconstruct.texturing import (
     build_atlases,
@@ -88,12 +89,17 @@ def reconstruct(
     frames = training_frames(log.num_frames, cfg)
     if not frames:
         raise ValueError(f"log '{log.name}' has no training frames left after holding out every {cfg.holdout_every}th")
-    background = background_geometry(log, frames, cfg, stage, progress)
-    actor_ids = [t.actor_id for t in log.tracks if t.valid[frames].any()]
-    actor_meshes, actor_points = actor_geometry(log, frames, actor_ids, cfg, stage, progress)
+    sweeps = [f for f in frames if log.has_lidar(f)]  # geometry and the LiDAR model
+    if not sweeps:
+        raise ValueError(f"log '{log.name}' has no LiDAR sweep on its training frames: geometry is fitted to LiDAR")
+    moving, moving_stats = auto_tracks(log, sweeps, cfg.dynamic, progress)
+    log = log_with_tracks(log, moving)
+    background = background_geometry(log, sweeps, cfg, stage, progress)
+    actor_ids = [t.actor_id for t in log.tracks if t.valid[sweeps].any()]
+    actor_meshes, actor_points = actor_geometry(log, sweeps, actor_ids, cfg, stage, progress)
     meshes: Meshes = [background, *actor_meshes]
     look = fit_appearance(log, frames, meshes, actor_ids, cfg, stage, progress)
-    intensity_model, lidar_attrs = fit_lidar(log, frames, meshes, actor_ids, cfg, progress)
+    intensity_model, lidar_attrs = fit_lidar(log, sweeps, meshes, actor_ids, cfg, progress)
 
     def surface(m: int) -> SurfaceMesh:
         v, t = meshes[m]
@@ -116,8 +122,10 @@ def reconstruct(
         for k, aid in enumerate(actor_ids)
     }
     meta = scene_metadata(log, frames, cfg, look, len(background[1]), actor_points)
+    meta["auto_tracks"] = tracks_to_json(moving)
+    meta["stats"]["moving_objects"] = moving_stats
     model = SceneModel(surface(0), actors, look.decoder, look.sky, intensity_model, meta)
-    sky = fit_local_skies(model, log, frames, progress)
+    sky = fit_local_skies(model, log, frames, cfg, progress)
     model = SceneModel(model.background, model.actors, look.decoder, sky, intensity_model, meta)
     with stage_step(progress, "baking colours, writing the scene"):
         model.save(out)
@@ -183,8 +191,12 @@ def fit_appearance(
     stage: CheckpointStage,
     progress: Progress | None,
 ) -> Appearance:
-    """Stage 3: texel atlases, colours and exposures, the decoder MLP, the sky, unseen texels filled."""
+    """Stage 3: texel atlases, colours and exposures, the decoder MLP, the sky, unseen texels filled.
+
+    A log without camera images (LiDAR only) gets grey surfaces under a grey sky (reported as its own step)."""
     samples, sky_samples, stride = collect_pixel_samples(log, frames, meshes, actor_ids, cfg, progress)
+    if len(samples["mesh"]) == 0:
+        return grey_appearance(log, meshes, cfg, progress)
     fx = float(np.mean([c.intrinsics[0, 0] for c in log.rig.cameras]))
     with stage_step(progress, "building texel atlases"):
         atlases = build_atlases(meshes, samples, cfg.appearance.texel_pixel_ratio * stride / fx, cfg)
@@ -195,11 +207,12 @@ def fit_appearance(
         texel[sel] = offsets[m] + atlas.lookup(samples["tri"][sel], samples["uv"][sel])
     pixels = PixelSamples(texel, samples["dirs"], samples["cam"], samples["rgb"])
     del samples
-    cam_names = list(log.rig.camera_names)
+    cam_names = exposure_groups(log, frames, cfg)
     with stage_step(progress, "fitting texel colours and exposures"):
         colours, count, exposures = fit_colours_and_exposure(
             pixels, int(offsets[-1]), len(cam_names), cfg.appearance.exposure_rounds, np.random.default_rng(cfg.seed)
         )
+    group_samples = np.bincount(pixels.camera, minlength=len(cam_names))
     features, decoder, losses = train_decoder(
         pixels,
         colours,
@@ -223,8 +236,45 @@ def fit_appearance(
             cfg.appearance.sky_bins_az,
             cfg.appearance.sky_bins_el,
         )
+    if cfg.appearance.per_image_exposure:  # novel views: each camera's mean over its images
+        for ci, cam in enumerate(log.rig.camera_names):
+            own = [g for g in range(ci * len(frames), (ci + 1) * len(frames)) if group_samples[g] >= 100]
+            if own:
+                decoder.exposures[cam] = np.mean([decoder.exposures[cam_names[g]] for g in own], axis=0)
     filled = fill_unseen_texels(meshes, atlases, offsets, features, count, cfg, progress)
     return Appearance(atlases, offsets, filled, count, decoder, sky, stride, losses)
+
+
+def exposure_groups(log: DrivingLog, frames: list[int], cfg: ReconConfig) -> list[str]:
+    """Names of the exposure groups of the training pixels: "camera@frame" per image, or the cameras."""
+    if cfg.appearance.per_image_exposure:
+        return [f"{cam}@{f}" for cam in log.rig.camera_names for f in frames]
+    return list(log.rig.camera_names)
+
+
+def grey_appearance(log: DrivingLog, meshes: Meshes, cfg: ReconConfig, progress: Progress | None) -> Appearance:
+    """What a log without camera images gets: one grey texel per triangle, a decoder that adds
+    nothing, identity exposures, a uniform sky."""
+    with stage_step(progress, "no camera images on the training frames: appearance skipped (grey)"):
+        atlases = [TexelAtlas.build(v, t, np.full(len(t), 1e3)) for v, t in meshes]
+        offsets = np.concatenate([[0], np.cumsum([a.num_texels for a in atlases])])
+        d, h = cfg.appearance.num_features, cfg.appearance.hidden_units
+        features = np.zeros((int(offsets[-1]), d), np.float32)
+        features[:, :3] = 0.5
+        decoder = AppearanceDecoder(
+            np.zeros((d + 3, h), np.float32),
+            np.zeros(h, np.float32),
+            np.zeros((h, 3), np.float32),
+            np.zeros(3, np.float32),
+            cfg.appearance.residual_scale,
+            {c: np.eye(3, 4) for c in log.rig.camera_names},
+        )
+        sky = SkyModel(
+            np.full((cfg.appearance.sky_bins_el, cfg.appearance.sky_bins_az, 3), 0.6, np.float32),
+            float(np.deg2rad(-10.0)),
+            float(np.deg2rad(90.0)),
+        )
+    return Appearance(atlases, offsets, features, np.zeros(int(offsets[-1])), decoder, sky, 1, [])
 
 
 def fill_unseen_texels(

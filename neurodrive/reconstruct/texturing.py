@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from PIL import Image
 from scipy.spatial import cKDTree
 
-from neurodrive.logs.model import DrivingLog
+from neurodrive.logs.model import CameraSpec, DrivingLog
 from neurodrive.raycast.base import bounding_radius_m
 from neurodrive.raycast.open3d_caster import CompositeCaster, MeshRaycaster
 from neurodrive.reconstruct.appearance import (
@@ -16,6 +17,7 @@ from neurodrive.reconstruct.appearance import (
     sky_cells,
 )
 from neurodrive.reconstruct.config import Progress, ReconConfig
+from neurodrive.scene.far_field import FarField
 from neurodrive.scene.model import SceneModel
 from neurodrive.scene.sky import SkyModel
 from neurodrive.scene.texels import TexelAtlas
@@ -42,6 +44,33 @@ class FrameCasters:
         return caster, np.array([0] + [k + 1 for k in present])
 
 
+def behind_actor_boxes(
+    log: DrivingLog, frame: int, origin: np.ndarray, dirs: np.ndarray, t_background: np.ndarray, margin_m: float
+) -> np.ndarray:
+    """(n,) bool: rays whose background hit (distance ``t_background``, inf: none; 0: not background)
+    lies behind an actor box (grown by ``margin_m``) valid at ``frame``. Their pixels show the actor
+    (its mesh is never exact), so they would paint it onto the ground and walls behind it: the ghost
+    a removed actor would leave."""
+    out = np.zeros(len(dirs), bool)
+    for track in log.tracks:
+        if not track.valid[frame]:
+            continue
+        T = track.poses[frame]
+        o = (origin - T[:3, 3]) @ T[:3, :3]
+        d = dirs @ T[:3, :3]
+        half = track.size_m / 2 + margin_m
+        if np.all(np.abs(o) <= half):  # the camera inside a box (a bad track): it would hide everything
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = 1.0 / d
+            t0, t1 = (-half - o) * inv, (half - o) * inv
+        t_near = np.nanmax(np.minimum(t0, t1), axis=1)
+        t_far = np.nanmin(np.maximum(t0, t1), axis=1)
+        enters = (t_near <= t_far) & (t_far > 0) & (np.maximum(t_near, 0) < t_background)
+        out |= enters & (t_background > 0)
+    return out
+
+
 def collect_pixel_samples(
     log: DrivingLog,
     frames: list[int],
@@ -55,7 +84,7 @@ def collect_pixel_samples(
     Returns per-sample (mesh index, triangle, uv, distance, direction, camera, rgb) and sky samples.
     """
     cams = log.rig.cameras
-    total = len(frames) * sum(c.width_px * c.height_px for c in cams)
+    total = sum(c.width_px * c.height_px for f in frames for c in cams if log.has_image(c.name, f))
     stride = max(1, int(np.ceil(np.sqrt(total / cfg.appearance.max_pixel_samples))))
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("mesh", "tri", "uv", "t", "dirs", "cam", "rgb")}
     sky: dict[str, list[np.ndarray]] = {k: [] for k in ("dirs", "cam", "rgb")}
@@ -63,24 +92,32 @@ def collect_pixel_samples(
     for k, f in enumerate(frames):
         caster, geom_to_mesh = casters.at(log, f, actor_ids)
         for ci, cam in enumerate(cams):
+            if not log.has_image(cam.name, f):
+                continue
             T = log.T_world_camera(cam.name, f)
             dirs_cam = cam.ray_directions(1)[::stride, ::stride].reshape(-1, 3)
             rgb = log.image(cam.name, f)[::stride, ::stride].reshape(-1, 3)
             dirs = (dirs_cam @ T[:3, :3].T).astype(np.float64)
             hits = caster.cast(T[:3, 3], dirs)
-            h = hits.hit
+            background = np.where(hits.hit & (hits.geometry == 0), hits.t_m, np.where(hits.hit, 0.0, np.inf))
+            keep = ~behind_actor_boxes(log, f, T[:3, 3], dirs, background, cfg.actors.actor_margin_m)
+            h = hits.hit & keep
             out["mesh"].append(geom_to_mesh[hits.geometry[h]].astype(np.int16))
             out["tri"].append(hits.triangle[h].astype(np.int32))
             out["uv"].append(hits.uv[h].astype(np.float32))
             out["t"].append(hits.t_m[h].astype(np.float32))
             out["dirs"].append(dirs[h].astype(np.float32))
-            out["cam"].append(np.full(h.sum(), ci, np.int8))
+            group = ci * len(frames) + k if cfg.appearance.per_image_exposure else ci
+            out["cam"].append(np.full(h.sum(), group, np.int32))
             out["rgb"].append(rgb[h])
-            sky["dirs"].append(dirs[~h].astype(np.float32))
-            sky["cam"].append(np.full((~h).sum(), ci, np.int8))
-            sky["rgb"].append(rgb[~h])
+            m = ~hits.hit & keep
+            sky["dirs"].append(dirs[m].astype(np.float32))
+            sky["cam"].append(np.full(int(m.sum()), group, np.int32))
+            sky["rgb"].append(rgb[m])
         if progress:
             progress("casting training pixels", k + 1, len(frames))
+    if not out["mesh"]:  # no camera image on any training frame (a LiDAR-only log)
+        return {k: np.zeros(0) for k in out}, SkySamples(np.zeros((0, 3)), np.zeros(0, int), np.zeros((0, 3))), stride
     cat = {k: np.concatenate(v) for k, v in out.items()}
     return cat, SkySamples(*(np.concatenate(sky[k]) for k in ("dirs", "cam", "rgb"))), stride
 
@@ -158,28 +195,39 @@ def smooth_sparse_texels(
 
 
 def fit_local_skies(
-    model: SceneModel, log: DrivingLog, frames: list[int], progress: Progress | None = None
+    model: SceneModel, log: DrivingLog, frames: list[int], cfg: ReconConfig, progress: Progress | None = None
 ) -> SkyModel:
     """One environment map per training frame: the mean exposure-corrected colour of that frame's
     pixels whose rays miss the reconstruction, per direction bin of the global map; bins the frame
-    did not see keep the global map's colour."""
+    did not see keep the global map's colour. With ``cfg.appearance.far_field_depth_m`` > 0 those
+    pixels are also kept as photos (``scene/far_field.py``)."""
     sky = model.sky
+    frames = [f for f in frames if any(log.has_image(c, f) for c in log.rig.camera_names)]
+    if not frames:
+        return sky
     h, w, _ = sky.image.shape
     maps = np.empty((len(frames), h, w, 3), np.float32)
+    total_px = sum(c.width_px * c.height_px for f in frames for c in log.rig.cameras if log.has_image(c.name, f))
+    photos = FarFieldPhotos(min(1.0, float(np.sqrt(cfg.appearance.far_field_pixels / max(total_px, 1)))))
     for k, f in enumerate(frames):
         placed = model.place({a: p for a, p in log.actor_poses_at(f).items() if a in model.actors})
         total, count = np.zeros((h * w, 3)), np.zeros(h * w)
         for cam in log.rig.cameras:
+            if not log.has_image(cam.name, f):
+                continue
             T = log.T_world_camera(cam.name, f)
             dirs = cam.ray_directions(1).reshape(-1, 3) @ T[:3, :3].T
             miss = ~placed.cast(T[:3, 3], dirs, normals=False).hit
             if not miss.any():
                 continue
             rgb = apply_inverse_exposure(
-                log.image(cam.name, f).reshape(-1, 3)[miss] / 255.0,
-                np.zeros(int(miss.sum()), int),
-                model.decoder.exposure(cam.name)[None],
+                log.image(cam.name, f).reshape(-1, 3) / 255.0,
+                np.zeros(len(miss), int),
+                model.decoder.exposure_at(cam.name, f)[None],
             )
+            if cfg.appearance.far_field_depth_m > 0:
+                photos.add(cam, T, rgb.reshape(cam.height_px, cam.width_px, 3), miss.reshape(cam.height_px, -1))
+            rgb = rgb[miss]
             cell = sky_cells(dirs[miss], w, h, sky.min_elevation_rad, sky.max_elevation_rad)
             count += np.bincount(cell, minlength=h * w)
             for c in range(3):
@@ -189,6 +237,49 @@ def fit_local_skies(
         local[seen] = total[seen] / count[seen, None]
         maps[k] = np.clip(local, 0, 1).reshape(h, w, 3)
         if progress:
-            progress("fitting local sky maps", k + 1, len(frames))
+            progress("fitting local sky maps and far-field photos", k + 1, len(frames))
     xy = log.ego_poses[frames][:, :2, 3].astype(np.float32)
-    return SkyModel(sky.image, sky.min_elevation_rad, sky.max_elevation_rad, maps, xy)
+    far = photos.far_field(cfg.appearance.far_field_depth_m) if photos.images else None
+    return SkyModel(sky.image, sky.min_elevation_rad, sky.max_elevation_rad, maps, xy, far)
+
+
+class FarFieldPhotos:
+    """Collects the training photos' missing pixels at ``scale`` of their resolution (one size: the
+    largest camera's, smaller cameras padded with invalid pixels)."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+        self.images: list[np.ndarray] = []
+        self.valid: list[np.ndarray] = []
+        self.intrinsics: list[np.ndarray] = []
+        self.distortion: list[np.ndarray] = []
+        self.poses: list[np.ndarray] = []
+
+    def add(self, cam: CameraSpec, T_world_camera: np.ndarray, rgb: np.ndarray, miss: np.ndarray) -> None:
+        w, h = max(1, round(cam.width_px * self.scale)), max(1, round(cam.height_px * self.scale))
+        image = np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+        valid = miss
+        if (w, h) != (cam.width_px, cam.height_px):
+            image = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BOX))
+            coverage = np.asarray(Image.fromarray(miss.astype(np.uint8) * 255).resize((w, h), Image.Resampling.BOX))
+            valid = coverage >= 250  # only cells whose pixels all missed
+        K = cam.intrinsics.astype(np.float64).copy()
+        K[0] *= w / cam.width_px
+        K[1] *= h / cam.height_px
+        self.images.append(np.where(valid[..., None], image, 0).astype(np.uint8))
+        self.valid.append(valid)
+        self.intrinsics.append(K)
+        self.distortion.append(np.zeros(5) if cam.distortion is None else np.asarray(cam.distortion, float))
+        self.poses.append(T_world_camera)
+
+    def far_field(self, depth_m: float) -> FarField:
+        h = max(i.shape[0] for i in self.images)
+        w = max(i.shape[1] for i in self.images)
+        images = np.zeros((len(self.images), h, w, 3), np.uint8)
+        valid = np.zeros((len(self.images), h, w), bool)
+        for k, (im, v) in enumerate(zip(self.images, self.valid)):
+            images[k, : im.shape[0], : im.shape[1]] = im
+            valid[k, : v.shape[0], : v.shape[1]] = v
+        return FarField(
+            images, valid, np.array(self.intrinsics), np.array(self.distortion), np.array(self.poses), depth_m
+        )

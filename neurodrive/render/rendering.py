@@ -54,7 +54,7 @@ class SceneRendering:
         rgb = np.empty((len(dirs), 3), np.float32)
         miss = np.nonzero(~hits.hit)[0]
         if len(miss):
-            sky = self.sky.lookup(dirs[miss], ego_xy_m)
+            sky = self.sky.lookup(dirs[miss], ego_xy_m, origin)
             rgb[miss] = np.clip(sky @ exposure[:, :3].T.astype(np.float32) + exposure[:, 3].astype(np.float32), 0, 1)
         if scene.backend.shades_texels and not view_dependent:  # baked texels read natively
             meshes = scene.meshes

@@ -27,6 +27,17 @@ class AppearanceDecoder:
             return self.exposures[camera]
         return np.mean(np.stack(list(self.exposures.values())), axis=0) if self.exposures else np.eye(3, 4)
 
+    def exposure_key_at(self, camera: str, frame: int) -> str:
+        """Which exposure ``camera``'s image on ``frame`` takes: its own ("camera@frame") when it was
+        fitted per image; else that of the camera's nearest fitted frame; else the camera's."""
+        fitted = [int(k.rsplit("@", 1)[1]) for k in self.exposures if "@" in k and k.rsplit("@", 1)[0] == camera]
+        if fitted:
+            return f"{camera}@{min(fitted, key=lambda f: (abs(f - frame), f))}"
+        return camera
+
+    def exposure_at(self, camera: str, frame: int) -> np.ndarray:
+        return self.exposure(self.exposure_key_at(camera, frame))
+
     @cached_property
     def _weights(self) -> tuple[np.ndarray, ...]:
         """Contiguous float32 blocks (matrix products on strided slices are an order slower)."""

@@ -5,7 +5,8 @@ On disk (all npz / safetensors / JSON, no pickles)::
 
     scene.json                  format, source log, held-out frames, cameras, actor ids, stats
     background.npz              SurfaceMesh arrays of the static scene
-    appearance.safetensors      decoder MLP, per-camera exposure, sky maps, LiDAR ray-drop MLP
+    appearance.safetensors      decoder MLP, per-image and per-camera exposure, sky maps, LiDAR ray-drop MLP
+    far_field.npz               optional: training photos of what the mesh misses (scene/far_field.py)
     actors/<actor id>.npz/.json one reusable ActorAsset per tracked actor
 """
 
@@ -29,6 +30,7 @@ from neurodrive.raycast import CasterBackend
 from neurodrive.render.placement import PlacedScene
 from neurodrive.render.rendering import SceneRendering
 from neurodrive.scene.decoder import CAMERA_HEIGHT_M, AppearanceDecoder, bake_colours
+from neurodrive.scene.far_field import FarField
 from neurodrive.scene.sky import SkyModel
 from neurodrive.scene.surface import ActorAsset, SurfaceMesh
 
@@ -146,6 +148,11 @@ class SceneModel(SceneRendering):
             "sky": {"min_elevation_rad": self.sky.min_elevation_rad, "max_elevation_rad": self.sky.max_elevation_rad},
             "lidar_intensity": {"alpha": self.lidar_intensity.alpha, "beta_per_m": self.lidar_intensity.beta_per_m},
         }
+        far_path = folder / "far_field.npz"
+        if self.sky.far_field is not None:
+            self.sky.far_field.save(far_path)
+        elif far_path.exists():
+            far_path.unlink()
         atomic_write_json(folder / "scene.json", meta)  # written last: marks the scene complete
 
     @staticmethod
@@ -187,6 +194,7 @@ class SceneModel(SceneRendering):
                 float(meta["sky"]["max_elevation_rad"]),
                 local,
                 t.get("sky_local_xy"),
+                FarField.load(folder / "far_field.npz") if (folder / "far_field.npz").is_file() else None,
             )
             lim = meta["lidar_intensity"]
             try:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neurodrive.scene.far_field import FarField
+
 
 @dataclass(frozen=True)
 class SkyModel:
@@ -19,6 +21,7 @@ class SkyModel:
     max_elevation_rad: float
     local_images: np.ndarray | None = None  # (K, H, W, 3) one map per training ego position
     local_xy_m: np.ndarray | None = None  # (K, 2) those positions
+    far_field: FarField | None = None  # training photos of what the mesh misses, looked up first
 
     def _coords(self, dirs: np.ndarray):
         h, w, _ = self.image.shape
@@ -49,8 +52,20 @@ class SkyModel:
             out += np.take(flat, index, axis=0) * weight
         return out
 
-    def lookup(self, dirs: np.ndarray, position_xy_m: np.ndarray | None = None) -> np.ndarray:
-        """Colours (n, 3) float32 of unit directions (n, 3) seen from ``position_xy_m`` (global map without)."""
+    def lookup(
+        self, dirs: np.ndarray, position_xy_m: np.ndarray | None = None, origin: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Colours (n, 3) float32 of unit directions (n, 3) seen from ``position_xy_m`` (global map
+        without); with the ray ``origin`` (3,), the far field's photos first."""
+        if self.far_field is not None and origin is not None:
+            rgb, found = self.far_field.lookup(origin, dirs)
+            if not found.all():
+                rest = np.flatnonzero(~found)
+                rgb[rest] = self._lookup_maps(dirs[rest], position_xy_m)
+            return rgb
+        return self._lookup_maps(dirs, position_xy_m)
+
+    def _lookup_maps(self, dirs: np.ndarray, position_xy_m: np.ndarray | None) -> np.ndarray:
         coords = self._coords(dirs)
         if self.local_images is None or position_xy_m is None or len(self.local_images) == 0:
             return self._sample(self.image.astype(np.float32, copy=False), coords)

@@ -20,6 +20,7 @@ from neurodrive.errors import DataError
 from neurodrive.geometry import wrap_angle, yaw_of
 from neurodrive.logs.io import load_log
 from neurodrive.logs.model import WORLD_MARGIN_M, DrivingLog, SensorRig
+from neurodrive.reconstruct.dynamic import log_with_scene_tracks
 from neurodrive.render.results import FrameRender
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.scene.model import SceneModel, read_scene_meta
@@ -107,14 +108,18 @@ class Simulator:
     ) -> Simulator:
         """Loads the log and (with ``render_sensors``) the scene that ``scenario`` names: its ``log:``,
         else the source log recorded in its scene's scene.json."""
-        scene = None
-        if scenario.scene is not None and render_sensors:
-            scene = SceneModel.load(scenario.resolve_path(scenario.scene))
+        scene, meta = None, {}
+        if scenario.scene is not None:
+            scene_dir = scenario.resolve_path(scenario.scene)
+            scene = SceneModel.load(scene_dir) if render_sensors else None
+            if scene is not None:
+                meta = scene.meta
+            elif scenario.log is None or (scene_dir / "scene.json").is_file():
+                meta = read_scene_meta(scene_dir)
         if scenario.log is not None:
             log = load_log(scenario.resolve_path(scenario.log))
         else:
             scene_dir = scenario.resolve_path(scenario.scene)
-            meta = scene.meta if scene is not None else read_scene_meta(scene_dir)
             log_path = Path(meta["log"]["path"])
             if not (log_path / "log.json").is_file():
                 raise DataError(
@@ -123,6 +128,7 @@ class Simulator:
                     f"the source log {log_path} is not there; give 'log:' in the scenario {source}",
                 )
             log = load_log(log_path)
+        log = log_with_scene_tracks(log, meta)  # moving objects the reconstruction found without labels
         return cls(scenario, log, scene, source, params, config)
 
     # ------------------------------------------------------------------ set-up

@@ -3,8 +3,9 @@ pulls kornia, numba, polars and PyAV) and the vector map JSON directly.
 
 Frames are the annotation timestamps (10 Hz); the ego poses (``city_SE3_egovehicle``, ~170 Hz)
 form the pose stream and are interpolated at each frame. A frame has a LiDAR sweep when a sweep file
-carries its timestamp (``lidar_timestamps_s`` NaN elsewhere). Sweeps: the two LiDARs merged, in the
-ego frame (so ``T_ego_lidar`` is the identity), intensity / 255, ``laser_number`` as ring (the
+carries its timestamp (``lidar_timestamps_s`` NaN elsewhere). Sweeps: the two LiDARs merged and
+moved from the ego frame into the upper LiDAR's (``T_ego_lidar`` from the calibration: rays start
+where the sensors are, not on the ground under the rear axle), intensity / 255, ``laser_number`` as ring (the
 pattern's rows) and ``offset_ns`` as time offsets. Cuboids are in the ego frame at their
 timestamp. Map: lane segments (centreline = midline of the two boundaries) and drivable areas.
 Camera images, when a log has them, are not imported yet.
@@ -12,12 +13,13 @@ Camera images, when a log has them, are not imported yet.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from neurodrive.errors import DataError
-from neurodrive.geometry import interpolate_poses, pose_from_quaternion
+from neurodrive.geometry import interpolate_poses, invert_pose, pose_from_quaternion
 from neurodrive.logs.model import Lane, LidarSweep, RoadMap, SensorRig
 from neurodrive.logs.writer import LogTiming
 from neurodrive.sources.datasets.common import (
@@ -86,6 +88,20 @@ def read_sweep(path: Path) -> LidarSweep:
     )
 
 
+def lidar_extrinsic(log_dir: Path) -> np.ndarray:
+    """T_ego_lidar of the upper LiDAR (``calibration/egovehicle_SE3_sensor.feather``): the rays of both
+    LiDARs are cast from it (the lower one sits 11 cm below it)."""
+    path = log_dir / "calibration" / "egovehicle_SE3_sensor.feather"
+    cal = read_feather(path, ("sensor_name", "qw", "qx", "qy", "qz", "tx_m", "ty_m", "tz_m"))
+    names = [str(n) for n in cal["sensor_name"]]
+    if "up_lidar" not in names:
+        raise DataError(path, "sensor_name", "has no 'up_lidar' row")
+    i = names.index("up_lidar")
+    return pose_from_quaternion(
+        [cal[k][i] for k in ("qw", "qx", "qy", "qz")], [cal[k][i] for k in ("tx_m", "ty_m", "tz_m")]
+    )
+
+
 def read_map(log_dir: Path) -> RoadMap | None:
     import shapely
 
@@ -144,13 +160,17 @@ def import_av2(log_dir: Path) -> ImportedLog:
         boxes.setdefault(str(uuid), []).append((f, ego[f] @ box_poses[i], size))
         labels[str(uuid)] = str(ann["category"][i])
     lidar_times = np.full(len(frame_ns), np.nan)
+    T_ego_lidar = lidar_extrinsic(log_dir)
+    T_lidar_ego = invert_pose(T_ego_lidar)
     sweeps = {}
     for ns, path in sweep_files.items():
-        sweeps[frame_of[ns]] = read_sweep(path)
+        sweep = read_sweep(path)
+        xyz = (sweep.xyz_m.astype(np.float64) @ T_lidar_ego[:3, :3].T + T_lidar_ego[:3, 3]).astype(np.float32)
+        sweeps[frame_of[ns]] = replace(sweep, xyz_m=xyz)
         lidar_times[frame_of[ns]] = times[frame_of[ns]]
     lidar = report = None
     if sweeps:
-        lidar, report = measured_lidar("lidar", np.eye(4), list(sweeps.values()), "laser number", 200.0, 10.0, False)
+        lidar, report = measured_lidar("lidar", T_ego_lidar, list(sweeps.values()), "laser number", 200.0, 10.0, False)
     road_map = read_map(log_dir)
     return ImportedLog(
         name=f"av2-{log_dir.name}",

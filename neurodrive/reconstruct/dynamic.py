@@ -1,0 +1,341 @@
+"""Moving objects that no track covers: found in the LiDAR, tracked, and turned into actors ("auto-" tracks).
+
+Real logs often come without labels (KITTI raw) or with labels for some classes only. A static
+reconstruction fuses their moving traffic into smeared walls. Here:
+
+1. visibility: a return of sweep i lies in space that sweep j saw through when j's ray towards it
+   (min range over a 3 x 3 cell neighbourhood of j's spherical grid) went farther by a margin; a
+   return seen through by ``min_free_votes`` of the ``neighbour_sweeps`` nearest sweeps is dynamic;
+2. clusters: returns between ``ground_clearance_m`` and ``max_object_height_m`` above the lowest
+   return of their ground cell are joined into clusters connected in the bird's-eye view; a cluster
+   with enough dynamic returns moves;
+3. tracks: moving clusters of consecutive sweeps are linked (Hungarian assignment on predicted
+   centroids); each chain gets one box (yaw from its motion, else from its points' principal axis;
+   extent from all its returns) and smoothed centre positions; held-out frames between two of its
+   sweeps get interpolated poses (their LiDAR is never read).
+
+The tracks join the log's own for the rest of the reconstruction (their returns leave the static
+surface; each is reconstructed like a tracked actor, so it can be removed or moved) and are written
+to scene.json (``auto_tracks``) so that evaluation and the simulator place them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy import ndimage
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from neurodrive.geometry import invert_pose, pose_xyz_yaw, transform_points
+from neurodrive.logs.model import ActorTrack, DrivingLog
+from neurodrive.reconstruct.background import _outside_actors
+from neurodrive.reconstruct.config import DynamicConfig, Progress
+
+AUTO_PREFIX = "auto-"
+EL_RANGE_DEG = (-45.0, 45.0)  # rows of the visibility grid
+
+
+@dataclasses.dataclass
+class SweepClusters:
+    """One sweep's moving clusters: world points of each, and the share of the sweep's returns that moved."""
+
+    frame: int
+    clusters: list[np.ndarray]
+    dynamic_share: float
+
+
+def log_with_tracks(log: DrivingLog, tracks: list[ActorTrack]) -> DrivingLog:
+    return dataclasses.replace(log, tracks=tuple(log.tracks) + tuple(tracks)) if tracks else log
+
+
+def tracks_to_json(tracks: list[ActorTrack]) -> list[dict]:
+    """scene.json form: id, category, size, and (frame, x, y, z, yaw) per valid frame."""
+    out = []
+    for t in tracks:
+        frames = np.flatnonzero(t.valid)
+        yaw = np.arctan2(t.poses[frames, 1, 0], t.poses[frames, 0, 0])
+        rows = np.column_stack([frames, t.poses[frames, :3, 3], yaw])
+        out.append(
+            {
+                "id": t.actor_id,
+                "category": t.category,
+                "size_m": [round(float(v), 4) for v in t.size_m],
+                "frame_x_y_z_yaw": [[int(r[0])] + [round(float(v), 5) for v in r[1:]] for r in rows],
+            }
+        )
+    return out
+
+
+def tracks_from_json(items: list[dict], num_frames: int) -> list[ActorTrack]:
+    tracks = []
+    for item in items:
+        poses = np.tile(np.eye(4), (num_frames, 1, 1))
+        valid = np.zeros(num_frames, bool)
+        for f, x, y, z, yaw in item["frame_x_y_z_yaw"]:
+            if 0 <= int(f) < num_frames:
+                poses[int(f)] = pose_xyz_yaw(x, y, z, yaw)
+                valid[int(f)] = True
+        tracks.append(ActorTrack(item["id"], item["category"], np.asarray(item["size_m"], float), poses, valid))
+    return tracks
+
+
+def log_with_scene_tracks(log: DrivingLog, scene_meta: dict) -> DrivingLog:
+    """``log`` with the auto tracks of a scene (its scene.json content) added, those the log lacks."""
+    items = [t for t in scene_meta.get("auto_tracks", []) if t["id"] not in {x.actor_id for x in log.tracks}]
+    return log_with_tracks(log, tracks_from_json(items, log.num_frames))
+
+
+def _sphere_cells(local: np.ndarray, cfg: DynamicConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
+    """(row, col, range) of sensor-frame points on the visibility grid, and its shape."""
+    r = np.linalg.norm(local, axis=1)
+    az = np.degrees(np.arctan2(local[:, 1], local[:, 0])) % 360.0
+    el = np.degrees(np.arcsin(np.clip(local[:, 2] / np.maximum(r, 1e-6), -1, 1)))
+    cols = int(round(360.0 / cfg.grid_azimuth_deg))
+    rows = int(round((EL_RANGE_DEG[1] - EL_RANGE_DEG[0]) / cfg.grid_elevation_deg))
+    col = np.minimum((az / cfg.grid_azimuth_deg).astype(np.int64), cols - 1)
+    row = np.clip(((el - EL_RANGE_DEG[0]) / cfg.grid_elevation_deg).astype(np.int64), 0, rows - 1)
+    return row, col, r, (rows, cols)
+
+
+def visibility_grid(local: np.ndarray, cfg: DynamicConfig) -> np.ndarray:
+    """Min range per grid cell over its 3 x 3 neighbourhood (inf: no return there), azimuth wrapping."""
+    row, col, r, shape = _sphere_cells(local, cfg)
+    grid = np.full(shape, np.inf)
+    np.minimum.at(grid, (row, col), r)
+    return ndimage.minimum_filter(grid, size=3, mode=("nearest", "wrap"))
+
+
+def seen_through_votes(
+    points_world: list[np.ndarray], origins: list[np.ndarray], poses: list[np.ndarray], cfg: DynamicConfig
+) -> list[np.ndarray]:
+    """Per sweep: how many of its nearest sweeps saw through each of its points."""
+    grids = [visibility_grid(transform_points(invert_pose(T), p), cfg) for T, p in zip(poses, points_world)]
+    votes = []
+    n = len(points_world)
+    for i in range(n):
+        v = np.zeros(len(points_world[i]), np.int32)
+        near = sorted((j for j in range(n) if j != i), key=lambda j: abs(j - i))[: cfg.neighbour_sweeps]
+        for j in near:
+            row, col, r, _ = _sphere_cells(transform_points(invert_pose(poses[j]), points_world[i]), cfg)
+            seen = grids[j][row, col]
+            v += (np.isfinite(seen) & (seen > r + cfg.free_margin_m + cfg.free_margin_per_m * r)).astype(np.int32)
+        votes.append(v)
+    return votes
+
+
+def height_above_ground(points_world: list[np.ndarray], cfg: DynamicConfig) -> list[np.ndarray]:
+    """Per sweep: each return's height (m) above the lowest return of its ground cell (all sweeps pooled)."""
+    allp = np.concatenate(points_world)
+    cells = np.floor(allp[:, :2] / cfg.ground_cell_m).astype(np.int64)
+    keys, inverse = np.unique(cells, axis=0, return_inverse=True)
+    low = np.full(len(keys), np.inf)
+    np.minimum.at(low, inverse.reshape(-1), allp[:, 2])
+    height = allp[:, 2] - low[inverse.reshape(-1)]
+    return np.split(height, np.cumsum([len(p) for p in points_world])[:-1])
+
+
+def moving_clusters(points: np.ndarray, dynamic: np.ndarray, cfg: DynamicConfig) -> list[np.ndarray]:
+    """Index arrays of the clusters of ``points`` (above ground, world) that hold enough dynamic returns.
+    Clusters are connected in the bird's-eye view (a truck's roof joins its sides)."""
+    if len(points) == 0 or dynamic.sum() < cfg.min_dynamic_points:
+        return []
+    vox, inverse = np.unique(
+        np.floor(points[:, :2] / cfg.cluster_voxel_m).astype(np.int64), axis=0, return_inverse=True
+    )
+    inverse = inverse.reshape(-1)
+    centres = (vox + 0.5) * cfg.cluster_voxel_m
+    pairs = cKDTree(centres).query_pairs(cfg.cluster_link_m, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(vox), len(vox)))
+    label = connected_components(graph, directed=False)[1][inverse]
+    n_dyn = np.bincount(label, dynamic.astype(float))
+    n_all = np.bincount(label)
+    out = []
+    for c in np.flatnonzero((n_dyn >= cfg.min_dynamic_points) & (n_dyn >= cfg.min_dynamic_share * n_all)):
+        idx = np.flatnonzero(label == c)
+        if np.ptp(points[idx, :2], axis=0).max() <= cfg.max_cluster_extent_m:
+            out.append(idx)
+    return out
+
+
+def find_moving_clusters(
+    log: DrivingLog, sweeps: list[int], cfg: DynamicConfig, progress: Progress | None = None
+) -> list[SweepClusters]:
+    """Moving clusters (world points) of each sweep, outside every box the log already tracks."""
+    poses = [log.T_world_lidar(f) for f in sweeps]
+    pts = [transform_points(T, log.lidar(f).xyz_m.astype(np.float64)) for T, f in zip(poses, sweeps)]
+    if progress:
+        progress("finding moving returns", 0, 3)
+    votes = seen_through_votes(pts, [T[:3, 3] for T in poses], poses, cfg)
+    if progress:
+        progress("finding moving returns", 1, 3)
+    heights = height_above_ground(pts, cfg)
+    out = []
+    for f, p, v, h in zip(sweeps, pts, votes, heights):
+        keep = (h > cfg.ground_clearance_m) & (h < cfg.max_object_height_m) & _outside_actors(log, f, p, 0.2, 0.1)
+        sub = p[keep]
+        dyn = v[keep] >= cfg.min_free_votes
+        clusters = [sub[idx] for idx in moving_clusters(sub, dyn, cfg)]
+        out.append(SweepClusters(f, clusters, float(sum(len(c) for c in clusters) / max(len(p), 1))))
+    if progress:
+        progress("finding moving returns", 3, 3)
+    return out
+
+
+def _overlap_cost(previous: np.ndarray, shift: np.ndarray, current: np.ndarray, samples: int = 300) -> float:
+    """How far (m) two clusters lie apart in the bird's-eye view after moving the previous one by
+    ``shift``: the median distance of one's points to the other's, the smaller of both ways (a
+    partly seen truck lies within the whole one)."""
+    prev_xy, cur_xy = previous[:, :2] + shift, current[:, :2]
+    costs = []
+    for a, b in ((cur_xy, prev_xy), (prev_xy, cur_xy)):
+        d, _ = cKDTree(b).query(a[:: max(1, len(a) // samples)], k=1)
+        costs.append(float(np.median(d)))
+    return min(costs)
+
+
+def _link_cost(chain: list[tuple[int, np.ndarray]], frame: int, cluster: np.ndarray, cfg: DynamicConfig) -> float:
+    """Overlap cost of ``cluster`` (on ``frame``) with the chain's last cluster, moved by the chain's
+    last motion or, when the centroids lie within ``max_speed_mps`` of each other, onto its centroid."""
+    last_frame, last = chain[-1]
+    gap_frames = frame - last_frame
+    centroid_shift = cluster.mean(axis=0)[:2] - last.mean(axis=0)[:2]
+    if np.linalg.norm(centroid_shift) > cfg.max_speed_mps * cfg.sweep_period_s * gap_frames:
+        return 1e3
+    shifts = [centroid_shift]
+    if len(chain) > 1:
+        prev_frame, prev = chain[-2]
+        velocity = (last.mean(axis=0)[:2] - prev.mean(axis=0)[:2]) / max(last_frame - prev_frame, 1)
+        shifts.append(velocity * gap_frames)
+    return min(_overlap_cost(last, shift, cluster) for shift in shifts)
+
+
+def link_clusters(per_sweep: list[SweepClusters], cfg: DynamicConfig) -> list[list[tuple[int, np.ndarray]]]:
+    """Chains of (frame, points) of the same object in consecutive sweeps: clusters are linked by
+    how well their points overlap those of the chain's last cluster (see ``_link_cost``)."""
+    chains: list[list[tuple[int, np.ndarray]]] = []
+    open_chains: list[int] = []
+    for s in per_sweep:
+        linked: dict[int, int] = {}
+        if open_chains and s.clusters:
+            cost = np.full((len(open_chains), len(s.clusters)), 1e3)
+            for a, k in enumerate(open_chains):
+                cost[a] = [_link_cost(chains[k], s.frame, cluster, cfg) for cluster in s.clusters]
+            for a, b in zip(*linear_sum_assignment(cost)):
+                if cost[a, b] <= cfg.track_gate_m:
+                    linked[int(b)] = open_chains[a]
+        next_open = []
+        for b, cluster in enumerate(s.clusters):
+            if b in linked:
+                chains[linked[b]].append((s.frame, cluster))
+                next_open.append(linked[b])
+            else:
+                chains.append([(s.frame, cluster)])
+                next_open.append(len(chains) - 1)
+        open_chains = next_open
+    return [c for c in chains if len(c) >= cfg.min_track_sweeps]
+
+
+def chain_to_track(chain: list[tuple[int, np.ndarray]], actor_id: str, num_frames: int) -> ActorTrack:
+    """One box over the chain's returns; centre positions smoothed; frames between sweeps interpolated."""
+    frames = np.array([f for f, _ in chain])
+    centroids = np.array([p.mean(axis=0) for _, p in chain])
+    motion = centroids[-1, :2] - centroids[0, :2]
+    xy = np.concatenate([p[:, :2] - c[:2] for (_, p), c in zip(chain, centroids)])
+    spread, axes = np.linalg.eigh(np.cov(xy.T))
+    long_side_m = float(np.ptp(xy @ axes[:, -1]))
+    elongated = spread[1] >= 4.0 * spread[0] and long_side_m >= 3.0
+    if elongated or np.linalg.norm(motion) <= 1.0:  # the long side (centroids of partly seen trucks drift)
+        yaw = float(np.arctan2(axes[1, -1], axes[0, -1]))
+    else:  # only one face seen (a car ahead or behind): heading from its motion
+        yaw = float(np.arctan2(motion[1], motion[0]))
+    if len(frames) >= 3:  # smoothed centre path: a quadratic in time
+        coef = np.polyfit(frames - frames[0], centroids, deg=min(2, len(frames) - 2))
+        centres = np.stack([np.polyval(coef[:, k], frames - frames[0]) for k in range(3)], axis=1)
+    else:
+        centres = centroids
+    c, s = np.cos(yaw), np.sin(yaw)
+    local = np.concatenate(
+        [(p - ctr) @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) for (_, p), ctr in zip(chain, centres)]
+    )
+    lo, hi = np.percentile(local, 1, axis=0), np.percentile(local, 99, axis=0)
+    lo[2] -= 0.3  # down to the ground: the clusters leave out the lowest ``ground_clearance_m``
+    offset = (lo + hi) / 2
+    size = np.maximum(hi - lo + np.array([0.2, 0.2, 0.1]), [0.4, 0.4, 0.5])
+    poses = np.tile(np.eye(4), (num_frames, 1, 1))
+    valid = np.zeros(num_frames, bool)
+    all_frames = np.arange(frames[0], frames[-1] + 1)
+    interp = np.stack([np.interp(all_frames, frames, centres[:, k]) for k in range(3)], axis=1)
+    world_offset = np.array([c * offset[0] - s * offset[1], s * offset[0] + c * offset[1], offset[2]])
+    for f, ctr in zip(all_frames, interp):
+        x, y, z = ctr + world_offset
+        poses[f] = pose_xyz_yaw(float(x), float(y), float(z), yaw)
+        valid[f] = True
+    length = float(size[0])
+    category = "truck" if length > 6.5 else ("pedestrian" if length < 1.2 and size[1] < 1.2 else "car")
+    return ActorTrack(actor_id, category, size, poses, valid, dataset_category="auto (moving LiDAR cluster)")
+
+
+def holds_the_ego(log: DrivingLog, track: ActorTrack, margin_m: float = 0.5) -> bool:
+    """Whether the box comes within ``margin_m`` of the ego origin or a sensor on a frame it is
+    valid on (a box fitted to a wrong side of a passing truck; such a track is dropped)."""
+    for f in np.flatnonzero(track.valid):
+        sensors = [log.ego_poses[f][:3, 3]] + [(log.ego_poses[f] @ c.T_ego_camera)[:3, 3] for c in log.rig.cameras]
+        sensors.append((log.ego_poses[f] @ log.rig.lidar.T_ego_lidar)[:3, 3])
+        local = transform_points(invert_pose(track.poses[f]), np.array(sensors))
+        if np.any(np.all(np.abs(local) <= track.size_m / 2 + margin_m, axis=1)):
+            return True
+    return False
+
+
+def moves_like_traffic(track: ActorTrack, max_lateral_m: float = 1.5) -> bool:
+    """Whether the box moves along its heading: sideways drift beyond ``max_lateral_m`` and half the
+    forward travel means clusters of different objects were linked."""
+    frames = np.flatnonzero(track.valid)
+    travel = track.poses[frames[-1], :2, 3] - track.poses[frames[0], :2, 3]
+    heading = track.poses[frames[0], :2, 0]
+    forward = abs(float(travel @ heading))
+    lateral = abs(float(travel[0] * heading[1] - travel[1] * heading[0]))
+    return lateral <= max(max_lateral_m, 0.5 * forward)
+
+
+def drop_duplicates(tracks: list[ActorTrack]) -> list[ActorTrack]:
+    """Of two tracks whose box centres lie within half the longer box on most shared frames, keep
+    the one seen on more frames."""
+    order = sorted(tracks, key=lambda t: -int(t.valid.sum()))
+    kept: list[ActorTrack] = []
+    for t in order:
+        duplicate = False
+        for k in kept:
+            shared = np.flatnonzero(t.valid & k.valid)
+            if len(shared) == 0:
+                continue
+            gap = np.linalg.norm(t.poses[shared, :2, 3] - k.poses[shared, :2, 3], axis=1)
+            if np.mean(gap < 0.5 * max(t.size_m[0], k.size_m[0])) > 0.5:
+                duplicate = True
+                break
+        if not duplicate:
+            kept.append(t)
+    return sorted(kept, key=lambda t: t.actor_id)
+
+
+def auto_tracks(
+    log: DrivingLog, sweeps: list[int], cfg: DynamicConfig, progress: Progress | None = None
+) -> tuple[list[ActorTrack], dict]:
+    """Actors for the moving objects no track covers, and what was found (for scene.json)."""
+    if not cfg.enabled or len(sweeps) < 2:
+        return [], {"enabled": cfg.enabled, "tracks": 0, "note": "needs at least 2 sweeps" if cfg.enabled else ""}
+    per_sweep = find_moving_clusters(log, sweeps, cfg, progress)
+    chains = link_clusters(per_sweep, cfg)
+    tracks = [chain_to_track(ch, f"{AUTO_PREFIX}{k:03d}", log.num_frames) for k, ch in enumerate(chains)]
+    tracks = drop_duplicates([t for t in tracks if not holds_the_ego(log, t) and moves_like_traffic(t)])
+    stats = {
+        "enabled": True,
+        "tracks": len(tracks),
+        "moving_return_share": float(np.mean([s.dynamic_share for s in per_sweep])),
+        "clusters_per_sweep": float(np.mean([len(s.clusters) for s in per_sweep])),
+    }
+    return tracks, stats

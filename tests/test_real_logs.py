@@ -1,0 +1,159 @@
+"""Reconstructing logs the way real ones come: untracked moving traffic, LiDAR only, short logs,
+per-image exposure, geometry the LiDAR misses (far field), evaluation outside moving objects."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from neurodrive.errors import DataError
+from neurodrive.geometry import make_pose
+from neurodrive.logs.io import load_log
+from neurodrive.reconstruct.config import ReconConfig, holdout_frames
+from neurodrive.reconstruct.dynamic import AUTO_PREFIX, auto_tracks, log_with_scene_tracks
+from neurodrive.reconstruct.evaluate import evaluate_reconstruction
+from neurodrive.reconstruct.pipeline import reconstruct
+from neurodrive.scene.decoder import AppearanceDecoder
+from neurodrive.scene.far_field import FarField
+from neurodrive.scene.model import SceneModel
+from tests.conftest import FAST_RECON
+
+
+def test_short_logs_hold_out_their_middle_frame() -> None:
+    cfg = ReconConfig()
+    assert holdout_frames(3, cfg) == [1]
+    assert holdout_frames(4, cfg) == [2]
+    assert holdout_frames(2, cfg) == [] and holdout_frames(1, cfg) == []
+    assert holdout_frames(12, cfg) == [2, 7]
+
+
+def test_moving_traffic_without_tracks_becomes_auto_tracks(tiny_log_dir: Path) -> None:
+    """The generated log with its labels removed: the moving car behind the ego is found from the
+    LiDAR alone, followed over the sweeps, and no auto track lands on a parked car."""
+    log = load_log(tiny_log_dir)
+    bare = dataclasses.replace(log, tracks=())
+    sweeps = [f for f in range(log.num_frames) if log.has_lidar(f)]
+    tracks, stats = auto_tracks(bare, sweeps, ReconConfig().dynamic)
+    assert stats["tracks"] == len(tracks) >= 1
+    moving = [t for t in log.tracks if not t.is_static(0.3)]
+    parked = [t for t in log.tracks if t.is_static(0.3)]
+    matched = set()
+    for auto in tracks:
+        assert auto.actor_id.startswith(AUTO_PREFIX)
+        frames = np.flatnonzero(auto.valid)
+        for truth in parked:  # never on a parked car
+            gap = np.linalg.norm(auto.poses[frames, :2, 3] - truth.poses[frames, :2, 3], axis=1)
+            assert gap.min() > 2.0, (auto.actor_id, truth.actor_id)
+        for truth in moving:
+            gap = np.linalg.norm(auto.poses[frames, :2, 3] - truth.poses[frames, :2, 3], axis=1)
+            if np.median(gap) < 2.5:
+                matched.add(truth.actor_id)
+                # it follows the car: the auto track moves as far as the car does
+                travelled = np.linalg.norm(auto.poses[frames[-1], :2, 3] - auto.poses[frames[0], :2, 3])
+                truth_travelled = np.linalg.norm(truth.poses[frames[-1], :2, 3] - truth.poses[frames[0], :2, 3])
+                assert abs(travelled - truth_travelled) < 1.0
+    assert matched, "no moving car was found"
+    # with the labels kept, every moving return is already inside a box: nothing new is invented
+    assert auto_tracks(log, sweeps, ReconConfig().dynamic)[0] == []
+
+
+def test_auto_tracks_are_stored_with_the_scene_and_added_to_the_log(tiny_log_dir: Path) -> None:
+    log = load_log(tiny_log_dir)
+    bare = dataclasses.replace(log, tracks=())
+    tracks, _ = auto_tracks(bare, list(range(log.num_frames)), ReconConfig().dynamic)
+    from neurodrive.reconstruct.dynamic import tracks_to_json
+
+    restored = log_with_scene_tracks(bare, {"auto_tracks": tracks_to_json(tracks)})
+    assert [t.actor_id for t in restored.tracks] == [t.actor_id for t in tracks]
+    for a, b in zip(tracks, restored.tracks):
+        assert np.array_equal(a.valid, b.valid)
+        assert np.allclose(a.poses[a.valid], b.poses[b.valid], atol=1e-4)
+
+
+def _one_photo_far_field() -> tuple[FarField, np.ndarray]:
+    h, w = 40, 60
+    K = np.array([[50.0, 0, 30], [0, 50.0, 20], [0, 0, 1]])
+    image = np.zeros((1, h, w, 3), np.uint8)
+    image[0, :, :, 0] = np.arange(w)[None] * 4  # red encodes the column
+    image[0, :, :, 1] = np.arange(h)[:, None] * 6  # green the row
+    valid = np.ones((1, h, w), bool)
+    valid[0, :, : w // 2] = False  # the left half hit the mesh
+    T = make_pose([0.0, 0.0, 0.0])  # camera axes = world axes (z forward)
+    return FarField(image, valid, K[None], np.zeros((1, 5)), T[None], 30.0), K
+
+
+def test_far_field_looks_missing_rays_up_in_the_training_photos(tmp_path: Path) -> None:
+    far, K = _one_photo_far_field()
+    u, v = np.array([45.5, 50.5, 10.5]), np.array([10.5, 30.5, 10.5])
+    dirs = np.column_stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones(3)])
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    rgb, found = far.lookup(np.zeros(3), dirs)
+    assert found.tolist() == [True, True, False]  # the third lands on a pixel that hit the mesh
+    assert np.allclose(rgb[:2, 0] * 255, [45 * 4, 50 * 4]) and np.allclose(rgb[:2, 1] * 255, [10 * 6, 30 * 6])
+    # a step sideways: parallax is right for things at depth_m
+    shifted, _ = far.lookup(np.array([1.0, 0, 0]), dirs)
+    point = 30.0 * dirs[0]
+    expected_u = int(np.floor(K[0, 0] * point[0] / point[2] + K[0, 2]))
+    d = (point - [1.0, 0, 0]) / np.linalg.norm(point - [1.0, 0, 0])
+    moved, _ = far.lookup(np.array([1.0, 0, 0]), d[None])
+    assert round(moved[0, 0] * 255) == expected_u * 4 and shifted.shape == (3, 3)
+    far.save(tmp_path / "far_field.npz")
+    back = FarField.load(tmp_path / "far_field.npz")
+    assert np.array_equal(back.images, far.images) and back.depth_m == 30.0
+    (tmp_path / "bad.npz").write_bytes((tmp_path / "far_field.npz").read_bytes()[:100])
+    with pytest.raises(DataError, match="bad.npz"):
+        FarField.load(tmp_path / "bad.npz")
+
+
+def test_per_image_exposure_falls_back_to_the_nearest_fitted_frame() -> None:
+    def e(gain: float) -> np.ndarray:
+        return np.eye(3, 4) * gain
+
+    dec = AppearanceDecoder(
+        np.zeros((8, 4)), np.zeros(4), np.zeros((4, 3)), np.zeros(3), 0.25, {"f@0": e(1), "f@4": e(2), "f": e(1.5)}
+    )
+    assert dec.exposure_key_at("f", 4) == "f@4" and dec.exposure_key_at("f", 1) == "f@0"
+    assert dec.exposure_key_at("f", 3) == "f@4" and dec.exposure_key_at("g", 3) == "g"
+    assert np.allclose(dec.exposure_at("f", 9), e(2))
+
+
+def test_a_scene_holds_per_image_exposures_and_a_far_field(tiny_scene_dir: Path, tiny_log_dir: Path) -> None:
+    model = SceneModel.load(tiny_scene_dir)
+    log = load_log(tiny_log_dir)
+    train = model.meta["training_frames"]
+    for cam in log.rig.camera_names:
+        assert cam in model.decoder.exposures
+        assert f"{cam}@{train[0]}" in model.decoder.exposures
+    far = model.sky.far_field
+    assert far is not None and len(far.images) == len(train) * len(log.rig.cameras)
+    assert far.valid.any() and far.images[far.valid].any()
+
+
+def test_evaluation_reports_psnr_outside_moving_objects_and_writes_figures(
+    tiny_scene_dir: Path, tiny_log_dir: Path, tmp_path: Path
+) -> None:
+    model = SceneModel.load(tiny_scene_dir)
+    log = load_log(tiny_log_dir)
+    result = evaluate_reconstruction(model, log, lane_shift=False, figures=tmp_path / "fig")
+    assert result["psnr_db_static"] is not None and result["ssim_static"] is not None
+    assert result["psnr_db_static"] != result["psnr_db"]  # the tiny log's moving cars are in view
+    files = sorted((tmp_path / "fig").glob("*.png"))
+    assert len(files) == len(result["frames"]) * len(log.rig.cameras)
+    cam = log.rig.cameras[0]
+    assert Image.open(files[0]).size == (3 * cam.width_px, cam.height_px)
+
+
+def test_a_lidar_only_log_reconstructs_grey_and_renders_lidar(tiny_log_dir: Path, tmp_path: Path) -> None:
+    log = load_log(tiny_log_dir)
+    lidar_only = dataclasses.replace(log, rig=dataclasses.replace(log.rig, cameras=()), camera_timestamps_s=None)
+    model = reconstruct(lidar_only, tmp_path / "scene", FAST_RECON)
+    assert model.sky.far_field is None and len(model.actors) > 0
+    assert np.allclose(model.background.texels[:, :3], 0.5)
+    loaded = SceneModel.load(tmp_path / "scene")
+    result = evaluate_reconstruction(loaded, lidar_only, lane_shift=False)
+    assert result["psnr_db"] is None
+    assert result["lidar_median_depth_error_m"] < 0.1 and result["lidar_ray_drop_accuracy"] > 0.8
