@@ -86,6 +86,8 @@ class AppearanceConfig:
     max_texel_resolution: int = 24
     exposure_rounds: int = 3
     per_image_exposure: bool = True  # one affine colour transform (exposure, white balance) per image
+    behind_actor_margin_m: float = 0.0  # pixels whose rays reach the background through an actor box grown
+    # by this much are not background samples (< 0: all are)
     train_steps: int = 400
     batch_size: int = 16384
     learning_rate: float = 0.005

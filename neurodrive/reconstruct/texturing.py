@@ -100,7 +100,8 @@ def collect_pixel_samples(
             dirs = (dirs_cam @ T[:3, :3].T).astype(np.float64)
             hits = caster.cast(T[:3, 3], dirs)
             background = np.where(hits.hit & (hits.geometry == 0), hits.t_m, np.where(hits.hit, 0.0, np.inf))
-            keep = ~behind_actor_boxes(log, f, T[:3, 3], dirs, background, cfg.actors.actor_margin_m)
+            margin = cfg.appearance.behind_actor_margin_m
+            keep = ~behind_actor_boxes(log, f, T[:3, 3], dirs, background, margin) if margin >= 0 else True
             h = hits.hit & keep
             out["mesh"].append(geom_to_mesh[hits.geometry[h]].astype(np.int16))
             out["tri"].append(hits.triangle[h].astype(np.int32))
