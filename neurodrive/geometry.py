@@ -80,6 +80,10 @@ def points_in_box(points_box: np.ndarray, size_m: np.ndarray, margin_m: float = 
     return np.all(np.abs(points_box) <= half, axis=1)
 
 
+# the 12 edges of a box as pairs of box_corners indices
+BOX_EDGES = ((0, 1), (1, 3), (3, 2), (2, 0), (4, 5), (5, 7), (7, 6), (6, 4), (0, 4), (1, 5), (2, 6), (3, 7))
+
+
 def box_corners(pose: np.ndarray, size_m: np.ndarray) -> np.ndarray:
     """(8, 3) world corners of a box (corner k has signs of bits 2, 1, 0 on x, y, z)."""
     signs = np.array([[(k >> 2) & 1, (k >> 1) & 1, k & 1] for k in range(8)]) * 2.0 - 1.0

@@ -9,12 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from neurodrive.geometry import box_corners, invert_pose, transform_points
+from neurodrive.geometry import BOX_EDGES, box_corners, invert_pose, transform_points
 from neurodrive.io_utils import atomic_write_bytes
 from neurodrive.logs.model import DrivingLog
 from neurodrive.logs.writer import encode_png
-
-BOX_EDGES = ((0, 1), (1, 3), (3, 2), (2, 0), (4, 5), (5, 7), (7, 6), (6, 4), (0, 4), (1, 5), (2, 6), (3, 7))
 
 
 def lidar_world_points(log: DrivingLog, frame: int) -> np.ndarray:

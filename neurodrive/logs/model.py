@@ -20,6 +20,17 @@ from neurodrive.lidar.pattern import BeamGrid, MeasuredPattern, RayPattern, to_i
 CATEGORIES = ("car", "truck", "bus", "pedestrian", "cyclist", "other")  # the one category set of actor tracks
 
 
+def brown_conrady(xy: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """Distorted normalised image coordinates (..., 2) of ideal ones; ``coefficients`` k1, k2, p1, p2, k3."""
+    k1, k2, p1, p2, k3 = (float(c) for c in coefficients)
+    x, y = xy[..., 0], xy[..., 1]
+    r2 = x * x + y * y
+    radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+    return np.stack([xd, yd], axis=-1)
+
+
 @dataclass(frozen=True)
 class CameraSpec:
     """A pinhole camera with optional Brown-Conrady lens distortion. Camera axes follow OpenCV: x
@@ -40,13 +51,7 @@ class CameraSpec:
         """Distorted normalised image coordinates of ideal ones (..., 2)."""
         if not self.is_distorted:
             return xy
-        k1, k2, p1, p2, k3 = np.asarray(self.distortion, float)
-        x, y = xy[..., 0], xy[..., 1]
-        r2 = x * x + y * y
-        radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
-        xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
-        yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
-        return np.stack([xd, yd], axis=-1)
+        return brown_conrady(xy, np.asarray(self.distortion, float))
 
     def undistort(self, xy_distorted: np.ndarray, iterations: int = 20) -> np.ndarray:
         """Ideal normalised coordinates of distorted ones (..., 2), by fixed-point iteration."""

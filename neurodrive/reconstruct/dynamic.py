@@ -9,10 +9,12 @@ reconstruction fuses their moving traffic into smeared walls. Here:
 2. clusters: returns between ``ground_clearance_m`` and ``max_object_height_m`` above the lowest
    return of their ground cell are joined into clusters connected in the bird's-eye view; a cluster
    with enough dynamic returns moves;
-3. tracks: moving clusters of consecutive sweeps are linked (Hungarian assignment on predicted
-   centroids); each chain gets one box (yaw from its motion, else from its points' principal axis;
-   extent from all its returns) and smoothed centre positions; held-out frames between two of its
-   sweeps get interpolated poses (their LiDAR is never read).
+3. tracks: moving clusters of consecutive sweeps are linked (Hungarian assignment on how well their
+   points overlap after the chain's last motion or a centroid shift); each chain gets one box (yaw
+   along its points' long side, or its motion when only one face was seen; extent from all its
+   returns) and smoothed centre positions; held-out frames between two of its sweeps get
+   interpolated poses (their LiDAR is never read). Tracks that hold the ego, drift sideways, or
+   duplicate a longer one are dropped.
 
 The tracks join the log's own for the rest of the reconstruction (their returns leave the static
 surface; each is reconstructed like a tracked actor, so it can be removed or moved) and are written
@@ -109,9 +111,7 @@ def visibility_grid(local: np.ndarray, cfg: DynamicConfig) -> np.ndarray:
     return ndimage.minimum_filter(grid, size=3, mode=("nearest", "wrap"))
 
 
-def seen_through_votes(
-    points_world: list[np.ndarray], origins: list[np.ndarray], poses: list[np.ndarray], cfg: DynamicConfig
-) -> list[np.ndarray]:
+def seen_through_votes(points_world: list[np.ndarray], poses: list[np.ndarray], cfg: DynamicConfig) -> list[np.ndarray]:
     """Per sweep: how many of its nearest sweeps saw through each of its points."""
     grids = [visibility_grid(transform_points(invert_pose(T), p), cfg) for T, p in zip(poses, points_world)]
     votes = []
@@ -169,7 +169,7 @@ def find_moving_clusters(
     pts = [transform_points(T, log.lidar(f).xyz_m.astype(np.float64)) for T, f in zip(poses, sweeps)]
     if progress:
         progress("finding moving returns", 0, 3)
-    votes = seen_through_votes(pts, [T[:3, 3] for T in poses], poses, cfg)
+    votes = seen_through_votes(pts, poses, cfg)
     if progress:
         progress("finding moving returns", 1, 3)
     heights = height_above_ground(pts, cfg)

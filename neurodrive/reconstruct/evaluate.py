@@ -11,7 +11,7 @@ from scipy.spatial import ConvexHull, QhullError, cKDTree
 from skimage.draw import polygon
 from skimage.metrics import structural_similarity
 
-from neurodrive.geometry import box_corners, invert_pose, make_pose, transform_points
+from neurodrive.geometry import BOX_EDGES, box_corners, invert_pose, make_pose, transform_points
 from neurodrive.io_utils import atomic_write_bytes
 from neurodrive.logs.model import CameraSpec, DrivingLog
 from neurodrive.logs.writer import encode_png
@@ -42,7 +42,7 @@ def chamfer_m(a: np.ndarray, b: np.ndarray) -> float:
 MOVING_TOLERANCE_M = 0.3  # a track whose box moves more than this over the log is a moving object
 
 
-def sensor_ego_pose(log: DrivingLog, T_world_sensor: np.ndarray, T_ego_sensor: np.ndarray) -> np.ndarray:
+def sensor_ego_pose(T_world_sensor: np.ndarray, T_ego_sensor: np.ndarray) -> np.ndarray:
     """The ego pose that puts a sensor at its own recorded pose (its time may differ from the frame's)."""
     return T_world_sensor @ invert_pose(T_ego_sensor)
 
@@ -66,9 +66,6 @@ def moving_object_mask(log: DrivingLog, cam: CameraSpec, frame: int, T_world_cam
         rr, cc = polygon(hull[:, 1], hull[:, 0], shape=mask.shape)
         mask[rr, cc] = True
     return mask
-
-
-BOX_EDGES = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]
 
 
 def clip_to_near_plane(corners: np.ndarray, near_m: float = 0.1) -> np.ndarray:
@@ -166,7 +163,7 @@ def evaluate_reconstruction(
 def _camera_metrics(model, log: DrivingLog, scene, cam: CameraSpec, f: int, supersample: int, figures, m: dict) -> None:
     """PSNR / SSIM of one held-out image (whole and outside moving objects), its figure."""
     T_cam = log.T_world_camera(cam.name, f)
-    ego = sensor_ego_pose(log, T_cam, cam.T_ego_camera)
+    ego = sensor_ego_pose(T_cam, cam.T_ego_camera)
     exposure = model.decoder.exposure_key_at(cam.name, f)  # held out: the nearest training image's
     pred = model.render_camera(scene, cam, ego, exposure_camera=exposure, supersample=supersample, view_dependent=True)
     pred = pred.rgb
@@ -185,7 +182,7 @@ def _camera_metrics(model, log: DrivingLog, scene, cam: CameraSpec, f: int, supe
 def _lidar_metrics(model, log: DrivingLog, scene, f: int, m: dict) -> None:
     """Ray drop, depth and intensity errors on rays both sweeps return, Chamfer distance of one sweep."""
     lidar = log.rig.lidar
-    ego = sensor_ego_pose(log, log.T_world_lidar(f), lidar.T_ego_lidar)
+    ego = sensor_ego_pose(log.T_world_lidar(f), lidar.T_ego_lidar)
     pred_l = model.render_lidar(scene, lidar, ego).sweep
     real_l = log.lidar(f)
     pm, rm = pred_l.return_mask(lidar), real_l.return_mask(lidar)

@@ -4,11 +4,11 @@ A LiDAR sees nothing above its upper beam (HDL-64E: +2 deg): the tops of trucks 
 crowns, overpasses, and everything beyond its range. Their pixels miss the mesh. A direction-only
 environment map (``sky.py``) holds them blurred (one bin is 12 KITTI pixels wide) and without
 parallax. The far field keeps, for every training image, its exposure-corrected pixels that missed
-the mesh (at up to ``max_pixels`` in all). A ray that misses the mesh is put at ``depth_m`` along its
-direction and looked up in the images of the training cameras nearest to its origin (the first whose
-valid pixel it lands on); the sky map covers the rest. Parallax is right for things ``depth_m`` away
-and small for anything beyond at the short distances from which held-out frames or small ego
-deviations see the scene.
+the mesh (at most ``far_field_pixels`` of the reconstruction config in all). A ray that misses the
+mesh is put at ``depth_m`` along its direction and looked up in the images of the training cameras
+nearest to its origin (the first whose valid pixel it lands on); the sky map covers the rest.
+Parallax is right for things ``depth_m`` away and small for anything beyond at the short distances
+from which held-out frames or small ego deviations see the scene.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 from neurodrive.errors import DataError
 from neurodrive.geometry import invert_pose
 from neurodrive.io_utils import atomic_write_npz
+from neurodrive.logs.model import brown_conrady
 
 DEFAULT_DEPTH_M = 30.0
 CANDIDATE_IMAGES = 6  # images tried per lookup, nearest camera first
@@ -65,7 +66,8 @@ class FarField:
             front = pc[:, 2] > 1e-3
             todo, pc = todo[front], pc[front]
             xy = pc[:, :2] / pc[:, 2:3]
-            xy = distort(xy, self.distortion[k])
+            if np.any(self.distortion[k]):
+                xy = brown_conrady(xy, self.distortion[k])
             K = self.intrinsics[k]
             u = np.floor(K[0, 0] * xy[:, 0] + K[0, 1] * xy[:, 1] + K[0, 2]).astype(np.int64)
             v = np.floor(K[1, 1] * xy[:, 1] + K[1, 2]).astype(np.int64)
@@ -111,17 +113,3 @@ class FarField:
         return FarField(
             a["images"], a["valid"], a["intrinsics"], a["distortion"], a["T_world_camera"], float(a["depth_m"])
         )
-
-
-def distort(xy: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
-    """Brown-Conrady distortion of normalised coordinates (n, 2) (see ``CameraSpec.distort``)."""
-    if not np.any(coefficients):
-        return xy
-    k1, k2, p1, p2, k3 = (float(c) for c in coefficients)
-    x, y = xy[:, 0], xy[:, 1]
-    r2 = x * x + y * y
-    radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
-    return np.stack(
-        [x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x), y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y],
-        axis=1,
-    )
