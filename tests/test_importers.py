@@ -204,6 +204,23 @@ def test_bad_dataset_input_gives_one_error_naming_file_and_field_and_writes_noth
     assert not out.exists()
 
 
+def test_an_av2_calibration_without_the_upper_lidar_is_named(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    from neurodrive.sources import get_source
+
+    log_dir = tmp_path / need(AV2_LOG).name
+    shutil.copytree(AV2_LOG, log_dir)
+    cal = log_dir / "calibration" / "egovehicle_SE3_sensor.feather"
+    table = feather.read_table(cal)
+    keep = [name != "up_lidar" for name in table.column("sensor_name").to_pylist()]
+    feather.write_feather(table.filter(pa.array(keep)), cal)
+    with pytest.raises(DataError, match="egovehicle_SE3_sensor.feather.*sensor_name.*up_lidar"):
+        get_source("av2").write_log(log_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def _small_kitti(tmp_path: Path, frames: int = 3) -> Path:
     need(KITTI_DRIVE)
     day = tmp_path / "2011_09_26"

@@ -4,6 +4,7 @@ per-image exposure, geometry the LiDAR misses (far field), evaluation outside mo
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,26 @@ def test_auto_tracks_are_stored_with_the_scene_and_added_to_the_log(tiny_log_dir
     for a, b in zip(tracks, restored.tracks):
         assert np.array_equal(a.valid, b.valid)
         assert np.allclose(a.poses[a.valid], b.poses[b.valid], atol=1e-4)
+
+
+def test_a_scene_json_with_bad_auto_tracks_is_named(tiny_scene_dir: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    bad = tmp_path / "scene"
+    shutil.copytree(tiny_scene_dir, bad)
+    meta = json.loads((bad / "scene.json").read_text())
+    track = {"id": "auto-000", "category": "car", "size_m": [4.0, 1.8, 1.5], "frame_x_y_z_yaw": [[0, 1, 2, 0.5, 0]]}
+    for field, value, where in (
+        ("size_m", [4.0, -1.0, 1.5], "auto_tracks[0].size_m"),
+        ("category", "spaceship", "auto_tracks[0].category"),
+        ("frame_x_y_z_yaw", [[0, 1, 2, 0.5]], "auto_tracks[0].frame_x_y_z_yaw[0]"),
+    ):
+        (bad / "scene.json").write_text(json.dumps(meta | {"auto_tracks": [track | {field: value}]}))
+        with pytest.raises(DataError, match=rf"scene.json.*{re.escape(where)}"):
+            SceneModel.load(bad)
+    (bad / "scene.json").write_text(json.dumps(meta | {"auto_tracks": [track]}))
+    assert SceneModel.load(bad).meta["auto_tracks"][0]["id"] == "auto-000"
 
 
 def _one_photo_far_field() -> tuple[FarField, np.ndarray]:

@@ -12,6 +12,7 @@ On disk (all npz / safetensors / JSON, no pickles)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_wr
 from neurodrive.lidar.intensity import LidarIntensityModel
 from neurodrive.lidar.ray_drop import RayDropModel
 from neurodrive.logs.io import read_json_file
+from neurodrive.logs.model import CATEGORIES
 from neurodrive.raycast import CasterBackend
 from neurodrive.render.placement import PlacedScene
 from neurodrive.render.rendering import SceneRendering
@@ -62,7 +64,39 @@ def read_scene_meta(folder: str | Path) -> dict:
     for i, a in enumerate(actors):
         if not is_safe_name(a):
             raise DataError(meta_path, f"actors[{i}]", f"'{a}' is not a valid actor id (it names a file in actors/)")
+    check_auto_tracks(meta.get("auto_tracks", []), meta_path)
     return meta
+
+
+def check_auto_tracks(items: object, meta_path: Path) -> None:
+    """scene.json's ``auto_tracks`` (``reconstruct/dynamic.py``): one DataError naming the entry at fault."""
+    if not isinstance(items, list):
+        raise DataError(meta_path, "auto_tracks", "expected a list of tracks")
+
+    def numbers(value: object, length: int) -> bool:
+        return (
+            isinstance(value, list)
+            and len(value) == length
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+        )
+
+    for i, item in enumerate(items):
+        field = f"auto_tracks[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            raise DataError(meta_path, f"{field}.id", "expected an object with a string id")
+        if item.get("category") not in CATEGORIES:
+            raise DataError(meta_path, f"{field}.category", f"expected one of {', '.join(CATEGORIES)}")
+        size = item.get("size_m")
+        if not numbers(size, 3) or min(size) <= 0:
+            raise DataError(meta_path, f"{field}.size_m", "expected 3 positive finite numbers")
+        rows = item.get("frame_x_y_z_yaw")
+        if not isinstance(rows, list) or not rows:
+            raise DataError(meta_path, f"{field}.frame_x_y_z_yaw", "expected a non-empty list of rows")
+        for k, row in enumerate(rows):
+            if not numbers(row, 5) or row[0] < 0 or row[0] != int(row[0]):
+                raise DataError(
+                    meta_path, f"{field}.frame_x_y_z_yaw[{k}]", "expected [frame, x, y, z, yaw]: finite, frame >= 0"
+                )
 
 
 class SceneModel(SceneRendering):
