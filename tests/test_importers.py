@@ -117,6 +117,26 @@ def test_dgp_camera_poses_equal_the_per_datum_poses(dgp_log) -> None:
     assert np.all((lag > 0.05) & (lag < 0.15))
 
 
+def test_dgp_rays_start_on_the_roof_not_on_the_ground(dgp_log) -> None:
+    """DDAD's merged cloud is stored in a frame on the ground; the rays start at a virtual LiDAR at the
+    cameras' height, and the points keep their world positions (the file's points + the ego pose)."""
+    from neurodrive.sources.datasets.dgp import _read_points
+
+    lidar = dgp_log.rig.lidar
+    roof = max(c.T_ego_camera[2, 3] for c in dgp_log.rig.cameras)
+    assert abs(lidar.T_ego_lidar[2, 3] - roof) < 1e-6 and roof > 1.0
+    sweep = dgp_log.lidar(0)
+    near = np.linalg.norm(sweep.xyz_m[:, :2], axis=1) < 15.0
+    assert np.percentile(sweep.xyz_m[near, 2], 5) < -1.0  # the road lies below the sensor
+    scene_file = next((DGP_JSON.parent / "scene_02").glob("scene_*.json"))
+    clouds = [d for d in json.loads(scene_file.read_text())["data"] if "point_cloud" in d["datum"]]
+    raws = [_read_points(DGP_JSON.parent / "scene_02" / d["datum"]["point_cloud"]["filename"]) for d in clouds]
+    raw = next(r for r in raws if len(r.xyz_m) == len(sweep.xyz_m))  # frame 0's file
+    world_file = transform_points(dgp_log.ego_poses[0], raw.xyz_m.astype(float))
+    world_log = transform_points(dgp_log.T_world_lidar(0), sweep.xyz_m.astype(float))
+    assert np.abs(world_file - world_log).max() < 1e-3
+
+
 def _edge_score(log, pairs, shift_px: int) -> float:
     from neurodrive.app.overlay import depth_edge_alignment
 

@@ -57,6 +57,8 @@ def test_moving_traffic_without_tracks_becomes_auto_tracks(tiny_log_dir: Path) -
                 travelled = np.linalg.norm(auto.poses[frames[-1], :2, 3] - auto.poses[frames[0], :2, 3])
                 truth_travelled = np.linalg.norm(truth.poses[frames[-1], :2, 3] - truth.poses[frames[0], :2, 3])
                 assert abs(travelled - truth_travelled) < 1.0
+                # only its front face is seen (it follows the ego): the car template gives its length
+                assert abs(auto.size_m[0] - truth.size_m[0]) < 1.2 and np.median(gap) < 1.0
     assert matched, "no moving car was found"
     # with the labels kept, every moving return is already inside a box: nothing new is invented
     assert auto_tracks(log, sweeps, ReconConfig().dynamic)[0] == []
@@ -257,3 +259,37 @@ def test_a_real_scene_runs_in_closed_loop_with_an_auto_actor_removed_and_a_car_i
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     assert np.isfinite(reward)
     env.close()
+
+
+def test_the_viewer_runs_on_a_real_scene_and_edits_its_auto_actors(kitti_scene, tmp_path: Path) -> None:
+    """Headless viewer on the KITTI scene: drive, pick an auto actor in the bird's-eye view and remove
+    it, insert a car, save the edits as a scenario."""
+    from neurodrive.app.viewer import Viewer, headless
+    from neurodrive.scenarios.scenario import Scenario
+
+    headless()
+    import pygame
+
+    _, scene_dir = kitti_scene
+    viewer = Viewer(scene_dir, tmp_path / "edited.yaml")
+    pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_UP))
+    viewer.run(max_frames=3)
+    auto = [a for a in viewer.obs.actors if a.startswith(AUTO_PREFIX)]
+    assert auto, "the auto actors are in the simulation"
+    target = viewer.obs.actors[auto[0]]
+    viewer.handle(
+        pygame.event.Event(pygame.MOUSEBUTTONDOWN, button=1, pos=viewer.pixel_of(np.array([target.x_m, target.y_m])))
+    )
+    assert viewer.selected == auto[0]
+    viewer.handle(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_x))
+    assert auto[0] not in viewer.obs.actors
+    viewer.handle(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_i))
+    inserted = viewer.selected
+    assert inserted in viewer.obs.actors and inserted in viewer.sim.scene.actors
+    viewer.tick()
+    shot = viewer.screenshot(tmp_path / "shot.png")
+    assert np.asarray(Image.open(shot)).std() > 20
+    viewer.handle(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_s))
+    saved = Scenario.load(tmp_path / "edited.yaml")
+    assert saved.actors.remove == [auto[0]] and [i.id for i in saved.actors.insert] == [inserted]
+    viewer.close()

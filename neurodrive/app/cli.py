@@ -151,10 +151,11 @@ def evaluate_recon(
     out: Path = typer.Option(None, "--out", "-o", help="Also write the metrics to this JSON file."),
     lane_shift: bool = typer.Option(True, help="Also compare against ground truth 2 m to the side (generated logs)."),
     figures: Path = typer.Option(None, help="Write ground truth | render | error PNGs of the frames to this folder."),
+    actor_edits: bool = typer.Option(True, help="Also measure actor removal and close-ups (generated logs)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out file."),
 ) -> None:
-    """Metrics on held-out frames: PSNR / SSIM (whole image and outside moving objects), LiDAR depth /
-    intensity / ray drop, Chamfer, lane shift."""
+    """Metrics on held-out frames: PSNR / SSIM (whole image, outside moving objects, on actors), LiDAR
+    depth / intensity / ray drop, Chamfer, lane shift, actor removal and close-up PSNR."""
     import json
 
     from neurodrive.io_utils import atomic_write_json, check_output
@@ -177,6 +178,7 @@ def evaluate_recon(
                 lane_shift=lane_shift,
                 progress=lambda s, d, n: bar.update(task, completed=d),
                 figures=figures,
+                actor_edits=actor_edits,
             )
     except (DataError, ValueError, FileExistsError) as e:
         _fail(e)
@@ -188,7 +190,7 @@ def evaluate_recon(
     table.add_column("metric")
     table.add_column("value")
     for key, value in metrics.items():
-        if key in ("frames", "psnr_db_per_camera") or key.endswith("_note"):
+        if key in ("frames", "psnr_db_per_camera", "actor_removal_views") or key.endswith("_note"):
             continue
         table.add_row(
             key, "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else json.dumps(value))

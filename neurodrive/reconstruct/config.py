@@ -82,6 +82,8 @@ class AppearanceConfig:
     residual_scale: float = 0.25
     min_texel_m: float = 0.02
     texel_smoothing_k: int = 6  # texels seen fewer than 3 times are blended with this many neighbours
+    actor_edge_samples: bool = False  # True: also actor outline / grazing pixels where a texel has others
+    unseen_fill_k: int = 16  # unseen texels: weighted mean of this many nearest seen ones (1: copy the nearest)
     texel_pixel_ratio: float = 1.5  # texel width in pixel footprints at the closest training view
     max_texel_resolution: int = 24
     exposure_rounds: int = 3

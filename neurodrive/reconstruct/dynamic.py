@@ -239,8 +239,17 @@ def link_clusters(per_sweep: list[SweepClusters], cfg: DynamicConfig) -> list[li
     return [c for c in chains if len(c) >= cfg.min_track_sweeps]
 
 
-def chain_to_track(chain: list[tuple[int, np.ndarray]], actor_id: str, num_frames: int) -> ActorTrack:
-    """One box over the chain's returns; centre positions smoothed; frames between sweeps interpolated."""
+CAR_TEMPLATE_M = np.array([4.5, 1.85])  # length, width of a car (category size prior)
+
+
+def chain_to_track(
+    chain: list[tuple[int, np.ndarray]], actor_id: str, num_frames: int, sensor_xy: dict[int, np.ndarray] | None = None
+) -> ActorTrack:
+    """One box over the chain's returns; centre positions smoothed; frames between sweeps interpolated.
+
+    A car seen from one face only (its rear: as wide as a car but short; or its side: as long as a
+    car but thin) gets the car template's length or width, grown away from the sensor
+    (``sensor_xy``: LiDAR position per frame)."""
     frames = np.array([f for f, _ in chain])
     centroids = np.array([p.mean(axis=0) for _, p in chain])
     motion = centroids[-1, :2] - centroids[0, :2]
@@ -265,6 +274,16 @@ def chain_to_track(chain: list[tuple[int, np.ndarray]], actor_id: str, num_frame
     lo[2] -= 0.3  # down to the ground: the clusters leave out the lowest ``ground_clearance_m``
     offset = (lo + hi) / 2
     size = np.maximum(hi - lo + np.array([0.2, 0.2, 0.1]), [0.4, 0.4, 0.5])
+    if sensor_xy:
+        away = np.mean([(ctr[:2] - sensor_xy[f]) for f, ctr in zip(frames, centres) if f in sensor_xy], axis=0)
+        away_local = np.array([c * away[0] + s * away[1], -s * away[0] + c * away[1]])
+        grow_length = size[1] >= 1.4 and size[0] < 0.8 * CAR_TEMPLATE_M[0]  # a rear or front face
+        grow_width = 3.0 <= size[0] <= 6.5 and size[1] < 0.8 * CAR_TEMPLATE_M[1]  # a side
+        for axis, grow in ((0, grow_length), (1, grow_width)):
+            if grow:
+                extra = CAR_TEMPLATE_M[axis] - size[axis]
+                offset[axis] += np.sign(away_local[axis]) * extra / 2
+                size[axis] = CAR_TEMPLATE_M[axis]
     poses = np.tile(np.eye(4), (num_frames, 1, 1))
     valid = np.zeros(num_frames, bool)
     all_frames = np.arange(frames[0], frames[-1] + 1)
@@ -330,7 +349,8 @@ def auto_tracks(
         return [], {"enabled": cfg.enabled, "tracks": 0, "note": "needs at least 2 sweeps" if cfg.enabled else ""}
     per_sweep = find_moving_clusters(log, sweeps, cfg, progress)
     chains = link_clusters(per_sweep, cfg)
-    tracks = [chain_to_track(ch, f"{AUTO_PREFIX}{k:03d}", log.num_frames) for k, ch in enumerate(chains)]
+    sensor_xy = {f: log.T_world_lidar(f)[:2, 3] for f in sweeps}
+    tracks = [chain_to_track(ch, f"{AUTO_PREFIX}{k:03d}", log.num_frames, sensor_xy) for k, ch in enumerate(chains)]
     tracks = drop_duplicates([t for t in tracks if not holds_the_ego(log, t) and moves_like_traffic(t)])
     stats = {
         "enabled": True,

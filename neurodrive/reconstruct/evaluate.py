@@ -15,6 +15,7 @@ from neurodrive.geometry import BOX_EDGES, box_corners, invert_pose, make_pose, 
 from neurodrive.io_utils import atomic_write_bytes
 from neurodrive.logs.model import CameraSpec, DrivingLog
 from neurodrive.logs.writer import encode_png
+from neurodrive.reconstruct.actor_quality import actor_edit_quality
 from neurodrive.reconstruct.dynamic import log_with_scene_tracks
 from neurodrive.scene.model import SceneModel
 
@@ -47,12 +48,15 @@ def sensor_ego_pose(T_world_sensor: np.ndarray, T_ego_sensor: np.ndarray) -> np.
     return T_world_sensor @ invert_pose(T_ego_sensor)
 
 
-def moving_object_mask(log: DrivingLog, cam: CameraSpec, frame: int, T_world_camera: np.ndarray) -> np.ndarray:
-    """(H, W) bool: pixels inside the projected boxes of the actors that move over the log."""
+def moving_object_mask(
+    log: DrivingLog, cam: CameraSpec, frame: int, T_world_camera: np.ndarray, moving_only: bool = True
+) -> np.ndarray:
+    """(H, W) bool: pixels inside the projected boxes of the actors that move over the log (all
+    actors with ``moving_only=False``)."""
     mask = np.zeros((cam.height_px, cam.width_px), bool)
     T_cam_world = invert_pose(T_world_camera)
     for track in log.tracks:
-        if not track.valid[frame] or track.is_static(MOVING_TOLERANCE_M):
+        if not track.valid[frame] or (moving_only and track.is_static(MOVING_TOLERANCE_M)):
             continue
         corners = transform_points(T_cam_world, box_corners(track.poses[frame], track.size_m * 1.1))
         corners = clip_to_near_plane(corners)
@@ -97,14 +101,17 @@ def evaluate_reconstruction(
     progress: Callable[[str, int, int], None] | None = None,
     supersample: int = 2,
     figures: str | Path | None = None,
+    actor_edits: bool = True,
 ) -> dict:
     """Metrics on held-out frames (default: the scene's held-out frames; a log too short to hold
     any out is evaluated on its training frames, and the result says so).
 
     Each camera is rendered at its own recorded pose (camera and LiDAR times may differ), with
     ``supersample`` x ``supersample`` rays per pixel, as the (anti-aliased) camera images are. PSNR
-    and SSIM are also given outside moving objects (boxes of the tracks that move). Frames or cameras
-    without data are skipped. ``figures``: a folder for ground truth | render | error PNGs.
+    and SSIM are also given outside moving objects (boxes of the tracks that move) and on actors.
+    Frames or cameras without data are skipped. ``figures``: a folder for ground truth | render |
+    error PNGs. On logs with a ground-truth world, ``actor_edits`` adds actor removal and close-up
+    PSNR (``actor_quality``).
     """
     note = None
     if frames is None:
@@ -115,9 +122,7 @@ def evaluate_reconstruction(
     if not frames:
         raise ValueError("no frames to evaluate on")
     log = log_with_scene_tracks(log, model.meta)
-    m: dict[str, list] = {
-        k: [] for k in ("psnr", "ssim", "static_psnr", "static_ssim", "depth", "int", "drop", "chamfer")
-    }
+    m: dict[str, list] = {k: [] for k in METRIC_SERIES}
     per_camera: dict[str, list[float]] = {c: [] for c in log.rig.camera_names}
     for k, f in enumerate(frames):
         scene = model.place({a: p for a, p in log.actor_poses_at(f).items() if a in model.actors})
@@ -129,35 +134,50 @@ def evaluate_reconstruction(
             _lidar_metrics(model, log, scene, f, m)
         if progress:
             progress("evaluating held-out frames", k + 1, len(frames))
-    psnrs, ssims, static_psnrs, static_ssims = m["psnr"], m["ssim"], m["static_psnr"], m["static_ssim"]
-    drop_acc, chamfers = m["drop"], m["chamfer"]
-    depth = np.concatenate(m["depth"]) if m["depth"] else np.zeros(0)
-    inten = np.concatenate(m["int"]) if m["int"] else np.zeros(0)
+    result = {"frames": frames, **_summary(m, per_camera, supersample)}
+    if note:
+        result["frames_note"] = note
+    if lane_shift:
+        result |= lane_shift_psnr(model, log, frames, supersample=supersample)
+    if actor_edits:
+        result |= actor_edit_quality(model, log, frames, supersample=supersample)
+    return result
+
+
+CAMERA_SERIES = ("psnr", "ssim", "static_psnr", "static_ssim", "actor_psnr")
+METRIC_SERIES = (*CAMERA_SERIES, "depth", "cell_depth", "int", "drop", "chamfer")
+
+
+def _summary(m: dict[str, list], per_camera: dict[str, list[float]], supersample: int) -> dict:
+    """The per-image / per-sweep series ``m`` summed up (means, medians)."""
 
     def mean(values: list[float]) -> float | None:
         return float(np.mean(values)) if values else None
 
-    result = {
-        "frames": frames,
-        "psnr_db": mean(psnrs),
+    def pooled(key: str) -> np.ndarray:
+        return np.concatenate(m[key]) if m[key] else np.zeros(0)
+
+    depth, cell_depth, inten = pooled("depth"), pooled("cell_depth"), pooled("int")
+    return {
+        "psnr_db": mean(m["psnr"]),
         "psnr_db_per_camera": {c: float(np.mean(v)) for c, v in per_camera.items() if v},
-        "ssim": mean(ssims),
-        "psnr_db_static": mean(static_psnrs),
-        "ssim_static": mean(static_ssims),
+        "ssim": mean(m["ssim"]),
+        "psnr_db_static": mean(m["static_psnr"]),
+        "ssim_static": mean(m["static_ssim"]),
+        "psnr_db_actors": mean(m["actor_psnr"]),
+        "actors_note": "inside the boxes of all actors (re-inserted at their logged poses)",
         "static_note": f"outside the boxes of tracks that move more than {MOVING_TOLERANCE_M} m (auto tracks included)",
         "render_supersample": supersample,
         "lpips": None,
         "lpips_note": "not computed: LPIPS needs pretrained network weights, which cannot be downloaded here",
         "lidar_median_depth_error_m": float(np.median(depth)) if len(depth) else None,
+        "lidar_depth_note": "along each recorded return's own ray; the _pattern value compares the rendered "
+        "sweep (the sensor's pattern rays) with the recorded one cell by cell",
+        "lidar_median_depth_error_pattern_m": float(np.median(cell_depth)) if len(cell_depth) else None,
         "lidar_intensity_rmse": float(np.sqrt(np.mean(inten**2))) if len(inten) else None,
-        "lidar_ray_drop_accuracy": mean(drop_acc),
-        "lidar_chamfer_m": float(np.nanmean(chamfers)) if chamfers else None,
+        "lidar_ray_drop_accuracy": mean(m["drop"]),
+        "lidar_chamfer_m": float(np.nanmean(m["chamfer"])) if m["chamfer"] else None,
     }
-    if note:
-        result["frames_note"] = note
-    if lane_shift:
-        result |= lane_shift_psnr(model, log, frames, supersample=supersample)
-    return result
 
 
 def _camera_metrics(model, log: DrivingLog, scene, cam: CameraSpec, f: int, supersample: int, figures, m: dict) -> None:
@@ -175,6 +195,9 @@ def _camera_metrics(model, log: DrivingLog, scene, cam: CameraSpec, f: int, supe
     if (~moving).any():
         m["static_psnr"].append(psnr(pred[~moving], real[~moving]))
         m["static_ssim"].append(float(ssim_map[~moving].mean()))
+    actors = moving_object_mask(log, cam, f, T_cam, moving_only=False)
+    if actors.any():
+        m["actor_psnr"].append(psnr(pred[actors], real[actors]))
     if figures is not None:
         write_figure(Path(figures) / f"frame{f:04d}_{cam.name}.png", error_figure(real, pred, moving))
 
@@ -189,11 +212,25 @@ def _lidar_metrics(model, log: DrivingLog, scene, f: int, m: dict) -> None:
     m["drop"].append(float(np.mean(pm == rm)))
     pr, rr = pred_l.range_image(lidar), real_l.range_image(lidar)
     both = pm & rm
-    m["depth"].append(np.abs(pr[both] - rr[both]))
+    m["cell_depth"].append(np.abs(pr[both] - rr[both]))
+    m["depth"].append(ray_depth_errors(scene, log.T_world_lidar(f), real_l.xyz_m, lidar.max_range_m))
     pi, ri = pred_l.ray_image(lidar, pred_l.intensity), real_l.ray_image(lidar, real_l.intensity)
     m["int"].append(pi[both] - ri[both])
     T = log.T_world_lidar(f)
     m["chamfer"].append(chamfer_m(transform_points(T, pred_l.xyz_m), transform_points(T, real_l.xyz_m)))
+
+
+def ray_depth_errors(scene, T_world_lidar: np.ndarray, xyz_lidar: np.ndarray, max_range_m: float) -> np.ndarray:
+    """|rendered - recorded| range (m) along each recorded return's own ray (the NeuRAD convention:
+    the sensor's true ray directions, as pixels are for cameras); returns whose ray hits nothing
+    within ``max_range_m`` are left out."""
+    xyz = xyz_lidar.astype(np.float64)
+    rng = np.linalg.norm(xyz, axis=1)
+    ok = rng > 1e-6
+    dirs = (xyz[ok] / rng[ok, None]) @ T_world_lidar[:3, :3].T
+    hits = scene.cast(T_world_lidar[:3, 3], np.ascontiguousarray(dirs, np.float32), normals=False)
+    hit = hits.hit & (hits.t_m <= max_range_m)
+    return np.abs(hits.t_m[hit] - rng[ok][hit])
 
 
 def write_figure(path: Path, image: np.ndarray) -> None:

@@ -205,7 +205,8 @@ def fit_appearance(
     for m, atlas in enumerate(atlases):
         sel = samples["mesh"] == m
         texel[sel] = offsets[m] + atlas.lookup(samples["tri"][sel], samples["uv"][sel])
-    pixels = PixelSamples(texel, samples["dirs"], samples["cam"], samples["rgb"])
+    use = usable_samples(texel, samples["edge"], cfg)
+    pixels = PixelSamples(texel[use], samples["dirs"][use], samples["cam"][use], samples["rgb"][use])
     del samples
     cam_names = exposure_groups(log, frames, cfg)
     with stage_step(progress, "fitting texel colours and exposures"):
@@ -243,6 +244,17 @@ def fit_appearance(
                 decoder.exposures[cam] = np.mean([decoder.exposures[cam_names[g]] for g in own], axis=0)
     filled = fill_unseen_texels(meshes, atlases, offsets, features, count, cfg, progress)
     return Appearance(atlases, offsets, filled, count, decoder, sky, stride, losses)
+
+
+def usable_samples(texel: np.ndarray, edge: np.ndarray, cfg: ReconConfig) -> np.ndarray:
+    """(n,) bool: the samples that colour texels. Samples on an actor's outline (or grazing) often
+    show what lies behind it; they are left out where the texel has other samples, and kept where
+    they are all it has (a small, distant actor)."""
+    if cfg.appearance.actor_edge_samples or not edge.any():
+        return np.ones(len(texel), bool)
+    interior = np.zeros(int(texel.max()) + 1, bool)
+    interior[texel[~edge]] = True
+    return ~edge | ~interior[texel]
 
 
 def exposure_groups(log: DrivingLog, frames: list[int], cfg: ReconConfig) -> list[str]:
@@ -302,7 +314,7 @@ def fill_unseen_texels(
             feats, obs = fill_unobserved(feats, obs, centres, mirror=True, max_distance_m=0.15)
         fill_report = (lambda d, n: progress(stage, int(100 * d / max(n, 1)), 200)) if background else None
         smooth_report = (lambda d, n: progress(stage, 100 + int(100 * d / max(n, 1)), 200)) if background else None
-        feats, _ = fill_unobserved(feats, obs, centres, report=fill_report)
+        feats, _ = fill_unobserved(feats, obs, centres, report=fill_report, k=cfg.appearance.unseen_fill_k)
         filled[lo:hi] = smooth_sparse_texels(
             feats, count[lo:hi], centres, cfg.appearance.texel_smoothing_k, report=smooth_report
         )

@@ -81,12 +81,13 @@ def collect_pixel_samples(
 ):
     """Cast every (strided) training pixel onto the meshes.
 
-    Returns per-sample (mesh index, triangle, uv, distance, direction, camera, rgb) and sky samples.
+    Returns per-sample (mesh index, triangle, uv, distance, direction, camera, rgb, on an actor's
+    outline or grazing: see ``actor_edge_or_grazing``) and sky samples.
     """
     cams = log.rig.cameras
     total = sum(c.width_px * c.height_px for f in frames for c in cams if log.has_image(c.name, f))
     stride = max(1, int(np.ceil(np.sqrt(total / cfg.appearance.max_pixel_samples))))
-    out: dict[str, list[np.ndarray]] = {k: [] for k in ("mesh", "tri", "uv", "t", "dirs", "cam", "rgb")}
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("mesh", "tri", "uv", "t", "dirs", "cam", "rgb", "edge")}
     sky: dict[str, list[np.ndarray]] = {k: [] for k in ("dirs", "cam", "rgb")}
     casters = FrameCasters(meshes)
     for k, f in enumerate(frames):
@@ -103,6 +104,8 @@ def collect_pixel_samples(
             margin = cfg.appearance.behind_actor_margin_m
             keep = ~behind_actor_boxes(log, f, T[:3, 3], dirs, background, margin) if margin >= 0 else True
             h = hits.hit & keep
+            grid = (len(range(0, cam.height_px, stride)), len(range(0, cam.width_px, stride)))
+            out["edge"].append(actor_edge_or_grazing(hits, dirs, grid)[h])
             out["mesh"].append(geom_to_mesh[hits.geometry[h]].astype(np.int16))
             out["tri"].append(hits.triangle[h].astype(np.int32))
             out["uv"].append(hits.uv[h].astype(np.float32))
@@ -121,6 +124,20 @@ def collect_pixel_samples(
         return {k: np.zeros(0) for k in out}, SkySamples(np.zeros((0, 3)), np.zeros(0, int), np.zeros((0, 3))), stride
     cat = {k: np.concatenate(v) for k, v in out.items()}
     return cat, SkySamples(*(np.concatenate(sky[k]) for k in ("dirs", "cam", "rgb"))), stride
+
+
+def actor_edge_or_grazing(hits, dirs: np.ndarray, grid: tuple[int, int], min_cos: float = 0.25) -> np.ndarray:
+    """(n,) bool: actor hits on the actor's image outline (a grid neighbour sees something else) or
+    at grazing incidence. An actor's mesh and box are never exact, so these pixels often show what
+    lies behind it (a tree, the road) and would paint it onto the actor's edges."""
+    geometry = hits.geometry.reshape(grid)
+    padded = np.pad(geometry, 1, mode="edge")
+    h, w = grid
+    edge = np.zeros(grid, bool)
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        edge |= padded[dy : dy + h, dx : dx + w] != geometry
+    cos = np.abs(np.einsum("ij,ij->i", hits.normals.astype(np.float64), dirs))
+    return (hits.geometry > 0) & (edge.reshape(-1) | (cos < min_cos))
 
 
 def build_atlases(meshes, samples: dict, pixel_angle_rad: float, cfg: ReconConfig) -> list[TexelAtlas]:
@@ -143,9 +160,11 @@ def fill_unobserved(
     max_distance_m: float = np.inf,
     report: Callable[[int, int], None] | None = None,
     chunk: int = 500_000,
+    k: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Copy each unobserved entry from the nearest observed one within ``max_distance_m``; with
-    ``mirror`` the nearest to its mirror image in y (left-right symmetry).
+    ``mirror`` the nearest to its mirror image in y (left-right symmetry). ``k`` > 1: the
+    inverse-square-distance weighted mean of the ``k`` nearest (a smooth fill, not Voronoi blocks).
 
     Returns (values, mask of entries now holding observed values). ``report(done, total)`` is told
     the progress of the queries (made in chunks of ``chunk``).
@@ -156,12 +175,23 @@ def fill_unobserved(
     obs_idx = np.nonzero(observed)[0]
     missing = np.nonzero(~observed)[0]
     tree = cKDTree(centres[observed])
-    for start in range(0, len(missing), chunk):
-        sel = missing[start : start + chunk]
+    step = max(1, chunk // k)
+    for start in range(0, len(missing), step):
+        sel = missing[start : start + step]
         query = centres[sel] * (np.array([1.0, -1.0, 1.0]) if mirror else 1.0)
-        dist, nn = tree.query(query, k=1, workers=-1, distance_upper_bound=max_distance_m)
-        ok = np.isfinite(dist)
-        values[sel[ok]] = values[obs_idx[nn[ok]]]
+        dist, nn = tree.query(query, k=k, workers=-1, distance_upper_bound=max_distance_m)
+        if k == 1:
+            ok = np.isfinite(dist)
+            values[sel[ok]] = values[obs_idx[nn[ok]]]
+        else:
+            found = np.isfinite(dist)
+            ok = found[:, 0]
+            w = np.where(found, 1.0 / np.maximum(dist, 1e-3) ** 2, 0.0)[ok].astype(np.float32)
+            w /= w.sum(axis=1, keepdims=True)
+            neighbours = values[obs_idx[np.where(found, nn, 0)[ok]]]  # (n, k, C)
+            values[sel[ok]] = np.einsum("nk,nkc->nc", w, neighbours.reshape(len(w), k, -1)).reshape(
+                (-1, *values.shape[1:])
+            )
         filled[sel[ok]] = True
         if report:
             report(start + len(sel), len(missing))

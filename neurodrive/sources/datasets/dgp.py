@@ -6,11 +6,13 @@ sensor's world pose: the LiDAR's is the ego pose (its extrinsic is the identity)
 the ego pose at the camera's own time (``pose @ inv(extrinsic)``; DDAD's cameras fire ~90 ms
 before its LiDAR). These poses form the pose stream. Points and 3D boxes are in the ego frame at
 the LiDAR's time; ``instance_id`` is stable across samples (tracks). No ring index: the LiDAR
-pattern is measured with elevation rows.
+pattern is measured with elevation rows. The merged cloud's frame lies on the ground, so rays are
+cast from a virtual LiDAR on the roof (``lidar_on_the_roof``).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -130,8 +132,9 @@ def import_dgp(dataset_json: Path, scene: str | None = None) -> ImportedLog:
             check_image_size(images[(cam.name, f)], cam)
         sweeps.append(_read_points(folder / pc["filename"]))
         _sample_boxes(folder, pc, ego[f] @ ext[lidar_name], f, labels_by_id, boxes, labels)
+    T_ego_lidar, sweeps = lidar_on_the_roof(ext[lidar_name], sweeps, cameras)
     lidar, report = measured_lidar(
-        lidar_name, ext[lidar_name], sweeps, "elevation bins", 250.0, 10.0, True, *DGP_PATTERN_BINS
+        lidar_name, T_ego_lidar, sweeps, "elevation bins", 250.0, 10.0, True, *DGP_PATTERN_BINS
     )
     return ImportedLog(
         name=f"dgp-{folder.name}",
@@ -152,6 +155,24 @@ def import_dgp(dataset_json: Path, scene: str | None = None) -> ImportedLog:
             "map": "none",
         },
     )
+
+
+def lidar_on_the_roof(
+    T_ego_lidar: np.ndarray, sweeps: list[LidarSweep], cameras: list[CameraSpec]
+) -> tuple[np.ndarray, list[LidarSweep]]:
+    """Where the rays start: DDAD's point cloud merges four roof LiDARs into a frame whose origin lies
+    on the ground (returns near the car sit at z ~ 0). Rays cast from there graze the road, so a
+    rendered sweep would hit the ground metres early. When the frame is on the ground (the 5th
+    percentile of z within 15 m is within 0.5 m of 0), a virtual LiDAR at the height of the highest
+    camera (the roof) is used instead: (T_ego_lidar, sweeps in its frame)."""
+    near = np.concatenate([s.xyz_m[np.linalg.norm(s.xyz_m[:, :2], axis=1) < 15.0] for s in sweeps])
+    if len(near) < 100 or abs(float(np.percentile(near[:, 2], 5))) > 0.5 or not cameras:
+        return T_ego_lidar, sweeps
+    height_m = max(float((invert_pose(T_ego_lidar) @ c.T_ego_camera)[2, 3]) for c in cameras)
+    lift = np.eye(4)
+    lift[2, 3] = height_m
+    shift = np.array([0.0, 0.0, height_m], np.float32)
+    return T_ego_lidar @ lift, [replace(s, xyz_m=s.xyz_m - shift) for s in sweeps]
 
 
 def _read_points(path: Path) -> LidarSweep:
