@@ -2,7 +2,8 @@
 rendered (issue 15). One table, all numbers measured in this run:
 
 - import and reconstruction wall time, the reconstruction's peak RSS (its own process);
-- held-out PSNR / SSIM on the whole image and outside moving objects, LiDAR median depth error,
+- held-out PSNR / SSIM on the whole image and outside moving objects, PSNR on actors, LiDAR median
+  depth error (along the recorded rays; and cell by cell on the sensor's pattern),
   ray-drop accuracy, Chamfer distance (``neurodrive evaluate-recon``; a 1-sample log is evaluated on
   its training frame, a LiDAR-only log has no image metrics);
 - frames/s of the dataset's rig (every camera at its resolution + the LiDAR, baked colours, as the
@@ -69,7 +70,8 @@ def fmt(value, spec: str = ".2f") -> str:
 def print_table(rows: list[dict]) -> None:
     head = (
         f"{'dataset':9s} {'import s':>8s} {'recon s':>8s} {'peak GB':>8s} {'PSNR':>6s} {'static':>6s} "
-        f"{'SSIM':>5s} {'depth m':>8s} {'drop':>5s} {'chamf m':>7s} {'auto':>4s} {'rig fps':>7s}  held out"
+        f"{'SSIM':>5s} {'actors':>6s} {'depth m':>8s} {'cell m':>7s} {'drop':>5s} "
+        f"{'chamf m':>7s} {'auto':>4s} {'rig fps':>7s}  held out"
     )
     print(head)
     for r in rows:
@@ -78,7 +80,8 @@ def print_table(rows: list[dict]) -> None:
             continue
         print(
             f"{r['dataset']:9s} {r['import_s']:8.1f} {r['recon_s']:8.1f} {r['peak_gb']:8.2f} {fmt(r['psnr_db']):>6s} "
-            f"{fmt(r['psnr_db_static']):>6s} {fmt(r['ssim'], '.3f'):>5s} {fmt(r['depth_m'], '.3f'):>8s} "
+            f"{fmt(r['psnr_db_static']):>6s} {fmt(r['ssim'], '.3f'):>5s} {fmt(r['psnr_db_actors']):>6s} "
+            f"{fmt(r['depth_m'], '.3f'):>8s} {fmt(r['cell_depth_m'], '.3f'):>7s} "
             f"{fmt(r['ray_drop'], '.3f'):>5s} {fmt(r['chamfer_m'], '.3f'):>7s} {r['auto_tracks']:4d} "
             f"{r['fps']:7.1f}  {r['frames']}"
         )
@@ -141,6 +144,8 @@ def main() -> None:
                 "psnr_db_static": m["psnr_db_static"],
                 "ssim": m["ssim"],
                 "depth_m": m["lidar_median_depth_error_m"],
+                "cell_depth_m": m["lidar_median_depth_error_pattern_m"],
+                "psnr_db_actors": m["psnr_db_actors"],
                 "ray_drop": m["lidar_ray_drop_accuracy"],
                 "chamfer_m": m["lidar_chamfer_m"],
                 "auto_tracks": len(auto),

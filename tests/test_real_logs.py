@@ -274,8 +274,12 @@ def test_the_viewer_runs_on_a_real_scene_and_edits_its_auto_actors(kitti_scene, 
     viewer = Viewer(scene_dir, tmp_path / "edited.yaml")
     pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_UP))
     viewer.run(max_frames=3)
-    auto = [a for a in viewer.obs.actors if a.startswith(AUTO_PREFIX)]
-    assert auto, "the auto actors are in the simulation"
+    ego = viewer.obs.ego
+    auto = sorted(
+        (a for a in viewer.obs.actors if a.startswith(AUTO_PREFIX)),
+        key=lambda a: np.hypot(viewer.obs.actors[a].x_m - ego.x_m, viewer.obs.actors[a].y_m - ego.y_m),
+    )
+    assert auto, "the auto actors are in the simulation"  # the nearest one is picked (on screen)
     target = viewer.obs.actors[auto[0]]
     viewer.handle(
         pygame.event.Event(pygame.MOUSEBUTTONDOWN, button=1, pos=viewer.pixel_of(np.array([target.x_m, target.y_m])))

@@ -316,8 +316,7 @@ def close_ground_under_parked_actors(
     log: DrivingLog, frames: list[int], cfg: ReconConfig, tsdf: SparseTsdf, coarse: SparseTsdf
 ) -> None:
     """The ground under parked actors is never seen: close it with a patch at the surrounding ground
-    height where no return was integrated (its texels are later filled from the nearest observed
-    ground)."""
+    height (its texels are later filled from the nearest observed ground)."""
     for track in log.tracks:
         if not track.is_static() or not track.valid[frames].any():
             continue
@@ -336,8 +335,5 @@ def close_ground_under_parked_actors(
         if seen.sum() > 10:  # refine the height from nearby observed ground voxels
             ground_z -= float(np.median(sdf[seen]))
         probe[:, 2] = ground_z
-        _, seen = tsdf.query(probe)
-        probe = probe[~seen]  # where the LiDAR saw the ground (a kerb, the pavement) it stays as seen
-        if len(probe):
-            tsdf.integrate(probe + np.array([0.0, 0.0, 1.5]), probe, weights=np.full(len(probe), 0.5))
-            coarse.integrate(probe + np.array([0.0, 0.0, 1.5]), probe, weights=np.full(len(probe), 0.5))
+        tsdf.integrate(probe + np.array([0.0, 0.0, 1.5]), probe, weights=np.full(len(probe), 0.5))
+        coarse.integrate(probe + np.array([0.0, 0.0, 1.5]), probe, weights=np.full(len(probe), 0.5))
