@@ -12,43 +12,14 @@ reconstruction and by the world's own renderer. Two measurements:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
 from neurodrive.geometry import pose_xyz_yaw
-from neurodrive.logs.model import CameraSpec, DrivingLog
+from neurodrive.logs.model import DrivingLog
+from neurodrive.reconstruct.evaluate import GroundTruth, ground_truth_of, psnr
 from neurodrive.scene.model import SceneModel
 
 MIN_ACTOR_PIXELS = 300  # an actor covering fewer pixels of a view is not measured there
-
-
-def _psnr_on(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)) / 255.0**2
-    return float(10 * np.log10(1.0 / max(mse, 1e-12)))
-
-
-@dataclass(frozen=True)
-class _GroundTruth:
-    renderer: object  # WorldRenderer (imported lazily: the generator is optional here)
-    gains: dict
-
-    def render(self, poses: dict, cam: CameraSpec, T_world_ego: np.ndarray, supersample: int):
-        scene = self.renderer.scene(poses)  # type: ignore[attr-defined]
-        gain = float(self.gains.get(cam.name, 1.0))
-        return self.renderer.render_camera(scene, cam, T_world_ego, supersample=supersample, gain=gain)  # type: ignore[attr-defined]
-
-
-def ground_truth_of(log: DrivingLog) -> _GroundTruth | None:
-    """The world renderer of a generated log, or None when the log has no ground-truth world."""
-    gt_dir = Path(log.root) / "ground_truth"
-    if not (gt_dir / "world.json").is_file():
-        return None
-    from neurodrive.sources.synthetic.raycaster import WorldRenderer
-    from neurodrive.sources.synthetic.world import World
-
-    return _GroundTruth(WorldRenderer(World.load(gt_dir)), dict(log.metadata.get("camera_gains", {})))
 
 
 def actor_edit_quality(
@@ -58,21 +29,24 @@ def actor_edit_quality(
     max_views: int = 6,
     close_m: float = 3.0,
     supersample: int = 2,
+    gt: GroundTruth | None = None,
 ) -> dict:
-    """Removal and close-up PSNR of the reconstructed actors (see the module docstring).
+    """Removal and close-up PSNR of the reconstructed actors (see the module docstring; ``gt``: the
+    log's ground truth, loaded when not given).
 
     The ``max_views`` (actor, frame, camera) views where actors cover the most pixels are measured
     for removal; the actors of the ``max_views // 2`` largest of them are seen close up.
     """
-    gt = ground_truth_of(log)
+    gt = gt or ground_truth_of(log)
     if gt is None:
         return {"actor_edit_note": "the log has no ground-truth world"}
-    views = []  # (pixels, actor, frame, camera index, mask, truth with the actor)
+    views = []  # (pixels, actor, frame, camera index, the actor's true pixels)
     for f in frames:
         poses = {a: p for a, p in log.actor_poses_at(f).items() if a in model.actors}
+        gt_scene = gt.scene(poses)
         for ci, cam in enumerate(log.rig.cameras):
-            truth = gt.render(poses, cam, log.ego_poses[f], supersample)
-            for k, aid in enumerate(truth_ids(gt, poses)):
+            truth = gt.render(gt_scene, cam, log.ego_poses[f], supersample)
+            for k, aid in enumerate(gt_scene.actor_ids):
                 mask = truth.instance == k
                 if mask.sum() >= MIN_ACTOR_PIXELS:
                     views.append((int(mask.sum()), aid, f, ci, mask))
@@ -82,9 +56,9 @@ def actor_edit_quality(
     for _, aid, f, ci, mask in views:
         cam = log.rig.cameras[ci]
         poses = {a: p for a, p in log.actor_poses_at(f).items() if a in model.actors and a != aid}
-        truth = gt.render(poses, cam, log.ego_poses[f], supersample).rgb
+        truth = gt.render(gt.scene(poses), cam, log.ego_poses[f], supersample).rgb
         pred = model.render_camera(model.place(poses), cam, log.ego_poses[f], supersample=supersample).rgb
-        removal.append(_psnr_on(pred[mask], truth[mask]))
+        removal.append(psnr(pred[mask], truth[mask]))
         kept.append({"actor": aid, "frame": f, "camera": cam.name, "pixels": int(mask.sum())})
     close, flat = [], []
     seen_close: set[str] = set()
@@ -108,12 +82,7 @@ def actor_edit_quality(
     }
 
 
-def truth_ids(gt: _GroundTruth, poses: dict) -> list[str]:
-    """Actor ids in the order the ground-truth renderer numbers them."""
-    return [a for a in poses if a in gt.renderer.world.actor_meshes]  # type: ignore[attr-defined]
-
-
-def _close_up(model: SceneModel, log: DrivingLog, gt: _GroundTruth, aid: str, f: int, close_m: float, supersample: int):
+def _close_up(model: SceneModel, log: DrivingLog, gt: GroundTruth, aid: str, f: int, close_m: float, supersample: int):
     """(PSNR, flat-colour PSNR) of the views of actor ``aid`` from ``close_m`` metres (rear, front, sides)."""
     poses = {a: p for a, p in log.actor_poses_at(f).items() if a in model.actors}
     box = poses[aid]
@@ -122,6 +91,8 @@ def _close_up(model: SceneModel, log: DrivingLog, gt: _GroundTruth, aid: str, f:
     ego_z = float(log.ego_poses[f][2, 3])
     cam = log.rig.cameras[0]
     cam_forward_m = float(cam.T_ego_camera[0, 3])
+    gt_scene, scene = gt.scene(poses), model.place(poses)
+    k = gt_scene.actor_ids.index(aid)
     out = []
     for side in (0.0, np.pi / 2, np.pi, -np.pi / 2):  # the ego stands at the rear, right, front, left
         direction = yaw + np.pi + side
@@ -129,13 +100,12 @@ def _close_up(model: SceneModel, log: DrivingLog, gt: _GroundTruth, aid: str, f:
         reach = extent + close_m + cam_forward_m
         xy = box[:2, 3] + reach * np.array([np.cos(direction), np.sin(direction)])
         ego = pose_xyz_yaw(float(xy[0]), float(xy[1]), ego_z, float(direction + np.pi))
-        truth = gt.render(poses, cam, ego, supersample)
-        k = truth_ids(gt, poses).index(aid)
+        truth = gt.render(gt_scene, cam, ego, supersample)
         mask = truth.instance == k
         if mask.sum() < MIN_ACTOR_PIXELS:
             continue
-        pred = model.render_camera(model.place(poses), cam, ego, supersample=supersample).rgb
+        pred = model.render_camera(scene, cam, ego, supersample=supersample).rgb
         true_px = truth.rgb[mask]
         flat = np.broadcast_to(true_px.mean(axis=0).round(), true_px.shape)
-        out.append((_psnr_on(pred[mask], true_px), _psnr_on(flat, true_px)))
+        out.append((psnr(pred[mask], true_px), psnr(flat, true_px)))
     return out

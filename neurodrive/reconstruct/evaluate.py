@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -15,7 +17,6 @@ from neurodrive.geometry import BOX_EDGES, box_corners, invert_pose, make_pose, 
 from neurodrive.io_utils import atomic_write_bytes
 from neurodrive.logs.model import CameraSpec, DrivingLog
 from neurodrive.logs.writer import encode_png
-from neurodrive.reconstruct.actor_quality import actor_edit_quality
 from neurodrive.reconstruct.dynamic import log_with_scene_tracks
 from neurodrive.scene.model import SceneModel
 
@@ -137,10 +138,13 @@ def evaluate_reconstruction(
     result = {"frames": frames, **_summary(m, per_camera, supersample)}
     if note:
         result["frames_note"] = note
+    gt = ground_truth_of(log) if lane_shift or actor_edits else None  # loaded once for both
     if lane_shift:
-        result |= lane_shift_psnr(model, log, frames, supersample=supersample)
+        result |= lane_shift_psnr(model, log, frames, supersample=supersample, gt=gt)
     if actor_edits:
-        result |= actor_edit_quality(model, log, frames, supersample=supersample)
+        from neurodrive.reconstruct.actor_quality import actor_edit_quality  # it builds on this module
+
+        result |= actor_edit_quality(model, log, frames, supersample=supersample, gt=gt)
     return result
 
 
@@ -238,18 +242,47 @@ def write_figure(path: Path, image: np.ndarray) -> None:
     atomic_write_bytes(path, encode_png(image))
 
 
-def lane_shift_psnr(
-    model: SceneModel, log: DrivingLog, frames: list[int], shift_m: float = LANE_SHIFT_M, supersample: int = 2
-) -> dict:
-    """PSNR against exact ground truth with the ego shifted sideways (generated logs only)."""
+@dataclass(frozen=True)
+class GroundTruth:
+    """The exact renderer of a generated log's world (``ground_truth/``) and its camera gains."""
+
+    renderer: Any  # sources.synthetic.raycaster.WorldRenderer (imported lazily: generator code)
+    gains: dict
+
+    def scene(self, actor_poses: dict) -> Any:
+        """The world with its actors at these poses (``FrameScene``; its ``instance`` ids follow
+        ``actor_ids``)."""
+        return self.renderer.scene(actor_poses)
+
+    def render(self, scene: Any, cam: CameraSpec, T_world_ego: np.ndarray, supersample: int = 2) -> Any:
+        gain = float(self.gains.get(cam.name, 1.0))
+        return self.renderer.render_camera(scene, cam, T_world_ego, supersample=supersample, gain=gain)
+
+
+def ground_truth_of(log: DrivingLog) -> GroundTruth | None:
+    """The ground truth of a generated log, or None when the log has no ground-truth world."""
     gt_dir = Path(log.root) / "ground_truth"
     if not (gt_dir / "world.json").is_file():
-        return {"lane_shift_psnr_db": None, "lane_shift_note": "the log has no ground-truth world"}
+        return None
     from neurodrive.sources.synthetic.raycaster import WorldRenderer
     from neurodrive.sources.synthetic.world import World
 
-    gt = WorldRenderer(World.load(gt_dir))
-    gains = log.metadata.get("camera_gains", {})
+    return GroundTruth(WorldRenderer(World.load(gt_dir)), dict(log.metadata.get("camera_gains", {})))
+
+
+def lane_shift_psnr(
+    model: SceneModel,
+    log: DrivingLog,
+    frames: list[int],
+    shift_m: float = LANE_SHIFT_M,
+    supersample: int = 2,
+    gt: GroundTruth | None = None,
+) -> dict:
+    """PSNR against exact ground truth with the ego shifted sideways (generated logs only; ``gt``:
+    their ground truth, loaded when not given)."""
+    gt = gt or ground_truth_of(log)
+    if gt is None:
+        return {"lane_shift_psnr_db": None, "lane_shift_note": "the log has no ground-truth world"}
     values = []
     for f in frames:
         shifted = log.ego_poses[f] @ make_pose([0.0, shift_m, 0.0])
@@ -257,7 +290,7 @@ def lane_shift_psnr(
         gt_scene = gt.scene(poses)
         scene = model.place({a: p for a, p in poses.items() if a in model.actors})
         for cam in log.rig.cameras:
-            truth = gt.render_camera(gt_scene, cam, shifted, supersample=2, gain=float(gains.get(cam.name, 1.0))).rgb
+            truth = gt.render(gt_scene, cam, shifted).rgb
             values.append(
                 psnr(model.render_camera(scene, cam, shifted, supersample=supersample, view_dependent=True).rgb, truth)
             )
