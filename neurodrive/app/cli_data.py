@@ -1,5 +1,5 @@
-"""The data commands of the command line: ``import`` (datasets -> logs) and ``info`` (validate a log,
-summarise it, draw overlays)."""
+"""The data commands of the command line: ``import`` (datasets -> logs), ``info`` (validate a log,
+summarise it, draw overlays, record it for Rerun) and ``export`` (a log -> a nerfstudio dataset)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from neurodrive.errors import DataError
 
 
 def register(app: typer.Typer, fail) -> None:
-    """Add ``import`` and ``info`` to ``app``; ``fail(err)`` prints one error and exits."""
+    """Add ``import``, ``info`` and ``export`` to ``app``; ``fail(err)`` prints one error and exits."""
 
     @app.command("import")
     def import_log(
@@ -67,6 +67,44 @@ def register(app: typer.Typer, fail) -> None:
             except DataError as e:
                 fail(e)
             Console().print(f"wrote {len(written)} overlay images to {overlay}")
+
+    register_export(app, fail)
+
+
+def register_export(app: typer.Typer, fail) -> None:
+    """Add ``export`` to ``app``."""
+
+    @app.command()
+    def export(
+        log: Path = typer.Argument(..., help="Log folder."),
+        fmt: str = typer.Option("nerfstudio", "--format", help="Dataset format to write: nerfstudio."),
+        out: Path = typer.Option(..., "--out", "-o", help="Folder to write the dataset into."),
+        voxel: float = typer.Option(0.1, help="LiDAR points are averaged per voxel of this size (m); 0: all."),
+        max_points: int = typer.Option(500_000, help="At most this many points in points3D.ply."),
+        mask_moving: bool = typer.Option(True, help="Write masks hiding the moving tracked actors."),
+        overwrite: bool = typer.Option(False, help="Replace an existing dataset at --out."),
+    ) -> None:
+        """Export a log as a dataset for another tool (nerfstudio: transforms.json, images, masks, LiDAR
+        points), holding out the frames evaluate-recon holds out."""
+        from neurodrive.interop.nerfstudio_export import export_nerfstudio
+        from neurodrive.io_utils import check_output
+        from neurodrive.logs.io import load_log
+
+        if fmt != "nerfstudio":
+            fail(ValueError(f"unknown export format '{fmt}' (known: nerfstudio)"))
+        try:
+            check_output(out, overwrite, "folder")
+            drv = load_log(log)
+            result = export_nerfstudio(
+                drv, out, overwrite=overwrite, voxel_m=voxel, max_points=max_points, mask_moving=mask_moving
+            )
+        except (DataError, ValueError, FileExistsError) as e:
+            fail(e)
+        Console().print(
+            f"wrote nerfstudio dataset of '{drv.name}' to {out}: {result.images} images "
+            f"({result.train_images} train, {result.test_images} held out: frames {result.holdout_frames}), "
+            f"{result.points} LiDAR points, {result.masked_images} images with moving actors masked"
+        )
 
 
 def summary_table(drv) -> Table:
