@@ -70,7 +70,7 @@ case $torch_source in
   *) step "torch $TORCH_VERSION: from the configured index (CPU index not reachable)" $PY -m pip install -q "torch==$TORCH_VERSION" ;;
 esac
 
-step "pip: neurodrive and its dependencies (editable, with [dev])" $PY -m pip install -q -e ".[dev]"
+step "pip: neurodrive and its dependencies (editable, with [dev] and [rerun])" $PY -m pip install -q -e ".[dev,rerun]"
 $PY -c "import open3d, neurodrive; print('neurodrive', neurodrive.__version__, 'with open3d', open3d.__version__)"
 # The native caster is optional for pip, not here: fail loudly if it did not build.
 $PY -c "from neurodrive.raycast.embree import native_built; assert native_built(), 'native Embree caster not built (see $LOG)'; print('native Embree ray caster: built')"

@@ -211,3 +211,109 @@ def test_nerfstudio_parser_reads_the_export(tiny_export: Path) -> None:
     xyz = np.asarray(o3d.io.read_point_cloud(str(tiny_export / meta["ply_file_path"])).points)
     parsed = train.metadata["points3D_xyz"].numpy()
     assert np.allclose(parsed, scale * (xyz @ transform[:3, :3].T + transform[:3, 3]), atol=1e-4)
+
+
+# ---------------------------------------------------------------- Rerun
+
+
+def read_rrd(path: Path) -> dict[str, list]:
+    """Entity path -> the record batches (pyarrow) of its chunks, read back with the Rerun SDK."""
+    from rerun.chunk import RrdReader
+
+    batches: dict[str, list] = {}
+    for chunk in RrdReader(path).stream():
+        batches.setdefault(chunk.entity_path, []).append(chunk.to_record_batch())
+    return batches
+
+
+def column(batches: list, suffix: str, timeline: str = "frame") -> list:
+    """The values of the component column ending in ``suffix``, one per row, in timeline order."""
+    rows = []
+    for batch in batches:
+        names = batch.schema.names
+        name = next((n for n in names if n.endswith(suffix)), None)
+        if name is None:  # another archetype's chunk on the same entity (e.g. the static annotation context)
+            continue
+        times = batch.column(timeline).to_pylist() if timeline in names else [None] * batch.num_rows
+        rows += list(zip(times, batch.column(name).to_pylist(), strict=True))
+    return [value for _, value in sorted(rows, key=lambda r: -1 if r[0] is None else r[0])]
+
+
+def test_info_rerun_recording_reads_back(tiny_log_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("rerun", reason="rerun-sdk not installed (install.sh installs it)")
+    from neurodrive.interop.rerun_recording import intensity_colours
+
+    log = load_log(tiny_log_dir)
+    path = tmp_path / "tiny.rrd"
+    result = CliRunner().invoke(app, ["info", str(tiny_log_dir), "--rerun", str(path)])
+    assert result.exit_code == 0, result.output
+    rrd = read_rrd(path)
+    cams = [f"/world/cameras/{c.name}/image" for c in log.rig.cameras]
+    expected = {"/world/ego", "/world/ego/box", "/world/ego_path", "/world/actors", "/world/lidar", "/world/map/lanes"}
+    assert expected | set(cams) | {"/metrics/ego_speed_mps"} <= set(rrd)
+    positions = column(rrd["/world/lidar"], "Points3D:positions")
+    colours = column(rrd["/world/lidar"], "Points3D:colors")
+    assert len(positions) == sum(log.has_lidar(f) for f in range(log.num_frames))
+    for f in (0, log.num_frames - 1):
+        sweep = log.lidar(f)
+        assert len(positions[f]) == sweep.num_returns
+        world = (log.T_world_lidar(f) @ np.c_[sweep.xyz_m, np.ones(sweep.num_returns)].T).T[:, :3]
+        assert np.allclose(np.asarray(positions[f]), world, atol=1e-3)
+        packed = intensity_colours(sweep.intensity).astype(np.uint32)
+        rgba = (packed[:, 0] << 24) | (packed[:, 1] << 16) | (packed[:, 2] << 8) | 255
+        assert np.array_equal(np.asarray(colours[f], np.uint32), rgba)
+    labels = column(rrd["/world/actors"], "Boxes3D:labels")
+    assert len(labels) == log.num_frames
+    for f, ids in enumerate(labels):
+        assert sorted(ids) == sorted(log.actor_poses_at(f))
+    for cam in cams:
+        assert len(column(rrd[cam], "EncodedImage:blob")) == log.num_frames
+    assert len(column(rrd["/metrics/ego_speed_mps"], "Scalars:scalars")) == log.num_frames
+    path_points = column(rrd["/world/ego_path"], "LineStrips3D:strips", timeline="none")
+    assert np.allclose(np.asarray(path_points[0]), log.ego_poses[:, :3, 3], atol=1e-4)
+
+
+def test_replay_rerun_recording_has_the_episode(tiny_scene_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("rerun", reason="rerun-sdk not installed (install.sh installs it)")
+    from neurodrive.app.replay import replay
+
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(f"name: rr\nscene: {tiny_scene_dir}\nduration_s: 2.0\n")
+    path = tmp_path / "episode.rrd"
+    metrics = replay(scenario, "constant-velocity", tmp_path / "out", video=False, rerun_path=path)
+    rrd = read_rrd(path)
+    steps = 21  # 2 s at 10 Hz, the start included
+    assert {"/world/route", "/world/ego_path", "/world/lidar", "/world/cameras/front/image"} <= set(rrd)
+    assert len(column(rrd["/world/cameras/front/image"], "EncodedImage:blob")) == steps
+    assert len(column(rrd["/world/lidar"], "Points3D:positions")) == steps
+    progress = column(rrd["/metrics/progress_m"], "Scalars:scalars")
+    assert len(progress) == steps and progress[0] == [0.0]
+    assert progress[-1][0] == pytest.approx(metrics["metrics"]["ego_progress"]["value"], abs=1e-6)
+    speeds = column(rrd["/metrics/speed_mps"], "Scalars:scalars")
+    assert np.ptp([s[0] for s in speeds]) < 1e-6  # constant velocity
+    assert len(column(rrd["/world/actors"], "Boxes3D:labels")) == steps
+    confidence = column(rrd["/metrics/realism_confidence"], "Scalars:scalars")
+    assert len(confidence) == steps and all(0.0 <= c[0] <= 1.0 for c in confidence)
+
+
+def test_rerun_bad_input_leaves_no_file(tiny_log_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("rerun", reason="rerun-sdk not installed (install.sh installs it)")
+    from neurodrive.interop.rerun_recording import record_log, require_rerun
+
+    runner = CliRunner()
+    wrong = runner.invoke(app, ["info", str(tiny_log_dir), "--rerun", str(tmp_path / "tiny.mp4")])
+    assert wrong.exit_code == 2 and "must end in .rrd" in wrong.output
+    path = tmp_path / "kept.rrd"
+    path.write_bytes(b"earlier")
+    kept = runner.invoke(app, ["info", str(tiny_log_dir), "--rerun", str(path)])
+    assert kept.exit_code == 2 and "already exists" in kept.output and path.read_bytes() == b"earlier"
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_log_dir, broken)
+    bad_image = image_path(broken, load_log(broken).rig.cameras[0].name, 4)
+    bad_image.write_bytes(b"not an image")
+    with pytest.raises(DataError, match=bad_image.name):
+        record_log(load_log(broken), tmp_path / "broken.rrd")
+    assert not list(tmp_path.glob("*broken.rrd*"))
+    monkeypatch.setitem(__import__("sys").modules, "rerun", None)
+    with pytest.raises(RuntimeError, match=r"neurodrive\[rerun\]"):
+        require_rerun()

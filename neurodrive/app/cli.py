@@ -277,9 +277,11 @@ def replay(
     ),
     video: bool = typer.Option(True, help="Render the cameras and write the mp4 (needs the scenario's scene)."),
     seed: int = typer.Option(None, help="Episode seed (default: the scenario's)."),
-    overwrite: bool = typer.Option(False, help="Replace an earlier result in --out."),
+    rerun: Path = typer.Option(None, help="Also write a Rerun recording (.rrd) of the episode here."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier result in --out (and the --rerun file)."),
 ) -> None:
-    """Run an agent in closed loop through a scenario; write an mp4, metrics.json and a plot."""
+    """Run an agent in closed loop through a scenario; write an mp4, metrics.json and a plot (and a
+    Rerun recording: cameras, LiDAR, boxes, ego path, route, per-step metrics)."""
     from neurodrive.app.replay import replay as run_replay
 
     try:
@@ -293,8 +295,9 @@ def replay(
                 seed=seed,
                 overwrite=overwrite,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                rerun_path=rerun,
             )
-    except (DataError, KeyError, ValueError, FileExistsError) as e:
+    except (DataError, KeyError, ValueError, FileExistsError, RuntimeError) as e:
         _fail(e)
     except KeyboardInterrupt:
         _interrupted(f"no partial result was left in {out}; run the same command again")
@@ -309,6 +312,8 @@ def replay(
     table.add_row("[bold]NeuroNCAP score", f"[bold]{metrics['neuroncap_score']:.2f}", "of 5")
     console.print(table)
     console.print(f"wrote {out}/metrics.json, plot.png" + (", video.mp4" if (out / "video.mp4").is_file() else ""))
+    if rerun is not None:
+        console.print(f"wrote the Rerun recording {rerun} (open it with: rerun {rerun})")
 
 
 @app.command("eval")

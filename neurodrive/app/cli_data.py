@@ -50,13 +50,19 @@ def register(app: typer.Typer, fail) -> None:
         log: Path = typer.Argument(..., help="Log folder."),
         overlay: Path = typer.Option(None, help="Write camera + LiDAR + box overlays and a bird's-eye view here."),
         overlay_frames: int = typer.Option(3, min=1, max=100, help="How many frames the overlays show."),
+        rerun: Path = typer.Option(None, help="Write a Rerun recording (.rrd) of the log here."),
+        overwrite: bool = typer.Option(False, help="Replace an existing --rerun file."),
     ) -> None:
-        """Validate a log and print a summary (and draw overlays to check an import by eye)."""
+        """Validate a log and print a summary (and draw overlays to check an import by eye, or record it
+        for the Rerun viewer: cameras, LiDAR, boxes with ids, ego path, map)."""
+        from neurodrive.io_utils import check_output
         from neurodrive.logs.io import load_log
 
         try:
             drv = load_log(log)
-        except DataError as e:
+            if rerun is not None:
+                check_output(rerun, overwrite, "file")
+        except (DataError, FileExistsError) as e:
             fail(e)
         Console().print(summary_table(drv))
         if overlay is not None:
@@ -67,6 +73,14 @@ def register(app: typer.Typer, fail) -> None:
             except DataError as e:
                 fail(e)
             Console().print(f"wrote {len(written)} overlay images to {overlay}")
+        if rerun is not None:
+            from neurodrive.interop.rerun_recording import record_log
+
+            try:
+                frames = record_log(drv, rerun)
+            except (DataError, RuntimeError) as e:
+                fail(e)
+            Console().print(f"wrote the Rerun recording {rerun} ({frames} frames; open it with: rerun {rerun})")
 
     register_export(app, fail)
 

@@ -52,6 +52,45 @@ def run_episode(
     return json_safe(sim.metrics())
 
 
+def _run_and_record(
+    sim: Simulator,
+    agent: Agent,
+    seed: int | None,
+    writer,
+    rerun_path: str | Path | None,
+    name: str,
+    progress: Callable[[int, int], None] | None,
+) -> dict:
+    """Runs the episode, handing each frame to the video ``writer`` (closed here) and to a Rerun
+    recording at ``rerun_path`` (kept only when the episode completes); returns the metrics."""
+    from contextlib import ExitStack
+
+    total = int(round(sim.scenario.duration_s / sim.config.dt_s))
+    recorder = None
+
+    def on_frame(obs: Observation) -> None:
+        if writer is not None:
+            writer.append_data(compose_frame(sim, obs))
+        if recorder is not None:
+            recorder.on_frame(sim, obs)
+        if progress:
+            progress(obs.step, total)
+
+    with ExitStack() as stack:
+        if writer is not None:
+            stack.callback(writer.close)
+        if rerun_path is not None:
+            from neurodrive.interop.rerun_recording import EpisodeRecorder, RerunRecording
+
+            recorder = EpisodeRecorder(stack.enter_context(RerunRecording(rerun_path, name)), sim)
+        metrics = run_episode(sim, agent, seed, on_frame)
+        if recorder is not None:
+            recorder.finish(sim)
+        if progress:
+            progress(total, total)  # an episode may end early (collision, goal)
+    return metrics
+
+
 def replay(
     scenario_path: str | Path,
     agent_name: str,
@@ -60,12 +99,15 @@ def replay(
     seed: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
+    rerun_path: str | Path | None = None,
 ) -> dict:
-    """``neurodrive replay``: writes OUT/video.mp4, OUT/metrics.json and OUT/plot.png.
+    """``neurodrive replay``: writes OUT/video.mp4, OUT/metrics.json and OUT/plot.png (and a Rerun
+    recording at ``rerun_path``).
 
     An earlier result in OUT is kept unless ``overwrite``; an interrupted run leaves no partial file.
     """
     from neurodrive.app.evaluation import run_key
+    from neurodrive.io_utils import check_output
 
     scenario_path, out = Path(scenario_path), Path(out_dir)
     scenario = Scenario.load(scenario_path)
@@ -74,11 +116,15 @@ def replay(
         raise DataError(out, None, "is a file, expected an output folder")
     if (out / "metrics.json").exists() and not overwrite:
         raise FileExistsError(f"{out} already holds a replay result (pass --overwrite to replace it)")
+    if rerun_path is not None:
+        check_output(rerun_path, overwrite, "file")
     sim = Simulator.from_scenario(
-        scenario, scenario_path, config=SimConfig(), render_sensors=video or agent.needs_sensors
+        scenario,
+        scenario_path,
+        config=SimConfig(),
+        render_sensors=video or agent.needs_sensors or rerun_path is not None,
     )
     out.mkdir(parents=True, exist_ok=True)
-    total = int(round(scenario.duration_s / sim.config.dt_s))
     writer, tmp_video = None, None
     if video and sim.scene is not None:
         tmp_video = out / ".video.partial.mp4"
@@ -86,20 +132,8 @@ def replay(
             tmp_video, format="FFMPEG", fps=round(1 / sim.config.dt_s), codec="libx264", macro_block_size=1
         )
 
-    def on_frame(obs: Observation) -> None:
-        if writer is not None:
-            writer.append_data(compose_frame(sim, obs))
-        if progress:
-            progress(obs.step, total)
-
     try:
-        try:
-            metrics = run_episode(sim, agent, seed, on_frame)
-            if progress:
-                progress(total, total)  # an episode may end early (collision, goal)
-        finally:
-            if writer is not None:
-                writer.close()
+        metrics = _run_and_record(sim, agent, seed, writer, rerun_path, f"{scenario.name} - {agent_name}", progress)
     except BaseException:
         if tmp_video is not None:
             tmp_video.unlink(missing_ok=True)

@@ -112,14 +112,18 @@ class DrivableAreaCompliance(Metric):
     max_violation_m = 0.3
 
     def compute(self, record: EpisodeRecord) -> MetricResult:
-        c = record.ego_centres()
-        e = record.ego_array()
-        corners = box_corners_xy(c[:, 0], c[:, 1], e[:, 2], record.params.length_m, record.params.width_m).reshape(
-            -1, 2
-        )
-        outside = distance_outside_m(drivable_area(record.road_map), corners)
+        outside = outside_per_step_m(record)
         worst = float(np.max(outside)) if len(outside) else 0.0
         return MetricResult(self.name, 1.0 if worst <= self.max_violation_m else 0.0, worst, "m")
+
+
+def outside_per_step_m(record: EpisodeRecord) -> np.ndarray:
+    """(steps,) how far the ego's farthest corner is outside the drivable area at each step (0: inside)."""
+    c = record.ego_centres()
+    e = record.ego_array()
+    corners = box_corners_xy(c[:, 0], c[:, 1], e[:, 2], record.params.length_m, record.params.width_m)
+    outside = distance_outside_m(drivable_area(record.road_map), corners.reshape(-1, 2))
+    return outside.reshape(len(e), -1).max(axis=1) if len(e) else np.zeros(0)
 
 
 def lane_under(road_map: RoadMap, xy: np.ndarray) -> tuple[int | None, float, float]:
@@ -210,20 +214,26 @@ class TimeToCollisionWithinBound(Metric):
     least_ttc_s = 0.95
 
     def compute(self, record: EpisodeRecord) -> MetricResult:
-        e = record.ego_array()
-        c = record.ego_centres()
-        p = record.params
-        collided: set[str] = set()
-        worst = float("inf")
-        for k, actors in enumerate(record.actors):
-            t = record.times_s[k]
-            collided |= {ev.actor_id for ev in record.collisions if ev.time_s <= t + 1e-9}
-            ego = ActorState("ego", "car", c[k, 0], c[k, 1], 0.0, e[k, 2], e[k, 3], (p.length_m, p.width_m, p.height_m))
-            near = [
-                a for a in actors if a.actor_id not in collided and np.hypot(a.x_m - ego.x_m, a.y_m - ego.y_m) < 40.0
-            ]
-            worst = min(worst, time_to_collision_s(ego, near))
+        ttc = ttc_per_step_s(record)
+        worst = float(ttc.min()) if len(ttc) else float("inf")
         return MetricResult(self.name, 1.0 if worst >= self.least_ttc_s else 0.0, worst, "s")
+
+
+def ttc_per_step_s(record: EpisodeRecord, near_m: float = 40.0) -> np.ndarray:
+    """(steps,) constant-velocity time to collision with the actors within ``near_m`` at each step (inf:
+    none within the 1 s horizon); actors the ego already touched are left out, as nuPlan does."""
+    e = record.ego_array()
+    c = record.ego_centres()
+    p = record.params
+    collided: set[str] = set()
+    ttc = np.full(len(record.actors), np.inf)
+    for k, actors in enumerate(record.actors):
+        t = record.times_s[k]
+        collided |= {ev.actor_id for ev in record.collisions if ev.time_s <= t + 1e-9}
+        ego = ActorState("ego", "car", c[k, 0], c[k, 1], 0.0, e[k, 2], e[k, 3], (p.length_m, p.width_m, p.height_m))
+        near = [a for a in actors if a.actor_id not in collided and np.hypot(a.x_m - ego.x_m, a.y_m - ego.y_m) < near_m]
+        ttc[k] = time_to_collision_s(ego, near)
+    return ttc
 
 
 @register_metric
@@ -356,6 +366,23 @@ def neuroncap_score(record: EpisodeRecord, reference_speed_mps: float | None = N
     v_ref = reference_speed_mps if reference_speed_mps is not None else record.start_speed_mps
     v_impact = record.collisions[0].relative_speed_mps
     return float(4.0 * max(0.0, 1.0 - v_impact / max(v_ref, 1e-6)))
+
+
+def step_series(record: EpisodeRecord) -> dict[str, np.ndarray]:
+    """Per-step signals behind the episode metrics (each (steps,)): route progress (m), speed (m/s),
+    the comfort signals, time to collision (s, inf: none within 1 s), distance outside the drivable
+    area (m) and collisions so far."""
+    times = np.asarray(record.times_s)
+    hits = np.array([ev.time_s for ev in record.collisions])
+    series = {
+        "progress_m": record.progress_m() if record.ego else np.zeros(0),
+        "speed_mps": record.ego_array()[:, 3],
+        **comfort_signals(record),
+        "time_to_collision_s": ttc_per_step_s(record),
+        "outside_drivable_m": outside_per_step_m(record),
+        "collisions": (hits[None, :] <= times[:, None] + 1e-9).sum(axis=1).astype(float),
+    }
+    return series
 
 
 def evaluate_episode(record: EpisodeRecord, definition: ScoreDefinition = NUPLAN_SCORE) -> dict:
