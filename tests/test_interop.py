@@ -174,10 +174,21 @@ def test_nerfstudio_export_of_a_real_log(tmp_path: Path) -> None:
     from neurodrive.sources import get_source
 
     log_dir = get_source("kitti-raw").write_log(KITTI_DRIVE, tmp_path / "log", frames=6)
-    result = export_nerfstudio(load_log(log_dir), tmp_path / "ns")
+    log = load_log(log_dir)
+    result = export_nerfstudio(log, tmp_path / "ns")
     meta = check_nerfstudio_schema(tmp_path / "ns")
     assert result.holdout_frames == [2] and result.points > 1000
     assert np.median(colour_agreement(tmp_path / "ns", meta)) < 25
+    # and its Rerun recording: every sweep with all its returns, every image, in the world frame
+    pytest.importorskip("rerun", reason="rerun-sdk not installed (install.sh installs it)")
+    from neurodrive.interop.rerun_recording import record_log
+
+    assert record_log(log, tmp_path / "kitti.rrd") == log.num_frames
+    rrd = read_rrd(tmp_path / "kitti.rrd")
+    positions = column(rrd["/world/lidar"], "Points3D:positions")
+    assert [len(p) for p in positions] == [log.lidar(f).num_returns for f in range(log.num_frames)]
+    camera = log.rig.cameras[0].name
+    assert len(column(rrd[f"/world/cameras/{camera}/image"], "EncodedImage:blob")) == log.num_frames
 
 
 def test_nerfstudio_parser_reads_the_export(tiny_export: Path) -> None:
