@@ -206,6 +206,11 @@ def test_nerfstudio_parser_reads_the_export(tiny_export: Path) -> None:
     assert sorted(str(p.relative_to(tiny_export)) for p in train.image_filenames) == sorted(meta["train_filenames"])
     assert sorted(str(p.relative_to(tiny_export)) for p in test.image_filenames) == sorted(meta["test_filenames"])
     assert train.mask_filenames is not None and len(train.mask_filenames) == len(train.image_filenames)
+    from nerfstudio.data.utils.data_utils import get_image_mask_tensor_from_path
+
+    for mask_path in train.mask_filenames:  # nerfstudio trains where its mask is True: off the moving actors
+        keep = get_image_mask_tensor_from_path(mask_path)[..., 0].numpy()
+        assert np.array_equal(keep, np.asarray(Image.open(mask_path)) == 255)
     frame = next(fr for fr in meta["frames"] if fr["file_path"] == meta["train_filenames"][0])
     assert float(train.cameras.fx[0]) == pytest.approx(frame["fl_x"])
     # the parser moves cameras and points by one transform and scale (the PLY is in the poses' frame)
@@ -291,6 +296,14 @@ def test_replay_rerun_recording_has_the_episode(tiny_scene_dir: Path, tmp_path: 
     scenario = tmp_path / "s.yaml"
     scenario.write_text(f"name: rr\nscene: {tiny_scene_dir}\nduration_s: 2.0\n")
     path = tmp_path / "episode.rrd"
+
+    def interrupt(done: int, total: int) -> None:
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C mid-episode: no recording, no partial file
+        replay(scenario, "constant-velocity", tmp_path / "out", video=False, rerun_path=path, progress=interrupt)
+    assert not list(tmp_path.glob("*.rrd*"))
     metrics = replay(scenario, "constant-velocity", tmp_path / "out", video=False, rerun_path=path)
     rrd = read_rrd(path)
     steps = 21  # 2 s at 10 Hz, the start included
