@@ -106,7 +106,7 @@ def test_nerfstudio_export_schema_splits_and_conventions(tiny_export: Path, tiny
 def test_nerfstudio_masks_hide_moving_actors(tiny_export: Path, tiny_log_dir: Path) -> None:
     log = load_log(tiny_log_dir)
     meta = json.loads((tiny_export / "transforms.json").read_text())
-    moving = [t for t in log.tracks if not t.is_static()]
+    moving = [t for t in log.tracks if not t.is_static(0.3)]
     assert moving, "the tiny log has moving actors"
     checked = 0
     for fr in meta["frames"]:
@@ -127,7 +127,7 @@ def test_nerfstudio_masks_hide_moving_actors(tiny_export: Path, tiny_log_dir: Pa
     from neurodrive.geometry import invert_pose, points_in_box, transform_points
     from neurodrive.interop.nerfstudio_export import coloured_points
 
-    indices = [i for i, t in enumerate(log.tracks) if not t.is_static()]
+    indices = [i for i, t in enumerate(log.tracks) if not t.is_static(0.3)]
     origin = np.zeros(3)
     on_actors = {True: 0, False: 0}
     for masked in (True, False):

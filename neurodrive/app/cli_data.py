@@ -114,9 +114,14 @@ def register_export(app: typer.Typer, fail) -> None:
             )
         except (DataError, ValueError, FileExistsError) as e:
             fail(e)
+        held = (
+            f"frames {result.holdout_frames}"
+            if result.holdout_frames
+            else "the log is too short to hold frames out: evaluated on its training images"
+        )
         Console().print(
             f"wrote nerfstudio dataset of '{drv.name}' to {out}: {result.images} images "
-            f"({result.train_images} train, {result.test_images} held out: frames {result.holdout_frames}), "
+            f"({result.train_images} train, {result.test_images} held out: {held}), "
             f"{result.points} LiDAR points, {result.masked_images} images with moving actors masked"
         )
 

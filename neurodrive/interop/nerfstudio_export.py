@@ -31,6 +31,7 @@ from neurodrive.io_utils import atomic_write_json, staged_directory
 from neurodrive.logs.io import image_path
 from neurodrive.logs.model import CameraSpec, DrivingLog
 from neurodrive.reconstruct.config import ReconConfig, holdout_frames
+from neurodrive.reconstruct.evaluate import MOVING_TOLERANCE_M  # the movers evaluate-recon leaves out
 
 OPENGL_FROM_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])  # flips camera y and z: OpenCV axes -> OpenGL axes
 MOVING_BOX_MARGIN_M = 0.3  # LiDAR returns this close to a moving actor's box are left out of the points
@@ -216,7 +217,7 @@ def export_nerfstudio(
         raise ValueError(f"max points must be at least 1, got {max_points}")
     held = holdout_frames(log.num_frames, ReconConfig())
     origin_m = log.ego_poses[0, :3, 3].copy()
-    moving = [i for i, t in enumerate(log.tracks) if not t.is_static()] if mask_moving else []
+    moving = [i for i, t in enumerate(log.tracks) if not t.is_static(MOVING_TOLERANCE_M)] if mask_moving else []
     todo = [(cam, f) for f in range(log.num_frames) for cam in log.rig.cameras if log.has_image(cam.name, f)]
     if not todo:
         raise ValueError(f"log '{log.name}' has no camera images")
