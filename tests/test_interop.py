@@ -341,3 +341,37 @@ def test_rerun_bad_input_leaves_no_file(tiny_log_dir: Path, tmp_path: Path, monk
     monkeypatch.setitem(__import__("sys").modules, "rerun", None)
     with pytest.raises(RuntimeError, match=r"neurodrive\[rerun\]"):
         require_rerun()
+
+
+def test_nerfstudio_export_with_a_scene_masks_its_auto_tracks(tiny_log_dir: Path, tmp_path: Path) -> None:
+    """``--scene``: the scene's held-out frames, and its auto tracks (movers the log has no labels for)
+    masked; a scene of another log is one error naming scene.json's ``log``."""
+    from neurodrive.reconstruct.dynamic import tracks_to_json
+    from neurodrive.scene.model import SCENE_FORMAT, SCENE_VERSION
+
+    log = load_log(tiny_log_dir)
+    movers = [t for t in log.tracks if not t.is_static(0.3)]
+    unlabelled = tmp_path / "unlabelled"  # the tiny log without its labels: a real log's moving traffic
+    shutil.copytree(tiny_log_dir, unlabelled)
+    (unlabelled / "tracks.json").write_text(json.dumps({"tracks": []}))
+    n = log.num_frames
+    np.savez(unlabelled / "tracks.npz", poses=np.zeros((0, n, 4, 4)), valid=np.zeros((0, n), bool))
+    bare = load_log(unlabelled)
+    assert not bare.tracks
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    auto = tracks_to_json(movers)
+    for i, item in enumerate(auto):
+        item["id"] = f"auto-{i:03d}"
+    meta = {"format": SCENE_FORMAT, "version": SCENE_VERSION, "actors": [], "auto_tracks": auto, "holdout_frames": [3]}
+    meta["log"] = {"name": bare.name, "num_frames": bare.num_frames}
+    (scene / "scene.json").write_text(json.dumps(meta))
+    plain = export_nerfstudio(bare, tmp_path / "plain")
+    with_scene = export_nerfstudio(bare, tmp_path / "with_scene", scene=scene)
+    assert plain.masked_images == 0 and with_scene.masked_images > 0
+    assert with_scene.holdout_frames == [3]
+    meta["log"]["num_frames"] = bare.num_frames + 1
+    (scene / "scene.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="scene.json.*log"):
+        export_nerfstudio(bare, tmp_path / "other", scene=scene)
+    assert not (tmp_path / "other").exists()

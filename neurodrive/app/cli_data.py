@@ -96,6 +96,9 @@ def register_export(app: typer.Typer, fail) -> None:
         voxel: float = typer.Option(0.1, help="LiDAR points are averaged per voxel of this size (m); 0: all."),
         max_points: int = typer.Option(500_000, help="At most this many points in points3D.ply."),
         mask_moving: bool = typer.Option(True, help="Write masks hiding the moving tracked actors."),
+        scene: Path = typer.Option(
+            None, help="A scene reconstructed from LOG: use its held-out frames and mask its auto-tracked movers too."
+        ),
         overwrite: bool = typer.Option(False, help="Replace an existing dataset at --out."),
     ) -> None:
         """Export a log as a dataset for another tool (nerfstudio: transforms.json, images, masks, LiDAR
@@ -110,7 +113,13 @@ def register_export(app: typer.Typer, fail) -> None:
             check_output(out, overwrite, "folder")
             drv = load_log(log)
             result = export_nerfstudio(
-                drv, out, overwrite=overwrite, voxel_m=voxel, max_points=max_points, mask_moving=mask_moving
+                drv,
+                out,
+                overwrite=overwrite,
+                voxel_m=voxel,
+                max_points=max_points,
+                mask_moving=mask_moving,
+                scene=scene,
             )
         except (DataError, ValueError, FileExistsError) as e:
             fail(e)

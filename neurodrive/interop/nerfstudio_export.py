@@ -196,6 +196,26 @@ def write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray, voxel_m: float, max_
     return len(cloud.points)
 
 
+def _with_scene(log: DrivingLog, scene: str | Path) -> tuple[DrivingLog, list[int]]:
+    """``log`` with the scene's auto tracks, and the scene's held-out frames; one error when the scene
+    was reconstructed from another log."""
+    from neurodrive.errors import DataError
+    from neurodrive.reconstruct.dynamic import log_with_scene_tracks
+    from neurodrive.scene.model import read_scene_meta
+
+    meta = read_scene_meta(scene)
+    made_from = meta.get("log", {})
+    if made_from.get("name") != log.name or made_from.get("num_frames") != log.num_frames:
+        raise DataError(
+            Path(scene) / "scene.json",
+            "log",
+            f"the scene was reconstructed from '{made_from.get('name')}' ({made_from.get('num_frames')} frames), "
+            f"not from '{log.name}' ({log.num_frames} frames)",
+        )
+    held = [int(f) for f in meta.get("holdout_frames", [])]
+    return log_with_scene_tracks(log, meta), held
+
+
 def export_nerfstudio(
     log: DrivingLog,
     out: str | Path,
@@ -205,10 +225,14 @@ def export_nerfstudio(
     max_points: int = 500_000,
     mask_moving: bool = True,
     seed: int = 0,
+    scene: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> NerfstudioExport:
     """Write ``log`` to ``out`` as a nerfstudio dataset (see the module docstring); the folder is staged
-    and moved into place only when complete, so a failed export leaves nothing (or the previous one)."""
+    and moved into place only when complete, so a failed export leaves nothing (or the previous one).
+
+    ``scene``: a scene reconstructed from ``log``; its held-out frames are used and its ``auto-``
+    tracks (moving traffic the log has no labels for) are masked too."""
     if not log.rig.cameras:
         raise ValueError(f"log '{log.name}' has no cameras: nothing for nerfstudio to train on")
     if not np.isfinite(voxel_m) or voxel_m < 0:
@@ -216,6 +240,8 @@ def export_nerfstudio(
     if max_points < 1:
         raise ValueError(f"max points must be at least 1, got {max_points}")
     held = holdout_frames(log.num_frames, ReconConfig())
+    if scene is not None:
+        log, held = _with_scene(log, scene)
     origin_m = log.ego_poses[0, :3, 3].copy()
     moving = [i for i, t in enumerate(log.tracks) if not t.is_static(MOVING_TOLERANCE_M)] if mask_moving else []
     todo = [(cam, f) for f in range(log.num_frames) for cam in log.rig.cameras if log.has_image(cam.name, f)]
