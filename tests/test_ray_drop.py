@@ -161,3 +161,25 @@ def test_a_ray_pattern_places_rays_and_returns_consistently(tiny_log_dir) -> Non
     np.testing.assert_array_equal(pattern.rays_of(again), rays)
     np.testing.assert_array_equal(again.range_image(lidar), sweep.range_image(lidar))
     assert sweep.return_mask(lidar).sum() == sweep.num_returns
+
+
+def test_a_drop_model_fitted_on_one_sweep_uses_the_rates_and_stays_in_range() -> None:
+    """One training sweep (AV2's sample): the cross-fitted rates come from interleaved rays, not other
+    frames (there are none), so the MLP learns from them; constant features are frozen out."""
+    rng = np.random.default_rng(2)
+    vertices = np.array([[-4.0, -2, 0], [-1, -2, 0], [-1, 2, 0], [1, -2, 0], [4, -2, 0], [4, 2, 0]])
+    triangles = np.array([[0, 1, 2], [3, 4, 5]])
+    train, _ = _samples(rng, 20_000, vertices, triangles)
+    one_sweep = DropSamples(**{**train.__dict__, "frame": np.zeros(len(train.frame), int)})
+    rates, model = fit_ray_drop([(vertices, triangles)], one_sweep, steps=300, batch_size=2048)
+    assert model is not None
+    test, p_true = _samples(rng, 20_000, vertices, triangles)
+    feats_rates = interpolate_vertices(rates[0], triangles, test.triangle, test.uv)
+    features = ray_drop_features(feats_rates, test.cos_incidence, test.relative_range, test.edge, test.missing)
+    p = model.probability(features)
+    best = np.mean((p_true >= 0.5) == test.dropped)
+    assert np.mean((p >= 0.5) == test.dropped) > best - 0.02
+    # edge / missing were 0 on every training ray: frozen, so values never seen do not change the answer
+    unseen = features.copy()
+    unseen[:, -2:] = 5.0
+    np.testing.assert_allclose(model.probability(unseen), p, atol=1e-5)

@@ -213,8 +213,12 @@ def fit_ray_drop(
     if len(s.dropped) < 1000 or s.dropped.all() or not s.dropped.any():
         return rates, None
     cross = np.empty((len(s.dropped), len(DROP_NEIGHBOURS)), np.float32)
+    # Cross-fitted rates: each ray's from rays of other frames (as rendering sees a new sweep). With a
+    # single training sweep there are no other frames (every rate would be the prior, a constant the
+    # MLP cannot learn from but rendering then varies): rays are interleaved into folds instead.
+    by_frame = len(np.unique(s.frame)) >= 2
     for (v, t), g in zip(meshes, groups):
-        fold = s.frame[g] % folds
+        fold = s.frame[g] % folds if by_frame else np.arange(len(g)) % folds
         for i in range(folds):
             held, rest = g[fold == i], g[fold != i]
             if len(held) == 0:
@@ -226,13 +230,20 @@ def fit_ray_drop(
     return rates, train_drop_mlp(x, s.dropped, hidden_units, steps, batch_size, seed)
 
 
+MIN_FEATURE_STD = 1e-2  # features varying less than this over the training rays are frozen out
+FROZEN_FEATURE_SCALE = 1e6  # the normalising scale of a frozen feature
+
+
 def train_drop_mlp(
     x: np.ndarray, dropped: np.ndarray, hidden_units: int, steps: int, batch_size: int, seed: int
 ) -> RayDropModel:
     """Binary cross-entropy on random batches (Adam), seeded: same rays, same model."""
     import torch
 
-    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    # a feature (nearly) constant over the training rays taught the MLP nothing: it is frozen out (its
+    # normalised input stays 0), so a different value when rendering cannot push the MLP off its range
+    scale = np.where(std >= MIN_FEATURE_STD, std, FROZEN_FEATURE_SCALE)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     xs = torch.from_numpy((x - mean) / scale)
