@@ -3,8 +3,9 @@
 Layout of the exported folder::
 
     transforms.json            per-image intrinsics, OpenGL camera-to-world matrices, image paths, splits
-    images/<camera>/<frame>.png|jpg   the log's images, byte for byte
-    masks/<camera>/<frame>.png        0 where a moving tracked actor is (nerfstudio ignores those pixels)
+    images/<camera>_<frame>.png|jpg   the log's images, byte for byte (one flat folder: nerfstudio
+                               looks up downscaled copies, images_2/ ..., by file name alone)
+    masks/<camera>_<frame>.png        0 where a moving tracked actor is (nerfstudio ignores those pixels)
     points3D.ply               LiDAR returns of the training frames, coloured by the cameras (``ply_file_path``)
 
 Conventions (nerfstudio's): ``transform_matrix`` maps camera to world with OpenGL camera axes (x right,
@@ -254,7 +255,7 @@ def export_nerfstudio(
         for done, (cam, f) in enumerate(todo):
             log.image(cam.name, f)  # decodes it: a corrupt image is one DataError before anything is in place
             src = image_path(log.root, cam.name, f)
-            rel = f"images/{cam.name}/{f:06d}{src.suffix}"
+            rel = f"images/{cam.name}_{f:06d}{src.suffix}"
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, stage / rel)
             pose = opengl_camera_to_world(log.T_world_camera(cam.name, f), origin_m)
@@ -266,7 +267,7 @@ def export_nerfstudio(
                 keep = np.full((cam.height_px, cam.width_px), 255, np.uint8)
                 if box_mask is not None:
                     keep[box_mask] = 0
-                entry["mask_path"] = f"masks/{cam.name}/{f:06d}.png"
+                entry["mask_path"] = f"masks/{cam.name}_{f:06d}.png"
                 (stage / entry["mask_path"]).parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(keep).save(stage / entry["mask_path"])
             frames.append(entry)
