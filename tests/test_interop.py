@@ -376,3 +376,25 @@ def test_nerfstudio_export_with_a_scene_masks_its_auto_tracks(tiny_log_dir: Path
     with pytest.raises(DataError, match="scene.json.*log"):
         export_nerfstudio(bare, tmp_path / "other", scene=scene)
     assert not (tmp_path / "other").exists()
+
+
+def test_eval_writes_one_recording_per_scenario(tiny_scene_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("rerun", reason="rerun-sdk not installed (install.sh installs it)")
+    from neurodrive.app.evaluation import evaluate_scenarios
+
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    for name, seconds in (("short", 0.5), ("longer", 1.0)):
+        (folder / f"{name}.yaml").write_text(f"name: {name}\nscene: {tiny_scene_dir}\nduration_s: {seconds}\n")
+    out = tmp_path / "eval"
+    summary = evaluate_scenarios(folder, "idm", out, rerun=True)
+    assert not summary["failed"]
+    for name, steps in (("short", 6), ("longer", 11)):
+        rrd = read_rrd(out / name / "episode.rrd")
+        assert len(column(rrd["/metrics/speed_mps"], "Scalars:scalars")) == steps
+        assert len(column(rrd["/world/cameras/front/image"], "EncodedImage:blob")) == steps
+    again = evaluate_scenarios(folder, "idm", out, rerun=True)  # same request: reused
+    assert sorted(again["reused"]) == ["longer", "short"]
+    without = evaluate_scenarios(folder, "idm", out)  # a result made with a recording is not "the same"
+    assert sorted(without["rerun_stale"]) == ["longer", "short"]
+    assert not list(out.glob("*/episode.rrd"))  # the old recordings went with the old results

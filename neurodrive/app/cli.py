@@ -326,6 +326,7 @@ def evaluate(
         None, help="Run on this Ray cluster ('auto', 'ray://host:10001', or 'local' for a Ray instance here)."
     ),
     video: bool = typer.Option(False, help="Also write each scenario's mp4."),
+    rerun: bool = typer.Option(False, help="Also write each scenario's Rerun recording (OUT/<name>/episode.rrd)."),
     overwrite: bool = typer.Option(False, help="Re-run scenarios that already have metrics."),
 ) -> None:
     """Run an agent on every scenario of a folder (in parallel); write OUT/summary.json."""
@@ -353,7 +354,16 @@ def evaluate(
         with progress_bar() as bar:
             task = bar.add_task(f"{agent}", total=len(list(scenarios.glob("*.y*ml"))) if scenarios.is_dir() else None)
             summary = evaluate_scenarios(
-                scenarios, agent, out, workers, ray_address, video, overwrite, on_done=done, on_reuse=reuse_note
+                scenarios,
+                agent,
+                out,
+                workers,
+                ray_address,
+                video,
+                overwrite,
+                rerun=rerun,
+                on_done=done,
+                on_reuse=reuse_note,
             )
     except (DataError, RuntimeError) as e:
         _fail(e)

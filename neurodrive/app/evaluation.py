@@ -15,12 +15,18 @@ import numpy as np
 from neurodrive.errors import DataError
 from neurodrive.io_utils import atomic_write_json
 
+RECORDING_NAME = "episode.rrd"  # each scenario's Rerun recording, beside its metrics.json (eval --rerun)
 
-def _run_one(scenario: str, agent: str, out: str, video: bool) -> dict:
+
+def _run_one(scenario: str, agent: str, out: str, video: bool, rerun: bool = False) -> dict:
     from neurodrive.app.replay import replay
 
     try:
-        return replay(scenario, agent, out, video=video, overwrite=True)
+        recording = Path(out) / RECORDING_NAME
+        result = replay(scenario, agent, out, video=video, overwrite=True, rerun_path=recording if rerun else None)
+        if not rerun:
+            recording.unlink(missing_ok=True)  # an old recording never stands beside new metrics
+        return result
     except Exception as e:  # noqa: BLE001 - one scenario's failure is recorded; the others go on
         kind = "" if isinstance(e, (DataError, KeyError, ValueError)) else f"{type(e).__name__}: "
         return {"scenario": Path(scenario).stem, "agent": agent, "error": f"{kind}{e}"}
@@ -44,10 +50,10 @@ def code_version() -> str:
     return f"{neurodrive.__version__}+{digest.hexdigest()[:12]}"
 
 
-def run_key(scenario_path: str | Path, agent: str, video: bool) -> dict:
+def run_key(scenario_path: str | Path, agent: str, video: bool, rerun: bool = False) -> dict:
     """What a finished result depends on: the agent, the scenario file's content, the scene (or log)
-    it names, the code version and whether video was asked for. A result is reused only when its
-    stored key equals this one."""
+    it names, the code version and whether video (and a Rerun recording) was asked for. A result is
+    reused only when its stored key equals this one."""
     path = Path(scenario_path)
     key = {
         "agent": agent,
@@ -55,6 +61,8 @@ def run_key(scenario_path: str | Path, agent: str, video: bool) -> dict:
         "code_version": code_version(),
         "video": video,
     }
+    if rerun:
+        key["rerun"] = True
     from neurodrive.scenarios.scenario import Scenario
 
     try:
@@ -98,6 +106,7 @@ def evaluate_scenarios(
     ray_address: str | None = None,
     video: bool = False,
     overwrite: bool = False,
+    rerun: bool = False,
     on_done: Callable[[str, dict], None] | None = None,
     on_reuse: Callable[[list[str], list[str]], None] | None = None,
 ) -> dict:
@@ -106,7 +115,7 @@ def evaluate_scenarios(
     A scenario's finished OUT/<name>/metrics.json is reused (resume after an interruption) when it
     was made with the same agent, scenario content, scene and code version (``run_key``); stale
     results are run again. ``overwrite`` runs everything again. ``on_reuse(reused, stale)`` is told
-    which. The summary lists both.
+    which. The summary lists both. ``rerun``: each scenario also writes OUT/<name>/episode.rrd.
     """
     folder, out = Path(folder), Path(out_dir)
     if not folder.is_dir():
@@ -117,6 +126,10 @@ def evaluate_scenarios(
         )
     if out.exists() and not out.is_dir():
         raise DataError(out, None, "is a file, expected an output folder")
+    if rerun:
+        from neurodrive.interop.rerun_recording import require_rerun
+
+        require_rerun()  # one error now, not one per scenario
     scenarios = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
     if not scenarios:
         raise DataError(folder, None, "no scenario files (*.yaml) in this folder")
@@ -126,7 +139,7 @@ def evaluate_scenarios(
     todo = []
     for path in scenarios:
         done = out / path.stem / "metrics.json"
-        previous = None if overwrite else _finished(done, run_key(path, agent, video))
+        previous = None if overwrite else _finished(done, run_key(path, agent, video, rerun))
         if previous is not None:
             results[path.stem] = previous
             reused.append(path.stem)
@@ -136,7 +149,7 @@ def evaluate_scenarios(
             todo.append(path)
     if on_reuse and (reused or stale):
         on_reuse(reused, stale)
-    jobs = [(str(p), agent, str(out / p.stem), video) for p in todo]
+    jobs = [(str(p), agent, str(out / p.stem), video, rerun) for p in todo]
 
     def finish(name: str, result: dict) -> None:
         results[name] = result

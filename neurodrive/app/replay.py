@@ -150,7 +150,7 @@ def replay(
         if sim.log.has_map
         else "none: route and off-road checks use a corridor around the logged ego path",
         **metrics,
-        "run_key": run_key(scenario_path, agent_name, video),
+        "run_key": run_key(scenario_path, agent_name, video, rerun=rerun_path is not None),
     }
     write_plot(sim, out / "plot.png", agent_name)
     atomic_write_bytes(out / "scenario.yaml", scenario.dump_yaml().encode())
