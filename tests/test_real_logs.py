@@ -64,6 +64,27 @@ def test_moving_traffic_without_tracks_becomes_auto_tracks(tiny_log_dir: Path) -
     assert auto_tracks(log, sweeps, ReconConfig().dynamic)[0] == []
 
 
+def test_a_car_beside_a_long_truck_is_not_a_duplicate_but_a_fragment_of_it_is() -> None:
+    """KITTI: the car the ego follows has its centre within half the tanker's length (12.5 m) beside
+    it, and used to be dropped as a duplicate of it; footprints decide now."""
+    from neurodrive.geometry import pose_xyz_yaw
+    from neurodrive.logs.model import ActorTrack
+    from neurodrive.reconstruct.dynamic import drop_duplicates
+
+    n = 6
+
+    def track(actor_id: str, x_m: float, y_m: float, size_m: list[float], frames: int = n) -> ActorTrack:
+        poses = np.stack([pose_xyz_yaw(x_m + 0.5 * f, y_m, 1.0, 0.0) for f in range(n)])
+        valid = np.arange(n) < frames
+        return ActorTrack(actor_id, "car", np.array(size_m), poses, valid)
+
+    tanker = track("auto-000", 2.3, -2.0, [12.5, 2.2, 2.5])
+    car_ahead = track("auto-001", 8.0, 0.0, [4.0, 2.0, 1.6], frames=5)  # centre 6.0 m from the tanker's
+    fragment = track("auto-002", 0.0, -2.4, [4.0, 2.0, 2.0], frames=3)  # its cab, fitted on its own
+    kept = drop_duplicates([tanker, car_ahead, fragment])
+    assert [t.actor_id for t in kept] == ["auto-000", "auto-001"]
+
+
 def test_auto_tracks_are_stored_with_the_scene_and_added_to_the_log(tiny_log_dir: Path) -> None:
     log = load_log(tiny_log_dir)
     bare = dataclasses.replace(log, tracks=())

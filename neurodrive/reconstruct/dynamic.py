@@ -321,9 +321,28 @@ def moves_like_traffic(track: ActorTrack, max_lateral_m: float = 1.5) -> bool:
     return lateral <= max(max_lateral_m, 0.5 * forward)
 
 
-def drop_duplicates(tracks: list[ActorTrack]) -> list[ActorTrack]:
-    """Of two tracks whose box centres lie within half the longer box on most shared frames, keep
-    the one seen on more frames."""
+def footprint_overlap(a: ActorTrack, b: ActorTrack, frame: int) -> float:
+    """Area shared by the two boxes' footprints (bird's-eye view) on ``frame``, as a share of the
+    smaller footprint."""
+    import shapely
+
+    def footprint(t: ActorTrack) -> shapely.Polygon:
+        half = t.size_m[:2] / 2
+        corners = np.array(
+            [[half[0], half[1], 0], [-half[0], half[1], 0], [-half[0], -half[1], 0], [half[0], -half[1], 0]]
+        )
+        return shapely.Polygon(transform_points(t.poses[frame], corners)[:, :2])
+
+    fa, fb = footprint(a), footprint(b)
+    smaller = min(fa.area, fb.area)
+    return float(fa.intersection(fb).area / smaller) if smaller > 0 else 0.0
+
+
+def drop_duplicates(tracks: list[ActorTrack], min_overlap: float = 0.3) -> list[ActorTrack]:
+    """Of two tracks whose footprints overlap by ``min_overlap`` of the smaller one on a shared
+    frame (two vehicles never do), keep the one seen on more frames: the other was fitted to part of
+    it. Overlap, not centre distance: a car just ahead of a long truck beside the ego has its centre
+    within half the truck's length but is another object."""
     order = sorted(tracks, key=lambda t: -int(t.valid.sum()))
     kept: list[ActorTrack] = []
     for t in order:
@@ -332,8 +351,7 @@ def drop_duplicates(tracks: list[ActorTrack]) -> list[ActorTrack]:
             shared = np.flatnonzero(t.valid & k.valid)
             if len(shared) == 0:
                 continue
-            gap = np.linalg.norm(t.poses[shared, :2, 3] - k.poses[shared, :2, 3], axis=1)
-            if np.mean(gap < 0.5 * max(t.size_m[0], k.size_m[0])) > 0.5:
+            if max(footprint_overlap(t, k, int(f)) for f in shared) >= min_overlap:
                 duplicate = True
                 break
         if not duplicate:
