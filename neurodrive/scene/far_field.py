@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from neurodrive.errors import DataError
-from neurodrive.geometry import invert_pose
 from neurodrive.io_utils import atomic_write_npz
 from neurodrive.logs.model import brown_conrady
 
@@ -55,27 +54,33 @@ class FarField:
         if len(self.images) == 0 or n == 0:
             return rgb, found
         h, w = self.valid.shape[1:]
-        points = np.asarray(origin, np.float64)[None] + self.depth_m * dirs.astype(np.float64)
-        dist = np.linalg.norm(self.T_world_camera[:, :3, 3] - np.asarray(origin, float)[None], axis=1)
+        origin = np.asarray(origin, np.float64)
+        dirs32 = np.asarray(dirs, np.float32)
+        dist = np.linalg.norm(self.T_world_camera[:, :3, 3] - origin[None], axis=1)
         for k in np.argsort(dist, kind="stable")[:CANDIDATE_IMAGES]:
             todo = np.flatnonzero(~found)
             if len(todo) == 0:
                 break
-            T = invert_pose(self.T_world_camera[k])
-            pc = points[todo] @ T[:3, :3].T + T[:3, 3]
+            # in the photo's camera frame: the ray origin (float64, small) + depth * direction (float32),
+            # so world coordinates far from the origin keep their precision
+            R = self.T_world_camera[k, :3, :3]
+            origin_k = (R.T @ (origin - self.T_world_camera[k, :3, 3])).astype(np.float32)
+            pc = (dirs32[todo] if len(todo) < n else dirs32) @ (np.float32(self.depth_m) * R.astype(np.float32))
+            pc += origin_k
             front = pc[:, 2] > 1e-3
             todo, pc = todo[front], pc[front]
             xy = pc[:, :2] / pc[:, 2:3]
             if np.any(self.distortion[k]):
                 xy = brown_conrady(xy, self.distortion[k])
-            K = self.intrinsics[k]
+            K = self.intrinsics[k].astype(np.float32)
             u = np.floor(K[0, 0] * xy[:, 0] + K[0, 1] * xy[:, 1] + K[0, 2]).astype(np.int64)
             v = np.floor(K[1, 1] * xy[:, 1] + K[1, 2]).astype(np.int64)
             inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
-            todo, u, v = todo[inside], u[inside], v[inside]
-            ok = self.valid[k, v, u]
-            rgb[todo[ok]] = self.images[k, v[ok], u[ok]].astype(np.float32) / np.float32(255.0)
-            found[todo[ok]] = True
+            todo, pixel = todo[inside], v[inside] * w + u[inside]
+            ok = self.valid[k].reshape(-1)[pixel]
+            todo, pixel = todo[ok], pixel[ok]
+            rgb[todo] = self.images[k].reshape(-1, 3)[pixel].astype(np.float32) * np.float32(1 / 255)
+            found[todo] = True
         return rgb, found
 
     def save(self, path: Path) -> None:
