@@ -126,14 +126,15 @@ def test_nerfstudio_masks_hide_moving_actors(tiny_export: Path, tiny_log_dir: Pa
     assert checked > 0
     # the points leave out the returns on moving actors (kept when nothing is masked)
     from neurodrive.geometry import invert_pose, points_in_box, transform_points
-    from neurodrive.interop.nerfstudio_export import coloured_points
+    from neurodrive.interop.nerfstudio_export import sweep_points
 
     indices = [i for i, t in enumerate(log.tracks) if not t.is_static(0.3)]
     origin = np.zeros(3)
     on_actors = {True: 0, False: 0}
     for masked in (True, False):
         for f in range(log.num_frames):
-            xyz, _ = coloured_points(log, [f], indices if masked else [], origin)
+            images = {c.name: log.image(c.name, f) for c in log.rig.cameras}
+            xyz, _ = sweep_points(log, f, indices if masked else [], origin, images)
             for i in indices:
                 t = log.tracks[i]
                 if t.valid[f]:

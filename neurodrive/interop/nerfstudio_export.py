@@ -61,8 +61,7 @@ class NerfstudioExport:
 
 def opengl_camera_to_world(T_world_camera: np.ndarray, origin_m: np.ndarray) -> np.ndarray:
     """nerfstudio's ``transform_matrix`` of a camera pose (OpenCV axes) in a world shifted by ``origin_m``."""
-    pose = T_world_camera @ OPENGL_FROM_OPENCV
-    pose = pose.copy()
+    pose = T_world_camera @ OPENGL_FROM_OPENCV  # a new array: the shift below leaves the input alone
     pose[:3, 3] -= origin_m
     return pose
 
@@ -115,7 +114,6 @@ def moving_actor_mask(log: DrivingLog, cam: CameraSpec, frame: int, moving: list
 
     T_camera_world = invert_pose(log.T_world_camera(cam.name, frame))
     r_max = 1.05 * _max_image_radius(cam)
-    k = cam.intrinsics
     canvas = Image.new("L", (cam.width_px, cam.height_px), 0)
     draw = ImageDraw.Draw(canvas)
     drawn = False
@@ -130,8 +128,7 @@ def moving_actor_mask(log: DrivingLog, cam: CameraSpec, frame: int, moving: list
         xy = pts[:, :2] / pts[:, 2:3]
         radius = np.linalg.norm(xy, axis=1, keepdims=True)
         xy = np.where(radius > r_max, xy * (r_max / np.maximum(radius, 1e-9)), xy)
-        xy = cam.distort(xy)
-        uv = np.stack([k[0, 0] * xy[:, 0] + k[0, 1] * xy[:, 1] + k[0, 2], k[1, 1] * xy[:, 1] + k[1, 2]], axis=1)
+        uv, _ = cam.project(np.c_[xy, np.ones(len(xy))])  # pixels beyond the image too: the hull is clipped
         try:
             hull = uv[ConvexHull(uv).vertices]
         except QhullError:  # degenerate (a box seen exactly edge-on): nothing to draw
@@ -141,44 +138,32 @@ def moving_actor_mask(log: DrivingLog, cam: CameraSpec, frame: int, moving: list
     return np.asarray(canvas) > 0 if drawn else None
 
 
-def coloured_points(
-    log: DrivingLog, frames: list[int], moving: list[int], origin_m: np.ndarray
+def sweep_points(
+    log: DrivingLog, frame: int, moving: list[int], origin_m: np.ndarray, images: dict[str, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """World points (N, 3) shifted by ``origin_m`` and colours (N, 3) in [0, 1] of the sweeps on ``frames``.
+    """World points (N, 3) shifted by ``origin_m`` and colours (N, 3) in [0, 1] of the sweep on ``frame``.
 
     Returns near a moving actor's box are left out; each return takes its colour from the first camera
-    that sees it on its own frame, and returns no camera sees there are left out.
+    of ``images`` (camera name -> the frame's decoded image) that sees it, and returns no camera sees
+    are left out.
     """
-    xyz, rgb = [], []
-    for f in frames:
-        if not log.has_lidar(f):
-            continue
-        pts = transform_points(log.T_world_lidar(f), log.lidar(f).xyz_m.astype(float))
-        keep = np.ones(len(pts), bool)
-        for index in moving:
-            track = log.tracks[index]
-            if track.valid[f]:
-                in_box = points_in_box(
-                    transform_points(invert_pose(track.poses[f]), pts), track.size_m, MOVING_BOX_MARGIN_M
-                )
-                keep &= ~in_box
-        pts = pts[keep]
-        colour = np.full((len(pts), 3), np.nan)
-        for cam in log.rig.cameras:
-            if not log.has_image(cam.name, f):
-                continue
-            uv, seen = cam.project(transform_points(invert_pose(log.T_world_camera(cam.name, f)), pts))
-            seen &= np.isnan(colour[:, 0])
-            if seen.any():
-                image = log.image(cam.name, f)
-                px = np.minimum(uv[seen].astype(int), [cam.width_px - 1, cam.height_px - 1])
-                colour[seen] = image[px[:, 1], px[:, 0]] / 255.0
-        seen = ~np.isnan(colour[:, 0])
-        xyz.append(pts[seen] - origin_m)
-        rgb.append(colour[seen])
-    if not xyz:
-        return np.zeros((0, 3)), np.zeros((0, 3))
-    return np.concatenate(xyz), np.concatenate(rgb)
+    pts = transform_points(log.T_world_lidar(frame), log.lidar(frame).xyz_m.astype(float))
+    keep = np.ones(len(pts), bool)
+    for index in moving:
+        track = log.tracks[index]
+        if track.valid[frame]:
+            local = transform_points(invert_pose(track.poses[frame]), pts)
+            keep &= ~points_in_box(local, track.size_m, MOVING_BOX_MARGIN_M)
+    pts = pts[keep]
+    colour = np.full((len(pts), 3), np.nan)
+    for name, image in images.items():
+        cam = log.rig.camera(name)
+        uv, seen = cam.project(transform_points(invert_pose(log.T_world_camera(name, frame)), pts))
+        seen &= np.isnan(colour[:, 0])
+        px = np.minimum(uv[seen].astype(int), [cam.width_px - 1, cam.height_px - 1])
+        colour[seen] = image[px[:, 1], px[:, 0]] / 255.0
+    seen = ~np.isnan(colour[:, 0])
+    return pts[seen] - origin_m, colour[seen]
 
 
 def write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray, voxel_m: float, max_points: int, seed: int) -> int:
@@ -217,6 +202,30 @@ def _with_scene(log: DrivingLog, scene: str | Path) -> tuple[DrivingLog, list[in
     return log_with_scene_tracks(log, meta), held
 
 
+def _write_image(
+    stage: Path, log: DrivingLog, cam: CameraSpec, frame: int, origin_m: np.ndarray, moving: list[int]
+) -> tuple[dict, bool]:
+    """Copies one image (and writes its mask when actors move) into ``stage``; its transforms.json
+    entry, and whether a moving actor was masked in it."""
+    src = image_path(log.root, cam.name, frame)
+    rel = f"images/{cam.name}_{frame:06d}{src.suffix}"
+    (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, stage / rel)
+    pose = opengl_camera_to_world(log.T_world_camera(cam.name, frame), origin_m)
+    entry = {"file_path": rel, "transform_matrix": pose.tolist(), **_camera_entry(cam)}
+    entry.update({"camera": cam.name, "frame": frame, "timestamp_s": log.camera_time(cam.name, frame)})
+    if not moving:
+        return entry, False
+    box_mask = moving_actor_mask(log, cam, frame, moving)
+    keep = np.full((cam.height_px, cam.width_px), 255, np.uint8)
+    if box_mask is not None:
+        keep[box_mask] = 0
+    entry["mask_path"] = f"masks/{cam.name}_{frame:06d}.png"
+    (stage / entry["mask_path"]).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(keep).save(stage / entry["mask_path"])
+    return entry, box_mask is not None
+
+
 def export_nerfstudio(
     log: DrivingLog,
     out: str | Path,
@@ -245,40 +254,38 @@ def export_nerfstudio(
         log, held = _with_scene(log, scene)
     origin_m = log.ego_poses[0, :3, 3].copy()
     moving = [i for i, t in enumerate(log.tracks) if not t.is_static(MOVING_TOLERANCE_M)] if mask_moving else []
-    todo = [(cam, f) for f in range(log.num_frames) for cam in log.rig.cameras if log.has_image(cam.name, f)]
-    if not todo:
+    todo = [(f, [c for c in log.rig.cameras if log.has_image(c.name, f)]) for f in range(log.num_frames)]
+    total = sum(len(cams) for _, cams in todo)
+    if total == 0:
         raise ValueError(f"log '{log.name}' has no camera images")
     frames: list[dict] = []
     splits: dict[str, list[str]] = {"train": [], "test": []}
+    xyz, rgb = [], []
     masked = 0
     with staged_directory(out, overwrite) as stage:
-        for done, (cam, f) in enumerate(todo):
-            log.image(cam.name, f)  # decodes it: a corrupt image is one DataError before anything is in place
-            src = image_path(log.root, cam.name, f)
-            rel = f"images/{cam.name}_{f:06d}{src.suffix}"
-            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, stage / rel)
-            pose = opengl_camera_to_world(log.T_world_camera(cam.name, f), origin_m)
-            entry = {"file_path": rel, "transform_matrix": pose.tolist(), **_camera_entry(cam)}
-            entry.update({"camera": cam.name, "frame": f, "timestamp_s": log.camera_time(cam.name, f)})
-            if moving:
-                box_mask = moving_actor_mask(log, cam, f, moving)
-                masked += box_mask is not None
-                keep = np.full((cam.height_px, cam.width_px), 255, np.uint8)
-                if box_mask is not None:
-                    keep[box_mask] = 0
-                entry["mask_path"] = f"masks/{cam.name}_{f:06d}.png"
-                (stage / entry["mask_path"]).parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(keep).save(stage / entry["mask_path"])
-            frames.append(entry)
-            splits["test" if f in held else "train"].append(rel)
-            if not held:  # too short to hold a frame out: evaluated on training frames, as evaluate-recon is
-                splits["test"].append(rel)
-            if progress is not None:
-                progress(done + 1, len(todo))
-        train_frames = [f for f in range(log.num_frames) if f not in held]
-        xyz, rgb = coloured_points(log, train_frames, moving, origin_m)
-        points = write_ply(stage / "points3D.ply", xyz, rgb, voxel_m, max_points, seed) if len(xyz) else 0
+        for f, cams in todo:
+            # each image decoded once: checked (a corrupt one is one DataError before anything is in
+            # place) and used to colour the frame's LiDAR returns
+            images = {cam.name: log.image(cam.name, f) for cam in cams}
+            for cam in cams:
+                entry, has_mask = _write_image(stage, log, cam, f, origin_m, moving)
+                masked += has_mask
+                frames.append(entry)
+                splits["test" if f in held else "train"].append(entry["file_path"])
+                if not held:  # too short to hold a frame out: evaluated on training frames, as evaluate-recon is
+                    splits["test"].append(entry["file_path"])
+                if progress is not None:
+                    progress(len(frames), total)
+            if f not in held and log.has_lidar(f):  # the point cloud, as the reconstruction, uses training sweeps
+                pts, colours = sweep_points(log, f, moving, origin_m, images)
+                xyz.append(pts)
+                rgb.append(colours)
+        cloud = np.concatenate(xyz) if xyz else np.zeros((0, 3))
+        points = (
+            write_ply(stage / "points3D.ply", cloud, np.concatenate(rgb), voxel_m, max_points, seed)
+            if len(cloud)
+            else 0
+        )
         meta = {
             "camera_model": "OPENCV",
             "frames": frames,

@@ -32,7 +32,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from neurodrive.geometry import invert_pose, pose_xyz_yaw, transform_points
+from neurodrive.geometry import box_corners, invert_pose, pose_xyz_yaw, transform_points
 from neurodrive.logs.model import ActorTrack, DrivingLog
 from neurodrive.reconstruct.background import _outside_actors
 from neurodrive.reconstruct.config import DynamicConfig, Progress
@@ -321,17 +321,16 @@ def moves_like_traffic(track: ActorTrack, max_lateral_m: float = 1.5) -> bool:
     return lateral <= max(max_lateral_m, 0.5 * forward)
 
 
+BOTTOM_RING = (0, 2, 6, 4)  # box_corners of the bottom face, in order around it
+
+
 def footprint_overlap(a: ActorTrack, b: ActorTrack, frame: int) -> float:
     """Area shared by the two boxes' footprints (bird's-eye view) on ``frame``, as a share of the
     smaller footprint."""
     import shapely
 
     def footprint(t: ActorTrack) -> shapely.Polygon:
-        half = t.size_m[:2] / 2
-        corners = np.array(
-            [[half[0], half[1], 0], [-half[0], half[1], 0], [-half[0], -half[1], 0], [half[0], -half[1], 0]]
-        )
-        return shapely.Polygon(transform_points(t.poses[frame], corners)[:, :2])
+        return shapely.Polygon(box_corners(t.poses[frame], t.size_m)[list(BOTTOM_RING), :2])
 
     fa, fb = footprint(a), footprint(b)
     smaller = min(fa.area, fb.area)
