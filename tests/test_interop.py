@@ -165,6 +165,13 @@ def test_nerfstudio_export_bad_input_writes_nothing(tiny_log_dir: Path, tmp_path
     assert (tmp_path / "ds" / "transforms.json").read_bytes() == stamp
     unknown = runner.invoke(app, ["export", str(tiny_log_dir), "--format", "colmap", "--out", str(tmp_path / "x")])
     assert unknown.exit_code == 2 and "unknown export format 'colmap'" in unknown.output
+    for option, value, named in (
+        ("--voxel", "nan", "--voxel"),
+        ("--voxel", "-1", "--voxel"),
+        ("--max-points", "0", "--max-points"),
+    ):
+        wrong = runner.invoke(app, ["export", str(tiny_log_dir), option, value, "--out", str(tmp_path / "z")])
+        assert wrong.exit_code == 2 and named in wrong.output and not (tmp_path / "z").exists()
     bad = runner.invoke(app, ["export", str(broken), "--out", str(tmp_path / "y")])
     assert bad.exit_code == 2 and bad_image.name in bad.output and not (tmp_path / "y").exists()
 
@@ -329,6 +336,9 @@ def test_rerun_bad_input_leaves_no_file(tiny_log_dir: Path, tmp_path: Path, monk
     runner = CliRunner()
     wrong = runner.invoke(app, ["info", str(tiny_log_dir), "--rerun", str(tmp_path / "tiny.mp4")])
     assert wrong.exit_code == 2 and "must end in .rrd" in wrong.output
+    (tmp_path / "folder.rrd").mkdir()
+    folder = runner.invoke(app, ["info", str(tiny_log_dir), "--rerun", str(tmp_path / "folder.rrd")])
+    assert folder.exit_code == 2 and "is a folder" in folder.output
     path = tmp_path / "kept.rrd"
     path.write_bytes(b"earlier")
     kept = runner.invoke(app, ["info", str(tiny_log_dir), "--rerun", str(path)])

@@ -246,9 +246,9 @@ def export_nerfstudio(
     if not log.rig.cameras:
         raise ValueError(f"log '{log.name}' has no cameras: nothing for nerfstudio to train on")
     if not np.isfinite(voxel_m) or voxel_m < 0:
-        raise ValueError(f"voxel size must be a finite number >= 0 m, got {voxel_m}")
+        raise ValueError(f"voxel size (--voxel) must be a finite number >= 0 m, got {voxel_m}")
     if max_points < 1:
-        raise ValueError(f"max points must be at least 1, got {max_points}")
+        raise ValueError(f"max points (--max-points) must be at least 1, got {max_points}")
     held = holdout_frames(log.num_frames, ReconConfig())
     if scene is not None:
         log, held = _with_scene(log, scene)
