@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -106,13 +106,39 @@ def existing_output(path: str | Path) -> bool:
     return path.is_file() or (path.is_dir() and any(path.iterdir()))
 
 
-def check_output(path: str | Path, overwrite: bool, kind: Literal["file", "folder"]) -> None:
+def check_apart(output: str | Path, inputs: Iterable[tuple[str, str | Path]]) -> None:
+    """One DataError when ``output`` is, holds or lies inside one of ``inputs`` ((what, path) pairs,
+    e.g. ("the log", LOG)): writing there could replace or delete what is being read. Paths are
+    compared resolved (symbolic links followed), before anything is written or deleted."""
+    from neurodrive.errors import DataError
+
+    out = Path(output).resolve()
+    for what, source in inputs:
+        src = Path(source).resolve()
+        if out == src:
+            problem = f"is {what} ({source})"
+        elif src.is_relative_to(out):
+            problem = f"holds {what} ({source})"
+        elif out.is_relative_to(src):
+            problem = f"lies inside {what} ({source})"
+        else:
+            continue
+        raise DataError(output, None, f"{problem}: an output must not be, hold or lie inside an input")
+
+
+def check_output(
+    path: str | Path,
+    overwrite: bool,
+    kind: Literal["file", "folder"],
+    inputs: Iterable[tuple[str, str | Path]] = (),
+) -> None:
     """One error when ``path`` holds an earlier output and ``overwrite`` is off (existing outputs are
-    kept unless the user asks for them to be replaced), or when a file stands where a folder goes or
-    the reverse."""
+    kept unless the user asks for them to be replaced), when a file stands where a folder goes or
+    the reverse, or when ``path`` is, holds or lies inside one of ``inputs`` (``check_apart``)."""
     from neurodrive.errors import DataError
 
     path = Path(path)
+    check_apart(path, inputs)
     if kind == "folder" and path.exists() and not path.is_dir():
         raise DataError(path, None, "is a file, expected an output folder")
     if kind == "file" and path.is_dir():
@@ -148,3 +174,57 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
     if not isinstance(raw, dict):
         raise DataError(path, None, f"expected a mapping of {what} fields, got {type(raw).__name__}")
     return raw
+
+
+def path_in_root(
+    root: str | Path, value: object, source: str | Path, field: str, base: str | Path | None = None
+) -> Path:
+    """``base / value`` (``base`` defaults to ``root``) for a relative path read from a data file
+    (``source``, ``field``); one DataError when ``value`` is not a non-empty string, is absolute, or
+    resolves (``..``, symbolic links) outside ``root``: nothing outside a dataset is read or copied."""
+    from neurodrive.errors import DataError
+
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(source, field, f"expected a relative file path, got {value!r}")
+    relative = Path(value)
+    if relative.is_absolute():
+        raise DataError(source, field, f"'{value}' is an absolute path; paths in a dataset are relative to {root}")
+    path = Path(base if base is not None else root) / relative
+    if not path.resolve().is_relative_to(Path(root).resolve()):
+        raise DataError(source, field, f"'{value}' leads outside the dataset folder {root}")
+    return path
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def content_fingerprint(path: str | Path, skip: tuple[str, ...] = ()) -> str:
+    """SHA-256 (hex, 16 characters) of a file's bytes, or of a folder's files (relative names and
+    bytes, in sorted order; top-level entries named in ``skip`` and hidden ones left out). A result
+    that depends on ``path`` is reused only while this fingerprint is unchanged. Cached per process
+    on (path, size, modification time) of every file, so a file rewritten in place is hashed again."""
+    import hashlib
+
+    path = Path(path)
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            and p.relative_to(path).parts[0] not in skip
+        )
+    stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    key = (str(path.resolve()), skip, stats)
+    if key not in _FINGERPRINTS:
+        digest = hashlib.sha256()
+        for p in files:
+            digest.update((p.name if p == path else p.relative_to(path).as_posix()).encode() + b"\0")
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            digest.update(b"\0")
+        _FINGERPRINTS[key] = digest.hexdigest()[:16]
+    return _FINGERPRINTS[key]

@@ -185,7 +185,7 @@ def test_ctrl_c_in_replay_and_eval_commands_print_one_line(tiny_log_dir: Path, t
     runner = CliRunner()
     for args, kept in (
         (["replay", str(scenario), "--out", str(tmp_path / "r")], "no partial result"),
-        (["eval", str(tmp_path), "--out", str(tmp_path / "e")], "queued scenarios were cancelled"),
+        (["eval", str(tmp_path), "--out", str(tmp_path / "e")], "queued and running scenarios were stopped"),
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 130, result.output

@@ -53,7 +53,7 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(code=2)
 
 
-def _interrupted(kept: str) -> None:
+def interrupted(kept: str) -> None:
     """Ctrl-C: one line saying what was kept and how to go on; exit status 130 (128 + SIGINT)."""
     console.print(f"[yellow]interrupted:[/yellow] {kept}")
     raise typer.Exit(code=130)
@@ -88,7 +88,7 @@ def generate(
     except FileExistsError as e:
         _fail(e)
     except KeyboardInterrupt:
-        _interrupted(f"nothing was written to {out} (logs are staged and moved into place when complete); run it again")
+        interrupted(f"nothing was written to {out} (logs are staged and moved into place when complete); run it again")
     console.print(f"wrote log '{cfg.name}' ({cfg.num_frames} frames) to {out}")
 
 
@@ -133,7 +133,7 @@ def reconstruct(
     except (DataError, ValueError, FileExistsError) as e:
         _fail(e)
     except KeyboardInterrupt:
-        _interrupted(
+        interrupted(
             f"finished stages are kept in {out / 'checkpoints'}; run the same command again to resume "
             "(--restart to start over)"
         )
@@ -163,11 +163,12 @@ def evaluate_recon(
     from neurodrive.reconstruct.evaluate import evaluate_reconstruction
     from neurodrive.scene.model import SceneModel
 
+    inputs = [("the scene", scene), ("the log", log)]
     try:
         if out is not None:
-            check_output(out, overwrite, "file")
+            check_output(out, overwrite, "file", inputs)
         if figures is not None:
-            check_output(figures, overwrite, "folder")
+            check_output(figures, overwrite, "folder", inputs)
         model = SceneModel.load(scene)
         drv = load_log(log)
         with progress_bar() as bar:
@@ -183,7 +184,7 @@ def evaluate_recon(
     except (DataError, ValueError, FileExistsError) as e:
         _fail(e)
     except KeyboardInterrupt:
-        _interrupted("nothing was written; run the same command again")
+        interrupted("nothing was written; run the same command again")
     if out is not None:
         atomic_write_json(out, metrics)
     table = Table(title=f"reconstruction of '{drv.name}' on held-out frames {metrics['frames']}")
@@ -216,6 +217,7 @@ def render(
     from neurodrive.geometry import make_pose, pose_xyz_yaw
     from neurodrive.io_utils import check_output
     from neurodrive.logs.io import load_log
+    from neurodrive.logs.model import WORLD_MARGIN_M
     from neurodrive.reconstruct.dynamic import log_with_scene_tracks
     from neurodrive.scene.model import SceneModel
     from neurodrive.sim.edits import ActorEdits, EditedActors
@@ -244,20 +246,23 @@ def render(
             ego = pose_xyz_yaw(x, y, drv.ego_poses[frame][2, 3], yaw)
         else:
             ego = drv.ego_poses[frame]
+        if abs(lane_shift) > WORLD_MARGIN_M:
+            raise ValueError(f"--lane-shift must lie within ±{WORLD_MARGIN_M:.0f} m, got {lane_shift:g}")
         ego = ego @ make_pose([0.0, lane_shift, 0.0])
-        check_output(out, overwrite, "folder")
+        check_output(out, overwrite, "folder", [("the scene", scene), ("the log", drv.root)])
         placed = edited.scene.place(edited.poses_at(frame))
         cams = tuple(c.scaled(scale) if scale != 1 else c for c in drv.rig.cameras)
         result = edited.scene.render_frame(placed, ego, cams, drv.rig.lidar, rng=np.random.default_rng(frame))
     except (DataError, ValueError, KeyError, FileExistsError) as e:
         _fail(e)
+    from neurodrive.app.render_files import write_render
     from neurodrive.io_utils import staged_directory
 
     try:
         with staged_directory(out, overwrite=True) as stage:  # all files appear together (policy checked above)
-            _write_render(stage, result, frame, lane_shift, placed.actor_ids)
+            write_render(stage, result, frame, lane_shift, placed.actor_ids)
     except KeyboardInterrupt:
-        _interrupted(f"nothing was written to {out}; run the same command again")
+        interrupted(f"nothing was written to {out}; run the same command again")
     c = result.confidence
     console.print(
         f"wrote {len(result.cameras)} cameras and {result.lidar.sweep.num_returns} LiDAR points to {out}; "
@@ -300,7 +305,7 @@ def replay(
     except (DataError, KeyError, ValueError, FileExistsError, RuntimeError) as e:
         _fail(e)
     except KeyboardInterrupt:
-        _interrupted(f"no partial result was left in {out}; run the same command again")
+        interrupted(f"no partial result was left in {out}; run the same command again")
     table = Table(title=f"{metrics['scenario']} - {agent}")
     table.add_column("metric")
     table.add_column("score", justify="right")
@@ -365,11 +370,12 @@ def evaluate(
                 on_done=done,
                 on_reuse=reuse_note,
             )
-    except (DataError, RuntimeError) as e:
+    except (DataError, RuntimeError, FileExistsError) as e:
         _fail(e)
-    except KeyboardInterrupt:
-        _interrupted(
-            f"queued scenarios were cancelled; {len(finished)} finished this run and are kept in {out}; "
+    except KeyboardInterrupt as e:  # EvalInterrupted once the workers have stopped: its list is final
+        kept = getattr(e, "finished", finished)
+        interrupted(
+            f"queued and running scenarios were stopped; {len(kept)} finished this run and are kept in {out}; "
             "run the same command again to resume"
         )
     table = Table(title=f"{agent}: {summary['scenarios']} scenarios")
@@ -427,61 +433,10 @@ def demo(
     except (DataError, KeyError, ValueError) as e:
         _fail(e)
     except KeyboardInterrupt:
-        _interrupted(f"the finished log and scene stages are kept in {out}; run `neurodrive demo` again to resume")
+        interrupted(f"the finished log and scene stages are kept in {out}; run `neurodrive demo` again to resume")
     console.print((out / "report.md").read_text())
     console.print(f"videos: {', '.join(str(out / 'replay' / a / 'video.mp4') for a in results)}")
     console.print(caster_description())
-
-
-def _write_render(stage: Path, result, frame: int, lane_shift: float, actor_ids) -> None:
-    """Files of ``neurodrive render``: per camera PNG, 16-bit depth (mm), actor masks; LiDAR .npz / .ply;
-    the realism confidence."""
-    from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
-    from neurodrive.logs.writer import encode_png
-
-    for name, img in result.cameras.items():
-        atomic_write_bytes(stage / f"{name}.png", encode_png(img.rgb))
-        depth_mm = np.where(np.isfinite(img.depth_m), np.clip(img.depth_m * 1000, 0, 65535), 0).astype(np.uint16)
-        atomic_write_bytes(stage / f"{name}_depth_mm.png", encode_png(depth_mm))
-        atomic_write_npz(
-            stage / f"{name}_instance.npz", instance=img.instance, actor_ids=np.array(img.actor_ids, dtype=str)
-        )
-    sweep = result.lidar.sweep
-    atomic_write_npz(
-        stage / "lidar.npz",
-        xyz_m=sweep.xyz_m,
-        intensity=sweep.intensity,
-        beam=sweep.beam,
-        azimuth_index=sweep.azimuth_index,
-        instance=result.lidar.instance,
-    )
-    write_ply(stage / "lidar.ply", result.lidar.sweep.xyz_m, result.lidar.sweep.intensity)
-    c = result.confidence
-    atomic_write_json(
-        stage / "confidence.json",
-        {
-            "distance_to_training_m": c.distance_to_training_m,
-            "heading_difference_rad": c.heading_difference_rad,
-            "unseen_pixel_share": c.unseen_pixel_share,
-            "score": c.score,
-            "frame": frame,
-            "lane_shift_m": lane_shift,
-            "actors": list(actor_ids),
-        },
-    )
-
-
-def write_ply(path: Path, xyz: np.ndarray, intensity: np.ndarray) -> None:
-    """Binary little-endian PLY with x, y, z, intensity (float32)."""
-    from neurodrive.io_utils import atomic_write_bytes
-
-    header = (
-        "ply\nformat binary_little_endian 1.0\n"
-        f"element vertex {len(xyz)}\n"
-        "property float x\nproperty float y\nproperty float z\nproperty float intensity\nend_header\n"
-    )
-    body = np.concatenate([xyz.astype("<f4"), intensity.astype("<f4")[:, None]], axis=1).tobytes()
-    atomic_write_bytes(path, header.encode("ascii") + body)
 
 
 from neurodrive.app.cli_data import register as _register_data_commands  # noqa: E402

@@ -14,6 +14,13 @@ from neurodrive.errors import DataError
 
 def register(app: typer.Typer, fail) -> None:
     """Add ``import``, ``info`` and ``export`` to ``app``; ``fail(err)`` prints one error and exits."""
+    register_import(app, fail)
+    register_info(app, fail)
+    register_export(app, fail)
+
+
+def register_import(app: typer.Typer, fail) -> None:
+    """Add ``import`` to ``app``."""
 
     @app.command("import")
     def import_log(
@@ -34,16 +41,26 @@ def register(app: typer.Typer, fail) -> None:
             source = get_source(fmt)
         except KeyError as e:
             fail(ValueError(str(e).strip("'\"")))
+        from neurodrive.app.cli import interrupted, progress_bar, stage_progress
         from neurodrive.io_utils import check_output
 
         options = {"scene": scene, "version": version, "calib": calib, "frames": frames, "overwrite": overwrite}
         try:
-            check_output(out, overwrite, "folder")  # before the import's work, not after it
-            source.write_log(src, out, **options)
+            check_output(out, overwrite, "folder", [("the dataset", src)])  # before the import's work
+            with progress_bar() as bar:
+                source.write_log(src, out, **options, progress=stage_progress(bar))
             log = load_log(out)
         except (DataError, ValueError, FileExistsError) as e:
             fail(e)
+        except KeyboardInterrupt:
+            interrupted(
+                f"nothing was written to {out} (logs are staged and moved into place when complete); run it again"
+            )
         Console().print(f"imported {fmt} '{log.name}' ({log.num_frames} frames) to {out}")
+
+
+def register_info(app: typer.Typer, fail) -> None:
+    """Add ``info`` to ``app``."""
 
     @app.command()
     def info(
@@ -55,13 +72,16 @@ def register(app: typer.Typer, fail) -> None:
     ) -> None:
         """Validate a log and print a summary (and draw overlays to check an import by eye, or record it
         for the Rerun viewer: cameras, LiDAR, boxes with ids, ego path, map)."""
-        from neurodrive.io_utils import check_output
+        from neurodrive.app.cli import interrupted
+        from neurodrive.io_utils import check_apart, check_output
         from neurodrive.logs.io import load_log
 
         try:
             drv = load_log(log)
             if rerun is not None:
-                check_output(rerun, overwrite, "file")
+                check_output(rerun, overwrite, "file", [("the log", log)])
+            if overlay is not None:
+                check_apart(overlay, [("the log", log)])
         except (DataError, FileExistsError) as e:
             fail(e)
         Console().print(summary_table(drv))
@@ -80,9 +100,9 @@ def register(app: typer.Typer, fail) -> None:
                 frames = record_log(drv, rerun)
             except (DataError, RuntimeError) as e:
                 fail(e)
+            except KeyboardInterrupt:
+                interrupted(f"no recording was written to {rerun} (it is renamed into place when complete)")
             Console().print(f"wrote the Rerun recording {rerun} ({frames} frames; open it with: rerun {rerun})")
-
-    register_export(app, fail)
 
 
 def register_export(app: typer.Typer, fail) -> None:
@@ -103,14 +123,16 @@ def register_export(app: typer.Typer, fail) -> None:
     ) -> None:
         """Export a log as a dataset for another tool (nerfstudio: transforms.json, images, masks, LiDAR
         points), holding out the frames evaluate-recon holds out."""
+        from neurodrive.app.cli import interrupted
         from neurodrive.interop.nerfstudio_export import export_nerfstudio
         from neurodrive.io_utils import check_output
         from neurodrive.logs.io import load_log
 
         if fmt != "nerfstudio":
             fail(ValueError(f"unknown export format '{fmt}' (known: nerfstudio)"))
+        inputs = [("the log", log)] + ([("the scene", scene)] if scene is not None else [])
         try:
-            check_output(out, overwrite, "folder")
+            check_output(out, overwrite, "folder", inputs)
             drv = load_log(log)
             result = export_nerfstudio(
                 drv,
@@ -123,6 +145,8 @@ def register_export(app: typer.Typer, fail) -> None:
             )
         except (DataError, ValueError, FileExistsError) as e:
             fail(e)
+        except KeyboardInterrupt:
+            interrupted(f"nothing was written to {out} (the dataset is staged and moved into place when complete)")
         held = (
             f"frames {result.holdout_frames}"
             if result.holdout_frames

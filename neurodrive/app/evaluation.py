@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import multiprocessing
+import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -13,23 +16,58 @@ from pathlib import Path
 import numpy as np
 
 from neurodrive.errors import DataError
-from neurodrive.io_utils import atomic_write_json
+from neurodrive.io_utils import atomic_write_json, check_apart, content_fingerprint
 
 RECORDING_NAME = "episode.rrd"  # each scenario's Rerun recording, beside its metrics.json (eval --rerun)
+
+
+class EvalInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``eval``, raised once every worker has stopped (nothing is written after it):
+    ``finished`` names the scenarios of this run whose complete result is in the output folder."""
+
+    def __init__(self, finished: list[str]) -> None:
+        super().__init__()
+        self.finished = finished
+
+
+class WorkerStopped(BaseException):
+    """Raised inside a worker's running scenario when the parent stops the workers (Ctrl-C)."""
+
+
+_RUNNING_SCENARIO = False  # in a worker process: is a scenario running (else it waits for one)?
+
+
+def _worker_init() -> None:
+    """Worker processes leave Ctrl-C to the parent, which stops them with SIGTERM: a running scenario
+    then removes its partial files (``WorkerStopped``), an idle worker just exits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_stop)
+
+
+def _on_stop(signum: int, frame: object) -> None:
+    if _RUNNING_SCENARIO:
+        raise WorkerStopped
+    os._exit(1)
 
 
 def _run_one(scenario: str, agent: str, out: str, video: bool, rerun: bool = False) -> dict:
     from neurodrive.app.replay import replay
 
+    global _RUNNING_SCENARIO
+    _RUNNING_SCENARIO = True
     try:
         recording = Path(out) / RECORDING_NAME
         result = replay(scenario, agent, out, video=video, overwrite=True, rerun_path=recording if rerun else None)
         if not rerun:
             recording.unlink(missing_ok=True)  # an old recording never stands beside new metrics
         return result
+    except WorkerStopped:
+        os._exit(1)  # the scenario's partial files are gone; nothing more runs in this worker
     except Exception as e:  # noqa: BLE001 - one scenario's failure is recorded; the others go on
         kind = "" if isinstance(e, (DataError, KeyError, ValueError)) else f"{type(e).__name__}: "
         return {"scenario": Path(scenario).stem, "agent": agent, "error": f"{kind}{e}"}
+    finally:
+        _RUNNING_SCENARIO = False
 
 
 def _sha256(data: bytes) -> str:
@@ -51,9 +89,10 @@ def code_version() -> str:
 
 
 def run_key(scenario_path: str | Path, agent: str, video: bool, rerun: bool = False) -> dict:
-    """What a finished result depends on: the agent, the scenario file's content, the scene (or log)
-    it names, the code version and whether video (and a Rerun recording) was asked for. A result is
-    reused only when its stored key equals this one."""
+    """What a finished result depends on: the agent, the scenario file's content, the content of the
+    scene and of the log it uses (every file: a changed tracks.npz counts), the code version and
+    whether video (and a Rerun recording) was asked for. A result is reused only when its stored key
+    equals this one."""
     path = Path(scenario_path)
     key = {
         "agent": agent,
@@ -64,16 +103,21 @@ def run_key(scenario_path: str | Path, agent: str, video: bool, rerun: bool = Fa
     if rerun:
         key["rerun"] = True
     from neurodrive.scenarios.scenario import Scenario
+    from neurodrive.scene.model import read_scene_meta
 
     try:
         scenario = Scenario.load(path)
-    except DataError:
+        scene = scenario.resolve_path(scenario.scene) if scenario.scene is not None else None
+        if scenario.log is not None:
+            log = scenario.resolve_path(scenario.log)
+        else:  # the scene's source log, as the simulator finds it
+            log = Path(read_scene_meta(scene)["log"]["path"]) if scene is not None else None
+    except (DataError, KeyError, TypeError):
         return key  # a broken scenario fails when it runs; its key is its bytes
-    for field, meta_file in (("scene", "scene.json"), ("log", "log.json")):
-        value = getattr(scenario, field)
-        meta = scenario.resolve_path(value) / meta_file if value is not None else None
-        if meta is not None and meta.is_file():  # resolved as the simulator resolves it
-            key[f"{field}_sha256"] = _sha256(meta.read_bytes())
+    if scene is not None and (scene / "scene.json").is_file():
+        key["scene_sha256"] = content_fingerprint(scene, skip=("checkpoints",))
+    if log is not None and (log / "log.json").is_file():
+        key["log_sha256"] = content_fingerprint(log)
     return key
 
 
@@ -126,6 +170,7 @@ def evaluate_scenarios(
         )
     if out.exists() and not out.is_dir():
         raise DataError(out, None, "is a file, expected an output folder")
+    check_apart(out, [("the scenario folder", folder)])
     if rerun:
         from neurodrive.interop.rerun_recording import require_rerun
 
@@ -156,13 +201,18 @@ def evaluate_scenarios(
         if on_done:
             on_done(name, result)
 
-    if ray_address is not None:
-        _run_on_ray(jobs, ray_address, workers, finish)
-    elif workers <= 1:
-        for job in jobs:
-            finish(Path(job[0]).stem, _run_one(*job))
-    else:
-        _run_in_processes(jobs, workers, finish)
+    try:
+        if ray_address is not None:
+            _run_on_ray(jobs, ray_address, workers, finish)
+        elif workers <= 1:
+            for job in jobs:
+                finish(Path(job[0]).stem, _run_one(*job))
+        else:
+            _run_in_processes(jobs, workers, finish)
+    except KeyboardInterrupt as e:  # every worker has stopped: what is on disk now is final
+        keys = {Path(job[0]).stem: run_key(job[0], agent, video, rerun) for job in jobs}
+        kept = [name for name, key in keys.items() if _finished(out / name / "metrics.json", key) is not None]
+        raise EvalInterrupted(kept) from e
     summary = _summary(dict(sorted(results.items())))
     summary["reused"] = reused
     summary["rerun_stale"] = stale
@@ -171,7 +221,7 @@ def evaluate_scenarios(
 
 
 def _run_in_processes(jobs: list[tuple], workers: int, finish: Callable[[str, dict], None]) -> None:
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
     futures: dict = {}
     try:
         futures = {pool.submit(_run_one, *job): Path(job[0]).stem for job in jobs}
@@ -182,12 +232,25 @@ def _run_in_processes(jobs: list[tuple], workers: int, finish: Callable[[str, di
             except Exception as e:  # noqa: BLE001 - a crashed worker fails its scenario, not the run
                 result = {"scenario": name, "error": f"worker failed: {type(e).__name__}: {e}"}
             finish(name, result)
-    except BaseException:  # Ctrl-C: queued scenarios are cancelled, running ones end with the workers
-        for fut in futures:  # here, not only via shutdown(): a pool collected early would run its queue to the end
+    except BaseException:  # Ctrl-C: queued scenarios are cancelled, running ones stopped and cleaned up
+        for fut in futures:
             fut.cancel()
+        _stop_workers(pool)
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGTERM to every worker process and wait for each to exit (``_on_stop``): when this returns, no
+    scenario is running and none will start."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor's own table
+    for proc in processes:
+        if proc.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+    for proc in processes:
+        proc.join()
 
 
 def _run_on_ray(jobs: list[tuple], ray_address: str, workers: int, finish: Callable[[str, dict], None]) -> None:
@@ -213,8 +276,10 @@ def _run_on_ray(jobs: list[tuple], ray_address: str, workers: int, finish: Calla
                 result = {"scenario": name, "error": f"task failed: {type(e).__name__}: {e}"}
             finish(name, result)
     except BaseException:
-        for ref in pending:  # Ctrl-C: cancel what has not finished
-            ray.cancel(ref, force=True)
+        for ref in pending:  # Ctrl-C: cancel what has not finished (a running task is interrupted and
+            ray.cancel(ref)  # removes its partial files) and wait until every task has ended
+        with contextlib.suppress(Exception):
+            ray.wait(pending, num_returns=len(pending), timeout=120)
         raise
     finally:
         if started_here:

@@ -60,13 +60,15 @@ def _run_and_record(
     rerun_path: str | Path | None,
     name: str,
     progress: Callable[[int, int], None] | None,
-) -> dict:
+) -> tuple[dict, Path | None]:
     """Runs the episode, handing each frame to the video ``writer`` (closed here) and to a Rerun
-    recording at ``rerun_path`` (kept only when the episode completes); returns the metrics."""
+    recording of ``rerun_path``; returns the metrics and the finished recording's partial file (the
+    caller renames it into place with the rest of the result), None without one."""
     from contextlib import ExitStack
 
     total = int(round(sim.scenario.duration_s / sim.config.dt_s))
     recorder = None
+    partial = None
 
     def on_frame(obs: Observation) -> None:
         if writer is not None:
@@ -82,13 +84,24 @@ def _run_and_record(
         if rerun_path is not None:
             from neurodrive.interop.rerun_recording import EpisodeRecorder, RerunRecording
 
-            recorder = EpisodeRecorder(stack.enter_context(RerunRecording(rerun_path, name)), sim)
+            recording = stack.enter_context(RerunRecording(rerun_path, name, publish_on_exit=False))
+            partial = recording.partial_path
+            recorder = EpisodeRecorder(recording, sim)
         metrics = run_episode(sim, agent, seed, on_frame)
         if recorder is not None:
             recorder.finish(sim)
         if progress:
             progress(total, total)  # an episode may end early (collision, goal)
-    return metrics
+    return metrics, partial
+
+
+def scenario_inputs(scenario_path: Path, scenario: Scenario, sim: Simulator) -> list[tuple[str, Path]]:
+    """What a replay reads: the scenario file, its scene folder and the log (no output may be, hold
+    or lie inside one of them)."""
+    inputs = [("the scenario", scenario_path), ("the log", sim.log.root)]
+    if scenario.scene is not None:
+        inputs.append(("the scene", scenario.resolve_path(scenario.scene)))
+    return inputs
 
 
 def replay(
@@ -107,7 +120,7 @@ def replay(
     An earlier result in OUT is kept unless ``overwrite``; an interrupted run leaves no partial file.
     """
     from neurodrive.app.evaluation import run_key
-    from neurodrive.io_utils import check_output
+    from neurodrive.io_utils import check_apart, check_output
 
     scenario_path, out = Path(scenario_path), Path(out_dir)
     scenario = Scenario.load(scenario_path)
@@ -124,35 +137,48 @@ def replay(
         config=SimConfig(),
         render_sensors=video or agent.needs_sensors or rerun_path is not None,
     )
+    inputs = scenario_inputs(scenario_path, scenario, sim)
+    check_apart(out, inputs)
+    if rerun_path is not None:
+        check_apart(rerun_path, inputs)
     out.mkdir(parents=True, exist_ok=True)
-    writer, tmp_video = None, None
-    if video and sim.scene is not None:
-        tmp_video = out / ".video.partial.mp4"
-        writer = imageio.get_writer(
-            tmp_video, format="FFMPEG", fps=round(1 / sim.config.dt_s), codec="libx264", macro_block_size=1
-        )
-
+    # every file of the result is written under a partial name and renamed into place together,
+    # metrics.json last: an interruption at any point leaves the previous result as it was
+    staged: list[tuple[Path, Path]] = []  # (partial file, final name)
     try:
-        metrics = _run_and_record(sim, agent, seed, writer, rerun_path, f"{scenario.name} - {agent_name}", progress)
+        writer = None
+        if video and sim.scene is not None:
+            staged.append((out / ".video.partial.mp4", out / "video.mp4"))
+            writer = imageio.get_writer(
+                staged[-1][0], format="FFMPEG", fps=round(1 / sim.config.dt_s), codec="libx264", macro_block_size=1
+            )
+        metrics, recording = _run_and_record(
+            sim, agent, seed, writer, rerun_path, f"{scenario.name} - {agent_name}", progress
+        )
+        if recording is not None:
+            staged.append((recording, Path(rerun_path)))
+        metrics = {
+            "scenario": scenario.name,
+            "agent": agent_name,
+            "seed": scenario.seed if seed is None else seed,
+            "map": "log map"
+            if sim.log.has_map
+            else "none: route and off-road checks use a corridor around the logged ego path",
+            **metrics,
+            "run_key": run_key(scenario_path, agent_name, video, rerun=rerun_path is not None),
+        }
+        staged.append((out / ".plot.partial.png", out / "plot.png"))
+        write_plot(sim, staged[-1][0], agent_name)
+        staged.append((out / ".scenario.partial.yaml", out / "scenario.yaml"))
+        atomic_write_bytes(staged[-1][0], scenario.dump_yaml().encode())
+        (out / "metrics.json").unlink(missing_ok=True)  # the old result stops being complete first
+        if not video or sim.scene is None:
+            (out / "video.mp4").unlink(missing_ok=True)  # an old video never stands beside new metrics
+        for partial, final in staged:
+            os.replace(partial, final)
+        atomic_write_json(out / "metrics.json", metrics)  # last: marks the result complete
     except BaseException:
-        if tmp_video is not None:
-            tmp_video.unlink(missing_ok=True)
+        for partial, _ in staged:
+            partial.unlink(missing_ok=True)
         raise
-    if tmp_video is not None:
-        os.replace(tmp_video, out / "video.mp4")
-    else:
-        (out / "video.mp4").unlink(missing_ok=True)  # an old video never stands beside new metrics
-    metrics = {
-        "scenario": scenario.name,
-        "agent": agent_name,
-        "seed": scenario.seed if seed is None else seed,
-        "map": "log map"
-        if sim.log.has_map
-        else "none: route and off-road checks use a corridor around the logged ego path",
-        **metrics,
-        "run_key": run_key(scenario_path, agent_name, video, rerun=rerun_path is not None),
-    }
-    write_plot(sim, out / "plot.png", agent_name)
-    atomic_write_bytes(out / "scenario.yaml", scenario.dump_yaml().encode())
-    atomic_write_json(out / "metrics.json", metrics)  # last: marks the result complete
     return metrics

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from neurodrive.geometry import invert_pose, points_in_box, transform_points
-from neurodrive.io_utils import atomic_write_json, staged_directory
+from neurodrive.io_utils import atomic_write_json, check_apart, staged_directory
 from neurodrive.logs.io import image_path
 from neurodrive.logs.model import CameraSpec, DrivingLog
 from neurodrive.reconstruct.config import ReconConfig, holdout_frames
@@ -243,6 +243,8 @@ def export_nerfstudio(
 
     ``scene``: a scene reconstructed from ``log``; its held-out frames are used and its ``auto-``
     tracks (moving traffic the log has no labels for) are masked too."""
+    inputs = [("the log", log.root)] + ([("the scene", scene)] if scene is not None else [])
+    check_apart(out, inputs)  # before anything is staged or replaced
     if not log.rig.cameras:
         raise ValueError(f"log '{log.name}' has no cameras: nothing for nerfstudio to train on")
     if not np.isfinite(voxel_m) or voxel_m < 0:

@@ -70,9 +70,14 @@ def _quaternions_xyzw(poses: np.ndarray) -> np.ndarray:
 
 
 class RerunRecording:
-    """One ``.rrd`` file being written; use as a context manager (kept only when the block completes)."""
+    """One ``.rrd`` file being written; use as a context manager (kept only when the block completes).
 
-    def __init__(self, path: str | Path, name: str) -> None:
+    It is written as ``.NAME.rrd.partial`` (``partial_path``) and renamed to ``path`` when the block
+    completes, or, with ``publish_on_exit`` off, left for the caller to rename with the other files of
+    its result (a replay renames it just before its metrics.json)."""
+
+    def __init__(self, path: str | Path, name: str, publish_on_exit: bool = True) -> None:
+        self.publish_on_exit = publish_on_exit
         rr = require_rerun()
         self.path = Path(path)
         if self.path.suffix != ".rrd":
@@ -80,10 +85,10 @@ class RerunRecording:
         if self.path.is_dir():
             raise DataError(self.path, None, "is a folder, expected a .rrd file name")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._partial = self.path.with_name(f".{self.path.name}.partial")
+        self.partial_path = self.path.with_name(f".{self.path.name}.partial")
         self.rr = rr
         self.rec = rr.RecordingStream("neurodrive")
-        self.rec.save(self._partial)
+        self.rec.save(self.partial_path)
         self.rec.send_recording_name(name)
         self.rec.log("world", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
         classes = [
@@ -99,10 +104,10 @@ class RerunRecording:
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
         self.rec.flush()
         self.rec.disconnect()
-        if kind is None:
-            os.replace(self._partial, self.path)
-        else:
-            self._partial.unlink(missing_ok=True)
+        if kind is not None:
+            self.partial_path.unlink(missing_ok=True)
+        elif self.publish_on_exit:
+            os.replace(self.partial_path, self.path)
 
     def set_time(self, frame: int, time_s: float) -> None:
         self.rec.set_time("frame", sequence=int(frame))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
+from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz, inside
 from neurodrive.logs.io import image_path, lidar_path
 from neurodrive.logs.model import ActorTrack, DrivingLog, RoadMap, SensorRig
 from neurodrive.logs.schema import FORMAT_NAME, FORMAT_VERSION
@@ -84,15 +84,19 @@ class LogWriter:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
+    def _image_file(self, camera: str, frame: int) -> Path:
+        inside(self.root / "camera", camera)  # a camera name is one folder name, never a path
+        return image_path(self.root, camera, frame)
+
     def write_image(self, camera: str, frame: int, rgb: np.ndarray) -> None:
-        atomic_write_bytes(image_path(self.root, camera, frame), encode_png(rgb))
+        atomic_write_bytes(self._image_file(camera, frame), encode_png(rgb))
 
     def copy_image(self, camera: str, frame: int, src: Path) -> None:
         """Keep a dataset's PNG or JPEG file byte for byte (no re-encoding)."""
         suffix = {".jpeg": ".jpg"}.get(src.suffix.lower(), src.suffix.lower())
         if suffix not in (".png", ".jpg"):
             raise ValueError(f"{src}: only PNG and JPEG images can be kept as they are")
-        atomic_write_bytes(image_path(self.root, camera, frame).with_suffix(suffix), src.read_bytes())
+        atomic_write_bytes(self._image_file(camera, frame).with_suffix(suffix), src.read_bytes())
 
     def write_lidar(self, frame: int, sweep) -> None:
         arrays = {"xyz_m": sweep.xyz_m.astype(np.float32), "intensity": sweep.intensity.astype(np.float32)}

@@ -230,10 +230,14 @@ def _load_training_checkpoint(ckpt: Path, meta: Path, extras, mlp, exp_a, exp_b,
     hint = f"corrupt checkpoint: delete {ckpt.parent} (or run `neurodrive reconstruct --restart`) to start over"
     try:
         info = json.loads(meta.read_text())
-        step = int(info["step"])
+        step = info["step"]
         scalars = set(info.get("python_scalars", []))
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise DataError(meta, "step", f"{hint} ({e})") from e
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise DataError(meta, "step", f"{hint} (expected a whole number of steps >= 0, got {step!r})")
+    if ckpt.is_dir():
+        raise DataError(ckpt, None, f"{hint} (is a folder, expected a safetensors file)")
     try:
         state = load_file(str(ckpt))
     except Exception as e:  # safetensors raises its own error types on corrupt headers

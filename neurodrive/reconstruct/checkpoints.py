@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from neurodrive.errors import DataError
-from neurodrive.io_utils import atomic_write_json, atomic_write_npz
+from neurodrive.io_utils import atomic_write_json, atomic_write_npz, check_apart, content_fingerprint
 from neurodrive.logs.io import read_npz
 from neurodrive.logs.model import DrivingLog
 from neurodrive.reconstruct.config import ReconConfig
@@ -23,8 +23,10 @@ SCENE_FILES = (
 )  # scene.json first: it marks completeness
 
 
-def prepare_scene_folder(out: Path, overwrite: bool, restart: bool) -> None:
-    """Checks that ``out`` may receive a scene and clears what must go before anything is written."""
+def prepare_scene_folder(out: Path, overwrite: bool, restart: bool, log_root: Path) -> None:
+    """Checks that ``out`` may receive a scene (and is not, does not hold and does not lie inside the
+    log at ``log_root``) and clears what must go before anything is written."""
+    check_apart(out, [("the log", log_root)])
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} is a file, expected a folder for the reconstructed scene")
     if (out / "scene.json").exists():
@@ -51,7 +53,14 @@ class CheckpointStage:
     def __init__(self, folder: Path, log: DrivingLog, cfg: ReconConfig) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        signature = {"log": log.name, "num_frames": log.num_frames, "config": asdict(cfg)}
+        # keyed on the log's content, not its name: a log regenerated under the same name and frame
+        # count does not resume from the old one's geometry
+        signature = {
+            "log": log.name,
+            "log_sha256": content_fingerprint(log.root),
+            "num_frames": log.num_frames,
+            "config": asdict(cfg),
+        }
         sig_path = folder / "run.json"
         if sig_path.is_file():
             try:

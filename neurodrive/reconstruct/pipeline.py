@@ -84,7 +84,7 @@ def reconstruct(
     leaves a loadable mix of old and new files. ``restart`` discards the checkpoints first.
     """
     out = Path(out)
-    prepare_scene_folder(out, overwrite, restart)
+    prepare_scene_folder(out, overwrite, restart, log.root)
     stage = CheckpointStage(out / "checkpoints", log, cfg)
     frames = training_frames(log.num_frames, cfg)
     if not frames:

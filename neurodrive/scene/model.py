@@ -195,6 +195,8 @@ class SceneModel(SceneRendering):
         meta_path = folder / "scene.json"
         meta = read_scene_meta(folder)
         app_path = folder / "appearance.safetensors"
+        if app_path.is_dir():
+            raise DataError(app_path, None, "is a folder, expected a safetensors file")
         try:
             t = load_file(str(app_path))
         except FileNotFoundError as e:

@@ -25,8 +25,12 @@ from neurodrive.logs.writer import LogTiming
 from neurodrive.sources.datasets.common import (
     DatasetSource,
     ImportedLog,
+    Progress,
+    dataset_pose,
     measured_lidar,
+    no_progress,
     read_dataset_json,
+    ring_index,
     tracks_from_boxes,
 )
 
@@ -66,9 +70,18 @@ def read_feather(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
     return out
 
 
-def _poses(cols: dict[str, np.ndarray]) -> np.ndarray:
-    q = np.stack([cols["qw"], cols["qx"], cols["qy"], cols["qz"]], axis=1)
-    t = np.stack([cols["tx_m"], cols["ty_m"], cols["tz_m"]], axis=1)
+def _poses(cols: dict[str, np.ndarray], path: Path) -> np.ndarray:
+    """Poses of a feather file's rows; one DataError naming the file, column and row of a NaN or
+    infinite value or a zero quaternion."""
+    for c in POSE_COLUMNS:
+        bad = ~np.isfinite(cols[c].astype(np.float64))
+        if np.any(bad):
+            raise DataError(path, f"{c}[{int(np.argmax(bad))}]", "contains NaN or infinite values")
+    q = np.stack([cols["qw"], cols["qx"], cols["qy"], cols["qz"]], axis=1).astype(np.float64)
+    t = np.stack([cols["tx_m"], cols["ty_m"], cols["tz_m"]], axis=1).astype(np.float64)
+    norm = np.linalg.norm(q, axis=1)
+    if np.any(norm < 1e-6):
+        raise DataError(path, f"qw[{int(np.argmax(norm < 1e-6))}]", "is a zero quaternion")
     return np.stack([pose_from_quaternion(qi, ti) for qi, ti in zip(q, t)])
 
 
@@ -83,7 +96,7 @@ def read_sweep(path: Path) -> LidarSweep:
     return LidarSweep(
         xyz,
         np.clip(c["intensity"].astype(np.float32) / 255.0, 0, 1),
-        ring=c["laser_number"].astype(np.int16),
+        ring=ring_index(c["laser_number"], path, "laser_number"),
         time_offset_s=(c["offset_ns"].astype(np.float64) * 1e-9).astype(np.float32),
     )
 
@@ -97,8 +110,8 @@ def lidar_extrinsic(log_dir: Path) -> np.ndarray:
     if "up_lidar" not in names:
         raise DataError(path, "sensor_name", "has no 'up_lidar' row")
     i = names.index("up_lidar")
-    return pose_from_quaternion(
-        [cal[k][i] for k in ("qw", "qx", "qy", "qz")], [cal[k][i] for k in ("tx_m", "ty_m", "tz_m")]
+    return dataset_pose(
+        [cal[k][i] for k in ("qw", "qx", "qy", "qz")], [cal[k][i] for k in ("tx_m", "ty_m", "tz_m")], path, "up_lidar"
     )
 
 
@@ -133,15 +146,18 @@ def read_map(log_dir: Path) -> RoadMap | None:
     return RoadMap(tuple(areas), tuple(lanes))
 
 
-def import_av2(log_dir: Path) -> ImportedLog:
+def import_av2(log_dir: Path, progress: Progress = no_progress) -> ImportedLog:
     log_dir = Path(log_dir)
-    pose_cols = read_feather(log_dir / "city_SE3_egovehicle.feather", ("timestamp_ns", *POSE_COLUMNS))
+    pose_path = log_dir / "city_SE3_egovehicle.feather"
+    pose_cols = read_feather(pose_path, ("timestamp_ns", *POSE_COLUMNS))
+    if len(pose_cols["timestamp_ns"]) == 0:
+        raise DataError(pose_path, "timestamp_ns", "holds no poses")
     order = np.argsort(pose_cols["timestamp_ns"])
     stream_t = pose_cols["timestamp_ns"][order].astype(np.int64)
     keep = np.concatenate([[True], np.diff(stream_t) > 0])
     stream_t0 = int(stream_t[0])
     stream_s = (stream_t[keep] - stream_t0) * 1e-9
-    stream = _poses({k: v[order][keep] for k, v in pose_cols.items()})
+    stream = _poses({k: v[order][keep] for k, v in pose_cols.items()}, pose_path)
     ann_path = log_dir / "annotations.feather"
     ann = read_feather(
         ann_path, ("timestamp_ns", "track_uuid", "category", "length_m", "width_m", "height_m", *POSE_COLUMNS)
@@ -151,19 +167,24 @@ def import_av2(log_dir: Path) -> ImportedLog:
     times = (frame_ns - stream_t0) * 1e-9
     ego = interpolate_poses(stream_s, stream, times)
     frame_of = {int(t): i for i, t in enumerate(frame_ns)}
-    box_poses = _poses(ann)
+    box_poses = _poses(ann, ann_path)
+    sizes = np.stack([ann["length_m"], ann["width_m"], ann["height_m"]], axis=1).astype(np.float64)
+    bad_size = ~np.all(np.isfinite(sizes) & (sizes > 0), axis=1)
+    if np.any(bad_size):
+        raise DataError(ann_path, f"length_m[{int(np.argmax(bad_size))}]", "box sizes must be positive finite numbers")
     boxes: dict[str, list] = {}
     labels: dict[str, str] = {}
     for i, (t, uuid) in enumerate(zip(ann["timestamp_ns"], ann["track_uuid"])):
         f = frame_of[int(t)]
-        size = np.array([ann["length_m"][i], ann["width_m"][i], ann["height_m"][i]])
+        size = sizes[i]
         boxes.setdefault(str(uuid), []).append((f, ego[f] @ box_poses[i], size))
         labels[str(uuid)] = str(ann["category"][i])
     lidar_times = np.full(len(frame_ns), np.nan)
     T_ego_lidar = lidar_extrinsic(log_dir)
     T_lidar_ego = invert_pose(T_ego_lidar)
     sweeps = {}
-    for ns, path in sweep_files.items():
+    for done, (ns, path) in enumerate(sweep_files.items(), 1):
+        progress("reading AV2 sweeps", done, len(sweep_files))
         sweep = read_sweep(path)
         xyz = (sweep.xyz_m.astype(np.float64) @ T_lidar_ego[:3, :3].T + T_lidar_ego[:3, 3]).astype(np.float32)
         sweeps[frame_of[ns]] = replace(sweep, xyz_m=xyz)
@@ -204,5 +225,5 @@ SOURCE = DatasetSource(
     "av2",
     "Argoverse 2 sensor-dataset log folder: poses, LiDAR sweeps, cuboid tracks, vector map",
     "the log folder",
-    lambda src, o: import_av2(src),
+    lambda src, o: import_av2(src, o.get("progress") or no_progress),
 )

@@ -1,5 +1,6 @@
-"""What every dataset importer needs: reading the dataset's files with errors that name them, the
-one category set, the +0.5 pixel-centre shift, measured LiDAR patterns and a staged log write."""
+"""What every dataset importer needs: reading the dataset's files with errors that name them (paths
+from data files kept inside the dataset, poses and numbers checked finite), the one category set,
+the +0.5 pixel-centre shift, measured LiDAR patterns and a staged, checked log write."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from neurodrive.errors import DataError
+from neurodrive.geometry import pose_from_quaternion
 from neurodrive.lidar.pattern import PatternReport, elevation_rad, measure_pattern
 from neurodrive.logs.model import ActorTrack, CameraSpec, LidarSpec, LidarSweep, RoadMap, SensorRig
 from neurodrive.logs.writer import LogTiming, LogWriter
@@ -31,6 +33,63 @@ def field_of(record: dict, key: str, source: Path | str, where: str) -> Any:
     return record[key]
 
 
+def dataset_file(root: Path, value: object, source: Path | str, where: str, base: Path | None = None) -> Path:
+    """A file named in a dataset's table (relative to ``base``, default ``root``); one DataError
+    naming ``source`` and ``where`` when it is not a string, is absolute or leads outside ``root``."""
+    from neurodrive.io_utils import path_in_root
+
+    return path_in_root(root, value, source, where, base)
+
+
+def numbers(value: object, count: int, source: Path | str, where: str) -> np.ndarray:
+    """``count`` finite numbers read from a dataset (a list, or a matrix flattened); one DataError
+    naming the file and field otherwise."""
+    try:
+        arr = np.asarray(value, dtype=float).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise DataError(source, where, f"expected {count} numbers, got {value!r}") from e
+    if arr.size != count:
+        raise DataError(source, where, f"expected {count} numbers, got {arr.size}")
+    if not np.all(np.isfinite(arr)):
+        raise DataError(source, where, "contains NaN or infinite values")
+    return arr
+
+
+def dataset_pose(wxyz: object, translation: object, source: Path | str, where: str) -> np.ndarray:
+    """T from a quaternion (w, x, y, z) and a translation read from a dataset; one DataError naming
+    the file and field for a missing, non-finite or zero quaternion or translation."""
+    q = numbers(wxyz, 4, source, f"{where}.rotation")
+    t = numbers(translation, 3, source, f"{where}.translation")
+    if np.linalg.norm(q) < 1e-6:
+        raise DataError(source, f"{where}.rotation", "is a zero quaternion")
+    return pose_from_quaternion(q, t)  # scipy normalises the quaternion
+
+
+MAX_RING = 1023  # ring / laser numbers of real LiDARs are below 128; int16 in the log format
+
+
+def ring_index(values: np.ndarray, source: Path | str, field: str) -> np.ndarray:
+    """A sweep's ring / laser numbers as int16; one DataError when one is not a whole number in
+    [0, MAX_RING] (a larger one would wrap around in the log's int16)."""
+    values = np.asarray(values)
+    bad = ~np.isfinite(values) | (values < 0) | (values > MAX_RING) | (values != np.round(values))
+    if np.any(bad):
+        raise DataError(source, field, f"{values[bad][0]!r} is not a ring index (whole numbers 0 to {MAX_RING})")
+    return values.astype(np.int16)
+
+
+def safe_sensor_name(name: object, source: Path | str, where: str) -> str:
+    """A sensor name that becomes a folder of the log (camera/<name>/); one DataError naming the
+    file and field, before anything is written, unless it is a plain file name."""
+    from neurodrive.io_utils import is_safe_name
+
+    if not isinstance(name, str) or not is_safe_name(name):
+        raise DataError(
+            source, where, f"sensor name {name!r} cannot be used as a folder name (letters, digits, '_', '.', '-' only)"
+        )
+    return name
+
+
 def opencv_intrinsics(fx: float, fy: float, cx: float, cy: float, skew: float = 0.0) -> np.ndarray:
     """K in this format's convention (pixel centres at +0.5) from intrinsics whose pixel centres sit at
     integers (KITTI, OpenCV, nuScenes, DGP, AV2): the principal point moves by half a pixel."""
@@ -49,15 +108,19 @@ def map_category(label: str, rules: tuple[CategoryRule, ...]) -> str:
     return "other"
 
 
-def check_image_size(path: Path, camera: CameraSpec) -> None:
-    """One DataError when an image does not have the calibration's size (read from its header)."""
+def check_image(path: Path, camera: CameraSpec) -> None:
+    """One DataError when an image is missing, cannot be decoded whole (a truncated PNG / JPEG) or
+    does not have the calibration's size."""
     from PIL import Image, UnidentifiedImageError
 
+    if not path.is_file():
+        raise DataError(path, None, "missing image file")
     try:
         with Image.open(path) as im:
             size = im.size
-    except (OSError, UnidentifiedImageError) as e:
-        raise DataError(path, None, f"unreadable image: {e}") from e
+            im.load()  # decodes every pixel: a truncated file fails here, not later in export or overlay
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        raise DataError(path, None, f"unreadable or truncated image: {e}") from e
     if size != (camera.width_px, camera.height_px):
         raise DataError(
             path,
@@ -101,9 +164,17 @@ def measured_lidar(
     return spec, report
 
 
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def no_progress(stage: str, done: int, total: int) -> None:
+    """The progress callback when nobody listens."""
+
+
 @dataclass
 class ImportedLog:
-    """Everything an importer gathered, written by :meth:`write` into a staged folder."""
+    """Everything an importer gathered, checked by :meth:`check` and written by :meth:`write` into a
+    staged folder."""
 
     name: str
     rig: SensorRig
@@ -117,15 +188,47 @@ class ImportedLog:
     sweeps: dict[int, LidarSweep] = field(default_factory=dict)  # frame -> sweep
     metadata: dict = field(default_factory=dict)
 
-    def write(self, out: Path, overwrite: bool = False) -> Path:
-        from neurodrive.io_utils import staged_directory
+    def check(self, source: Path) -> None:
+        """Before anything is written: every name that becomes a path is a plain file name and every
+        pose, time and calibration is finite (errors name the dataset ``source`` and the field).
+        Importers check what they read where they read it; this catches what slipped through."""
+        from neurodrive.io_utils import is_safe_name
 
+        for i, cam in enumerate(self.rig.cameras):
+            safe_sensor_name(cam.name, source, f"cameras[{i}].name")
+            numbers(cam.intrinsics, 9, source, f"cameras[{i}].intrinsics")
+            numbers(cam.T_ego_camera, 16, source, f"cameras[{i}].T_ego_camera")
+        if self.rig.lidar is not None:
+            numbers(self.rig.lidar.T_ego_lidar, 16, source, "lidar.T_ego_lidar")
+        for i, track in enumerate(self.tracks):
+            if not is_safe_name(track.actor_id):
+                raise DataError(source, f"tracks[{i}].id", f"{track.actor_id!r} cannot be used as a file name")
+            numbers(track.size_m, 3, source, f"tracks[{i}].size_m")
+        arrays = {"timestamps_s": self.timestamps_s, "ego_poses": self.ego_poses, **self.timing.arrays()}
+        for name, arr in arrays.items():
+            finite = np.isfinite(arr) | (name in ("camera_timestamps_s", "lidar_timestamps_s"))
+            if not np.all(finite):
+                raise DataError(source, name, "contains NaN or infinite values")
+
+    def write(
+        self, out: Path, overwrite: bool = False, source: Path | None = None, progress: Progress = no_progress
+    ) -> Path:
+        """Checks the log, writes it into a staging folder beside ``out``, loads it back (``load_log``)
+        and only then moves it into place: a failed import leaves the previous ``out`` as it was."""
+        from neurodrive.io_utils import staged_directory
+        from neurodrive.logs.io import load_log
+
+        source = Path(source) if source is not None else Path(self.name)
+        self.check(source)
         with staged_directory(out, overwrite=overwrite) as staging:
             writer = LogWriter(staging)
-            for (camera, frame), src in sorted(self.images.items()):
+            total = len(self.images) + len(self.sweeps) + 1
+            for done, ((camera, frame), src) in enumerate(sorted(self.images.items()), 1):
                 writer.copy_image(camera, frame, src)
-            for frame, sweep in sorted(self.sweeps.items()):
+                progress("writing the log", done, total)
+            for done, (frame, sweep) in enumerate(sorted(self.sweeps.items()), len(self.images) + 1):
                 writer.write_lidar(frame, sweep)
+                progress("writing the log", done, total)
             writer.write_metadata(
                 self.name,
                 self.rig,
@@ -137,6 +240,13 @@ class ImportedLog:
                 self.metadata,
                 self.timing,
             )
+            try:
+                load_log(staging)
+            except DataError as e:
+                raise DataError(
+                    source, e.field, f"the imported log would not load ({Path(e.file).name}): {e.problem}"
+                ) from e
+            progress("writing the log", total, total)
         return out
 
 
@@ -151,20 +261,46 @@ def stream_timing(
     return LogTiming(camera_timestamps_s, lidar_timestamps_s, times, np.stack([stream[t] for t in times]), pose_source)
 
 
+COMMON_OPTIONS = ("overwrite", "progress")  # every importer takes these
+
+
 @dataclass
 class DatasetSource:
     """A dataset importer as a ``LogSource``: ``read(src, options)`` gathers the log, which is then
-    written atomically to ``out``."""
+    checked and written atomically to ``out``.
+
+    ``options`` names the options it reads (besides ``overwrite`` and ``progress``): any other one
+    given is refused rather than silently ignored. ``root_of(src)`` is the dataset's folder (the
+    files it names must stay inside it; ``out`` must not be, hold or lie inside it)."""
 
     name: str
     description: str
     input: str  # what SRC is, named in the error when it is missing
     read: Callable[[Path, dict[str, Any]], ImportedLog]
+    options: tuple[str, ...] = ()
+    root_of: Callable[[Path], Path] = lambda src: src
 
     def write_log(self, src: Path | None, out: Path, **options: Any) -> Path:
+        from neurodrive.io_utils import check_output
+
         if src is None:
             raise ValueError(f"{self.name} needs {self.input}")
-        return self.read(Path(src), options).write(out, overwrite=bool(options.get("overwrite", False)))
+        src = Path(src)
+        for key, value in options.items():
+            if value is not None and key not in self.options + COMMON_OPTIONS:
+                used = ", ".join(f"--{o}" for o in self.options) or "none"
+                raise ValueError(f"--{key} is not used by the {self.name} importer (its options: {used})")
+        frames = options.get("frames")
+        if frames is not None and frames < 1:
+            raise ValueError(f"--frames must be at least 1, got {frames}")
+        if not src.exists():
+            raise DataError(src, None, f"does not exist (expected {self.input})")
+        inputs = [("the dataset", self.root_of(src))]
+        inputs += [(f"the --{k} folder", v) for k, v in options.items() if isinstance(v, Path)]
+        overwrite = bool(options.get("overwrite", False))
+        check_output(out, overwrite, "folder", inputs)  # before the import's work, not after it
+        imported = self.read(src, options)
+        return imported.write(out, overwrite, src, options.get("progress") or no_progress)
 
 
 def tracks_from_boxes(

@@ -19,16 +19,22 @@ from pathlib import Path
 import numpy as np
 
 from neurodrive.errors import DataError
-from neurodrive.geometry import invert_pose, pose_from_quaternion
+from neurodrive.geometry import invert_pose
 from neurodrive.logs.model import CameraSpec, LidarSweep, SensorRig
 from neurodrive.sources.datasets.common import (
     DatasetSource,
     ImportedLog,
-    check_image_size,
+    Progress,
+    check_image,
+    dataset_file,
+    dataset_pose,
     field_of,
     measured_lidar,
+    no_progress,
+    numbers,
     opencv_intrinsics,
     read_dataset_json,
+    safe_sensor_name,
     stream_timing,
     tracks_from_boxes,
 )
@@ -52,26 +58,35 @@ DGP_PATTERN_BINS = (2048, 0.1)
 
 def _pose(p: dict, source: Path, where: str) -> np.ndarray:
     r, t = field_of(p, "rotation", source, where), field_of(p, "translation", source, where)
-    try:
-        return pose_from_quaternion([r["qw"], r["qx"], r["qy"], r["qz"]], [t["x"], t["y"], t["z"]])
-    except (KeyError, TypeError, ValueError) as e:
-        raise DataError(source, where, f"bad pose: {e}") from e
+    q = [field_of(r, k, source, f"{where}.rotation") for k in ("qw", "qx", "qy", "qz")]
+    return dataset_pose(q, [field_of(t, k, source, f"{where}.translation") for k in "xyz"], source, where)
 
 
-def _time_s(stamp: str, source: Path) -> float:
+def _time_s(stamp: object, source: Path) -> float:
     try:
+        if not isinstance(stamp, str):
+            raise ValueError
         day = datetime.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")
+        frac = stamp[19:].rstrip("Z").lstrip(".")
+        return (day - datetime(1970, 1, 1)).total_seconds() + (float("0." + frac) if frac else 0.0)
     except ValueError as e:
         raise DataError(source, "id.timestamp", f"not an ISO time: {stamp!r}") from e
-    frac = stamp[19:].rstrip("Z").lstrip(".")
-    return (day - datetime(1970, 1, 1)).total_seconds() + (float("0." + frac) if frac else 0.0)
 
 
 def _scene_file(dataset_json: Path, scene: str | None) -> Path:
     ds = read_dataset_json(dataset_json, "DGP scene dataset")
+    splits = field_of(ds, "scene_splits", dataset_json, "")
+    if not isinstance(splits, dict):
+        raise DataError(dataset_json, "scene_splits", "expected a mapping of splits")
     files: list[str] = []
-    for split in field_of(ds, "scene_splits", dataset_json, "").values():
-        files += [f for f in split.get("filenames", []) if f not in files]
+    for key, split in splits.items():
+        names = split.get("filenames", []) if isinstance(split, dict) else None
+        if not isinstance(names, list):
+            raise DataError(dataset_json, f"scene_splits.{key}.filenames", "expected a list of scene files")
+        for i, f in enumerate(names):
+            dataset_file(dataset_json.parent, f, dataset_json, f"scene_splits.{key}.filenames[{i}]")
+            if f not in files:
+                files.append(f)
     if not files:
         raise DataError(dataset_json, "scene_splits", "lists no scene")
     if scene is None:
@@ -82,32 +97,29 @@ def _scene_file(dataset_json: Path, scene: str | None) -> Path:
     return dataset_json.parent / match[0]
 
 
-def import_dgp(dataset_json: Path, scene: str | None = None) -> ImportedLog:
-    scene_path = _scene_file(Path(dataset_json), scene)
+def import_dgp(dataset_json: Path, scene: str | None = None, progress: Progress = no_progress) -> ImportedLog:
+    dataset_json = Path(dataset_json)
+    root = dataset_json.parent  # every file the dataset names must stay inside this folder
+    scene_path = _scene_file(dataset_json, scene)
     folder = scene_path.parent
     sc = read_dataset_json(scene_path, "DGP scene")
-    datums = {d["key"]: d for d in field_of(sc, "data", scene_path, "")}
+    datums = {
+        field_of(d, "key", scene_path, f"data[{i}]"): d for i, d in enumerate(field_of(sc, "data", scene_path, ""))
+    }
     samples = field_of(sc, "samples", scene_path, "")
-    calib_path = folder / "calibration" / f"{samples[0]['calibration_key']}.json"
-    calib = read_dataset_json(calib_path, "DGP calibration")
-    names = field_of(calib, "names", calib_path, "")
-    ext = {n: _pose(e, calib_path, f"extrinsics[{i}]") for i, (n, e) in enumerate(zip(names, calib["extrinsics"]))}
-    intr = dict(zip(names, calib["intrinsics"]))
+    if not isinstance(samples, list) or not samples:
+        raise DataError(scene_path, "samples", "lists no samples")
+    ext, intr, calib_path = _calibration(folder, samples[0], scene_path)
     labels_by_id = _ontology(folder, sc)
-    per_sample = []
-    for s in samples:
-        by_name = {}
-        for key in s["datum_keys"]:
-            if key not in datums:
-                raise DataError(scene_path, "samples.datum_keys", f"unknown datum key {key}")
-            d = datums[key]
-            by_name[d["id"]["name"]] = d
-        per_sample.append(by_name)
-    lidar_name = next((n for n, d in per_sample[0].items() if "point_cloud" in d["datum"]), None)
+    per_sample = [_datums_by_name(s, i, datums, scene_path) for i, s in enumerate(samples)]
+    lidar_name = next(
+        (n for n, d in per_sample[0].items() if "point_cloud" in field_of(d, "datum", scene_path, f"data[{d['key']}]")),
+        None,
+    )
     if lidar_name is None:
         raise DataError(scene_path, "data", "the first sample has no point_cloud datum")
     cam_names = sorted(n for n, d in per_sample[0].items() if "image" in d["datum"])
-    cameras = _cameras(cam_names, intr, ext, per_sample[0])
+    cameras = _cameras(cam_names, intr, ext, per_sample[0], calib_path, scene_path)
     n = len(samples)
     times, ego, cam_times = np.zeros(n), np.zeros((n, 4, 4)), np.full((len(cameras), n), np.nan)
     stream: dict[float, np.ndarray] = {}
@@ -116,22 +128,30 @@ def import_dgp(dataset_json: Path, scene: str | None = None) -> ImportedLog:
     boxes: dict[str, list] = {}
     labels: dict[str, str] = {}
     for f, by_name in enumerate(per_sample):
+        if lidar_name not in by_name:
+            raise DataError(scene_path, f"samples[{f}].datum_keys", f"no {lidar_name} datum in this sample")
         lid = by_name[lidar_name]
-        pc = lid["datum"]["point_cloud"]
-        times[f] = _time_s(lid["id"]["timestamp"], scene_path)
-        ego[f] = _pose(pc["pose"], scene_path, f"data[{lid['key']}].pose") @ invert_pose(ext[lidar_name])
+        pc_where = f"data[{lid['key']}].datum.point_cloud"
+        pc = field_of(lid["datum"], "point_cloud", scene_path, f"data[{lid['key']}].datum")
+        times[f] = _time_s(field_of(lid["id"], "timestamp", scene_path, f"data[{lid['key']}].id"), scene_path)
+        ego[f] = _pose(field_of(pc, "pose", scene_path, pc_where), scene_path, f"{pc_where}.pose") @ invert_pose(
+            ext[lidar_name]
+        )
         stream[times[f]] = ego[f]
         for c, cam in enumerate(cameras):
             if cam.name not in by_name:
                 continue
             d = by_name[cam.name]
-            cam_times[c, f] = _time_s(d["id"]["timestamp"], scene_path)
-            pose = _pose(d["datum"]["image"]["pose"], scene_path, f"data[{d['key']}].pose")
+            where = f"data[{d['key']}].datum.image"
+            img = field_of(d["datum"], "image", scene_path, f"data[{d['key']}].datum")
+            cam_times[c, f] = _time_s(field_of(d["id"], "timestamp", scene_path, f"data[{d['key']}].id"), scene_path)
+            pose = _pose(field_of(img, "pose", scene_path, where), scene_path, f"{where}.pose")
             stream[cam_times[c, f]] = pose @ invert_pose(cam.T_ego_camera)
-            images[(cam.name, f)] = folder / d["datum"]["image"]["filename"]
-            check_image_size(images[(cam.name, f)], cam)
-        sweeps.append(_read_points(folder / pc["filename"]))
-        _sample_boxes(folder, pc, ego[f] @ ext[lidar_name], f, labels_by_id, boxes, labels)
+            images[(cam.name, f)] = dataset_file(root, img.get("filename"), scene_path, f"{where}.filename", folder)
+            check_image(images[(cam.name, f)], cam)
+        sweeps.append(_read_points(dataset_file(root, pc.get("filename"), scene_path, f"{pc_where}.filename", folder)))
+        _sample_boxes(root, folder, pc, ego[f] @ ext[lidar_name], f, labels_by_id, boxes, labels)
+        progress("reading DGP samples", f + 1, n)
     T_ego_lidar, sweeps = lidar_on_the_roof(ext[lidar_name], sweeps, cameras)
     lidar, report = measured_lidar(
         lidar_name, T_ego_lidar, sweeps, "elevation bins", 250.0, 10.0, True, *DGP_PATTERN_BINS
@@ -149,12 +169,50 @@ def import_dgp(dataset_json: Path, scene: str | None = None) -> ImportedLog:
         sweeps=dict(enumerate(sweeps)),
         metadata={
             "dataset": "dgp",
-            "scene": str(scene_path.relative_to(Path(dataset_json).parent)),
+            "scene": str(scene_path.relative_to(dataset_json.parent)),
             "lidar_pattern": report.as_dict(),
             "licence": "DGP: MIT; DDAD data: CC BY-NC-SA 4.0 (TRI)",
             "map": "none",
         },
     )
+
+
+def _calibration(folder: Path, first_sample: dict, scene_path: Path) -> tuple[dict, dict, Path]:
+    """Extrinsics (name -> T_ego_sensor), intrinsics (name -> record) and the file of the scene's
+    calibration."""
+    where = "samples[0].calibration_key"
+    key = _key_name(field_of(first_sample, "calibration_key", scene_path, "samples[0]"), scene_path, where)
+    path = folder / "calibration" / f"{key}.json"
+    calib = read_dataset_json(path, "DGP calibration")
+    names, extrinsics, intrinsics = (field_of(calib, k, path, "") for k in ("names", "extrinsics", "intrinsics"))
+    if not (
+        all(isinstance(v, list) for v in (names, extrinsics, intrinsics))
+        and len(names) == len(extrinsics) == len(intrinsics)
+    ):
+        raise DataError(path, "names", "names, extrinsics and intrinsics must be lists of the same length")
+    ext = {n: _pose(e, path, f"extrinsics[{i}]") for i, (n, e) in enumerate(zip(names, extrinsics))}
+    return ext, dict(zip(names, intrinsics)), path
+
+
+def _datums_by_name(sample: dict, index: int, datums: dict, scene_path: Path) -> dict[str, dict]:
+    """Sensor name -> datum of one sample (names checked: they become folders of the log)."""
+    by_name = {}
+    for key in field_of(sample, "datum_keys", scene_path, f"samples[{index}]"):
+        if key not in datums:
+            raise DataError(scene_path, "samples.datum_keys", f"unknown datum key {key}")
+        where = f"data[{key}].id.name"
+        name = field_of(field_of(datums[key], "id", scene_path, f"data[{key}]"), "name", scene_path, where)
+        by_name[safe_sensor_name(name, scene_path, where)] = datums[key]
+    return by_name
+
+
+def _key_name(key: object, source: Path, where: str) -> str:
+    """A calibration / ontology key, which names a file: a plain file name or one DataError."""
+    from neurodrive.io_utils import is_safe_name
+
+    if not isinstance(key, str) or not is_safe_name(key):
+        raise DataError(source, where, f"{key!r} cannot name a file (letters, digits, '_', '.', '-' only)")
+    return key
 
 
 def lidar_on_the_roof(
@@ -186,20 +244,43 @@ SOURCE = DatasetSource(
     "dgp",
     "TRI DGP / DDAD scene dataset JSON: one scene, its cameras, LiDAR and tracked 3D boxes",
     "the scene dataset JSON",
-    lambda src, o: import_dgp(src, o.get("scene")),
+    lambda src, o: import_dgp(src, o.get("scene"), o.get("progress") or no_progress),
+    options=("scene",),
+    root_of=lambda src: src.parent,
 )
 
 
-def _cameras(names: list[str], intr: dict, ext: dict, first: dict) -> list[CameraSpec]:
+def _cameras(
+    names: list[str], intr: dict, ext: dict, first: dict, calib_path: Path, scene_path: Path
+) -> list[CameraSpec]:
     cameras = []
     for c in names:
-        k, img = intr[c], first[c]["datum"]["image"]
-        K = opencv_intrinsics(k["fx"], k["fy"], k["cx"], k["cy"], k.get("skew", 0.0))
-        cameras.append(CameraSpec(c, int(img["width"]), int(img["height"]), K, ext[c]))
+        if c not in intr:
+            raise DataError(calib_path, "names", f"no calibration for camera '{c}'")
+        k = intr[c]
+        fx, fy, cx, cy = numbers(
+            [field_of(k, key, calib_path, f"intrinsics.{c}") for key in ("fx", "fy", "cx", "cy")],
+            4,
+            calib_path,
+            f"intrinsics.{c}",
+        )
+        skew = numbers(k.get("skew", 0.0), 1, calib_path, f"intrinsics.{c}.skew")[0]
+        img = first[c]["datum"]["image"]
+        where = f"data[{first[c]['key']}].datum.image"
+        size = numbers(
+            [field_of(img, "width", scene_path, where), field_of(img, "height", scene_path, where)],
+            2,
+            scene_path,
+            f"{where}.width/height",
+        )
+        if np.any(size < 1) or np.any(size != np.round(size)):
+            raise DataError(scene_path, f"{where}.width", f"image size {size.tolist()} is not a positive whole number")
+        cameras.append(CameraSpec(c, int(size[0]), int(size[1]), opencv_intrinsics(fx, fy, cx, cy, skew), ext[c]))
     return cameras
 
 
 def _sample_boxes(
+    root: Path,
     folder: Path,
     pc: dict,
     T_world_lidar: np.ndarray,
@@ -209,21 +290,33 @@ def _sample_boxes(
     labels: dict[str, str],
 ) -> None:
     """Add the point cloud's 3D boxes (in the LiDAR frame) to ``boxes`` / ``labels``."""
-    box_file = pc.get("annotations", {}).get("1")
-    if not box_file:
+    box_name = (pc.get("annotations") or {}).get("1")
+    if not box_name:
         return
-    for i, a in enumerate(read_dataset_json(folder / box_file, "DGP 3D boxes").get("annotations", [])):
-        b = a["box"]
-        pose = T_world_lidar @ _pose(b["pose"], folder / box_file, f"annotations[{i}].box.pose")
-        aid = str(a["instance_id"])
-        boxes.setdefault(aid, []).append((frame, pose, np.array([b["length"], b["width"], b["height"]])))
-        labels[aid] = names.get(int(a["class_id"]), f"class {a['class_id']}")
+    box_file = dataset_file(root, box_name, folder, "point_cloud.annotations.1", folder)
+    for i, a in enumerate(read_dataset_json(box_file, "DGP 3D boxes").get("annotations", [])):
+        where = f"annotations[{i}]"
+        b = field_of(a, "box", box_file, where)
+        pose = T_world_lidar @ _pose(field_of(b, "pose", box_file, f"{where}.box"), box_file, f"{where}.box.pose")
+        size = numbers(
+            [field_of(b, k, box_file, f"{where}.box") for k in ("length", "width", "height")],
+            3,
+            box_file,
+            f"{where}.box.size",
+        )
+        if np.any(size <= 0):
+            raise DataError(box_file, f"{where}.box", f"box size must be positive, got {size.tolist()}")
+        aid = str(field_of(a, "instance_id", box_file, where))
+        class_id = field_of(a, "class_id", box_file, where)
+        boxes.setdefault(aid, []).append((frame, pose, size))
+        labels[aid] = names.get(class_id, f"class {class_id}")
 
 
 def _ontology(folder: Path, scene: dict) -> dict[int, str]:
     """Class id -> name of the scene's 3D-box ontology (empty without one)."""
-    key = next(iter(scene.get("ontologies", {}).values()), None)
+    key = next(iter((scene.get("ontologies") or {}).values()), None)
     if not key:
         return {}
-    onto = read_dataset_json(folder / "ontology" / f"{key}.json", "DGP ontology")
-    return {int(i["id"]): i["name"] for i in onto.get("items", [])}
+    path = folder / "ontology" / f"{_key_name(key, folder, 'ontologies')}.json"
+    onto = read_dataset_json(path, "DGP ontology")
+    return {field_of(i, "id", path, "items"): str(field_of(i, "name", path, "items")) for i in onto.get("items", [])}

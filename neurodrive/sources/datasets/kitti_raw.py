@@ -24,8 +24,10 @@ from neurodrive.logs.writer import LogTiming
 from neurodrive.sources.datasets.common import (
     DatasetSource,
     ImportedLog,
-    check_image_size,
+    Progress,
+    check_image,
     measured_lidar,
+    no_progress,
     opencv_intrinsics,
 )
 
@@ -49,6 +51,8 @@ def read_calib(path: Path) -> dict[str, np.ndarray]:
 def _need(calib: dict[str, np.ndarray], path: Path, key: str, size: int) -> np.ndarray:
     if key not in calib or calib[key].size != size:
         raise DataError(path, key, f"missing or not {size} numbers")
+    if not np.all(np.isfinite(calib[key])):
+        raise DataError(path, key, "contains NaN or infinite values")
     return calib[key]
 
 
@@ -75,8 +79,12 @@ def ground_height_m(sweep: LidarSweep) -> float:
     return float(-np.median(z[z <= np.percentile(z, 33)])) if len(z) > 100 else 1.73
 
 
-def lidar_odometry(sweeps: list[LidarSweep], max_range_m: float = 100.0) -> np.ndarray:
-    """(N, 4, 4) T_first_lidar of each sweep by KISS-ICP (no deskewing: the scans are compensated)."""
+def lidar_odometry(
+    sweeps: list[LidarSweep], max_range_m: float = 100.0, progress: Progress = no_progress
+) -> np.ndarray:
+    """(N, 4, 4) T_first_lidar of each sweep by KISS-ICP (no deskewing: the scans are compensated).
+    One registration thread: with several, its sums add in a varying order and the poses differ in
+    the last bits from run to run."""
     from kiss_icp.config import KISSConfig
     from kiss_icp.kiss_icp import KissICP
 
@@ -84,11 +92,13 @@ def lidar_odometry(sweeps: list[LidarSweep], max_range_m: float = 100.0) -> np.n
     config.data.max_range = max_range_m
     config.data.deskew = False
     config.mapping.voxel_size = max_range_m / 100.0
+    config.registration.max_num_threads = 1
     odometry = KissICP(config)
     poses = []
-    for sweep in sweeps:
+    for done, sweep in enumerate(sweeps, 1):
         odometry.register_frame(sweep.xyz_m.astype(np.float64), np.zeros(0))
         poses.append(np.asarray(odometry.last_pose, float).copy())
+        progress("LiDAR odometry (KISS-ICP)", done, len(sweeps))
     return np.stack(poses)
 
 
@@ -112,14 +122,21 @@ def _timestamps(drive: Path, n: int) -> tuple[np.ndarray, str]:
     if path.is_file():
         from datetime import datetime
 
-        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
         if len(lines) >= n:
-            t = [datetime.strptime(ln[:26], "%Y-%m-%d %H:%M:%S.%f").timestamp() for ln in lines[:n]]
+            try:
+                t = [datetime.strptime(ln[:26], "%Y-%m-%d %H:%M:%S.%f").timestamp() for ln in lines[:n]]
+            except ValueError as e:
+                raise DataError(path, None, f"not a KITTI timestamp: {e}") from e
             return np.array(t) - t[0], "velodyne_points/timestamps.txt"
     return np.arange(n) * 0.1, "nominal 10 Hz (no timestamps.txt)"
 
 
-def import_kitti_raw(drive: Path, calib_dir: Path | None = None, max_frames: int | None = None) -> ImportedLog:
+def import_kitti_raw(
+    drive: Path, calib_dir: Path | None = None, max_frames: int | None = None, progress: Progress = no_progress
+) -> ImportedLog:
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"--frames must be at least 1, got {max_frames}")
     drive = Path(drive)
     calib_dir = Path(calib_dir) if calib_dir else drive.parent
     scans = sorted((drive / "velodyne_points" / "data").glob("*.bin"))[:max_frames]
@@ -127,7 +144,10 @@ def import_kitti_raw(drive: Path, calib_dir: Path | None = None, max_frames: int
         raise DataError(drive / "velodyne_points" / "data", None, "no Velodyne scans (*.bin) in this drive folder")
     image_dir = drive / "image_02" / "data"
     cam, T_cam_velo = _camera(calib_dir, drive)
-    sweeps = [read_velodyne(p) for p in scans]
+    sweeps = []
+    for done, scan in enumerate(scans, 1):
+        sweeps.append(read_velodyne(scan))
+        progress("reading Velodyne scans", done, len(scans))
     height = ground_height_m(sweeps[0])
     T_ego_lidar = make_pose([0.0, 0.0, height])
     cam = CameraSpec(cam.name, cam.width_px, cam.height_px, cam.intrinsics, T_ego_lidar @ invert_pose(T_cam_velo))
@@ -136,10 +156,11 @@ def import_kitti_raw(drive: Path, calib_dir: Path | None = None, max_frames: int
         img = image_dir / f"{scan.stem}.png"
         if not img.is_file():
             raise DataError(img, None, f"missing image for scan {scan.name}")
-        check_image_size(img, cam)
+        check_image(img, cam)
         images[(cam.name, f)] = img
+        progress("checking images", f + 1, len(scans))
     has_oxts = (drive / "oxts" / "data").is_dir()
-    odo = lidar_odometry(sweeps)
+    odo = lidar_odometry(sweeps, progress=progress)
     ego = np.stack([T_ego_lidar @ p @ invert_pose(T_ego_lidar) for p in odo])
     times, time_source = _timestamps(drive, len(scans))
     lidar, report = measured_lidar("velodyne", T_ego_lidar, sweeps, "scan order", 120.0, 10.0, True)
@@ -171,5 +192,6 @@ SOURCE = DatasetSource(
     "kitti-raw",
     "KITTI raw synced+rectified drive: image_02, Velodyne, calibration; poses by LiDAR odometry",
     "the drive folder",
-    lambda src, o: import_kitti_raw(src, o.get("calib"), o.get("frames")),
+    lambda src, o: import_kitti_raw(src, o.get("calib"), o.get("frames"), o.get("progress") or no_progress),
+    options=("calib", "frames"),
 )

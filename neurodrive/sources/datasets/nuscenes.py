@@ -10,21 +10,26 @@ height) in nuScenes, stored here as (length, width, height).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from neurodrive.errors import DataError
-from neurodrive.geometry import pose_from_quaternion
 from neurodrive.logs.model import CameraSpec, LidarSweep, SensorRig
 from neurodrive.sources.datasets.common import (
     DatasetSource,
     ImportedLog,
-    check_image_size,
+    Progress,
+    check_image,
+    dataset_file,
+    dataset_pose,
     field_of,
     measured_lidar,
+    no_progress,
+    numbers,
     opencv_intrinsics,
     read_dataset_json,
+    ring_index,
+    safe_sensor_name,
     stream_timing,
     tracks_from_boxes,
 )
@@ -58,97 +63,113 @@ def _tables(root: Path, version: str) -> dict[str, dict[str, dict]]:
     return out
 
 
+def _ref(t: dict, tables: Path, table: str, record: dict, key: str, target: str) -> dict:
+    """The ``target`` record that ``record[key]`` (a row of ``table``) points to; one DataError
+    naming the table file and field when the token is missing or dangling."""
+    where = str(record.get("token", "?"))
+    token = field_of(record, key, tables / f"{table}.json", where)
+    row = t[target].get(token) if isinstance(token, str) else None
+    if row is None:
+        raise DataError(tables / f"{table}.json", f"{where}.{key}", f"refers to a missing {target} record {token!r}")
+    return row
+
+
 def read_pcd_bin(path: Path) -> LidarSweep:
     """A LIDAR_TOP ``.pcd.bin``: float32 (N, 5) x, y, z, intensity (0-255), ring."""
     if not path.is_file():
         raise DataError(path, None, "missing LiDAR file")
     raw = np.fromfile(path, np.float32)
-    if raw.size % 5:
+    if raw.size == 0 or raw.size % 5:
         raise DataError(path, "points", f"size {raw.size * 4} bytes is not a whole number of 5-float points")
     pts = raw.reshape(-1, 5)
     if not np.all(np.isfinite(pts)):
         raise DataError(path, "points", "contains NaN or infinite values")
-    return LidarSweep(
-        pts[:, :3].copy(), np.clip(pts[:, 3] / 255.0, 0, 1).astype(np.float32), ring=pts[:, 4].astype(np.int16)
-    )
+    ring = ring_index(pts[:, 4], path, "ring")
+    return LidarSweep(pts[:, :3].copy(), np.clip(pts[:, 3] / 255.0, 0, 1).astype(np.float32), ring=ring)
 
 
 def _pose(record: dict, source: Path, where: str) -> np.ndarray:
-    return pose_from_quaternion(
-        field_of(record, "rotation", source, where), field_of(record, "translation", source, where)
+    return dataset_pose(
+        field_of(record, "rotation", source, where), field_of(record, "translation", source, where), source, where
     )
 
 
-def import_nuscenes(root: Path, version: str = "v1.0-mini", scene: str | None = None) -> ImportedLog:
+def _time_s(record: dict, source: Path) -> float:
+    where = str(record.get("token", "?"))
+    return float(numbers(field_of(record, "timestamp", source, where), 1, source, f"{where}.timestamp")[0]) * 1e-6
+
+
+def import_nuscenes(
+    root: Path, version: str = "v1.0-mini", scene: str | None = None, progress: Progress = no_progress
+) -> ImportedLog:
     """The keyframes of one nuScenes scene (default: the first in scene.json)."""
     root = Path(root)
     t = _tables(root, version)
     tables = root / version
-    scenes = {s["name"]: s for s in t["scene"].values()}
+    scenes = {str(field_of(s, "name", tables / "scene.json", k)): s for k, s in t["scene"].items()}
     if scene is None:
-        scene = sorted(scenes)[0]
+        scene = sorted(scenes)[0] if scenes else None
     if scene not in scenes:
         raise DataError(tables / "scene.json", "name", f"unknown scene '{scene}' (known: {', '.join(sorted(scenes))})")
-    samples, token = [], scenes[scene]["first_sample_token"]
+    samples: list[dict] = []
+    token = field_of(scenes[scene], "first_sample_token", tables / "scene.json", scenes[scene].get("token", scene))
     while token:
-        sample = t["sample"].get(token)
+        sample = t["sample"].get(token) if isinstance(token, str) else None
         if sample is None:
-            raise DataError(tables / "sample.json", "token", f"scene '{scene}' refers to a missing sample {token}")
+            raise DataError(tables / "sample.json", "token", f"scene '{scene}' refers to a missing sample {token!r}")
+        if any(s is sample for s in samples):
+            raise DataError(tables / "sample.json", f"{token}.next", f"scene '{scene}': the samples form a loop")
         samples.append(sample)
         token = sample.get("next", "")
-    sensor_of = {k: t["sensor"][c["sensor_token"]] for k, c in t["calibrated_sensor"].items()}
     data: dict[str, dict[str, dict]] = {s["token"]: {} for s in samples}
     for sd in t["sample_data"].values():
         if sd.get("is_key_frame") and sd.get("sample_token") in data:
-            data[sd["sample_token"]][sensor_of[sd["calibrated_sensor_token"]]["channel"]] = sd
-    return _assemble(root, tables, t, scene, samples, data)
+            sensor = _sensor(t, tables, sd)
+            where = f"{sensor.get('token', '?')}.channel"
+            channel = safe_sensor_name(
+                field_of(sensor, "channel", tables / "sensor.json", where), tables / "sensor.json", where
+            )
+            data[sd["sample_token"]][channel] = sd
+    return _assemble(root, tables, t, scene, samples, data, progress)
 
 
-def _assemble(root: Path, tables: Path, t: dict, scene: str, samples: list, data: dict) -> ImportedLog:
+def _assemble(
+    root: Path, tables: Path, t: dict, scene: str, samples: list, data: dict, progress: Progress
+) -> ImportedLog:
+    sd_file, cs_file = tables / "sample_data.json", tables / "calibrated_sensor.json"
     first = data[samples[0]["token"]]
     if "LIDAR_TOP" not in first:
-        raise DataError(tables / "sample_data.json", "LIDAR_TOP", f"scene '{scene}' has no LIDAR_TOP keyframe")
-    cam_names = sorted(ch for ch, sd in first.items() if sensor_modality(t, sd) == "camera")
-    cameras = []
-    for ch in cam_names:
-        sd = first[ch]
-        cs = t["calibrated_sensor"][sd["calibrated_sensor_token"]]
-        k = np.asarray(field_of(cs, "camera_intrinsic", tables / "calibrated_sensor.json", cs["token"]), float)
-        cameras.append(
-            CameraSpec(
-                ch,
-                int(sd["width"]),
-                int(sd["height"]),
-                opencv_intrinsics(k[0, 0], k[1, 1], k[0, 2], k[1, 2]),
-                _pose(cs, tables / "calibrated_sensor.json", cs["token"]),
-            )
-        )
+        raise DataError(sd_file, "LIDAR_TOP", f"scene '{scene}' has no LIDAR_TOP keyframe")
+    cam_names = sorted(ch for ch, sd in first.items() if _sensor(t, tables, sd).get("modality") == "camera")
+    cameras = [_camera(t, tables, ch, first[ch]) for ch in cam_names]
     n = len(samples)
-    lidar_sd = [data[s["token"]]["LIDAR_TOP"] for s in samples]
-    times = np.array([sd["timestamp"] * 1e-6 for sd in lidar_sd])
-    ego = np.stack(
-        [_pose(t["ego_pose"][sd["ego_pose_token"]], tables / "ego_pose.json", sd["ego_pose_token"]) for sd in lidar_sd]
-    )
+    lidar_sd = [data[s["token"]].get("LIDAR_TOP") for s in samples]
+    missing = [f for f, sd in enumerate(lidar_sd) if sd is None]
+    if missing:
+        raise DataError(sd_file, "LIDAR_TOP", f"scene '{scene}' has no LIDAR_TOP keyframe at sample {missing[0]}")
+    times = np.array([_time_s(sd, sd_file) for sd in lidar_sd])
+    ego = np.stack([_ego_pose(t, tables, sd) for sd in lidar_sd])
     cam_times = np.full((len(cameras), n), np.nan)
     images: dict[tuple[str, int], Path] = {}
     stream: dict[float, np.ndarray] = {}
+    sweeps = []
     for f, s in enumerate(samples):
         for c, cam in enumerate(cameras):
             sd = data[s["token"]].get(cam.name)
             if sd is None:
                 continue
-            cam_times[c, f] = sd["timestamp"] * 1e-6
-            images[(cam.name, f)] = root / sd["filename"]
-            check_image_size(root / sd["filename"], cam)
-            stream[cam_times[c, f]] = _pose(
-                t["ego_pose"][sd["ego_pose_token"]], tables / "ego_pose.json", sd["ego_pose_token"]
-            )
+            cam_times[c, f] = _time_s(sd, sd_file)
+            images[(cam.name, f)] = dataset_file(root, sd.get("filename"), sd_file, f"{sd['token']}.filename")
+            check_image(images[(cam.name, f)], cam)
+            stream[cam_times[c, f]] = _ego_pose(t, tables, sd)
         stream[times[f]] = ego[f]
-    sweeps = [read_pcd_bin(root / sd["filename"]) for sd in lidar_sd]
-    cs = t["calibrated_sensor"][lidar_sd[0]["calibrated_sensor_token"]]
+        sd = lidar_sd[f]
+        sweeps.append(read_pcd_bin(dataset_file(root, sd.get("filename"), sd_file, f"{sd['token']}.filename")))
+        progress("reading nuScenes samples", f + 1, n)
+    cs = _ref(t, tables, "sample_data", lidar_sd[0], "calibrated_sensor_token", "calibrated_sensor")
     lidar, report = measured_lidar(
         "LIDAR_TOP",
-        _pose(cs, tables / "calibrated_sensor.json", cs["token"]),
+        _pose(cs, cs_file, cs["token"]),
         sweeps,
         "ring index",
         max_range_m=120.0,
@@ -179,15 +200,42 @@ def _assemble(root: Path, tables: Path, t: dict, scene: str, samples: list, data
     )
 
 
-def sensor_modality(t: dict[str, Any], sd: dict) -> str:
-    return t["sensor"][t["calibrated_sensor"][sd["calibrated_sensor_token"]]["sensor_token"]]["modality"]
+def _camera(t: dict, tables: Path, channel: str, sd: dict) -> CameraSpec:
+    """The camera of a keyframe's sample_data record ``sd`` (size, intrinsics, extrinsics checked)."""
+    sd_file, cs_file = tables / "sample_data.json", tables / "calibrated_sensor.json"
+    cs = _ref(t, tables, "sample_data", sd, "calibrated_sensor_token", "calibrated_sensor")
+    k = numbers(field_of(cs, "camera_intrinsic", cs_file, cs["token"]), 9, cs_file, f"{cs['token']}.camera_intrinsic")
+    size = numbers(
+        [field_of(sd, "width", sd_file, sd["token"]), field_of(sd, "height", sd_file, sd["token"])],
+        2,
+        sd_file,
+        f"{sd['token']}.width/height",
+    )
+    if np.any(size < 1) or np.any(size != np.round(size)):
+        raise DataError(sd_file, f"{sd['token']}.width", f"image size {size.tolist()} is not a positive whole number")
+    K = opencv_intrinsics(k[0], k[4], k[2], k[5])
+    return CameraSpec(channel, int(size[0]), int(size[1]), K, _pose(cs, cs_file, cs["token"]))
+
+
+def _ego_pose(t: dict, tables: Path, sd: dict) -> np.ndarray:
+    pose = _ref(t, tables, "sample_data", sd, "ego_pose_token", "ego_pose")
+    return _pose(pose, tables / "ego_pose.json", str(pose.get("token", "?")))
+
+
+def _sensor(t: dict, tables: Path, sd: dict) -> dict:
+    """The sensor record of a sample_data record (through its calibrated_sensor)."""
+    cs = _ref(t, tables, "sample_data", sd, "calibrated_sensor_token", "calibrated_sensor")
+    return _ref(t, tables, "calibrated_sensor", cs, "sensor_token", "sensor")
 
 
 SOURCE = DatasetSource(
     "nuscenes",
     "nuScenes dataroot (JSON tables): keyframes of one scene, 6 cameras, LIDAR_TOP, boxes",
     "the dataroot folder",
-    lambda src, o: import_nuscenes(src, o.get("version") or "v1.0-mini", o.get("scene")),
+    lambda src, o: import_nuscenes(
+        src, o.get("version") or "v1.0-mini", o.get("scene"), o.get("progress") or no_progress
+    ),
+    options=("scene", "version"),
 )
 
 
@@ -196,17 +244,19 @@ def _boxes(t: dict, tables: Path, samples: list) -> tuple[dict[str, list], dict[
     boxes: dict[str, list] = {}
     labels: dict[str, str] = {}
     frame_of = {s["token"]: f for f, s in enumerate(samples)}
+    source = tables / "sample_annotation.json"
     for a in t["sample_annotation"].values():
-        if a["sample_token"] not in frame_of:
+        if a.get("sample_token") not in frame_of:
             continue
-        w, length, h = a["size"]
-        inst = a["instance_token"]
+        where = str(a["token"])
+        w, length, h = numbers(field_of(a, "size", source, where), 3, source, f"{where}.size")
+        if min(w, length, h) <= 0:
+            raise DataError(source, f"{where}.size", f"box size must be positive, got {[w, length, h]}")
+        instance = _ref(t, tables, "sample_annotation", a, "instance_token", "instance")
+        category = _ref(t, tables, "instance", instance, "category_token", "category")
+        inst = instance["token"]
         boxes.setdefault(inst, []).append(
-            (
-                frame_of[a["sample_token"]],
-                _pose(a, tables / "sample_annotation.json", a["token"]),
-                np.array([length, w, h]),
-            )
+            (frame_of[a["sample_token"]], _pose(a, source, where), np.array([length, w, h]))
         )
-        labels[inst] = t["category"][t["instance"][inst]["category_token"]]["name"]
+        labels[inst] = str(category.get("name", "other"))
     return boxes, labels
