@@ -34,26 +34,33 @@ class WorkerStopped(BaseException):
     """Raised inside a worker's running scenario when the parent stops the workers (Ctrl-C)."""
 
 
-_RUNNING_SCENARIO = False  # in a worker process: is a scenario running (else it waits for one)?
+_RUNNING_SCENARIO = False  # in a worker process: is a scenario running?
+_STOPPED = False  # in a worker process: has the parent asked it to stop?
 
 
 def _worker_init() -> None:
-    """Worker processes leave Ctrl-C to the parent, which stops them with SIGTERM: a running scenario
-    then removes its partial files (``WorkerStopped``), an idle worker just exits."""
+    """Worker processes leave Ctrl-C to the parent, which stops them with SIGTERM (``_on_stop``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_stop)
 
 
 def _on_stop(signum: int, frame: object) -> None:
+    """A running scenario is interrupted (it removes its partial files); every scenario handed to this
+    worker afterwards returns at once without running. The worker itself exits when the pool shuts
+    down, as usual."""
+    global _STOPPED
+    _STOPPED = True
     if _RUNNING_SCENARIO:
         raise WorkerStopped
-    os._exit(1)
 
 
 def _run_one(scenario: str, agent: str, out: str, video: bool, rerun: bool = False) -> dict:
     from neurodrive.app.replay import replay
 
     global _RUNNING_SCENARIO
+    stopped = {"scenario": Path(scenario).stem, "agent": agent, "error": "stopped (eval was interrupted)"}
+    if _STOPPED:
+        return stopped
     _RUNNING_SCENARIO = True
     try:
         recording = Path(out) / RECORDING_NAME
@@ -62,7 +69,7 @@ def _run_one(scenario: str, agent: str, out: str, video: bool, rerun: bool = Fal
             recording.unlink(missing_ok=True)  # an old recording never stands beside new metrics
         return result
     except WorkerStopped:
-        os._exit(1)  # the scenario's partial files are gone; nothing more runs in this worker
+        return stopped  # the scenario's partial files are gone
     except Exception as e:  # noqa: BLE001 - one scenario's failure is recorded; the others go on
         kind = "" if isinstance(e, (DataError, KeyError, ValueError)) else f"{type(e).__name__}: "
         return {"scenario": Path(scenario).stem, "agent": agent, "error": f"{kind}{e}"}
@@ -235,22 +242,12 @@ def _run_in_processes(jobs: list[tuple], workers: int, finish: Callable[[str, di
     except BaseException:  # Ctrl-C: queued scenarios are cancelled, running ones stopped and cleaned up
         for fut in futures:
             fut.cancel()
-        _stop_workers(pool)
-        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):  # the executor's own table
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)  # _on_stop
+        pool.shutdown(wait=True, cancel_futures=True)  # when this returns no scenario runs or will start
         raise
     pool.shutdown()
-
-
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """SIGTERM to every worker process and wait for each to exit (``_on_stop``): when this returns, no
-    scenario is running and none will start."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor's own table
-    for proc in processes:
-        if proc.is_alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-    for proc in processes:
-        proc.join()
 
 
 def _run_on_ray(jobs: list[tuple], ray_address: str, workers: int, finish: Callable[[str, dict], None]) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from neurodrive.agents.keyboard import KeyboardAgent
-from neurodrive.io_utils import atomic_write_bytes
+from neurodrive.app.replay import scenario_inputs
+from neurodrive.io_utils import atomic_write_bytes, check_apart
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.sim.simulator import Observation, SimConfig, Simulator
 from neurodrive.viz.bev import BevProjection, BevStyle
@@ -91,6 +92,7 @@ class Viewer:
         self.sim.set_sensors(True)
         self.agent = KeyboardAgent()
         self.save_path = Path(save_path)
+        check_apart(self.save_path, scenario_inputs(Path(source), scenario, self.sim))  # S never replaces an input
         self.fps = fps
         self.selected: str | None = None
         self.paused = False
