@@ -62,16 +62,23 @@ def rotate_vectors(pose: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     return vectors @ pose[:3, :3].T
 
 
+def rigid_mask(poses: np.ndarray, atol: float = 1e-4) -> np.ndarray:
+    """(...) bool: which of the 4x4 ``poses`` (..., 4, 4) are finite rigid transforms (orthonormal
+    rotation, det +1, last row 0 0 0 1; tolerances as ``np.allclose`` with ``atol``)."""
+    poses = np.asarray(poses, float)
+    finite = np.all(np.isfinite(poses), axis=(-2, -1))
+    safe = np.where(finite[..., None, None], poses, 0.0)
+    rot = safe[..., :3, :3]
+    eye = np.eye(3)
+    orthonormal = np.all(np.abs(rot @ np.swapaxes(rot, -1, -2) - eye) <= atol + 1e-5 * eye, axis=(-2, -1))
+    last = np.array([0.0, 0.0, 0.0, 1.0])
+    bottom = np.all(np.abs(safe[..., 3, :] - last) <= atol + 1e-5 * last, axis=-1)
+    return finite & orthonormal & (np.abs(np.linalg.det(rot) - 1.0) < atol) & bottom
+
+
 def is_rigid(pose: np.ndarray, atol: float = 1e-4) -> bool:
     """True when ``pose`` is a finite 4x4 rigid transform (orthonormal rotation, det +1)."""
-    if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
-        return False
-    rot = pose[:3, :3]
-    return (
-        np.allclose(rot @ rot.T, np.eye(3), atol=atol)
-        and abs(np.linalg.det(rot) - 1.0) < atol
-        and np.allclose(pose[3], [0.0, 0.0, 0.0, 1.0], atol=atol)
-    )
+    return np.shape(pose) == (4, 4) and bool(rigid_mask(pose, atol))
 
 
 def points_in_box(points_box: np.ndarray, size_m: np.ndarray, margin_m: float = 0.0) -> np.ndarray:
@@ -123,10 +130,18 @@ def from_frame_xy(xy_local_m: np.ndarray, origin_x_m: float, origin_y_m: float, 
 
 def pose_from_quaternion(wxyz: np.ndarray | list[float], translation_m: np.ndarray | list[float]) -> np.ndarray:
     """4x4 pose from a unit quaternion (w, x, y, z), as nuScenes, AV2 and DGP store them, and a translation."""
+    return poses_from_quaternions(np.asarray(wxyz, float)[None], np.asarray(translation_m, float)[None])[0]
+
+
+def poses_from_quaternions(wxyz: np.ndarray, translation_m: np.ndarray) -> np.ndarray:
+    """(K, 4, 4) poses from (K, 4) quaternions (w, x, y, z; normalised here) and (K, 3) translations."""
     from scipy.spatial.transform import Rotation
 
-    w, x, y, z = (float(v) for v in wxyz)
-    return make_pose(np.asarray(translation_m, float), Rotation.from_quat([x, y, z, w]).as_matrix())
+    wxyz = np.asarray(wxyz, float)
+    out = np.repeat(np.eye(4)[None], len(wxyz), axis=0)
+    out[:, :3, :3] = Rotation.from_quat(wxyz[:, [1, 2, 3, 0]]).as_matrix()
+    out[:, :3, 3] = translation_m
+    return out
 
 
 def interpolate_poses(times_s: np.ndarray, poses: np.ndarray, query_s: np.ndarray | float) -> np.ndarray:

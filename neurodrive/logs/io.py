@@ -27,7 +27,7 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 
 from neurodrive.errors import DataError
-from neurodrive.geometry import is_rigid
+from neurodrive.geometry import rigid_mask
 from neurodrive.lidar.pattern import MeasuredPattern
 from neurodrive.logs.model import (
     CATEGORIES,
@@ -128,9 +128,9 @@ def read_npz(
 
 
 def _check_poses(path: Path, name: str, poses: np.ndarray, mask: np.ndarray | None = None) -> None:
-    for i in range(poses.shape[0]):
-        if (mask is None or mask[i]) and not is_rigid(poses[i]):
-            raise DataError(path, f"{name}[{i}]", "is not a finite rigid 4x4 transform")
+    bad = ~rigid_mask(poses) & (True if mask is None else np.asarray(mask, bool))
+    if np.any(bad):
+        raise DataError(path, f"{name}[{int(np.argmax(bad))}]", "is not a finite rigid 4x4 transform")
 
 
 def _rig_from_schema(schema: LogSchema, root: Path) -> SensorRig:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from neurodrive.errors import DataError
-from neurodrive.geometry import interpolate_poses, invert_pose, pose_from_quaternion
+from neurodrive.geometry import interpolate_poses, invert_pose, poses_from_quaternions
 from neurodrive.logs.model import Lane, LidarSweep, RoadMap, SensorRig
 from neurodrive.logs.writer import LogTiming
 from neurodrive.sources.datasets.common import (
@@ -82,7 +82,7 @@ def _poses(cols: dict[str, np.ndarray], path: Path) -> np.ndarray:
     norm = np.linalg.norm(q, axis=1)
     if np.any(norm < 1e-6):
         raise DataError(path, f"qw[{int(np.argmax(norm < 1e-6))}]", "is a zero quaternion")
-    return np.stack([pose_from_quaternion(qi, ti) for qi, ti in zip(q, t)])
+    return poses_from_quaternions(q, t)
 
 
 POSE_COLUMNS = ("qw", "qx", "qy", "qz", "tx_m", "ty_m", "tz_m")
