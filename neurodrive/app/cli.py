@@ -25,8 +25,25 @@ app = typer.Typer(help="neurodrive: neural closed-loop driving simulation on the
 console = Console(stderr=True, soft_wrap=True)  # long paths in messages stay on one line
 
 
+class LazyProgress(Progress):
+    """Progress bars whose display starts with the first bar: an error raised before any work is one
+    line, with no empty bar printed around it."""
+
+    def __enter__(self) -> LazyProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.live.is_started:
+            self.stop()
+
+    def add_task(self, *args, **kwargs) -> TaskID:
+        if not self.live.is_started:
+            self.start()
+        return super().add_task(*args, **kwargs)
+
+
 def progress_bar() -> Progress:
-    return Progress(
+    return LazyProgress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
