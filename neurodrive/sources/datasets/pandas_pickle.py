@@ -126,16 +126,7 @@ def read_dataframe_pickle(path: Path) -> dict[str, np.ndarray]:
         frame = _DataFrameUnpickler(io.BytesIO(raw)).load()
     except _Refused as e:
         raise DataError(path, None, f"not loaded: {e}") from e
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        ValueError,
-        TypeError,
-        AttributeError,
-        IndexError,
-        KeyError,
-        MemoryError,
-    ) as e:
+    except Exception as e:  # noqa: BLE001 - whatever a damaged pickle makes the unpickler raise is one error
         raise DataError(path, None, f"corrupt or truncated pickle: {type(e).__name__}: {e}") from e
     return _columns(frame, path)
 
