@@ -185,6 +185,11 @@ def test_evaluation_reports_psnr_outside_moving_objects_and_writes_figures(
     result = evaluate_reconstruction(model, log, lane_shift=False, figures=tmp_path / "fig")
     assert result["psnr_db_static"] is not None and result["ssim_static"] is not None
     assert result["psnr_db_static"] != result["psnr_db"]  # the tiny log's moving cars are in view
+    # which protocol the numbers follow, and NeuRAD's front-camera ("FC") column beside all cameras ("360")
+    assert result["protocol"]["holdout"] == "every-5th" and result["protocol"]["front_camera"] == "front"
+    assert result["psnr_db_front"] == result["psnr_db_per_camera"]["front"]
+    assert result["ssim_front"] == result["ssim_per_camera"]["front"] and len(result["ssim_per_camera"]) == 3
+    assert np.isclose(np.mean(list(result["ssim_per_camera"].values())), result["ssim"])
     files = sorted((tmp_path / "fig").glob("*.png"))
     assert len(files) == len(result["frames"]) * len(log.rig.cameras)
     cam = log.rig.cameras[0]

@@ -96,6 +96,20 @@ def test_held_out_frames_are_excluded_and_reproduced(model: SceneModel, tiny_log
     assert metrics["lane_shift_psnr_db"] > baseline + 2.0
 
 
+def test_named_holdout_protocols() -> None:
+    from typer.testing import CliRunner
+
+    from neurodrive.app.cli import app
+    from neurodrive.reconstruct.config import ReconConfig, holdout_protocol, with_holdout
+
+    neurad = with_holdout(ReconConfig(), "every-other")
+    assert holdout_frames(10, neurad) == [1, 3, 5, 7, 9] and holdout_protocol(neurad) == "every-other"
+    assert holdout_frames(10, with_holdout(ReconConfig(), "every-5th")) == [2, 7] == holdout_frames(10, ReconConfig())
+    assert holdout_protocol(ReconConfig(holdout_every=3, holdout_phase=0)) == "1 frame in 3, from frame 0"
+    result = CliRunner().invoke(app, ["reconstruct", "LOG", "--out", "OUT", "--holdout", "half"])
+    assert result.exit_code == 2 and "--holdout must be one of every-5th, every-other, got 'half'" in result.output
+
+
 def test_fitting_appearance_reduces_the_error(model: SceneModel, tiny_log_dir: Path) -> None:
     log = load_log(tiny_log_dir)
     frame = model.meta["training_frames"][1]

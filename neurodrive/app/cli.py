@@ -119,6 +119,9 @@ def reconstruct(
     moving: bool = typer.Option(
         True, help="Find moving objects no track covers and reconstruct them as actors ('auto-' tracks)."
     ),
+    holdout: str = typer.Option(
+        "every-5th", help="Frames held out for evaluate-recon: every-5th, or every-other (NeuRAD's protocol)."
+    ),
     overwrite: bool = typer.Option(False, help="Replace a finished scene at --out."),
     restart: bool = typer.Option(False, help="Discard the checkpoints of an unfinished run and start over."),
 ) -> None:
@@ -129,10 +132,14 @@ def reconstruct(
     from dataclasses import replace
 
     from neurodrive.logs.io import load_log
+    from neurodrive.reconstruct.config import with_holdout
     from neurodrive.reconstruct.pipeline import ReconConfig
     from neurodrive.reconstruct.pipeline import reconstruct as run
 
-    cfg = ReconConfig(seed=seed)
+    try:
+        cfg = with_holdout(ReconConfig(seed=seed), holdout)
+    except ValueError as e:
+        _fail(e)
     if not moving:
         cfg = replace(cfg, dynamic=replace(cfg.dynamic, enabled=False))
     if steps is not None:
@@ -204,11 +211,16 @@ def evaluate_recon(
         interrupted("nothing was written; run the same command again")
     if out is not None:
         atomic_write_json(out, metrics)
-    table = Table(title=f"reconstruction of '{drv.name}' on held-out frames {metrics['frames']}")
+    protocol = metrics["protocol"]
+    table = Table(
+        title=f"reconstruction of '{drv.name}' on frames {metrics['frames']} (held out: {protocol['holdout']}; "
+        f"psnr_db / ssim over all cameras, *_front: {protocol['front_camera']})"
+    )
     table.add_column("metric")
     table.add_column("value")
+    skip = ("frames", "protocol", "psnr_db_per_camera", "ssim_per_camera", "actor_removal_views")
     for key, value in metrics.items():
-        if key in ("frames", "psnr_db_per_camera", "actor_removal_views") or key.endswith("_note"):
+        if key in skip or key.endswith("_note"):
             continue
         table.add_row(
             key, "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else json.dumps(value))

@@ -137,6 +137,29 @@ class ReconConfig:
     seed: int = 0
 
 
+# Named hold-out protocols: (every, phase). "every-5th" is this project's default; "every-other" is
+# NeuRAD's / SplatAD's on PandaSet and KITTI (every second frame held out, the odd ones here).
+HOLDOUT_PROTOCOLS: dict[str, tuple[int, int]] = {"every-5th": (5, 2), "every-other": (2, 1)}
+
+
+def with_holdout(cfg: ReconConfig, protocol: str) -> ReconConfig:
+    """``cfg`` holding out frames by a named protocol; one ValueError naming the known ones."""
+    from dataclasses import replace
+
+    if protocol not in HOLDOUT_PROTOCOLS:
+        raise ValueError(f"--holdout must be one of {', '.join(HOLDOUT_PROTOCOLS)}, got '{protocol}'")
+    every, phase = HOLDOUT_PROTOCOLS[protocol]
+    return replace(cfg, holdout_every=every, holdout_phase=phase)
+
+
+def holdout_protocol(cfg: ReconConfig) -> str:
+    """The name of ``cfg``'s hold-out protocol ("every-5th", "every-other", or its numbers)."""
+    for name, (every, phase) in HOLDOUT_PROTOCOLS.items():
+        if (cfg.holdout_every, cfg.holdout_phase) == (every, phase):
+            return name
+    return f"1 frame in {cfg.holdout_every}, from frame {cfg.holdout_phase}"
+
+
 def holdout_frames(num_frames: int, cfg: ReconConfig) -> list[int]:
     """Every ``holdout_every``-th frame; a log shorter than that (e.g. 3 samples) holds out its middle
     frame when it has at least 3, none when it has fewer (the metrics are then on training frames)."""

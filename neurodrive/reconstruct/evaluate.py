@@ -124,18 +124,19 @@ def evaluate_reconstruction(
         raise ValueError("no frames to evaluate on")
     log = log_with_scene_tracks(log, model.meta)
     m: dict[str, list] = {k: [] for k in METRIC_SERIES}
-    per_camera: dict[str, list[float]] = {c: [] for c in log.rig.camera_names}
+    per_camera: dict[str, list[tuple[float, float]]] = {c: [] for c in log.rig.camera_names}  # (PSNR, SSIM)
     for k, f in enumerate(frames):
         scene = model.place({a: p for a, p in log.actor_poses_at(f).items() if a in model.actors})
         for cam in log.rig.cameras:
             if log.has_image(cam.name, f):
                 _camera_metrics(model, log, scene, cam, f, supersample, figures, m)
-                per_camera[cam.name].append(m["psnr"][-1])
+                per_camera[cam.name].append((m["psnr"][-1], m["ssim"][-1]))
         if log.has_lidar(f):
             _lidar_metrics(model, log, scene, f, m)
         if progress:
             progress("evaluating held-out frames", k + 1, len(frames))
     result = {"frames": frames, **_summary(m, per_camera, supersample)}
+    result |= _protocol(model.meta, log, per_camera, held_out=note is None)
     if note:
         result["frames_note"] = note
     gt = ground_truth_of(log) if lane_shift or actor_edits else None  # loaded once for both
@@ -152,7 +153,40 @@ CAMERA_SERIES = ("psnr", "ssim", "static_psnr", "static_ssim", "actor_psnr")
 METRIC_SERIES = (*CAMERA_SERIES, "depth", "cell_depth", "int", "drop", "chamfer")
 
 
-def _summary(m: dict[str, list], per_camera: dict[str, list[float]], supersample: int) -> dict:
+def front_camera(log: DrivingLog) -> str | None:
+    """The camera looking most nearly straight ahead (largest forward component of its optical axis)."""
+    if not log.rig.cameras:
+        return None
+    return max(log.rig.cameras, key=lambda c: float(c.T_ego_camera[0, 2])).name
+
+
+def _protocol(meta: dict, log: DrivingLog, per_camera: dict[str, list[tuple[float, float]]], held_out: bool) -> dict:
+    """Which frames and cameras the numbers are over, and the front camera's own (NeuRAD's "FC")."""
+    from neurodrive.reconstruct.config import ReconConfig, holdout_protocol
+
+    cfg = meta.get("config", {})
+    default = ReconConfig()
+    holdout = meta.get("holdout_protocol") or holdout_protocol(
+        ReconConfig(
+            holdout_every=int(cfg.get("holdout_every", default.holdout_every)),
+            holdout_phase=int(cfg.get("holdout_phase", default.holdout_phase)),
+        )
+    )
+    front = front_camera(log)
+    scores = per_camera.get(front, []) if front else []
+    return {
+        "protocol": {
+            "holdout": holdout if held_out else "none (training frames)",
+            "all_cameras": "psnr_db / ssim: every camera of every evaluated frame (NeuRAD's '360')",
+            "front_camera": front,
+            "front": "psnr_db_front / ssim_front: the front camera alone (NeuRAD's 'FC')",
+        },
+        "psnr_db_front": float(np.mean([p for p, _ in scores])) if scores else None,
+        "ssim_front": float(np.mean([q for _, q in scores])) if scores else None,
+    }
+
+
+def _summary(m: dict[str, list], per_camera: dict[str, list[tuple[float, float]]], supersample: int) -> dict:
     """The per-image / per-sweep series ``m`` summed up (means, medians)."""
 
     def mean(values: list[float]) -> float | None:
@@ -164,7 +198,8 @@ def _summary(m: dict[str, list], per_camera: dict[str, list[float]], supersample
     depth, cell_depth, inten = pooled("depth"), pooled("cell_depth"), pooled("int")
     return {
         "psnr_db": mean(m["psnr"]),
-        "psnr_db_per_camera": {c: float(np.mean(v)) for c, v in per_camera.items() if v},
+        "psnr_db_per_camera": {c: float(np.mean([p for p, _ in v])) for c, v in per_camera.items() if v},
+        "ssim_per_camera": {c: float(np.mean([q for _, q in v])) for c, v in per_camera.items() if v},
         "ssim": mean(m["ssim"]),
         "psnr_db_static": mean(m["static_psnr"]),
         "ssim_static": mean(m["static_ssim"]),

@@ -33,7 +33,14 @@ from neurodrive.reconstruct.appearance import (
 )
 from neurodrive.reconstruct.background import carve_unsupported_extrusion, extrude_wall_tops, fit_background
 from neurodrive.reconstruct.checkpoints import CheckpointStage, prepare_scene_folder
-from neurodrive.reconstruct.config import Progress, ReconConfig, holdout_frames, stage_step, training_frames
+from neurodrive.reconstruct.config import (
+    Progress,
+    ReconConfig,
+    holdout_frames,
+    holdout_protocol,
+    stage_step,
+    training_frames,
+)
 from neurodrive.reconstruct.dynamic import auto_tracks, log_with_tracks, tracks_to_json
 from neurodrive.reconstruct.lidar_fit import fit_lidar
 from neurodrive.reconstruct.texturing import (
@@ -336,6 +343,7 @@ def scene_metadata(
     return {
         "log": {"name": log.name, "path": str(Path(log.root).resolve()), "num_frames": log.num_frames},
         "holdout_frames": holdout_frames(log.num_frames, cfg),
+        "holdout_protocol": holdout_protocol(cfg),
         "training_frames": frames,
         "training_ego_xy_yaw": [
             [float(p[0, 3]), float(p[1, 3]), float(np.arctan2(p[1, 0], p[0, 0]))] for p in log.ego_poses[frames]
