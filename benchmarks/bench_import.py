@@ -1,5 +1,5 @@
-"""Benchmark: importing each real sample found under ../shared/realdata (issue 14: KITTI's 30 frames
-in under 2 minutes). Prints the wall time of each import, measured in this run."""
+"""Benchmark: importing each real sample found under ../shared/realdata (target: KITTI's 30 frames in
+under 2 minutes). Prints the wall time of each import, measured in this run."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Benchmark: every real sample found under ../shared/realdata imported, reconstructed, evaluated and
-rendered (issue 15). One table, all numbers measured in this run:
+rendered. One table, all numbers measured in this run:
 
 - import and reconstruction wall time, the reconstruction's peak RSS (its own process);
 - held-out PSNR / SSIM on the whole image (all cameras, NeuRAD's "360"; and the front camera alone,

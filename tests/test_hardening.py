@@ -1,6 +1,6 @@
 """Bad input and stale results: each probe gives one clear error or the right result.
 
-One test per defect found by probing the commands as a demanding user would (issue 12).
+Each test is a probe a demanding user would try, with the clear error or the right result it must give.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Interrupted runs, the viewer, videos and plots, the first install: each probe gives the right result.
 
-One test per defect found by probing the commands as a demanding user would (issue 12).
+Each test is a probe a demanding user would try, with the result it must give.
 """
 
 from __future__ import annotations
