@@ -77,10 +77,6 @@ def _run_one(scenario: str, agent: str, out: str, video: bool, rerun: bool = Fal
         _RUNNING_SCENARIO = False
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """The package version and a fingerprint of its source (a changed simulator invalidates results)."""
@@ -103,7 +99,7 @@ def run_key(scenario_path: str | Path, agent: str, video: bool, rerun: bool = Fa
     path = Path(scenario_path)
     key = {
         "agent": agent,
-        "scenario_sha256": _sha256(path.read_bytes()),
+        "scenario_sha256": content_fingerprint(path),
         "code_version": code_version(),
         "video": video,
     }
