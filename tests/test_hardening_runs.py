@@ -88,7 +88,7 @@ def test_ctrl_c_in_eval_stops_the_workers_before_it_reports(tiny_scene_dir: Path
     # when it returns, every worker has exited: nothing can be written any more
     assert multiprocessing.active_children() == []
     complete = sorted(p.parent.name for p in out.glob("*/metrics.json"))
-    assert complete == sorted(stopped.value.finished) and 1 <= len(complete) <= 2
+    assert complete == sorted(stopped.value.finished) and 1 <= len(complete) < 6  # the last queued never ran
     assert not [p for p in out.rglob("*") if p.name.startswith(".")], "a stopped scenario left a partial file"
     assert not (out / "summary.json").exists()
 
