@@ -174,7 +174,10 @@ def _set(path: tuple[str, ...], value):
         (lambda s: _datum(s, "point_cloud")["datum"]["point_cloud"].pop("pose"), r"point_cloud.pose'.*missing"),
         (lambda s: _datum(s, "image")["datum"]["image"].pop("pose"), r"image.pose'.*missing field"),
         (lambda s: s.update(samples=[]), r"field 'samples': lists no samples"),
-        (lambda s: s["samples"][0].update(calibration_key="../../x"), r"calibration_key'.*cannot name a file"),
+        (
+            lambda s: s["samples"][0].update(calibration_key="../../x"),
+            r"calibration_key'.*cannot be used as a file name",
+        ),
         (lambda s: _datum(s, "image")["id"].update(name="../../../escaped"), r"id.name'.*cannot be used"),
     ],
 )

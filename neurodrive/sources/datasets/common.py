@@ -78,16 +78,25 @@ def ring_index(values: np.ndarray, source: Path | str, field: str) -> np.ndarray
     return values.astype(np.int16)
 
 
-def safe_sensor_name(name: object, source: Path | str, where: str) -> str:
-    """A sensor name that becomes a folder of the log (camera/<name>/); one DataError naming the
-    file and field, before anything is written, unless it is a plain file name."""
+def safe_file_name(value: object, source: Path | str, where: str, what: str) -> str:
+    """A name from a dataset that becomes a file or folder name (``what``: a sensor name, a file key, a
+    track id); one DataError naming the file and field, before anything is written, unless it is a
+    plain file name (``io_utils.is_safe_name``)."""
     from neurodrive.io_utils import is_safe_name
 
-    if not isinstance(name, str) or not is_safe_name(name):
+    if not isinstance(value, str) or not is_safe_name(value):
         raise DataError(
-            source, where, f"sensor name {name!r} cannot be used as a folder name (letters, digits, '_', '.', '-' only)"
+            source, where, f"{what} {value!r} cannot be used as a file name (letters, digits, '_', '.', '-' only)"
         )
-    return name
+    return value
+
+
+def image_size(width: object, height: object, source: Path | str, where: str) -> tuple[int, int]:
+    """(width, height) in pixels read from a dataset; one DataError unless both are positive whole numbers."""
+    size = numbers([width, height], 2, source, f"{where}.width/height")
+    if np.any(size < 1) or np.any(size != np.round(size)):
+        raise DataError(source, f"{where}.width", f"image size {size.tolist()} is not a positive whole number")
+    return int(size[0]), int(size[1])
 
 
 def opencv_intrinsics(fx: float, fy: float, cx: float, cy: float, skew: float = 0.0) -> np.ndarray:
@@ -192,17 +201,14 @@ class ImportedLog:
         """Before anything is written: every name that becomes a path is a plain file name and every
         pose, time and calibration is finite (errors name the dataset ``source`` and the field).
         Importers check what they read where they read it; this catches what slipped through."""
-        from neurodrive.io_utils import is_safe_name
-
         for i, cam in enumerate(self.rig.cameras):
-            safe_sensor_name(cam.name, source, f"cameras[{i}].name")
+            safe_file_name(cam.name, source, f"cameras[{i}].name", "sensor name")
             numbers(cam.intrinsics, 9, source, f"cameras[{i}].intrinsics")
             numbers(cam.T_ego_camera, 16, source, f"cameras[{i}].T_ego_camera")
         if self.rig.lidar is not None:
             numbers(self.rig.lidar.T_ego_lidar, 16, source, "lidar.T_ego_lidar")
         for i, track in enumerate(self.tracks):
-            if not is_safe_name(track.actor_id):
-                raise DataError(source, f"tracks[{i}].id", f"{track.actor_id!r} cannot be used as a file name")
+            safe_file_name(track.actor_id, source, f"tracks[{i}].id", "track id")
             numbers(track.size_m, 3, source, f"tracks[{i}].size_m")
         arrays = {"timestamps_s": self.timestamps_s, "ego_poses": self.ego_poses, **self.timing.arrays()}
         for name, arr in arrays.items():

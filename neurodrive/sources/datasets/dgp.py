@@ -29,12 +29,13 @@ from neurodrive.sources.datasets.common import (
     dataset_file,
     dataset_pose,
     field_of,
+    image_size,
     measured_lidar,
     no_progress,
     numbers,
     opencv_intrinsics,
     read_dataset_json,
-    safe_sensor_name,
+    safe_file_name,
     stream_timing,
     tracks_from_boxes,
 )
@@ -181,7 +182,7 @@ def _calibration(folder: Path, first_sample: dict, scene_path: Path) -> tuple[di
     """Extrinsics (name -> T_ego_sensor), intrinsics (name -> record) and the file of the scene's
     calibration."""
     where = "samples[0].calibration_key"
-    key = _key_name(field_of(first_sample, "calibration_key", scene_path, "samples[0]"), scene_path, where)
+    key = safe_file_name(field_of(first_sample, "calibration_key", scene_path, "samples[0]"), scene_path, where, "key")
     path = folder / "calibration" / f"{key}.json"
     calib = read_dataset_json(path, "DGP calibration")
     names, extrinsics, intrinsics = (field_of(calib, k, path, "") for k in ("names", "extrinsics", "intrinsics"))
@@ -202,17 +203,8 @@ def _datums_by_name(sample: dict, index: int, datums: dict, scene_path: Path) ->
             raise DataError(scene_path, "samples.datum_keys", f"unknown datum key {key}")
         where = f"data[{key}].id.name"
         name = field_of(field_of(datums[key], "id", scene_path, f"data[{key}]"), "name", scene_path, where)
-        by_name[safe_sensor_name(name, scene_path, where)] = datums[key]
+        by_name[safe_file_name(name, scene_path, where, "sensor name")] = datums[key]
     return by_name
-
-
-def _key_name(key: object, source: Path, where: str) -> str:
-    """A calibration / ontology key, which names a file: a plain file name or one DataError."""
-    from neurodrive.io_utils import is_safe_name
-
-    if not isinstance(key, str) or not is_safe_name(key):
-        raise DataError(source, where, f"{key!r} cannot name a file (letters, digits, '_', '.', '-' only)")
-    return key
 
 
 def lidar_on_the_roof(
@@ -267,15 +259,10 @@ def _cameras(
         skew = numbers(k.get("skew", 0.0), 1, calib_path, f"intrinsics.{c}.skew")[0]
         img = first[c]["datum"]["image"]
         where = f"data[{first[c]['key']}].datum.image"
-        size = numbers(
-            [field_of(img, "width", scene_path, where), field_of(img, "height", scene_path, where)],
-            2,
-            scene_path,
-            f"{where}.width/height",
+        width, height = image_size(
+            field_of(img, "width", scene_path, where), field_of(img, "height", scene_path, where), scene_path, where
         )
-        if np.any(size < 1) or np.any(size != np.round(size)):
-            raise DataError(scene_path, f"{where}.width", f"image size {size.tolist()} is not a positive whole number")
-        cameras.append(CameraSpec(c, int(size[0]), int(size[1]), opencv_intrinsics(fx, fy, cx, cy, skew), ext[c]))
+        cameras.append(CameraSpec(c, width, height, opencv_intrinsics(fx, fy, cx, cy, skew), ext[c]))
     return cameras
 
 
@@ -317,6 +304,6 @@ def _ontology(folder: Path, scene: dict) -> dict[int, str]:
     key = next(iter((scene.get("ontologies") or {}).values()), None)
     if not key:
         return {}
-    path = folder / "ontology" / f"{_key_name(key, folder, 'ontologies')}.json"
+    path = folder / "ontology" / f"{safe_file_name(key, folder, 'ontologies', 'key')}.json"
     onto = read_dataset_json(path, "DGP ontology")
     return {field_of(i, "id", path, "items"): str(field_of(i, "name", path, "items")) for i in onto.get("items", [])}

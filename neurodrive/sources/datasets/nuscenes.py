@@ -23,13 +23,14 @@ from neurodrive.sources.datasets.common import (
     dataset_file,
     dataset_pose,
     field_of,
+    image_size,
     measured_lidar,
     no_progress,
     numbers,
     opencv_intrinsics,
     read_dataset_json,
     ring_index,
-    safe_sensor_name,
+    safe_file_name,
     stream_timing,
     tracks_from_boxes,
 )
@@ -126,8 +127,8 @@ def import_nuscenes(
         if sd.get("is_key_frame") and sd.get("sample_token") in data:
             sensor = _sensor(t, tables, sd)
             where = f"{sensor.get('token', '?')}.channel"
-            channel = safe_sensor_name(
-                field_of(sensor, "channel", tables / "sensor.json", where), tables / "sensor.json", where
+            channel = safe_file_name(
+                field_of(sensor, "channel", tables / "sensor.json", where), tables / "sensor.json", where, "sensor name"
             )
             data[sd["sample_token"]][channel] = sd
     return _assemble(root, tables, t, scene, samples, data, progress)
@@ -205,16 +206,11 @@ def _camera(t: dict, tables: Path, channel: str, sd: dict) -> CameraSpec:
     sd_file, cs_file = tables / "sample_data.json", tables / "calibrated_sensor.json"
     cs = _ref(t, tables, "sample_data", sd, "calibrated_sensor_token", "calibrated_sensor")
     k = numbers(field_of(cs, "camera_intrinsic", cs_file, cs["token"]), 9, cs_file, f"{cs['token']}.camera_intrinsic")
-    size = numbers(
-        [field_of(sd, "width", sd_file, sd["token"]), field_of(sd, "height", sd_file, sd["token"])],
-        2,
-        sd_file,
-        f"{sd['token']}.width/height",
+    width, height = image_size(
+        field_of(sd, "width", sd_file, sd["token"]), field_of(sd, "height", sd_file, sd["token"]), sd_file, sd["token"]
     )
-    if np.any(size < 1) or np.any(size != np.round(size)):
-        raise DataError(sd_file, f"{sd['token']}.width", f"image size {size.tolist()} is not a positive whole number")
     K = opencv_intrinsics(k[0], k[4], k[2], k[5])
-    return CameraSpec(channel, int(size[0]), int(size[1]), K, _pose(cs, cs_file, cs["token"]))
+    return CameraSpec(channel, width, height, K, _pose(cs, cs_file, cs["token"]))
 
 
 def _ego_pose(t: dict, tables: Path, sd: dict) -> np.ndarray:
