@@ -109,6 +109,8 @@ def test_nuscenes_channel_names_cannot_write_outside_the_log(nuscenes_copy: Path
         ("sample_annotation", lambda r: r[0].update(size=[1.0, -2.0, 1.0]), r"size'.*positive"),
         ("sample_annotation", lambda r: r[0].update(instance_token="x"), r"instance_token'.*missing instance"),
         ("sample", lambda r: r[0].update(next=r[0]["token"]), r"sample.json.*loop"),
+        ("sample_data", lambda r: channel_row(r, "CAM_FRONT").update(width=0), r"width'.*positive whole number"),
+        ("sample_data", lambda r: channel_row(r, "CAM_FRONT").update(height=2.5), r"width'.*positive whole number"),
     ],
 )
 def test_nuscenes_bad_records_are_one_error_naming_file_and_field(
@@ -179,6 +181,7 @@ def _set(path: tuple[str, ...], value):
             r"calibration_key'.*cannot be used as a file name",
         ),
         (lambda s: _datum(s, "image")["id"].update(name="../../../escaped"), r"id.name'.*cannot be used"),
+        (lambda s: s["ontologies"].update({"0": "../../x"}), r"field 'ontologies'.*cannot be used as a file name"),
     ],
 )
 def test_dgp_bad_scene_files_are_one_error(dgp_copy: Path, tmp_path: Path, change, match: str) -> None:
