@@ -60,10 +60,10 @@ def rig_fps(scene: Path, log_dir: Path, repeats: int = 10) -> float:
     frame = model.meta["training_frames"][0]
     placed = model.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
     ego = log.ego_poses[frame]
-    model.render_frame(placed, ego, log.rig.cameras, log.rig.lidar)  # warm-up (BVHs, baked colours)
+    model.render_frame(placed, ego, log.rig.cameras, log.rig.lidars)  # warm-up (BVHs, baked colours)
     start = time.perf_counter()
     for _ in range(repeats):
-        model.render_frame(placed, ego, log.rig.cameras, log.rig.lidar)
+        model.render_frame(placed, ego, log.rig.cameras, log.rig.lidars)
     return repeats / (time.perf_counter() - start)
 
 

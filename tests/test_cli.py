@@ -39,8 +39,8 @@ def test_info_names_file_and_field_of_a_bad_log(tiny_log_dir: Path, tmp_path: Pa
     log = tmp_path / "log"
     shutil.copytree(tiny_log_dir, log)
     meta = json.loads((log / "log.json").read_text())
-    meta["rig"]["lidar"]["azimuth_bins"] = -1
+    meta["rig"]["lidars"][0]["azimuth_bins"] = -1
     (log / "log.json").write_text(json.dumps(meta))
     result = runner.invoke(app, ["info", str(log)])
     assert result.exit_code == 2
-    assert "log.json: field 'rig.lidar.azimuth_bins'" in " ".join(result.output.split())
+    assert "log.json: field 'rig.lidars[0].azimuth_bins'" in " ".join(result.output.split())

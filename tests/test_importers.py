@@ -54,7 +54,13 @@ def kitti_log(tmp_path_factory):
 
 
 def _points_in_boxes(log, frame: int) -> dict[str, int]:
-    pts = transform_points(log.T_world_lidar(frame), log.lidar(frame).xyz_m.astype(np.float64))
+    """Returns of every LiDAR of the rig inside each box valid on ``frame``."""
+    pts = np.concatenate(
+        [
+            transform_points(log.T_world_lidar(frame, lid.name), log.lidar(frame, lid.name).xyz_m.astype(np.float64))
+            for lid in log.lidars_at(frame)
+        ]
+    )
     return {
         t.actor_id: int(points_in_box(transform_points(invert_pose(t.poses[frame]), pts), t.size_m).sum())
         for t in log.tracks
@@ -69,7 +75,7 @@ def test_nuscenes_boxes_hold_exactly_their_lidar_points(nuscenes_log) -> None:
     assert len(counts) == 69
     assert counts == expected
     assert nuscenes_log.rig.lidar.measured_pattern is not None
-    assert nuscenes_log.metadata["lidar_pattern"]["rows_from"] == "ring index"
+    assert nuscenes_log.metadata["lidar_pattern"]["LIDAR_TOP"]["rows_from"] == "ring index"
     assert {t.category for t in nuscenes_log.tracks} <= {"car", "truck", "bus", "pedestrian", "cyclist", "other"}
     # cameras fire before the LiDAR: each has its own time and its own ego pose
     assert np.all(nuscenes_log.camera_timestamps_s[:, 0] < nuscenes_log.timestamps_s[0])
@@ -79,6 +85,7 @@ def test_av2_boxes_hold_their_interior_points_and_the_log_keeps_16_s_of_traffic(
     from neurodrive.sources.datasets.av2 import read_feather
 
     assert av2_log.num_frames == 156 and len(av2_log.tracks) == 114 and av2_log.has_map
+    assert av2_log.rig.lidar_names == ("up_lidar", "down_lidar")  # both LiDARs, each in its own frame
     ann = read_feather(AV2_LOG / "annotations.feather", ("timestamp_ns", "track_uuid", "num_interior_pts"))
     origin = av2_log.metadata["time_origin_ns"]
     frames = [f for f in range(av2_log.num_frames) if av2_log.has_lidar(f)]

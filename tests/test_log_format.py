@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from neurodrive.errors import DataError
-from neurodrive.logs.io import image_path, lidar_path, load_log
+from neurodrive.logs.io import image_path, lidar_path, lidar_pattern_path, load_log
 from neurodrive.logs.writer import write_log
 
 
@@ -150,7 +150,7 @@ CORRUPTIONS = {
         "lanes[0].centerline_m",
         "at least 2",
     ),
-    "missing sweep": (lambda r: lidar_path(r, 5).unlink(), "000005.npz", None, "missing LiDAR sweep"),
+    "missing sweep": (lambda r: lidar_path(r, 5, "top").unlink(), "000005.npz", None, "missing LiDAR sweep"),
 }
 
 
@@ -168,7 +168,7 @@ def test_corrupt_metadata_is_reported_with_file_and_field(log_copy: Path, name: 
 
 
 def test_corrupt_sweep_is_reported_on_access(log_copy: Path) -> None:
-    path = lidar_path(log_copy, 2)
+    path = lidar_path(log_copy, 2, "top")
     with np.load(path) as d:
         beam = d["beam"].copy()
     beam[0] = 999
@@ -180,7 +180,7 @@ def test_corrupt_sweep_is_reported_on_access(log_copy: Path) -> None:
 
 
 def test_pickled_arrays_are_refused(log_copy: Path) -> None:
-    path = lidar_path(log_copy, 0)
+    path = lidar_path(log_copy, 0, "top")
     np.savez(
         path,
         xyz_m=np.array([{"evil": 1}], dtype=object),
@@ -264,18 +264,59 @@ def test_a_measured_ray_pattern_places_returns_and_survives_a_round_trip(tmp_pat
     assert np.array_equal(pattern.rays_of(sweep), rays)
 
 
+def _one_lidar_layout(root: Path, version: int) -> None:
+    """Rewrite a version 3 log with one LiDAR as a version 1 or 2 log: ``rig.lidar``, sweeps in
+    lidar/<frame>.npz, the pattern in lidar_pattern.npz, LiDAR times (N,)."""
+    meta = json.loads((root / "log.json").read_text())
+    (lidar,) = meta["rig"].pop("lidars")
+    meta["rig"]["lidar"] = lidar
+    meta["version"] = version
+    for sweep in sorted((root / "lidar" / lidar["name"]).glob("*.npz")):
+        sweep.rename(root / ("lidar_pattern.npz" if sweep.name == "pattern.npz" else f"lidar/{sweep.name}"))
+    (root / "lidar" / lidar["name"]).rmdir()
+    with np.load(root / "poses.npz") as d:
+        poses = dict(d)
+    if "lidar_timestamps_s" in poses:
+        poses["lidar_timestamps_s"] = poses["lidar_timestamps_s"][0]
+    np.savez(root / "poses.npz", **poses)
+    if version == 1:
+        meta.pop("pose_source")
+        for cam in meta["rig"]["cameras"]:
+            cam.pop("distortion", None)
+        for key in ("pattern", "motion_compensated"):
+            meta["rig"]["lidar"].pop(key)
+    (root / "log.json").write_text(json.dumps(meta))
+
+
 def test_a_version_1_log_still_loads(log_copy: Path) -> None:
-    meta = json.loads((log_copy / "log.json").read_text())
-    meta["version"] = 1
-    meta.pop("pose_source")
-    for cam in meta["rig"]["cameras"]:
-        cam.pop("distortion", None)
-    for key in ("pattern", "motion_compensated"):
-        meta["rig"]["lidar"].pop(key)
-    (log_copy / "log.json").write_text(json.dumps(meta))
+    _one_lidar_layout(log_copy, 1)
     log = load_log(log_copy)
     assert log.pose_source["kind"] == "measured" and log.has_map
-    assert log.lidar(0).return_mask(log.rig.lidar).any()
+    assert log.rig.lidar_names == ("top",) and log.lidar(0).return_mask(log.rig.lidar).any()
+
+
+def test_a_version_2_log_with_a_measured_pattern_and_lidar_times_still_loads(log_copy: Path) -> None:
+    _measured_pattern(log_copy)
+    with np.load(log_copy / "poses.npz") as d:
+        times = d["timestamps_s"].copy()
+    times[3] = np.nan  # no sweep on frame 3
+    _rewrite_npz(log_copy / "poses.npz", lidar_timestamps_s=times[None])
+    lidar_path(log_copy, 3, "top").unlink()
+    expected = load_log(log_copy)
+    expected_sweep = expected.lidar(4).xyz_m
+    _one_lidar_layout(log_copy, 2)
+    log = load_log(log_copy)
+    assert log.rig.lidar.measured_pattern is not None and not log.has_lidar(3) and log.has_lidar(4)
+    np.testing.assert_array_equal(log.lidar_timestamps_s, expected.lidar_timestamps_s)
+    np.testing.assert_array_equal(log.lidar(4).xyz_m, expected_sweep)
+    # what a version 2 log is written as again is a version 3 log that loads the same
+    from neurodrive.logs.writer import write_log
+
+    write_log(log, log_copy.parent / "again")
+    again = load_log(log_copy.parent / "again")
+    assert json.loads((log_copy.parent / "again" / "log.json").read_text())["version"] == 3
+    np.testing.assert_array_equal(again.lidar(4).xyz_m, expected_sweep)
+    assert not again.has_lidar(3)
 
 
 def test_sensor_poses_are_interpolated_at_the_sensor_time() -> None:
@@ -309,16 +350,16 @@ def _measured_pattern(root: Path, **changes) -> None:
         np.zeros(0, np.int64),
         np.linspace(np.pi / 2, -np.pi / 2, rows + 1),
     )
-    np.savez(root / "lidar_pattern.npz", **(pattern.to_arrays() | changes))
-    _edit_json(root / "log.json", lambda d: d["rig"]["lidar"].update(pattern="measured"))
+    np.savez(lidar_pattern_path(root, "top"), **(pattern.to_arrays() | changes))
+    _edit_json(root / "log.json", lambda d: d["rig"]["lidars"][0].update(pattern="measured"))
 
 
 def _duplicate_cells(root: Path) -> None:
     _measured_pattern(root)
-    with np.load(root / "lidar_pattern.npz") as d:
+    with np.load(lidar_pattern_path(root, "top")) as d:
         cells = d["ray_cells"].copy()
     cells[1] = cells[0]
-    _rewrite_npz(root / "lidar_pattern.npz", ray_cells=cells)
+    _rewrite_npz(lidar_pattern_path(root, "top"), ray_cells=cells)
 
 
 V2_CORRUPTIONS = {
@@ -361,12 +402,12 @@ V2_CORRUPTIONS = {
         "is not one of",
     ),
     "a measured LiDAR without its pattern file": (
-        lambda r: _edit_json(r / "log.json", lambda d: d["rig"]["lidar"].update(pattern="measured")),
-        "lidar_pattern.npz",
+        lambda r: _edit_json(r / "log.json", lambda d: d["rig"]["lidars"][0].update(pattern="measured")),
+        "pattern.npz",
         None,
         "missing file",
     ),
-    "a measured pattern with two rays in one cell": (_duplicate_cells, "lidar_pattern.npz", "ray_cells", "distinct"),
+    "a measured pattern with two rays in one cell": (_duplicate_cells, "pattern.npz", "ray_cells", "distinct"),
 }
 
 
@@ -383,9 +424,9 @@ def test_corrupt_version_2_fields_are_reported_with_file_and_field(log_copy: Pat
 
 def test_a_sweep_with_a_negative_ring_number_is_reported(log_copy: Path) -> None:
     _measured_pattern(log_copy)
-    with np.load(log_copy / "lidar" / "000000.npz") as d:
+    with np.load(lidar_path(log_copy, 0, "top")) as d:
         n = len(d["xyz_m"])
-    _rewrite_npz(log_copy / "lidar" / "000000.npz", ring=np.full(n, -1, np.int16))
+    _rewrite_npz(lidar_path(log_copy, 0, "top"), ring=np.full(n, -1, np.int16))
     log = load_log(log_copy)
     with pytest.raises(DataError) as info:
         log.lidar(0)

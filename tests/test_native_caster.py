@@ -106,7 +106,7 @@ def test_scene_renders_agree_between_casters(
         monkeypatch.setenv(native.ENV_VAR, caster)
         placed = model.place(poses)
         assert isinstance(placed.caster, native.NativePlacement) == (caster == "embree")
-        renders[caster] = model.render_frame(placed, log.ego_poses[frame], log.rig.cameras, log.rig.lidar)
+        renders[caster] = model.render_frame(placed, log.ego_poses[frame], log.rig.cameras, log.rig.lidars)
     a, b = renders["embree"], renders["open3d"]
     for name, cam in a.cameras.items():
         other = b.cameras[name]

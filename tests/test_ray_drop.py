@@ -87,7 +87,7 @@ def test_fitted_drop_model_approaches_the_best_possible_accuracy() -> None:
     vertices = np.array([[-4.0, -2, 0], [-1, -2, 0], [-1, 2, 0], [1, -2, 0], [4, -2, 0], [4, 2, 0]])
     triangles = np.array([[0, 1, 2], [3, 4, 5]])
     train, _ = _samples(rng, 20_000, vertices, triangles)
-    rates, model = fit_ray_drop([(vertices, triangles)], train, steps=300, batch_size=2048)
+    rates, (model,) = fit_ray_drop([(vertices, triangles)], train, steps=300, batch_size=2048)
     assert model is not None and rates[0].shape == (6, len(DROP_NEIGHBOURS))
     test, p_true = _samples(rng, 20_000, vertices, triangles)
     feats_rates = interpolate_vertices(rates[0], triangles, test.triangle, test.uv)
@@ -171,7 +171,7 @@ def test_a_drop_model_fitted_on_one_sweep_uses_the_rates_and_stays_in_range() ->
     triangles = np.array([[0, 1, 2], [3, 4, 5]])
     train, _ = _samples(rng, 20_000, vertices, triangles)
     one_sweep = DropSamples(**{**train.__dict__, "frame": np.zeros(len(train.frame), int)})
-    rates, model = fit_ray_drop([(vertices, triangles)], one_sweep, steps=300, batch_size=2048)
+    rates, (model,) = fit_ray_drop([(vertices, triangles)], one_sweep, steps=300, batch_size=2048)
     assert model is not None
     test, p_true = _samples(rng, 20_000, vertices, triangles)
     feats_rates = interpolate_vertices(rates[0], triangles, test.triangle, test.uv)

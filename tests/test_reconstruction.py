@@ -128,7 +128,7 @@ def test_fitting_appearance_reduces_the_error(model: SceneModel, tiny_log_dir: P
         {},
         replace(model.decoder, exposures={}),
         model.sky,
-        model.lidar_intensity,
+        model.lidar_models,
         model.meta,
     )
     flat_scene = untrained.place({})
@@ -156,7 +156,7 @@ def test_local_sky_maps_follow_the_ego_and_fit_better(model: SceneModel, tiny_lo
 
     def variant(**changes) -> SceneModel:
         return SceneModel(
-            model.background, model.actors, model.decoder, replace(sky, **changes), model.lidar_intensity, model.meta
+            model.background, model.actors, model.decoder, replace(sky, **changes), model.lidar_models, model.meta
         )
 
     for name, scene_variant in (
@@ -200,12 +200,12 @@ def test_learned_lidar_model(model: SceneModel, tiny_log_dir: Path) -> None:
     both = pred.sweep.return_mask(lidar) & real.return_mask(lidar)
     pi, ri = pred.sweep.ray_image(lidar, pred.sweep.intensity), real.ray_image(lidar, real.intensity)
     assert np.corrcoef(pi[both], ri[both])[0, 1] > 0.5  # learned reflectivity tracks the real one
-    assert 0.0 <= model.lidar_intensity.alpha <= 1.0
+    assert 0.0 <= model.lidar_model("top").alpha <= 1.0
     # learned ray drop on this held-out frame: more rays right than "every ray that hits returns"
     real_mask = real.return_mask(lidar)
     hit_mask = pred.return_probability > 0
     learned = np.mean(pred.sweep.return_mask(lidar) == real_mask)
-    assert model.lidar_intensity.drop is not None
+    assert model.lidar_model("top").drop is not None
     assert learned > np.mean(hit_mask == real_mask) + 0.002, (learned, np.mean(hit_mask == real_mask))
     # sampled drops are seeded: same seed, same sweep
     a = model.render_lidar(scene, lidar, log.ego_poses[frame], rng=np.random.default_rng(3)).sweep

@@ -30,7 +30,7 @@ def log(tiny_log_dir: Path):
 
 def _render(model, log, poses):
     placed = model.place(poses)
-    return placed, model.render_frame(placed, log.ego_poses[FRAME], log.rig.cameras, log.rig.lidar)
+    return placed, model.render_frame(placed, log.ego_poses[FRAME], log.rig.cameras, log.rig.lidars)
 
 
 def _most_visible_actor(model, log) -> str:

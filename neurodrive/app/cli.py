@@ -281,7 +281,7 @@ def render(
         check_output(out, overwrite, "folder", [("the scene", scene), ("the log", drv.root)])
         placed = edited.scene.place(edited.poses_at(frame))
         cams = tuple(c.scaled(scale) if scale != 1 else c for c in drv.rig.cameras)
-        result = edited.scene.render_frame(placed, ego, cams, drv.rig.lidar, rng=np.random.default_rng(frame))
+        result = edited.scene.render_frame(placed, ego, cams, drv.rig.lidars, rng=np.random.default_rng(frame))
     except (DataError, ValueError, KeyError, FileExistsError) as e:
         _fail(e)
     from neurodrive.app.render_files import write_render
@@ -294,7 +294,8 @@ def render(
         interrupted(f"nothing was written to {out}; run the same command again")
     c = result.confidence
     console.print(
-        f"wrote {len(result.cameras)} cameras and {result.lidar.sweep.num_returns} LiDAR points to {out}; "
+        f"wrote {len(result.cameras)} cameras and {sum(r.sweep.num_returns for r in result.lidars.values())} "
+        f"LiDAR points ({len(result.lidars)} LiDARs) to {out}; "
         f"realism confidence {c.score:.2f} "
         f"({json.dumps(round(c.distance_to_training_m, 2))} m from the nearest training view)"
     )

@@ -169,13 +169,12 @@ def summary_table(drv) -> Table:
     table.add_row("ego poses", f"{ps.get('kind')} ({ps.get('method')})")
     for cam in drv.rig.cameras:
         table.add_row(f"camera {cam.name}", f"{cam.width_px}x{cam.height_px}, fx={cam.intrinsics[0, 0]:.1f}")
-    lid = drv.rig.lidar
-    if lid is None:
+    if not drv.rig.lidars:
         table.add_row("lidar", "none")
-    else:
+    for lid in drv.rig.lidars:
         rows, cols = lid.pattern.image_shape
         kind = f"{rows} beams x {cols} azimuths" if lid.measured_pattern is None else f"measured {rows} x {cols} rays"
-        sweeps = sum(drv.has_lidar(f) for f in range(drv.num_frames))
+        sweeps = sum(drv.has_lidar(f, lid.name) for f in range(drv.num_frames))
         table.add_row(f"lidar {lid.name}", f"{kind}, {lid.max_range_m:.0f} m, {sweeps} sweeps")
     cats: dict[str, int] = {}
     for t in drv.tracks:

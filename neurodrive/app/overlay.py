@@ -16,12 +16,18 @@ from neurodrive.logs.writer import encode_png
 
 
 def lidar_world_points(log: DrivingLog, frame: int) -> np.ndarray:
-    """(M, 3) world points of the sweep nearest in time to ``frame`` that has one (empty: none)."""
-    frames = [f for f in range(log.num_frames) if log.has_lidar(f)]
+    """(M, 3) world points of the sweeps (every LiDAR's) of the frame nearest in time to ``frame`` that
+    has one (empty: none)."""
+    frames = [f for f in range(log.num_frames) if log.lidars_at(f)]
     if not frames:
         return np.zeros((0, 3))
     f = min(frames, key=lambda k: abs(log.timestamps_s[k] - log.timestamps_s[frame]))
-    return transform_points(log.T_world_lidar(f), log.lidar(f).xyz_m.astype(np.float64))
+    return np.concatenate(
+        [
+            transform_points(log.T_world_lidar(f, lid.name), log.lidar(f, lid.name).xyz_m.astype(np.float64))
+            for lid in log.lidars_at(f)
+        ]
+    )
 
 
 def project_points(log: DrivingLog, camera: str, frame: int, world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,5 @@
-"""The files ``neurodrive render`` writes: per camera PNG, 16-bit depth, actor masks; the LiDAR sweep
-as .npz and .ply; the realism confidence."""
+"""The files ``neurodrive render`` writes: per camera PNG, 16-bit depth, actor masks; each LiDAR's sweep
+as .npz and .ply (``lidar`` the primary LiDAR, ``lidar_<name>`` the others); the realism confidence."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 
 
 def write_render(stage: Path, result, frame: int, lane_shift: float, actor_ids) -> None:
-    """Files of ``neurodrive render``: per camera PNG, 16-bit depth (mm), actor masks; LiDAR .npz / .ply;
-    the realism confidence."""
+    """Files of ``neurodrive render``: per camera PNG, 16-bit depth (mm), actor masks; LiDAR .npz / .ply
+    per LiDAR; the realism confidence."""
     from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz
     from neurodrive.logs.writer import encode_png
 
@@ -21,16 +21,18 @@ def write_render(stage: Path, result, frame: int, lane_shift: float, actor_ids) 
         atomic_write_npz(
             stage / f"{name}_instance.npz", instance=img.instance, actor_ids=np.array(img.actor_ids, dtype=str)
         )
-    sweep = result.lidar.sweep
-    atomic_write_npz(
-        stage / "lidar.npz",
-        xyz_m=sweep.xyz_m,
-        intensity=sweep.intensity,
-        beam=sweep.beam,
-        azimuth_index=sweep.azimuth_index,
-        instance=result.lidar.instance,
-    )
-    write_ply(stage / "lidar.ply", result.lidar.sweep.xyz_m, result.lidar.sweep.intensity)
+    for k, (name, lidar) in enumerate(result.lidars.items()):
+        stem = "lidar" if k == 0 else f"lidar_{name}"  # the primary LiDAR, then the others by name
+        sweep = lidar.sweep
+        atomic_write_npz(
+            stage / f"{stem}.npz",
+            xyz_m=sweep.xyz_m,
+            intensity=sweep.intensity,
+            beam=sweep.beam,
+            azimuth_index=sweep.azimuth_index,
+            instance=lidar.instance,
+        )
+        write_ply(stage / f"{stem}.ply", sweep.xyz_m, sweep.intensity)
     c = result.confidence
     atomic_write_json(
         stage / "confidence.json",

@@ -76,8 +76,8 @@ class ClosedLoopEnv(gym.Env):
         self.params = self.sim.params
         rig = self.sim.rig
         cameras = rig.cameras if rig is not None else ()
-        lidar = rig.lidar if rig is not None and self.scenario.sensors.lidar else None
-        self.observation_types = observation_factory(config, cameras, lidar, self.scenario.duration_s)
+        lidars = rig.lidars if rig is not None else ()
+        self.observation_types = observation_factory(config, cameras, lidars, self.scenario.duration_s)
         self.action_type = action_factory(config, self.params)
         self.observation_space = spaces.Dict({k: v for t in self.observation_types for k, v in t.spaces().items()})
         self.action_space = self.action_type.space()

@@ -58,34 +58,41 @@ class CameraObservation(ObservationType):
         return {f"camera_{self.camera.name}": obs.sensors.cameras[self.camera.name].rgb}
 
 
-class LidarRangeImageObservation(ObservationType):
-    """``lidar``: float32 (2, beams, azimuths) range (m) and intensity."""
+def lidar_key(lidar: LidarSpec, primary: bool) -> str:
+    """The observation key of a LiDAR: ``lidar`` for the rig's primary one, ``lidar_<name>`` for the others."""
+    return "lidar" if primary else f"lidar_{lidar.name}"
 
-    def __init__(self, lidar: LidarSpec) -> None:
-        self.lidar = lidar
+
+class LidarRangeImageObservation(ObservationType):
+    """``lidar`` (``lidar_<name>`` for a LiDAR other than the primary): float32 (2, rows, columns) range
+    (m) and intensity in the sensor's range image."""
+
+    def __init__(self, lidar: LidarSpec, primary: bool = True) -> None:
+        self.lidar, self.key = lidar, lidar_key(lidar, primary)
 
     def spaces(self) -> dict[str, spaces.Space]:
         lid = self.lidar
-        return {"lidar": spaces.Box(0.0, np.float32(lid.max_range_m), (2, *lid.pattern.image_shape), np.float32)}
+        return {self.key: spaces.Box(0.0, np.float32(lid.max_range_m), (2, *lid.pattern.image_shape), np.float32)}
 
     def observe(self, obs: Observation) -> dict[str, np.ndarray]:
-        return {"lidar": range_intensity_image(obs.sensors.lidar.sweep, self.lidar)}
+        return {self.key: range_intensity_image(obs.sensors.lidars[self.lidar.name].sweep, self.lidar)}
 
 
 class LidarPointsObservation(ObservationType):
-    """``lidar``: float32 (N, 4) x, y, z (ego frame, m) and intensity of N returns."""
+    """``lidar`` (``lidar_<name>`` for a LiDAR other than the primary): float32 (N, 4) x, y, z (ego
+    frame, m) and intensity of N returns."""
 
-    def __init__(self, lidar: LidarSpec, count: int) -> None:
-        self.lidar, self.count = lidar, count
+    def __init__(self, lidar: LidarSpec, count: int, primary: bool = True) -> None:
+        self.lidar, self.count, self.key = lidar, count, lidar_key(lidar, primary)
 
     def spaces(self) -> dict[str, spaces.Space]:
         r = np.float32(self.lidar.max_range_m)
         low = np.tile(np.array([-r, -r, -r, 0], np.float32), (self.count, 1))
         high = np.tile(np.array([r, r, r, 1], np.float32), (self.count, 1))
-        return {"lidar": spaces.Box(low, high, dtype=np.float32)}
+        return {self.key: spaces.Box(low, high, dtype=np.float32)}
 
     def observe(self, obs: Observation) -> dict[str, np.ndarray]:
-        return {"lidar": fixed_points(obs.sensors.lidar.sweep, self.lidar, self.count)}
+        return {self.key: fixed_points(obs.sensors.lidars[self.lidar.name].sweep, self.lidar, self.count)}
 
 
 class EgoStateObservation(ObservationType):
@@ -125,14 +132,14 @@ class RouteObservation(ObservationType):
 
 
 def observation_factory(
-    config: EnvConfig, cameras: tuple[CameraSpec, ...], lidar: LidarSpec | None, duration_s: float
+    config: EnvConfig, cameras: tuple[CameraSpec, ...], lidars: tuple[LidarSpec, ...], duration_s: float
 ) -> list[ObservationType]:
-    """The observation types of ``config``: cameras and LiDAR when the scenario renders them, then
+    """The observation types of ``config``: cameras and each LiDAR when the scenario renders them, then
     the ego state and the route."""
     types: list[ObservationType] = [CameraObservation(c) for c in cameras]
-    if lidar is not None:
+    for k, lidar in enumerate(lidars):
         if config.lidar_format == "range_image":
-            types.append(LidarRangeImageObservation(lidar))
+            types.append(LidarRangeImageObservation(lidar, primary=k == 0))
         else:
-            types.append(LidarPointsObservation(lidar, config.num_lidar_points))
+            types.append(LidarPointsObservation(lidar, config.num_lidar_points, primary=k == 0))
     return [*types, EgoStateObservation(duration_s), RouteObservation(config.route_points, config.route_spacing_m)]

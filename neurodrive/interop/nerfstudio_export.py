@@ -141,13 +141,19 @@ def moving_actor_mask(log: DrivingLog, cam: CameraSpec, frame: int, moving: list
 def sweep_points(
     log: DrivingLog, frame: int, moving: list[int], origin_m: np.ndarray, images: dict[str, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """World points (N, 3) shifted by ``origin_m`` and colours (N, 3) in [0, 1] of the sweep on ``frame``.
+    """World points (N, 3) shifted by ``origin_m`` and colours (N, 3) in [0, 1] of the sweeps (every
+    LiDAR's) on ``frame``.
 
     Returns near a moving actor's box are left out; each return takes its colour from the first camera
     of ``images`` (camera name -> the frame's decoded image) that sees it, and returns no camera sees
     are left out.
     """
-    pts = transform_points(log.T_world_lidar(frame), log.lidar(frame).xyz_m.astype(float))
+    pts = np.concatenate(
+        [
+            transform_points(log.T_world_lidar(frame, lid.name), log.lidar(frame, lid.name).xyz_m.astype(float))
+            for lid in log.lidars_at(frame)
+        ]
+    )
     keep = np.ones(len(pts), bool)
     for index in moving:
         track = log.tracks[index]
@@ -278,7 +284,7 @@ def export_nerfstudio(
                     splits["test"].append(entry["file_path"])
                 if progress is not None:
                     progress(len(frames), total)
-            if f not in held and log.has_lidar(f):  # the point cloud, as the reconstruction, uses training sweeps
+            if f not in held and log.lidars_at(f):  # the point cloud, as the reconstruction, uses training sweeps
                 pts, colours = sweep_points(log, f, moving, origin_m, images)
                 xyz.append(pts)
                 rgb.append(colours)

@@ -208,9 +208,11 @@ def record_log(log: DrivingLog, path: str | Path, max_frames: int | None = None)
                 np.array([t.poses[f] for t in valid]),
                 np.array([t.size_m for t in valid]),
             )
-            if log.has_lidar(f):
-                sweep = log.lidar(f)
-                rec.lidar(transform_points(log.T_world_lidar(f), sweep.xyz_m.astype(float)), sweep.intensity)
+            lidars = log.lidars_at(f)
+            if lidars:  # every LiDAR's returns in one world-frame cloud
+                sweeps = [(log.T_world_lidar(f, lid.name), log.lidar(f, lid.name)) for lid in lidars]
+                xyz = np.concatenate([transform_points(T, sw.xyz_m.astype(float)) for T, sw in sweeps])
+                rec.lidar(xyz, np.concatenate([sw.intensity for _, sw in sweeps]))
             for cam in log.rig.cameras:
                 if log.has_image(cam.name, f):
                     log.image(cam.name, f)  # decoded once: a corrupt image is one DataError, no recording
@@ -253,10 +255,10 @@ class EpisodeRecorder:
         for name, render in sensors.cameras.items():
             cam = sim.rig.camera(name)
             rec.camera(cam, T_world_ego @ cam.T_ego_camera, render.rgb)
-        if sensors.lidar is not None and sim.rig.lidar is not None:
-            sweep = sensors.lidar.sweep
-            xyz = transform_points(T_world_ego @ sim.rig.lidar.T_ego_lidar, sweep.xyz_m.astype(float))
-            rec.lidar(xyz, sweep.intensity)
+        if sensors.lidars:  # every LiDAR's returns in one world-frame cloud
+            parts = [(sim.rig.lidar_named(name).T_ego_lidar, r.sweep) for name, r in sensors.lidars.items()]
+            xyz = np.concatenate([transform_points(T_world_ego @ T, sw.xyz_m.astype(float)) for T, sw in parts])
+            rec.lidar(xyz, np.concatenate([sw.intensity for _, sw in parts]))
         rec.scalars({"realism_confidence": sensors.confidence.score})
 
     def finish(self, sim: Simulator) -> None:

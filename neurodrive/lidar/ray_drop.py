@@ -195,6 +195,7 @@ class DropSamples:
     relative_range: np.ndarray  # (n,) hit distance / max range
     edge: np.ndarray  # (n,) from range_image_edges
     missing: np.ndarray  # (n,)
+    sensor: np.ndarray | None = None  # (n,) int index of the ray's LiDAR in the rig; None: all one LiDAR
 
 
 def fit_ray_drop(
@@ -205,13 +206,20 @@ def fit_ray_drop(
     steps: int = 3000,
     batch_size: int = 8192,
     seed: int = 0,
-) -> tuple[list[np.ndarray], RayDropModel | None]:
-    """Per-vertex drop rates of every mesh (from all rays) and the MLP (None with too few rays)."""
+    num_sensors: int = 1,
+) -> tuple[list[np.ndarray], list[RayDropModel | None]]:
+    """Per-vertex drop rates of every mesh (from all rays of every LiDAR) and one MLP per LiDAR
+    (``s.sensor``; None for a LiDAR with too few rays, or with all or none of them dropped)."""
     prior = float(s.dropped.mean()) if len(s.dropped) else 0.0
     groups = [np.flatnonzero(s.mesh == m) for m in range(len(meshes))]
     rates = [vertex_drop_rates(v, s.point[g], s.dropped[g], prior) for (v, _), g in zip(meshes, groups)]
-    if len(s.dropped) < 1000 or s.dropped.all() or not s.dropped.any():
-        return rates, None
+    sensor = s.sensor if s.sensor is not None else np.zeros(len(s.dropped), np.int64)
+    trainable = [
+        np.sum(sensor == k) >= 1000 and s.dropped[sensor == k].any() and not s.dropped[sensor == k].all()
+        for k in range(num_sensors)
+    ]
+    if not any(trainable):
+        return rates, [None] * num_sensors
     cross = np.empty((len(s.dropped), len(DROP_NEIGHBOURS)), np.float32)
     # Cross-fitted rates: each ray's from rays of other frames (as rendering sees a new sweep). With a
     # single training sweep there are no other frames (every rate would be the prior, a constant the
@@ -227,7 +235,13 @@ def fit_ray_drop(
             r = vertex_drop_rates(v, s.point[rest], s.dropped[rest], prior, query=corners)
             cross[held] = interpolate_vertices(r, t, s.triangle[held], s.uv[held])
     x = ray_drop_features(cross, s.cos_incidence, s.relative_range, s.edge, s.missing)
-    return rates, train_drop_mlp(x, s.dropped, hidden_units, steps, batch_size, seed)
+    models: list[RayDropModel | None] = []
+    for k, ok in enumerate(trainable):  # the rates are shared; each LiDAR learns its own response to them
+        rows = sensor == k
+        models.append(
+            train_drop_mlp(x[rows], s.dropped[rows], hidden_units, steps, batch_size, seed + k) if ok else None
+        )
+    return rates, models
 
 
 MIN_FEATURE_STD = 1e-2  # features varying less than this over the training rays are frozen out

@@ -3,15 +3,17 @@
 Layout of a log folder::
 
     log.json                      name, frame rate, sensor rig, pose source (LogSchema)
-    poses.npz                     timestamps_s (N,), ego_poses (N, 4, 4); version 2 optionally
-                                  camera_timestamps_s (C, N), lidar_timestamps_s (N,) (NaN: no data),
-                                  stream_timestamps_s (K,), stream_ego_poses (K, 4, 4)
+    poses.npz                     timestamps_s (N,), ego_poses (N, 4, 4); from version 2 optionally
+                                  camera_timestamps_s (C, N), lidar_timestamps_s (L, N) (NaN: no data;
+                                  version 2: (N,)), stream_timestamps_s (K,), stream_ego_poses (K, 4, 4)
     tracks.json, tracks.npz       actor id/category/size; poses (A, N, 4, 4), valid (A, N)
-    map.json                      drivable-area polygons and lane centrelines (MapSchema); optional in v2
-    lidar_pattern.npz             the measured ray pattern (v2, ``rig.lidar.pattern == "measured"``)
+    map.json                      drivable-area polygons and lane centrelines (MapSchema); optional from v2
     camera/<name>/<frame>.png     RGB images (v2 also .jpg), frame number zero-padded to 6 digits
-    lidar/<frame>.npz             xyz_m (M, 3), intensity (M,); beam (M,), azimuth_index (M,) for a beam
+    lidar/<name>/<frame>.npz      one folder per LiDAR (version 3; versions 1-2: lidar/<frame>.npz):
+                                  xyz_m (M, 3), intensity (M,); beam (M,), azimuth_index (M,) for a beam
                                   grid; optional ring (M,), time_offset_s (M,)
+    lidar/<name>/pattern.npz      a LiDAR's measured ray pattern (``pattern == "measured"``; version 2:
+                                  lidar_pattern.npz)
 """
 
 from __future__ import annotations
@@ -60,8 +62,15 @@ def image_path(root: Path, camera: str, frame: int) -> Path:
     return base.with_suffix(".png")
 
 
-def lidar_path(root: Path, frame: int) -> Path:
-    return Path(root) / "lidar" / f"{frame:06d}.npz"
+def lidar_path(root: Path, frame: int, lidar: str | None) -> Path:
+    """The sweep file of LiDAR ``lidar`` at ``frame``; ``lidar`` None: the one LiDAR of a version 1-2 log."""
+    folder = Path(root) / "lidar"
+    return (folder if lidar is None else folder / lidar) / f"{frame:06d}.npz"
+
+
+def lidar_pattern_path(root: Path, lidar: str | None) -> Path:
+    """The measured pattern of LiDAR ``lidar``; ``lidar`` None: the one LiDAR of a version 1-2 log."""
+    return Path(root) / "lidar_pattern.npz" if lidar is None else Path(root) / "lidar" / lidar / "pattern.npz"
 
 
 # ----------------------------------------------------------------------------------------- reading
@@ -145,22 +154,29 @@ def _rig_from_schema(schema: LogSchema, root: Path) -> SensorRig:
         )
         for c in schema.rig.cameras
     )
-    lid = schema.rig.lidar
-    if lid is None:
-        return SensorRig(cams, None)
-    measured = _read_pattern(root / "lidar_pattern.npz") if lid.pattern == "measured" else None
-    lidar = LidarSpec(
-        name=lid.name,
-        T_ego_lidar=np.asarray(lid.T_ego_lidar),
-        beam_elevations_rad=np.deg2rad(np.asarray(lid.beam_elevations_deg)),
-        azimuth_bins=lid.azimuth_bins,
-        min_range_m=lid.min_range_m,
-        max_range_m=lid.max_range_m,
-        rotation_rate_hz=lid.rotation_rate_hz,
-        measured_pattern=measured,
-        motion_compensated=lid.motion_compensated,
-    )
-    return SensorRig(cams, lidar)
+    if schema.version >= 3 and schema.rig.lidar is not None:
+        raise DataError(root / "log.json", "rig.lidar", "version 3 logs list their LiDARs in rig.lidars")
+    if schema.version < 3 and schema.rig.lidars:
+        raise DataError(root / "log.json", "rig.lidars", f"version {schema.version} logs have one rig.lidar")
+    listed = schema.rig.lidars if schema.version >= 3 else [lid for lid in [schema.rig.lidar] if lid is not None]
+    lidars = []
+    for lid in listed:
+        folder_name = lid.name if schema.version >= 3 else None
+        measured = _read_pattern(lidar_pattern_path(root, folder_name)) if lid.pattern == "measured" else None
+        lidars.append(
+            LidarSpec(
+                name=lid.name,
+                T_ego_lidar=np.asarray(lid.T_ego_lidar),
+                beam_elevations_rad=np.deg2rad(np.asarray(lid.beam_elevations_deg)),
+                azimuth_bins=lid.azimuth_bins,
+                min_range_m=lid.min_range_m,
+                max_range_m=lid.max_range_m,
+                rotation_rate_hz=lid.rotation_rate_hz,
+                measured_pattern=measured,
+                motion_compensated=lid.motion_compensated,
+            )
+        )
+    return SensorRig(cams, tuple(lidars))
 
 
 def _read_pattern(path: Path) -> MeasuredPattern:
@@ -245,15 +261,16 @@ def read_lidar(path: Path, lidar: LidarSpec) -> LidarSweep:
     )
 
 
-def _read_poses(root: Path, n: int, cameras: int) -> dict[str, np.ndarray]:
-    """poses.npz: frame times and poses, optional sensor times (NaN allowed) and pose stream."""
+def _read_poses(root: Path, n: int, cameras: int, lidars: int, version: int) -> dict[str, np.ndarray]:
+    """poses.npz: frame times and poses, optional sensor times (NaN allowed) and pose stream; LiDAR
+    times come back as (L, N) whatever the version."""
     path = root / "poses.npz"
     arrays = read_npz(
         path,
         {"timestamps_s": (n,), "ego_poses": (n, 4, 4)},
         optional={
             "camera_timestamps_s": (cameras, n),
-            "lidar_timestamps_s": (n,),
+            "lidar_timestamps_s": (lidars, n) if version >= 3 else (n,),
             "stream_timestamps_s": (None,),
             "stream_ego_poses": (None, 4, 4),
         },
@@ -271,6 +288,8 @@ def _read_poses(root: Path, n: int, cameras: int) -> dict[str, np.ndarray]:
             raise DataError(path, "stream_ego_poses", "needs one pose per stream timestamp (at least one)")
         _check_poses(path, "stream_ego_poses", arrays["stream_ego_poses"])
     _check_poses(path, "ego_poses", arrays["ego_poses"])
+    if "lidar_timestamps_s" in arrays and version < 3:
+        arrays["lidar_timestamps_s"] = arrays["lidar_timestamps_s"][None]
     return arrays
 
 
@@ -322,7 +341,8 @@ def load_log(root: str | Path, check_files: bool = True) -> DrivingLog:
     meta: LogSchema = read_json(root / "log.json", LogSchema)
     rig = _rig_from_schema(meta, root)
     n = meta.num_frames
-    poses = _read_poses(root, n, len(rig.cameras))
+    poses = _read_poses(root, n, len(rig.cameras), len(rig.lidars), meta.version)
+    folder_of = {lid.name: (lid.name if meta.version >= 3 else None) for lid in rig.lidars}
     ego_poses = poses["ego_poses"].astype(np.float64)
     camera_times = poses.get("camera_timestamps_s")
     lidar_times = poses.get("lidar_timestamps_s")
@@ -338,9 +358,11 @@ def load_log(root: str | Path, check_files: bool = True) -> DrivingLog:
                 has = camera_times is None or np.isfinite(camera_times[c, frame])
                 if has and not image_path(root, cam.name, frame).is_file():
                     raise DataError(image_path(root, cam.name, frame), None, "missing image file")
-            has = rig.lidar is not None and (lidar_times is None or np.isfinite(lidar_times[frame]))
-            if has and not lidar_path(root, frame).is_file():
-                raise DataError(lidar_path(root, frame), None, "missing LiDAR sweep file")
+            for k, lid in enumerate(rig.lidars):
+                has = lidar_times is None or np.isfinite(lidar_times[k, frame])
+                path = lidar_path(root, frame, folder_of[lid.name])
+                if has and not path.is_file():
+                    raise DataError(path, None, "missing LiDAR sweep file")
 
     return DrivingLog(
         root=root,
@@ -357,5 +379,5 @@ def load_log(root: str | Path, check_files: bool = True) -> DrivingLog:
         pose_source=meta.pose_source.model_dump(),
         has_map=has_map,
         _read_image=lambda cam, f: read_image(image_path(root, cam, f), rig.camera(cam)),
-        _read_lidar=lambda f: read_lidar(lidar_path(root, f), rig.lidar),
+        _read_lidar=lambda name, f: read_lidar(lidar_path(root, f, folder_of[name]), rig.lidar_named(name)),
     )

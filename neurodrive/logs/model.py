@@ -163,8 +163,28 @@ class LidarSpec:
 
 @dataclass(frozen=True)
 class SensorRig:
+    """The cameras and LiDARs of a log (none: e.g. an imported ScenarioNet scenario). Real rigs hold
+    several LiDARs (PandaSet 2, Argoverse 2 2); the first is the primary one (:attr:`lidar`)."""
+
     cameras: tuple[CameraSpec, ...]
-    lidar: LidarSpec | None  # None: a log without sensors (e.g. an imported ScenarioNet scenario)
+    lidars: tuple[LidarSpec, ...] = ()
+
+    @property
+    def lidar(self) -> LidarSpec | None:
+        """The primary LiDAR (the first), None without LiDAR."""
+        return self.lidars[0] if self.lidars else None
+
+    @property
+    def lidar_names(self) -> tuple[str, ...]:
+        return tuple(lid.name for lid in self.lidars)
+
+    def lidar_named(self, name: str | None) -> LidarSpec:
+        """The LiDAR called ``name`` (None: the primary one); KeyError naming the known ones."""
+        for lid in self.lidars:
+            if name is None or lid.name == name:
+                return lid
+        known = ", ".join(self.lidar_names) or "none"
+        raise KeyError(f"unknown LiDAR '{name}' (known: {known})")
 
     def camera(self, name: str) -> CameraSpec:
         for cam in self.cameras:
@@ -280,14 +300,14 @@ class DrivingLog:
     metadata: dict = field(default_factory=dict)
     # Sensor times (v2 logs); None: every sensor at the frame's timestamp. NaN: no data on that frame.
     camera_timestamps_s: np.ndarray | None = None  # (C, N), cameras in rig order
-    lidar_timestamps_s: np.ndarray | None = None  # (N,)
+    lidar_timestamps_s: np.ndarray | None = None  # (L, N), LiDARs in rig order
     # A denser ego trajectory to interpolate sensor poses in (e.g. every datum's pose); None: ego_poses.
     pose_stream: tuple[np.ndarray, np.ndarray] | None = None  # (timestamps_s (K,), T_world_ego (K, 4, 4))
     pose_source: dict = field(default_factory=lambda: {"kind": "measured", "method": "unknown"})
     has_map: bool = True  # False: road_map is a corridor around the logged ego path (see corridor_map)
     # Readers injected by the loader so the data model stays independent of the file format.
     _read_image: Callable[[str, int], np.ndarray] | None = field(default=None, repr=False, compare=False)
-    _read_lidar: Callable[[int], LidarSweep] | None = field(default=None, repr=False, compare=False)
+    _read_lidar: Callable[[str, int], LidarSweep] | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_frames(self) -> int:
@@ -332,12 +352,15 @@ class DrivingLog:
         assert self._read_image is not None, "log has no image reader"
         return self._read_image(camera, frame)
 
-    def lidar(self, frame: int) -> LidarSweep:
+    def lidar(self, frame: int, lidar: str | None = None) -> LidarSweep:
+        """The sweep of LiDAR ``lidar`` (None: the primary one) at ``frame``, read from disk."""
+        spec = self.rig.lidar_named(lidar) if self.rig.lidars else None
         self._check_frame(frame)
-        if not self.has_lidar(frame):
-            raise DataError(self.root, f"lidar frame {frame}", "this log has no LiDAR sweep there")
+        if spec is None or not self.has_lidar(frame, spec.name):
+            where = f"lidar {spec.name if spec else lidar} frame {frame}"
+            raise DataError(self.root, where, "this log has no LiDAR sweep there")
         assert self._read_lidar is not None, "log has no LiDAR reader"
-        return self._read_lidar(frame)
+        return self._read_lidar(spec.name, frame)
 
     def camera_time(self, camera: str, frame: int) -> float:
         """Timestamp (s) of ``camera``'s image at ``frame`` (NaN: no image on that frame)."""
@@ -345,17 +368,25 @@ class DrivingLog:
             return float(self.timestamps_s[frame])
         return float(self.camera_timestamps_s[self.rig.camera_names.index(camera), frame])
 
-    def lidar_time(self, frame: int) -> float:
-        """Timestamp (s) of the LiDAR sweep at ``frame`` (NaN: no sweep on that frame)."""
+    def lidar_time(self, frame: int, lidar: str | None = None) -> float:
+        """Timestamp (s) of LiDAR ``lidar``'s sweep (None: the primary one) at ``frame`` (NaN: no sweep)."""
         if self.lidar_timestamps_s is None:
             return float(self.timestamps_s[frame])
-        return float(self.lidar_timestamps_s[frame])
+        index = 0 if lidar is None else self.rig.lidar_names.index(self.rig.lidar_named(lidar).name)
+        return float(self.lidar_timestamps_s[index, frame])
 
     def has_image(self, camera: str, frame: int) -> bool:
         return bool(np.isfinite(self.camera_time(camera, frame)))
 
-    def has_lidar(self, frame: int) -> bool:
-        return self.rig.lidar is not None and bool(np.isfinite(self.lidar_time(frame)))
+    def has_lidar(self, frame: int, lidar: str | None = None) -> bool:
+        """Whether LiDAR ``lidar`` (None: the primary one) has a sweep at ``frame``."""
+        if not self.rig.lidars or (lidar is not None and lidar not in self.rig.lidar_names):
+            return False
+        return bool(np.isfinite(self.lidar_time(frame, lidar)))
+
+    def lidars_at(self, frame: int) -> tuple[LidarSpec, ...]:
+        """The LiDARs with a sweep at ``frame``, in rig order."""
+        return tuple(lid for lid in self.rig.lidars if self.has_lidar(frame, lid.name))
 
     def ego_pose_at(self, time_s: float) -> np.ndarray:
         """T_world_ego at ``time_s``, interpolated in the pose stream (or the frames' poses)."""
@@ -367,10 +398,10 @@ class DrivingLog:
             return self.ego_poses[frame]
         return self.ego_pose_at(time_s)
 
-    def T_world_lidar(self, frame: int) -> np.ndarray:
-        """The LiDAR's pose at its sweep's time on ``frame``."""
-        assert self.rig.lidar is not None, "log has no LiDAR"
-        return self._sensor_pose(self.lidar_time(frame), frame) @ self.rig.lidar.T_ego_lidar
+    def T_world_lidar(self, frame: int, lidar: str | None = None) -> np.ndarray:
+        """LiDAR ``lidar``'s pose (None: the primary one) at its sweep's time on ``frame``."""
+        spec = self.rig.lidar_named(lidar)
+        return self._sensor_pose(self.lidar_time(frame, spec.name), frame) @ spec.T_ego_lidar
 
     def T_world_camera(self, camera: str, frame: int) -> np.ndarray:
         """The camera's pose at its image's time on ``frame``."""

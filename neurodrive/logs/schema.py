@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -11,7 +12,7 @@ from neurodrive.geometry import is_rigid
 from neurodrive.io_utils import SAFE_NAME_PATTERN
 
 FORMAT_NAME = "neurodrive-log"
-FORMAT_VERSION = 2  # version 1 logs still load (docs/log_format.md)
+FORMAT_VERSION = 3  # 3: a list of LiDARs; version 1 and 2 logs (one LiDAR) still load (docs/log_format.md)
 
 
 def _rigid_matrix(value: list[list[float]]) -> list[list[float]]:
@@ -75,7 +76,8 @@ class LidarSchema(_Schema):
 
 class RigSchema(_Schema):
     cameras: list[CameraSchema] = Field(default_factory=list)
-    lidar: LidarSchema | None = None
+    lidar: LidarSchema | None = None  # versions 1 and 2: at most one LiDAR
+    lidars: list[LidarSchema] = Field(default_factory=list, max_length=16)  # version 3
 
     @field_validator("cameras")
     @classmethod
@@ -85,6 +87,17 @@ class RigSchema(_Schema):
             raise ValueError(f"camera names must be unique, got {names}")
         return cams
 
+    @field_validator("lidars")
+    @classmethod
+    def _lidar_names(cls, lidars: list[LidarSchema]) -> list[LidarSchema]:
+        names = [lid.name for lid in lidars]
+        if len(set(names)) != len(names):
+            raise ValueError(f"LiDAR names must be unique, got {names}")
+        for i, name in enumerate(names):  # each LiDAR's sweeps live in lidar/<name>/
+            if not re.fullmatch(SAFE_NAME_PATTERN, name):
+                raise ValueError(f"LiDAR {i} name {name!r} cannot be used as a folder name")
+        return lidars
+
 
 class PoseSourceSchema(_Schema):
     kind: Literal["measured", "estimated"] = "measured"
@@ -93,7 +106,7 @@ class PoseSourceSchema(_Schema):
 
 class LogSchema(_Schema):
     format: Literal["neurodrive-log"]
-    version: Literal[1, 2]
+    version: Literal[1, 2, 3]
     name: str = Field(min_length=1)
     num_frames: int = Field(gt=0)
     frame_rate_hz: float = Field(gt=0.0, le=1000.0)

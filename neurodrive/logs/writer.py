@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz, inside
-from neurodrive.logs.io import image_path, lidar_path
+from neurodrive.logs.io import image_path, lidar_path, lidar_pattern_path
 from neurodrive.logs.model import ActorTrack, DrivingLog, RoadMap, SensorRig
 from neurodrive.logs.schema import FORMAT_NAME, FORMAT_VERSION
 
@@ -32,12 +32,8 @@ def _rig_to_json(rig: SensorRig) -> dict:
         if c.is_distorted:
             cam["distortion"] = np.asarray(c.distortion, float).tolist()
         cameras.append(cam)
-    lid = rig.lidar
-    if lid is None:
-        return {"cameras": cameras, "lidar": None}
-    return {
-        "cameras": cameras,
-        "lidar": {
+    lidars = [
+        {
             "name": lid.name,
             "T_ego_lidar": lid.T_ego_lidar.tolist(),
             "beam_elevations_deg": np.rad2deg(lid.beam_elevations_rad).tolist(),
@@ -47,8 +43,10 @@ def _rig_to_json(rig: SensorRig) -> dict:
             "rotation_rate_hz": lid.rotation_rate_hz,
             "pattern": "beam_grid" if lid.measured_pattern is None else "measured",
             "motion_compensated": lid.motion_compensated,
-        },
-    }
+        }
+        for lid in rig.lidars
+    ]
+    return {"cameras": cameras, "lidars": lidars}
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -67,14 +65,17 @@ class LogTiming:
     denser ego trajectory; all optional (None: every sensor at the frame's time, poses per frame)."""
 
     camera_timestamps_s: np.ndarray | None = None  # (C, N)
-    lidar_timestamps_s: np.ndarray | None = None  # (N,)
+    lidar_timestamps_s: np.ndarray | None = None  # (L, N); (N,) for a rig with one LiDAR
     stream_timestamps_s: np.ndarray | None = None  # (K,)
     stream_ego_poses: np.ndarray | None = None  # (K, 4, 4)
     pose_source: dict = field(default_factory=lambda: {"kind": "measured", "method": "unknown"})
 
     def arrays(self) -> dict[str, np.ndarray]:
         names = ("camera_timestamps_s", "lidar_timestamps_s", "stream_timestamps_s", "stream_ego_poses")
-        return {n: np.asarray(getattr(self, n), np.float64) for n in names if getattr(self, n) is not None}
+        arrays = {n: np.asarray(getattr(self, n), np.float64) for n in names if getattr(self, n) is not None}
+        if "lidar_timestamps_s" in arrays:
+            arrays["lidar_timestamps_s"] = np.atleast_2d(arrays["lidar_timestamps_s"])
+        return arrays
 
 
 class LogWriter:
@@ -98,7 +99,8 @@ class LogWriter:
             raise ValueError(f"{src}: only PNG and JPEG images can be kept as they are")
         atomic_write_bytes(self._image_file(camera, frame).with_suffix(suffix), src.read_bytes())
 
-    def write_lidar(self, frame: int, sweep) -> None:
+    def write_lidar(self, frame: int, sweep, lidar: str) -> None:
+        """The sweep of LiDAR ``lidar`` (its name, one folder name) at ``frame``."""
         arrays = {"xyz_m": sweep.xyz_m.astype(np.float32), "intensity": sweep.intensity.astype(np.float32)}
         if sweep.beam is not None and sweep.azimuth_index is not None:
             arrays |= {"beam": sweep.beam.astype(np.int16), "azimuth_index": sweep.azimuth_index.astype(np.int32)}
@@ -106,7 +108,8 @@ class LogWriter:
             arrays["ring"] = sweep.ring.astype(np.int16)
         if sweep.time_offset_s is not None:
             arrays["time_offset_s"] = sweep.time_offset_s.astype(np.float32)
-        atomic_write_npz(lidar_path(self.root, frame), **arrays)
+        inside(self.root / "lidar", lidar)  # a LiDAR name is one folder name, never a path
+        atomic_write_npz(lidar_path(self.root, frame, lidar), **arrays)
 
     def write_metadata(
         self,
@@ -123,8 +126,10 @@ class LogWriter:
         """The log's metadata files; ``road_map`` None writes no map.json (a log without a map)."""
         n = len(timestamps_s)
         timing = timing or LogTiming()
-        if rig.lidar is not None and rig.lidar.measured_pattern is not None:
-            atomic_write_npz(self.root / "lidar_pattern.npz", **rig.lidar.measured_pattern.to_arrays())
+        for lid in rig.lidars:
+            if lid.measured_pattern is not None:
+                inside(self.root / "lidar", lid.name)
+                atomic_write_npz(lidar_pattern_path(self.root, lid.name), **lid.measured_pattern.to_arrays())
         atomic_write_npz(
             self.root / "poses.npz",
             timestamps_s=np.asarray(timestamps_s),
@@ -191,8 +196,9 @@ def write_log(log: DrivingLog, root: str | Path) -> None:
         for cam in log.rig.camera_names:
             if log.has_image(cam, frame):
                 writer.write_image(cam, frame, log.image(cam, frame))
-        if log.has_lidar(frame):
-            writer.write_lidar(frame, log.lidar(frame))
+        for lidar in log.rig.lidar_names:
+            if log.has_lidar(frame, lidar):
+                writer.write_lidar(frame, log.lidar(frame, lidar), lidar)
     stream = log.pose_stream or (None, None)
     writer.write_metadata(
         log.name,

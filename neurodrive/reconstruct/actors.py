@@ -16,20 +16,21 @@ from neurodrive.reconstruct.tsdf import SparseTsdf
 def gather_actor_returns(
     log: DrivingLog, tracks: list[ActorTrack], frames: list[int], cfg: ReconConfig
 ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
-    """Per actor and frame: (sensor origin (3,), returns inside its box (M, 3)), both in its box
+    """Per actor, frame and LiDAR: (sensor origin (3,), returns inside its box (M, 3)), both in its box
     frame. Every sweep is read once for all actors."""
     out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {t.actor_id: [] for t in tracks}
     for f in frames:
         present = [t for t in tracks if t.valid[f]]
         if not present:
             continue
-        T = log.T_world_lidar(f)
-        pts = transform_points(T, log.lidar(f).xyz_m.astype(np.float64))
-        for track in present:
-            local = _box_local(track, f, pts)
-            inside = _in_box(local, track.size_m, 0.05, cfg.actors.ground_clearance_m * 0.7)
-            if inside.any():
-                out[track.actor_id].append((_box_local(track, f, T[:3, 3][None])[0], local[inside]))
+        for lidar in log.lidars_at(f):
+            T = log.T_world_lidar(f, lidar.name)
+            pts = transform_points(T, log.lidar(f, lidar.name).xyz_m.astype(np.float64))
+            for track in present:
+                local = _box_local(track, f, pts)
+                inside = _in_box(local, track.size_m, 0.05, cfg.actors.ground_clearance_m * 0.7)
+                if inside.any():
+                    out[track.actor_id].append((_box_local(track, f, T[:3, 3][None])[0], local[inside]))
     return out
 
 

@@ -10,7 +10,7 @@ from scipy.spatial import cKDTree
 
 from neurodrive.geometry import invert_pose, transform_points
 from neurodrive.lidar.pattern import from_image
-from neurodrive.logs.model import ActorTrack, DrivingLog
+from neurodrive.logs.model import ActorTrack, DrivingLog, LidarSpec
 from neurodrive.raycast.open3d_caster import MeshRaycaster
 from neurodrive.reconstruct.config import Progress, ReconConfig, stage_step
 from neurodrive.reconstruct.tsdf import SparseTsdf
@@ -131,21 +131,19 @@ def carve_unsupported_extrusion(
     """
     if first_extruded >= len(triangles):
         return triangles
-    lidar = log.rig.lidar
     caster = MeshRaycaster([(vertices, triangles)])
-    dirs_l = lidar.pattern.directions()
     n_hit = np.zeros(len(triangles))
     n_ret = np.zeros(len(triangles))
     for f in frames:
-        T = log.T_world_lidar(f)
-        hits = caster.cast(T[:3, 3], dirs_l @ T[:3, :3].T)
-        sweep = log.lidar(f)
-        real = from_image(lidar.pattern, sweep.range_image(lidar))
-        sel = hits.hit & (hits.triangle >= first_extruded) & (hits.t_m <= lidar.max_range_m)
-        occluded = (real > 0) & (real < hits.t_m - 0.5)  # something (an actor, a tree) was in front
-        sel &= ~occluded
-        np.add.at(n_hit, hits.triangle[sel], 1.0)
-        np.add.at(n_ret, hits.triangle[sel & (real > 0)], 1.0)
+        for lidar in log.lidars_at(f):
+            T = log.T_world_lidar(f, lidar.name)
+            hits = caster.cast(T[:3, 3], lidar.pattern.directions() @ T[:3, :3].T)
+            real = from_image(lidar.pattern, log.lidar(f, lidar.name).range_image(lidar))
+            sel = hits.hit & (hits.triangle >= first_extruded) & (hits.t_m <= lidar.max_range_m)
+            occluded = (real > 0) & (real < hits.t_m - 0.5)  # something (an actor, a tree) was in front
+            sel &= ~occluded
+            np.add.at(n_hit, hits.triangle[sel], 1.0)
+            np.add.at(n_ret, hits.triangle[sel & (real > 0)], 1.0)
     centroids = vertices[triangles].mean(axis=1)
     vox = np.unique(np.floor(centroids / pool_m).astype(np.int64), axis=0, return_inverse=True)[1].reshape(-1)
     pooled_hit = np.bincount(vox, n_hit)[vox]
@@ -164,43 +162,8 @@ def fit_background(log: DrivingLog, frames: list[int], cfg: ReconConfig, progres
         cfg.geometry.truncation_m * cfg.geometry.coarse_voxel_ratio,
     )
     for k, f in enumerate(frames):
-        sweep = log.lidar(f)
-        T = log.T_world_lidar(f)
-        pts = transform_points(T, sweep.xyz_m.astype(np.float64))
-        keep = _outside_actors(log, f, pts, cfg.actors.actor_margin_m, cfg.actors.ground_clearance_m)
-        tsdf.integrate(
-            T[:3, 3],
-            pts[keep],
-            truncation_per_m=cfg.geometry.truncation_per_m,
-            max_truncation_m=cfg.geometry.max_truncation_m,
-        )
-        virtual = transform_points(
-            T,
-            inpaint_dropped_rays(
-                sweep, log.rig.lidar, cfg.geometry.inpaint_max_gap_bins, cfg.geometry.inpaint_tolerance
-            ),
-        )
-        if len(virtual):
-            virtual = virtual[_outside_actors(log, f, virtual, cfg.actors.actor_margin_m, 0.0)]
-            tsdf.integrate(T[:3, 3], virtual, weights=np.full(len(virtual), 0.5))
-        far = np.linalg.norm(pts - T[:3, 3], axis=1) > cfg.geometry.coarse_min_range_m
-        static_points.append(pts[keep][::4])
-        coarse.integrate(T[:3, 3], pts[keep & far])
-        if cfg.geometry.densify_min_range_m > 0:
-            dense = transform_points(
-                T,
-                densify_far_returns(
-                    sweep,
-                    log.rig.lidar,
-                    cfg.geometry.densify_min_range_m,
-                    cfg.geometry.densify_spacing_m,
-                    cfg.geometry.densify_tolerance,
-                ),
-            )
-            coarse.integrate(
-                T[:3, 3],
-                dense[_outside_actors(log, f, dense, cfg.actors.actor_margin_m, cfg.actors.ground_clearance_m)],
-            )
+        for lidar in log.lidars_at(f):
+            static_points.append(_integrate_sweep(log, f, lidar, cfg, tsdf, coarse))
         if progress:
             progress("background geometry", k + 1, len(frames))
     close_ground_under_parked_actors(log, frames, cfg, tsdf, coarse)
@@ -337,3 +300,43 @@ def close_ground_under_parked_actors(
         probe[:, 2] = ground_z
         tsdf.integrate(probe + np.array([0.0, 0.0, 1.5]), probe, weights=np.full(len(probe), 0.5))
         coarse.integrate(probe + np.array([0.0, 0.0, 1.5]), probe, weights=np.full(len(probe), 0.5))
+
+
+def _integrate_sweep(
+    log: DrivingLog, f: int, lidar: LidarSpec, cfg: ReconConfig, tsdf: SparseTsdf, coarse: SparseTsdf
+) -> np.ndarray:
+    """One sweep's static returns into the fine and coarse TSDFs (with the rays it dropped inpainted
+    and its far returns densified); returns a quarter of its static points for the ground underlay."""
+    sweep = log.lidar(f, lidar.name)
+    T = log.T_world_lidar(f, lidar.name)
+    pts = transform_points(T, sweep.xyz_m.astype(np.float64))
+    keep = _outside_actors(log, f, pts, cfg.actors.actor_margin_m, cfg.actors.ground_clearance_m)
+    tsdf.integrate(
+        T[:3, 3],
+        pts[keep],
+        truncation_per_m=cfg.geometry.truncation_per_m,
+        max_truncation_m=cfg.geometry.max_truncation_m,
+    )
+    virtual = transform_points(
+        T, inpaint_dropped_rays(sweep, lidar, cfg.geometry.inpaint_max_gap_bins, cfg.geometry.inpaint_tolerance)
+    )
+    if len(virtual):
+        virtual = virtual[_outside_actors(log, f, virtual, cfg.actors.actor_margin_m, 0.0)]
+        tsdf.integrate(T[:3, 3], virtual, weights=np.full(len(virtual), 0.5))
+    far = np.linalg.norm(pts - T[:3, 3], axis=1) > cfg.geometry.coarse_min_range_m
+    coarse.integrate(T[:3, 3], pts[keep & far])
+    if cfg.geometry.densify_min_range_m > 0:
+        dense = transform_points(
+            T,
+            densify_far_returns(
+                sweep,
+                lidar,
+                cfg.geometry.densify_min_range_m,
+                cfg.geometry.densify_spacing_m,
+                cfg.geometry.densify_tolerance,
+            ),
+        )
+        coarse.integrate(
+            T[:3, 3], dense[_outside_actors(log, f, dense, cfg.actors.actor_margin_m, cfg.actors.ground_clearance_m)]
+        )
+    return pts[keep][::4]

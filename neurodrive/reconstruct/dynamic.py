@@ -303,7 +303,7 @@ def holds_the_ego(log: DrivingLog, track: ActorTrack, margin_m: float = 0.5) -> 
     valid on (a box fitted to a wrong side of a passing truck; such a track is dropped)."""
     for f in np.flatnonzero(track.valid):
         sensors = [log.ego_poses[f][:3, 3]] + [(log.ego_poses[f] @ c.T_ego_camera)[:3, 3] for c in log.rig.cameras]
-        sensors.append((log.ego_poses[f] @ log.rig.lidar.T_ego_lidar)[:3, 3])
+        sensors += [(log.ego_poses[f] @ lid.T_ego_lidar)[:3, 3] for lid in log.rig.lidars]
         local = transform_points(invert_pose(track.poses[f]), np.array(sensors))
         if np.any(np.all(np.abs(local) <= track.size_m / 2 + margin_m, axis=1)):
             return True
@@ -361,7 +361,9 @@ def drop_duplicates(tracks: list[ActorTrack], min_overlap: float = 0.3) -> list[
 def auto_tracks(
     log: DrivingLog, sweeps: list[int], cfg: DynamicConfig, progress: Progress | None = None
 ) -> tuple[list[ActorTrack], dict]:
-    """Actors for the moving objects no track covers, and what was found (for scene.json)."""
+    """Actors for the moving objects no track covers, and what was found (for scene.json). Moving
+    returns are found in the primary LiDAR's sweeps (its ray pattern gives the free-space votes)."""
+    sweeps = [f for f in sweeps if log.has_lidar(f)]
     if not cfg.enabled or len(sweeps) < 2:
         return [], {"enabled": cfg.enabled, "tracks": 0, "note": "needs at least 2 sweeps" if cfg.enabled else ""}
     per_sweep = find_moving_clusters(log, sweeps, cfg, progress)

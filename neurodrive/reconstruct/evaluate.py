@@ -15,7 +15,7 @@ from skimage.metrics import structural_similarity
 
 from neurodrive.geometry import BOX_EDGES, box_corners, invert_pose, make_pose, transform_points
 from neurodrive.io_utils import atomic_write_bytes
-from neurodrive.logs.model import CameraSpec, DrivingLog
+from neurodrive.logs.model import CameraSpec, DrivingLog, LidarSpec
 from neurodrive.logs.writer import encode_png
 from neurodrive.reconstruct.dynamic import log_with_scene_tracks
 from neurodrive.scene.model import SceneModel
@@ -125,17 +125,21 @@ def evaluate_reconstruction(
     log = log_with_scene_tracks(log, model.meta)
     m: dict[str, list] = {k: [] for k in METRIC_SERIES}
     per_camera: dict[str, list[tuple[float, float]]] = {c: [] for c in log.rig.camera_names}  # (PSNR, SSIM)
+    per_lidar: dict[str, dict[str, list]] = {}
     for k, f in enumerate(frames):
         scene = model.place({a: p for a, p in log.actor_poses_at(f).items() if a in model.actors})
         for cam in log.rig.cameras:
             if log.has_image(cam.name, f):
                 _camera_metrics(model, log, scene, cam, f, supersample, figures, m)
                 per_camera[cam.name].append((m["psnr"][-1], m["ssim"][-1]))
-        if log.has_lidar(f):
-            _lidar_metrics(model, log, scene, f, m)
+        for lidar in log.lidars_at(f):
+            _lidar_metrics(model, log, scene, f, lidar, m)
+            _lidar_metrics(model, log, scene, f, lidar, per_lidar.setdefault(lidar.name, _lidar_series()))
         if progress:
             progress("evaluating held-out frames", k + 1, len(frames))
     result = {"frames": frames, **_summary(m, per_camera, supersample)}
+    if len(log.rig.lidars) > 1:
+        result["lidar_per_sensor"] = {name: _lidar_summary(series) for name, series in per_lidar.items()}
     result |= _protocol(model.meta, log, per_camera, held_out=note is None)
     if note:
         result["frames_note"] = note
@@ -150,7 +154,12 @@ def evaluate_reconstruction(
 
 
 CAMERA_SERIES = ("psnr", "ssim", "static_psnr", "static_ssim", "actor_psnr")
-METRIC_SERIES = (*CAMERA_SERIES, "depth", "cell_depth", "int", "drop", "chamfer")
+LIDAR_SERIES = ("depth", "cell_depth", "int", "drop", "chamfer")
+METRIC_SERIES = (*CAMERA_SERIES, *LIDAR_SERIES)
+
+
+def _lidar_series() -> dict[str, list]:
+    return {k: [] for k in LIDAR_SERIES}
 
 
 def front_camera(log: DrivingLog) -> str | None:
@@ -192,10 +201,6 @@ def _summary(m: dict[str, list], per_camera: dict[str, list[tuple[float, float]]
     def mean(values: list[float]) -> float | None:
         return float(np.mean(values)) if values else None
 
-    def pooled(key: str) -> np.ndarray:
-        return np.concatenate(m[key]) if m[key] else np.zeros(0)
-
-    depth, cell_depth, inten = pooled("depth"), pooled("cell_depth"), pooled("int")
     return {
         "psnr_db": mean(m["psnr"]),
         "psnr_db_per_camera": {c: float(np.mean([p for p, _ in v])) for c, v in per_camera.items() if v},
@@ -209,12 +214,24 @@ def _summary(m: dict[str, list], per_camera: dict[str, list[tuple[float, float]]
         "render_supersample": supersample,
         "lpips": None,
         "lpips_note": "not computed: LPIPS needs pretrained network weights, which cannot be downloaded here",
+        **_lidar_summary(m),
+    }
+
+
+def _lidar_summary(m: dict[str, list]) -> dict:
+    """The LiDAR series of ``m`` (every sweep of every LiDAR in it) summed up."""
+
+    def pooled(key: str) -> np.ndarray:
+        return np.concatenate(m[key]) if m[key] else np.zeros(0)
+
+    depth, cell_depth, inten = pooled("depth"), pooled("cell_depth"), pooled("int")
+    return {
         "lidar_median_depth_error_m": float(np.median(depth)) if len(depth) else None,
         "lidar_depth_note": "along each recorded return's own ray; the _pattern value compares the rendered "
         "sweep (the sensor's pattern rays) with the recorded one cell by cell",
         "lidar_median_depth_error_pattern_m": float(np.median(cell_depth)) if len(cell_depth) else None,
         "lidar_intensity_rmse": float(np.sqrt(np.mean(inten**2))) if len(inten) else None,
-        "lidar_ray_drop_accuracy": mean(m["drop"]),
+        "lidar_ray_drop_accuracy": float(np.mean(m["drop"])) if m["drop"] else None,
         "lidar_chamfer_m": float(np.nanmean(m["chamfer"])) if m["chamfer"] else None,
     }
 
@@ -241,21 +258,20 @@ def _camera_metrics(model, log: DrivingLog, scene, cam: CameraSpec, f: int, supe
         write_figure(Path(figures) / f"frame{f:04d}_{cam.name}.png", error_figure(real, pred, moving))
 
 
-def _lidar_metrics(model, log: DrivingLog, scene, f: int, m: dict) -> None:
+def _lidar_metrics(model, log: DrivingLog, scene, f: int, lidar: LidarSpec, m: dict) -> None:
     """Ray drop, depth and intensity errors on rays both sweeps return, Chamfer distance of one sweep."""
-    lidar = log.rig.lidar
-    ego = sensor_ego_pose(log.T_world_lidar(f), lidar.T_ego_lidar)
+    T = log.T_world_lidar(f, lidar.name)
+    ego = sensor_ego_pose(T, lidar.T_ego_lidar)
     pred_l = model.render_lidar(scene, lidar, ego).sweep
-    real_l = log.lidar(f)
+    real_l = log.lidar(f, lidar.name)
     pm, rm = pred_l.return_mask(lidar), real_l.return_mask(lidar)
     m["drop"].append(float(np.mean(pm == rm)))
     pr, rr = pred_l.range_image(lidar), real_l.range_image(lidar)
     both = pm & rm
     m["cell_depth"].append(np.abs(pr[both] - rr[both]))
-    m["depth"].append(ray_depth_errors(scene, log.T_world_lidar(f), real_l.xyz_m, lidar.max_range_m))
+    m["depth"].append(ray_depth_errors(scene, T, real_l.xyz_m, lidar.max_range_m))
     pi, ri = pred_l.ray_image(lidar, pred_l.intensity), real_l.ray_image(lidar, real_l.intensity)
     m["int"].append(pi[both] - ri[both])
-    T = log.T_world_lidar(f)
     m["chamfer"].append(chamfer_m(transform_points(T, pred_l.xyz_m), transform_points(T, real_l.xyz_m)))
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from neurodrive.lidar.intensity import LidarIntensityModel
 from neurodrive.lidar.ray_drop import DropSamples, fit_ray_drop, ray_edges
-from neurodrive.logs.model import DrivingLog
+from neurodrive.logs.model import DrivingLog, LidarSpec
 from neurodrive.reconstruct.config import Progress, ReconConfig, stage_step
 from neurodrive.reconstruct.texturing import FrameCasters, fill_unobserved
 
@@ -18,33 +18,35 @@ def fit_lidar(
     actor_ids: list[str],
     cfg: ReconConfig,
     progress: Progress | None = None,
-):
-    """The global intensity fall-off, per-triangle reflectivity (pooled over ``cfg.lidar.lidar_smoothing_m``
-    voxels), per-vertex ray-drop rates and the ray-drop MLP (see ``lidar/ray_drop.py``)."""
+) -> tuple[dict[str, LidarIntensityModel], list[tuple[np.ndarray, np.ndarray]]]:
+    """Each LiDAR's model (intensity fall-off and gain, ray-drop MLP; by name, rig order) and, per mesh,
+    the surface's reflectivity per triangle (pooled over ``cfg.lidar.lidar_smoothing_m`` voxels) and
+    its per-vertex ray-drop rates, both fitted on the rays of every LiDAR (see ``lidar/ray_drop.py``)."""
     smoothing_m, seed = cfg.lidar.lidar_smoothing_m, cfg.seed
-    lidar = log.rig.lidar
-    d = lidar_hit_records(log, frames, meshes, actor_ids, progress)
+    lidars = [lid for lid in log.rig.lidars if any(log.has_lidar(f, lid.name) for f in frames)]
+    parts = [lidar_hit_records(log, lid, frames, meshes, actor_ids, progress) for lid in lidars]
+    d = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    sensor = np.concatenate([np.full(len(p["ret"]), k, np.int64) for k, p in enumerate(parts)])
+    del parts
     key = d["mesh"].astype(np.int64) << 40 | d["tri"]
     ret = d["ret"]
-    # fall-off: choose (alpha, beta) that best explains intensities with one reflectivity per triangle
+    # fall-off of each LiDAR: the (alpha, beta) that best explain its intensities with one reflectivity per triangle
     rng = np.random.default_rng(seed)
-    sub = np.nonzero(ret)[0]
-    sub = rng.choice(sub, size=min(len(sub), cfg.lidar.intensity_samples), replace=False) if len(sub) else sub
+    falloffs = []
     with stage_step(progress, "fitting LiDAR intensity"):
-        best = _fit_intensity_falloff(d, key, sub)
-    falloff = LidarIntensityModel(float(best[1]), float(best[2])).falloff(d["cos"], d["r"])
-    reflectivity = []
-    for m, (v, t) in enumerate(meshes):
-        sel = (d["mesh"] == m) & ret
-        tri = d["tri"][sel]
-        num = np.bincount(tri, d["I"][sel] * falloff[sel], minlength=len(t))
-        den = np.bincount(tri, falloff[sel] ** 2, minlength=len(t))
-        centroids = v[t].mean(axis=1) if len(t) else np.zeros((0, 3))
-        # pool the sparse per-triangle evidence over small neighbourhoods (voxels)
-        vox = np.unique(np.floor(centroids / smoothing_m).astype(np.int64), axis=0, return_inverse=True)[1].reshape(-1)
-        pooled_num, pooled_den = (np.bincount(vox, x)[vox] for x in (num, den))
-        refl, _ = fill_unobserved((num + pooled_num) / np.maximum(den + pooled_den, 1e-9), pooled_den > 0, centroids)
-        reflectivity.append(np.clip(refl, 0, 1.5).astype(np.float32))
+        for k in range(len(lidars)):
+            sub = np.nonzero(ret & (sensor == k))[0]
+            sub = rng.choice(sub, size=min(len(sub), cfg.lidar.intensity_samples), replace=False) if len(sub) else sub
+            falloffs.append(_fit_intensity_falloff(d, key, sub)[1:])
+    shape = np.empty(len(ret))
+    for k, (alpha, beta) in enumerate(falloffs):
+        sel = sensor == k
+        shape[sel] = LidarIntensityModel(alpha, beta).falloff(d["cos"][sel], d["r"][sel])
+    gains = np.ones(len(lidars))
+    reflectivity = _reflectivity(meshes, d, ret, shape, smoothing_m)
+    if len(lidars) > 1:  # each LiDAR's scale against the primary's, then the reflectivity again
+        gains = _relative_gains(d, ret, shape, sensor, reflectivity, len(lidars))
+        reflectivity = _reflectivity(meshes, d, ret, shape * gains[sensor], smoothing_m)
     samples = DropSamples(
         d["mesh"],
         d["tri"],
@@ -53,13 +55,14 @@ def fit_lidar(
         d["frame"],
         ~ret,
         d["cos"],
-        d["r"] / lidar.max_range_m,
+        d["r"] / np.array([lid.max_range_m for lid in lidars])[sensor],
         d["edge"],
         d["missing"],
+        sensor,
     )
     del d
     with stage_step(progress, "fitting LiDAR ray drop"):
-        rates, drop_model = fit_ray_drop(
+        rates, drop_models = fit_ray_drop(
             meshes,
             samples,
             cfg.lidar.ray_drop_folds,
@@ -67,9 +70,56 @@ def fit_lidar(
             cfg.lidar.ray_drop_steps,
             cfg.lidar.ray_drop_batch_size,
             seed,
+            num_sensors=len(lidars),
         )
-    model = LidarIntensityModel(float(best[1]), float(best[2]), drop_model)
-    return model, list(zip(reflectivity, rates))
+    models = {
+        lid.name: LidarIntensityModel(float(a), float(b), drop, float(g))
+        for lid, (a, b), drop, g in zip(lidars, falloffs, drop_models, gains)
+    }
+    return models, list(zip(reflectivity, rates))
+
+
+def _reflectivity(
+    meshes: list[tuple[np.ndarray, np.ndarray]], d: dict[str, np.ndarray], ret: np.ndarray, g: np.ndarray, pool_m: float
+) -> list[np.ndarray]:
+    """Per mesh, each triangle's least-squares reflectivity sum(I g) / sum(g^2) over the returns that hit
+    it (``g``: each return's fall-off), pooled over ``pool_m`` voxels; unseen triangles filled in."""
+    reflectivity = []
+    for m, (v, t) in enumerate(meshes):
+        sel = (d["mesh"] == m) & ret
+        tri = d["tri"][sel]
+        num = np.bincount(tri, d["I"][sel] * g[sel], minlength=len(t))
+        den = np.bincount(tri, g[sel] ** 2, minlength=len(t))
+        centroids = v[t].mean(axis=1) if len(t) else np.zeros((0, 3))
+        # pool the sparse per-triangle evidence over small neighbourhoods (voxels)
+        vox = np.unique(np.floor(centroids / pool_m).astype(np.int64), axis=0, return_inverse=True)[1].reshape(-1)
+        pooled_num, pooled_den = (np.bincount(vox, x)[vox] for x in (num, den))
+        refl, _ = fill_unobserved((num + pooled_num) / np.maximum(den + pooled_den, 1e-9), pooled_den > 0, centroids)
+        reflectivity.append(np.clip(refl, 0, 1.5).astype(np.float32))
+    return reflectivity
+
+
+def _relative_gains(
+    d: dict[str, np.ndarray],
+    ret: np.ndarray,
+    g: np.ndarray,
+    sensor: np.ndarray,
+    reflectivity: list[np.ndarray],
+    count: int,
+) -> np.ndarray:
+    """Each LiDAR's least-squares intensity scale given the surface's reflectivity, relative to the
+    primary LiDAR's (1.0)."""
+    rho = np.zeros(len(ret))
+    for m, refl in enumerate(reflectivity):
+        sel = d["mesh"] == m
+        rho[sel] = refl[d["tri"][sel]]
+    pred = rho * g
+    gains = np.ones(count)
+    for k in range(count):
+        sel = ret & (sensor == k)
+        den = float(np.sum(pred[sel] ** 2))
+        gains[k] = float(np.sum(d["I"][sel] * pred[sel]) / den) if den > 0 else 1.0
+    return gains / gains[0] if gains[0] > 0 else np.ones(count)
 
 
 def _fit_intensity_falloff(d: dict[str, np.ndarray], key: np.ndarray, sub: np.ndarray) -> tuple[float, float, float]:
@@ -92,15 +142,15 @@ def _fit_intensity_falloff(d: dict[str, np.ndarray], key: np.ndarray, sub: np.nd
 
 def lidar_hit_records(
     log: DrivingLog,
+    lidar: LidarSpec,
     frames: list[int],
     meshes: list[tuple[np.ndarray, np.ndarray]],
     actor_ids: list[str],
     progress: Progress | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every training ray that hits the reconstruction: mesh, triangle, barycentrics, hit point (actors:
-    in the box frame), frame, whether the sensor returned it, its intensity, incidence, range, and
-    range-image edge cues."""
-    lidar = log.rig.lidar
+    """Every training ray of ``lidar`` that hits the reconstruction: mesh, triangle, barycentrics, hit
+    point (actors: in the box frame), frame, whether the sensor returned it, its intensity, incidence,
+    range, and range-image edge cues."""
     pattern = lidar.pattern
     dirs_l = pattern.directions()
     rec: dict[str, list[np.ndarray]] = {
@@ -108,11 +158,13 @@ def lidar_hit_records(
     }
     casters = FrameCasters(meshes)
     for k, f in enumerate(frames):
+        if not log.has_lidar(f, lidar.name):
+            continue
         caster, geom_to_mesh = casters.at(log, f, actor_ids)
-        T = log.T_world_lidar(f)
+        T = log.T_world_lidar(f, lidar.name)
         dirs = dirs_l @ T[:3, :3].T
         hits = caster.cast(T[:3, 3], dirs)
-        sweep = log.lidar(f)
+        sweep = log.lidar(f, lidar.name)
         ray = pattern.rays_of(sweep)
         returned = np.zeros(len(dirs), bool)
         returned[ray] = True
@@ -139,5 +191,5 @@ def lidar_hit_records(
         rec["edge"].append(edge[idx])
         rec["missing"].append(missing[idx])
         if progress:
-            progress("fitting LiDAR model", k + 1, len(frames))
+            progress(f"fitting the {lidar.name} LiDAR model", k + 1, len(frames))
     return {k: np.concatenate(v) for k, v in rec.items()}

@@ -96,7 +96,7 @@ def reconstruct(
     frames = training_frames(log.num_frames, cfg)
     if not frames:
         raise ValueError(f"log '{log.name}' has no training frames left after holding out every {cfg.holdout_every}th")
-    sweeps = [f for f in frames if log.has_lidar(f)]  # geometry and the LiDAR model
+    sweeps = [f for f in frames if log.lidars_at(f)]  # geometry and the LiDAR model
     if not sweeps:
         raise ValueError(f"log '{log.name}' has no LiDAR sweep on its training frames: geometry is fitted to LiDAR")
     moving, moving_stats = auto_tracks(log, sweeps, cfg.dynamic, progress)
@@ -106,7 +106,7 @@ def reconstruct(
     actor_meshes, actor_points = actor_geometry(log, sweeps, actor_ids, cfg, stage, progress)
     meshes: Meshes = [background, *actor_meshes]
     look = fit_appearance(log, frames, meshes, actor_ids, cfg, stage, progress)
-    intensity_model, lidar_attrs = fit_lidar(log, sweeps, meshes, actor_ids, cfg, progress)
+    lidar_models, lidar_attrs = fit_lidar(log, sweeps, meshes, actor_ids, cfg, progress)
 
     def surface(m: int) -> SurfaceMesh:
         v, t = meshes[m]
@@ -131,9 +131,9 @@ def reconstruct(
     meta = scene_metadata(log, frames, cfg, look, len(background[1]), actor_points)
     meta["auto_tracks"] = tracks_to_json(moving)
     meta["stats"]["moving_objects"] = moving_stats
-    model = SceneModel(surface(0), actors, look.decoder, look.sky, intensity_model, meta)
+    model = SceneModel(surface(0), actors, look.decoder, look.sky, lidar_models, meta)
     sky = fit_local_skies(model, log, frames, cfg, progress)
-    model = SceneModel(model.background, model.actors, look.decoder, sky, intensity_model, meta)
+    model = SceneModel(model.background, model.actors, look.decoder, sky, lidar_models, meta)
     with stage_step(progress, "baking colours, writing the scene"):
         model.save(out)
     shutil.rmtree(stage.folder, ignore_errors=True)

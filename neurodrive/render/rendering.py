@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from neurodrive.geometry import check_pose
@@ -22,9 +24,13 @@ class SceneRendering:
 
     sky: SkyModel
     decoder: AppearanceDecoder
-    lidar_intensity: LidarIntensityModel
+    lidar_models: dict[str, LidarIntensityModel]
     meta: dict
     _exposed: dict[tuple[int, bytes], np.ndarray]
+
+    def lidar_model(self, name: str) -> LidarIntensityModel:
+        """The model learned for LiDAR ``name``; the primary LiDAR's for one the scene does not know."""
+        return self.lidar_models.get(name) or next(iter(self.lidar_models.values()))
 
     def exposed_colours(self, mesh: SurfaceMesh, exposure: np.ndarray) -> np.ndarray:
         """(T,) uint32 per texel: the baked colour through one camera exposure (r, g, b bytes) and
@@ -114,19 +120,19 @@ class SceneRendering:
         self,
         scene: PlacedScene,
         T_world_ego: np.ndarray,
-        cameras: tuple[CameraSpec, ...] = (),
-        lidar: LidarSpec | None = None,
+        cameras: Sequence[CameraSpec] = (),
+        lidars: Sequence[LidarSpec] = (),
         rng: np.random.Generator | None = None,
         supersample: int = 1,
     ) -> FrameRender:
-        """Every camera and the LiDAR from one placement of the actors, with a realism confidence."""
+        """Every camera and every LiDAR from one placement of the actors, with a realism confidence."""
         images = {c.name: self.render_camera(scene, c, T_world_ego, supersample=supersample) for c in cameras}
-        sweep = self.render_lidar(scene, lidar, T_world_ego, rng) if lidar is not None else None
+        sweeps = {lid.name: self.render_lidar(scene, lid, T_world_ego, rng) for lid in lidars}
         pixels = sum(c.width_px * c.height_px for c in cameras)
         unseen = sum(r.unseen_share * c.width_px * c.height_px for r, c in zip(images.values(), cameras)) / max(
             pixels, 1
         )
-        return FrameRender(images, sweep, RealismConfidence.assess(self.meta, T_world_ego, unseen))
+        return FrameRender(images, sweeps, RealismConfidence.assess(self.meta, T_world_ego, unseen))
 
     @single_threaded_blas
     def render_lidar(
@@ -136,7 +142,8 @@ class SceneRendering:
         T_world_ego: np.ndarray,
         rng: np.random.Generator | None = None,
     ) -> LidarRender:
-        """A sweep: ranges from the mesh, learned intensity, and learned ray drop.
+        """A sweep: ranges from the mesh, learned intensity, and learned ray drop (the model learned for
+        this LiDAR, by name; a LiDAR the scene was not reconstructed with gets the primary one's).
 
         With ``rng`` drops are sampled; without it each ray returns when its return probability
         is at least 0.5 (the most likely sweep).
@@ -154,7 +161,8 @@ class SceneRendering:
         table = scene.gather(hits, idx, "lidar_table")  # corner drop rates, reflectivity
         reflectivity = table[:, -1]
         edge, missing = ray_edges(pattern, np.where(in_range, hits.t_m, np.inf))
-        p_return[idx] = 1.0 - self.lidar_intensity.drop_probability(
+        response = self.lidar_model(lidar.name)
+        p_return[idx] = 1.0 - response.drop_probability(
             barycentric(table[:, :-1], hits.uv[idx]),
             cos_hit,
             hits.t_m[idx] / lidar.max_range_m,
@@ -165,7 +173,7 @@ class SceneRendering:
         kept = keep[idx]
         cos_i, refl = cos_hit[kept], reflectivity[kept]
         idx = idx[kept]
-        intensity = np.clip(refl * self.lidar_intensity.falloff(cos_i, hits.t_m[idx]), 0, 1)
+        intensity = np.clip(refl * response.falloff(cos_i, hits.t_m[idx]), 0, 1)
         sweep = pattern.sweep_from_rays(idx, dirs_l[idx] * hits.t_m[idx, None], intensity)
         return LidarRender(
             sweep,

@@ -51,8 +51,13 @@ class FrameRender:
     """All sensors rendered from one placement of the scene (one instant)."""
 
     cameras: dict[str, CameraRender]
-    lidar: LidarRender | None
+    lidars: dict[str, LidarRender]  # by LiDAR name, in rig order
     confidence: RealismConfidence
+
+    @property
+    def lidar(self) -> LidarRender | None:
+        """The primary (first) LiDAR's sweep, None without LiDAR."""
+        return next(iter(self.lidars.values()), None)
 
 
 @dataclass(frozen=True)

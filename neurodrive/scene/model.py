@@ -37,7 +37,7 @@ from neurodrive.scene.sky import SkyModel
 from neurodrive.scene.surface import ActorAsset, SurfaceMesh
 
 SCENE_FORMAT = "neurodrive-scene"
-SCENE_VERSION = 2  # 2: per-vertex LiDAR drop rates and a ray-drop MLP
+SCENE_VERSION = 3  # 3: one LiDAR model per LiDAR of the rig (2: per-vertex drop rates, a ray-drop MLP)
 
 
 def read_scene_meta(folder: str | Path) -> dict:
@@ -108,7 +108,7 @@ class SceneModel(SceneRendering):
         actors: dict[str, ActorAsset],
         decoder: AppearanceDecoder,
         sky: SkyModel,
-        lidar_intensity: LidarIntensityModel,
+        lidar_models: Mapping[str, LidarIntensityModel],
         meta: dict,
         caster: str = "auto",
     ) -> None:
@@ -128,7 +128,9 @@ class SceneModel(SceneRendering):
         self.actors = actors
         self.decoder = decoder
         self.sky = sky
-        self.lidar_intensity = lidar_intensity
+        if not lidar_models:
+            raise ValueError("a scene needs at least one LiDAR model")
+        self.lidar_models = dict(lidar_models)  # by LiDAR name, the rig's primary LiDAR first
         self.meta = meta
         self.caster = caster
         self._background_handles: dict[str, Any] = {}
@@ -136,9 +138,7 @@ class SceneModel(SceneRendering):
     # ------------------------------------------------------------------ rendering
     def with_actors(self, actors: dict[str, ActorAsset]) -> SceneModel:
         """The same scene (background, decoder, sky, LiDAR model, BVHs) with another set of actor assets."""
-        model = SceneModel(
-            self.background, actors, self.decoder, self.sky, self.lidar_intensity, self.meta, self.caster
-        )
+        model = SceneModel(self.background, actors, self.decoder, self.sky, self.lidar_models, self.meta, self.caster)
         model._background_handles = self._background_handles  # same background: reuse its acceleration structures
         model._exposed = self._exposed
         return model
@@ -167,8 +167,9 @@ class SceneModel(SceneRendering):
         if self.sky.local_images is not None:
             tensors |= {"sky_local": self.sky.local_images, "sky_local_xy": self.sky.local_xy_m}
         tensors |= {f"exposure.{cam}": e for cam, e in d.exposures.items()}
-        if self.lidar_intensity.drop is not None:
-            tensors |= self.lidar_intensity.drop.tensors("lidar_drop")
+        for name, lidar_model in self.lidar_models.items():
+            if lidar_model.drop is not None:
+                tensors |= lidar_model.drop.tensors(f"lidar_drop.{name}")
         atomic_write_bytes(
             folder / "appearance.safetensors",
             save_safetensors({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}),
@@ -180,7 +181,10 @@ class SceneModel(SceneRendering):
             "cameras": sorted(d.exposures),
             "decoder": {"residual_scale": d.residual_scale},
             "sky": {"min_elevation_rad": self.sky.min_elevation_rad, "max_elevation_rad": self.sky.max_elevation_rad},
-            "lidar_intensity": {"alpha": self.lidar_intensity.alpha, "beta_per_m": self.lidar_intensity.beta_per_m},
+            "lidar_models": [
+                {"name": name, "alpha": lm.alpha, "beta_per_m": lm.beta_per_m, "gain": lm.gain}
+                for name, lm in self.lidar_models.items()
+            ],
         }
         far_path = folder / "far_field.npz"
         if self.sky.far_field is not None:
@@ -232,12 +236,7 @@ class SceneModel(SceneRendering):
                 t.get("sky_local_xy"),
                 FarField.load(folder / "far_field.npz") if (folder / "far_field.npz").is_file() else None,
             )
-            lim = meta["lidar_intensity"]
-            try:
-                drop = RayDropModel.from_tensors(t, "lidar_drop")
-            except ValueError as e:
-                raise DataError(app_path, "lidar_drop", str(e)) from e
-            li = LidarIntensityModel(float(lim["alpha"]), float(lim["beta_per_m"]), drop)
+            lidar_models = _lidar_models(meta, t, meta_path, app_path)
             actor_ids = list(meta["actors"])
         except KeyError as e:
             raise DataError(
@@ -249,4 +248,25 @@ class SceneModel(SceneRendering):
         if background.texels.shape[1] + 3 != decoder.w1.shape[0]:
             raise DataError(app_path, "w1", "decoder input size does not match the texel features")
         actors = {a: ActorAsset.load(folder / "actors" / f"{a}.npz") for a in actor_ids}
-        return SceneModel(background, actors, decoder, sky, li, meta)
+        return SceneModel(background, actors, decoder, sky, lidar_models, meta)
+
+
+def _lidar_models(
+    meta: dict, tensors: dict[str, np.ndarray], meta_path: Path, app_path: Path
+) -> dict[str, LidarIntensityModel]:
+    """The scene's LiDAR models (``scene.json`` ``lidar_models``, ray-drop MLPs in the safetensors file)."""
+    entries = meta["lidar_models"]
+    if not isinstance(entries, list) or not entries:
+        raise DataError(meta_path, "lidar_models", "expected a non-empty list of LiDAR models")
+    models = {}
+    for i, entry in enumerate(entries):
+        values = [entry.get(k) if isinstance(entry, dict) else None for k in ("alpha", "beta_per_m", "gain")]
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in values):
+            raise DataError(meta_path, f"lidar_models[{i}]", "expected a name and finite alpha, beta_per_m, gain")
+        try:
+            drop = RayDropModel.from_tensors(tensors, f"lidar_drop.{name}")
+        except ValueError as e:
+            raise DataError(app_path, f"lidar_drop.{name}", str(e)) from e
+        models[name] = LidarIntensityModel(float(values[0]), float(values[1]), drop, float(values[2]))
+    return models

@@ -191,7 +191,7 @@ class Simulator:
             cams = tuple(c for c in cams if c.name in s.cameras)
         if s.camera_scale != 1.0:
             cams = tuple(c.scaled(s.camera_scale) for c in cams)
-        return SensorRig(cams, self.log.rig.lidar)
+        return SensorRig(cams, self.log.rig.lidars if s.lidar else ())
 
     def _logged_speed(self, frame: int) -> float:
         ts, poses = self.log.timestamps_s, self.log.ego_poses
@@ -316,7 +316,7 @@ class Simulator:
         if self.scene is None:
             return None
         placed = self.scene.place({aid: a.pose() for aid, a in state.actors.items() if aid in self.scene.actors})
-        return self.scene.render_frame(placed, state.ego.pose(), self.rig.cameras, self.rig.lidar)
+        return self.scene.render_frame(placed, state.ego.pose(), self.rig.cameras, self.rig.lidars)
 
     def set_sensors(self, enabled: bool) -> None:
         """Render cameras and LiDAR into each observation (only possible with a scene)."""

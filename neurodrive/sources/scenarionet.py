@@ -102,7 +102,7 @@ def log_from_scenarionet(desc: Mapping, source: str | Path = "<scenarionet>", dt
     return DrivingLog(
         Path(source),
         str(desc.get("id", Path(source).stem)),
-        SensorRig((), None),
+        SensorRig(()),
         np.arange(steps) * dt_s,
         ego_poses,
         tuple(tracks),

@@ -55,11 +55,15 @@ def bird_eye_view(
     route_s = float(sim.route.project(np.array([ego.x_m, ego.y_m]))[0])
     draw.line(to_px(sim.route.position(route_s + np.linspace(0, 60, 31))), fill=(70, 170, 90), width=3)
     sensors = observation.sensors
-    if sensors is not None and sensors.lidar is not None and sim.rig is not None:
-        pts = transform_points(ego.pose() @ sim.rig.lidar.T_ego_lidar, sensors.lidar.sweep.xyz_m.astype(float))
+    if sensors is not None and sensors.lidars and sim.rig is not None:  # the returns of every LiDAR
+        sweeps = [(sim.rig.lidar_named(name), r.sweep) for name, r in sensors.lidars.items()]
+        pts = np.concatenate(
+            [transform_points(ego.pose() @ lid.T_ego_lidar, sw.xyz_m.astype(float)) for lid, sw in sweeps]
+        )
+        intensity = np.concatenate([sw.intensity for _, sw in sweeps])
         px = np.array(to_px(pts[:, :2])).reshape(-1, 2)
         inside = (px[:, 0] >= 0) & (px[:, 0] < s) & (px[:, 1] >= 0) & (px[:, 1] < s)
-        value = np.clip(60 + 195 * sensors.lidar.sweep.intensity[inside], 0, 255).astype(np.uint8)
+        value = np.clip(60 + 195 * intensity[inside], 0, 255).astype(np.uint8)
         arr = np.asarray(img).copy()
         arr[px[inside, 1].astype(int), px[inside, 0].astype(int)] = np.stack(
             [value, value, np.full_like(value, 255)], axis=1

@@ -3,17 +3,18 @@ pulls kornia, numba, polars and PyAV) and the vector map JSON directly.
 
 Frames are the annotation timestamps (10 Hz); the ego poses (``city_SE3_egovehicle``, ~170 Hz)
 form the pose stream and are interpolated at each frame. A frame has a LiDAR sweep when a sweep file
-carries its timestamp (``lidar_timestamps_s`` NaN elsewhere). Sweeps: the two LiDARs merged and
-moved from the ego frame into the upper LiDAR's (``T_ego_lidar`` from the calibration: rays start
-where the sensors are, not on the ground under the rear axle), intensity / 255, ``laser_number`` as ring (the
-pattern's rows) and ``offset_ns`` as time offsets. Cuboids are in the ego frame at their
-timestamp. Map: lane segments (centreline = midline of the two boundaries) and drivable areas.
+carries its timestamp (``lidar_timestamps_s`` NaN elsewhere). Sweeps: a sweep file holds both
+LiDARs, split by ``laser_number`` (0-31: ``up_lidar``, 32-63: ``down_lidar``, which is mounted upside
+down; measured: each group's lasers keep one elevation in their own sensor's frame), each moved from the
+ego frame into its sensor's frame (``calibration/egovehicle_SE3_sensor.feather``), intensity / 255, the
+laser number within the sensor as ring (the pattern's rows) and ``offset_ns`` as time offsets.
+Cuboids are in the ego frame at their timestamp. Map: lane segments (centreline = midline of the two
+boundaries) and drivable areas.
 Camera images, when a log has them, are not imported yet.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -101,18 +102,40 @@ def read_sweep(path: Path) -> LidarSweep:
     )
 
 
-def lidar_extrinsic(log_dir: Path) -> np.ndarray:
-    """T_ego_lidar of the upper LiDAR (``calibration/egovehicle_SE3_sensor.feather``): the rays of both
-    LiDARs are cast from it (the lower one sits 11 cm below it)."""
+LIDAR_LASERS = (("up_lidar", 0), ("down_lidar", 32))  # (sensor, first laser_number); 32 lasers each
+LASERS_PER_LIDAR = 32
+
+
+def lidar_extrinsics(log_dir: Path) -> dict[str, np.ndarray]:
+    """T_ego_lidar of both LiDARs (``calibration/egovehicle_SE3_sensor.feather``)."""
     path = log_dir / "calibration" / "egovehicle_SE3_sensor.feather"
     cal = read_feather(path, ("sensor_name", "qw", "qx", "qy", "qz", "tx_m", "ty_m", "tz_m"))
     names = [str(n) for n in cal["sensor_name"]]
-    if "up_lidar" not in names:
-        raise DataError(path, "sensor_name", "has no 'up_lidar' row")
-    i = names.index("up_lidar")
-    return dataset_pose(
-        [cal[k][i] for k in ("qw", "qx", "qy", "qz")], [cal[k][i] for k in ("tx_m", "ty_m", "tz_m")], path, "up_lidar"
-    )
+    out = {}
+    for lidar, _ in LIDAR_LASERS:
+        if lidar not in names:
+            raise DataError(path, "sensor_name", f"has no '{lidar}' row")
+        i = names.index(lidar)
+        q, t = [cal[k][i] for k in ("qw", "qx", "qy", "qz")], [cal[k][i] for k in ("tx_m", "ty_m", "tz_m")]
+        out[lidar] = dataset_pose(q, t, path, lidar)
+    return out
+
+
+def split_sweep(sweep: LidarSweep, extrinsics: dict[str, np.ndarray]) -> dict[str, LidarSweep]:
+    """The returns of each LiDAR (by laser number) in its own sensor frame, rings counted from 0."""
+    assert sweep.ring is not None and sweep.time_offset_s is not None
+    out = {}
+    for lidar, first in LIDAR_LASERS:
+        sel = (sweep.ring >= first) & (sweep.ring < first + LASERS_PER_LIDAR)
+        T_lidar_ego = invert_pose(extrinsics[lidar])
+        xyz = sweep.xyz_m[sel].astype(np.float64) @ T_lidar_ego[:3, :3].T + T_lidar_ego[:3, 3]
+        out[lidar] = LidarSweep(
+            xyz.astype(np.float32),
+            sweep.intensity[sel],
+            ring=(sweep.ring[sel] - first).astype(np.int16),
+            time_offset_s=sweep.time_offset_s[sel],
+        )
+    return out
 
 
 def read_map(log_dir: Path) -> RoadMap | None:
@@ -179,23 +202,24 @@ def import_av2(log_dir: Path, progress: Progress = no_progress) -> ImportedLog:
         size = sizes[i]
         boxes.setdefault(str(uuid), []).append((f, ego[f] @ box_poses[i], size))
         labels[str(uuid)] = str(ann["category"][i])
-    lidar_times = np.full(len(frame_ns), np.nan)
-    T_ego_lidar = lidar_extrinsic(log_dir)
-    T_lidar_ego = invert_pose(T_ego_lidar)
+    lidar_times = np.full((len(LIDAR_LASERS), len(frame_ns)), np.nan)
+    extrinsics = lidar_extrinsics(log_dir) if sweep_files else {}
     sweeps = {}
     for done, (ns, path) in enumerate(sweep_files.items(), 1):
         progress("reading AV2 sweeps", done, len(sweep_files))
-        sweep = read_sweep(path)
-        xyz = (sweep.xyz_m.astype(np.float64) @ T_lidar_ego[:3, :3].T + T_lidar_ego[:3, 3]).astype(np.float32)
-        sweeps[frame_of[ns]] = replace(sweep, xyz_m=xyz)
-        lidar_times[frame_of[ns]] = times[frame_of[ns]]
-    lidar = report = None
-    if sweeps:
-        lidar, report = measured_lidar("lidar", T_ego_lidar, list(sweeps.values()), "laser number", 200.0, 10.0, False)
+        for lidar, part in split_sweep(read_sweep(path), extrinsics).items():
+            sweeps[(lidar, frame_of[ns])] = part
+        lidar_times[:, frame_of[ns]] = times[frame_of[ns]]
+    lidars, reports = [], {}
+    for lidar, _ in LIDAR_LASERS if sweeps else ():
+        own = [s for (name, _), s in sorted(sweeps.items()) if name == lidar]
+        spec, report = measured_lidar(lidar, extrinsics[lidar], own, "laser number", 200.0, 10.0, False)
+        lidars.append(spec)
+        reports[lidar] = report.as_dict()
     road_map = read_map(log_dir)
     return ImportedLog(
         name=f"av2-{log_dir.name}",
-        rig=SensorRig((), lidar),
+        rig=SensorRig((), tuple(lidars)),
         timestamps_s=times,
         ego_poses=ego,
         tracks=tracks_from_boxes(boxes, labels, CATEGORY_RULES, len(frame_ns)),
@@ -203,7 +227,7 @@ def import_av2(log_dir: Path, progress: Progress = no_progress) -> ImportedLog:
         frame_rate_hz=10.0,
         timing=LogTiming(
             None,
-            lidar_times if lidar is not None else None,
+            lidar_times if lidars else None,
             stream_s,
             stream,
             {"kind": "measured", "method": "AV2 city_SE3_egovehicle"},
@@ -213,7 +237,7 @@ def import_av2(log_dir: Path, progress: Progress = no_progress) -> ImportedLog:
             "dataset": "av2",
             "log": log_dir.name,
             "time_origin_ns": stream_t0,
-            "lidar_pattern": None if report is None else report.as_dict(),
+            "lidar_pattern": reports or None,
             "licence": "CC BY-NC-SA 4.0 (Argoverse 2)",
             "map": "AV2 vector map" if road_map else "none",
             "cameras": "not imported (images absent in this sample)",

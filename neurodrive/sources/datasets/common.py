@@ -194,7 +194,7 @@ class ImportedLog:
     frame_rate_hz: float
     timing: LogTiming
     images: dict[tuple[str, int], Path] = field(default_factory=dict)  # (camera, frame) -> source file
-    sweeps: dict[int, LidarSweep] = field(default_factory=dict)  # frame -> sweep
+    sweeps: dict[tuple[str, int], LidarSweep] = field(default_factory=dict)  # (LiDAR, frame) -> sweep
     metadata: dict = field(default_factory=dict)
 
     def check(self, source: Path) -> None:
@@ -205,8 +205,9 @@ class ImportedLog:
             safe_file_name(cam.name, source, f"cameras[{i}].name", "sensor name")
             numbers(cam.intrinsics, 9, source, f"cameras[{i}].intrinsics")
             numbers(cam.T_ego_camera, 16, source, f"cameras[{i}].T_ego_camera")
-        if self.rig.lidar is not None:
-            numbers(self.rig.lidar.T_ego_lidar, 16, source, "lidar.T_ego_lidar")
+        for i, lid in enumerate(self.rig.lidars):
+            safe_file_name(lid.name, source, f"lidars[{i}].name", "sensor name")
+            numbers(lid.T_ego_lidar, 16, source, f"lidars[{i}].T_ego_lidar")
         for i, track in enumerate(self.tracks):
             safe_file_name(track.actor_id, source, f"tracks[{i}].id", "track id")
             numbers(track.size_m, 3, source, f"tracks[{i}].size_m")
@@ -232,8 +233,8 @@ class ImportedLog:
             for done, ((camera, frame), src) in enumerate(sorted(self.images.items()), 1):
                 writer.copy_image(camera, frame, src)
                 progress("writing the log", done, total)
-            for done, (frame, sweep) in enumerate(sorted(self.sweeps.items()), len(self.images) + 1):
-                writer.write_lidar(frame, sweep)
+            for done, ((lidar, frame), sweep) in enumerate(sorted(self.sweeps.items()), len(self.images) + 1):
+                writer.write_lidar(frame, sweep, lidar)
                 progress("writing the log", done, total)
             writer.write_metadata(
                 self.name,

@@ -159,7 +159,7 @@ def import_dgp(dataset_json: Path, scene: str | None = None, progress: Progress 
     )
     return ImportedLog(
         name=f"dgp-{folder.name}",
-        rig=SensorRig(tuple(cameras), lidar),
+        rig=SensorRig(tuple(cameras), (lidar,)),
         timestamps_s=times,
         ego_poses=ego,
         tracks=tracks_from_boxes(boxes, labels, CATEGORY_RULES, n),
@@ -167,11 +167,11 @@ def import_dgp(dataset_json: Path, scene: str | None = None, progress: Progress 
         frame_rate_hz=float(1.0 / np.median(np.diff(times))) if n > 1 else 10.0,
         timing=stream_timing(cam_times, times.copy(), stream, {"kind": "measured", "method": "DGP per-datum poses"}),
         images=images,
-        sweeps=dict(enumerate(sweeps)),
+        sweeps={(lidar.name, f): s for f, s in enumerate(sweeps)},
         metadata={
             "dataset": "dgp",
             "scene": str(scene_path.relative_to(dataset_json.parent)),
-            "lidar_pattern": report.as_dict(),
+            "lidar_pattern": {lidar.name: report.as_dict()},
             "licence": "DGP: MIT; DDAD data: CC BY-NC-SA 4.0 (TRI)",
             "map": "none",
         },

@@ -166,7 +166,7 @@ def import_kitti_raw(
     lidar, report = measured_lidar("velodyne", T_ego_lidar, sweeps, "scan order", 120.0, 10.0, True)
     return ImportedLog(
         name=f"kitti-{drive.name}",
-        rig=SensorRig((cam,), lidar),
+        rig=SensorRig((cam,), (lidar,)),
         timestamps_s=times,
         ego_poses=ego,
         tracks=(),
@@ -174,13 +174,13 @@ def import_kitti_raw(
         frame_rate_hz=10.0,
         timing=LogTiming(pose_source={"kind": "estimated", "method": "KISS-ICP LiDAR odometry"}),
         images=images,
-        sweeps=dict(enumerate(sweeps)),
+        sweeps={(lidar.name, f): s for f, s in enumerate(sweeps)},
         metadata={
             "dataset": "kitti-raw",
             "drive": drive.name,
             "times": time_source,
             "lidar_height_m": round(height, 3),
-            "lidar_pattern": report.as_dict(),
+            "lidar_pattern": {lidar.name: report.as_dict()},
             "oxts": "present but not read (poses from LiDAR odometry)" if has_oxts else "absent",
             "licence": "CC BY-NC-SA 3.0 (KITTI, Geiger et al.)",
             "map": "none",

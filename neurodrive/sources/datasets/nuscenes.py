@@ -180,7 +180,7 @@ def _assemble(
     boxes, labels = _boxes(t, tables, samples)
     return ImportedLog(
         name=f"nuscenes-{scene}",
-        rig=SensorRig(tuple(cameras), lidar),
+        rig=SensorRig(tuple(cameras), (lidar,)),
         timestamps_s=times,
         ego_poses=ego,
         tracks=tracks_from_boxes(boxes, labels, CATEGORY_RULES, n),
@@ -190,11 +190,11 @@ def _assemble(
             cam_times, times.copy(), stream, {"kind": "measured", "method": "nuScenes ego_pose (localisation)"}
         ),
         images=images,
-        sweeps=dict(enumerate(sweeps)),
+        sweeps={(lidar.name, f): s for f, s in enumerate(sweeps)},
         metadata={
             "dataset": "nuscenes",
             "scene": scene,
-            "lidar_pattern": report.as_dict(),
+            "lidar_pattern": {lidar.name: report.as_dict()},
             "licence": "CC BY-NC-SA 4.0 (nuScenes, Motional)",
             "map": "none (nuScenes maps are not read)",
         },

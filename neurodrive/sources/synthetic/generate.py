@@ -40,7 +40,7 @@ def make_rig(cfg: TownConfig) -> SensorRig:
         max_range_m=cfg.lidar_max_range_m,
         rotation_rate_hz=cfg.frame_rate_hz,
     )
-    return SensorRig(cams, lidar)
+    return SensorRig(cams, (lidar,))
 
 
 def actor_tracks(town: Town, timestamps_s: np.ndarray, ego: np.ndarray, track_range_m: float) -> tuple[ActorTrack, ...]:
@@ -84,7 +84,7 @@ def generate_log(
             lidar = renderer.render_lidar(
                 scene, rig.lidar, ego[frame], rng, cfg.lidar_range_noise_m, cfg.lidar_intensity_noise
             )
-            writer.write_lidar(frame, lidar.sweep)
+            writer.write_lidar(frame, lidar.sweep, rig.lidar.name)
             if progress:
                 progress(frame + 1, cfg.num_frames)
         writer.write_metadata(
