@@ -425,6 +425,12 @@ def view(
     target: Path = typer.Argument(..., help="A reconstructed scene folder or a scenario YAML."),
     save: Path = typer.Option(Path("edited_scenario.yaml"), help="Where S saves the edits as a scenario."),
     size: str = typer.Option(None, help="Largest window size 'WIDTHxHEIGHT' in pixels (default: fit the screen)."),
+    camera_scale: float = typer.Option(
+        None,
+        min=0.05,
+        max=4.0,
+        help="Camera resolution factor (default: the scenario's; for a scene, what keeps the rig near 1.5 Mpx).",
+    ),
 ) -> None:
     """Interactive viewer: drive with the arrow keys, click/drag actors, X removes, I inserts, S saves."""
     from neurodrive.app.viewer import NoDisplayError, Viewer
@@ -439,7 +445,7 @@ def view(
             _fail(ValueError(f"--size must lie between 320x240 and 16384x16384, got '{size}'"))
         max_size = (w, h)
     try:
-        viewer = Viewer(target, save, max_size_px=max_size)
+        viewer = Viewer(target, save, max_size_px=max_size, camera_scale=camera_scale)
     except (DataError, ValueError, NoDisplayError) as e:
         _fail(e)
     try:

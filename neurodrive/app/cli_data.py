@@ -24,13 +24,16 @@ def register_import(app: typer.Typer, fail) -> None:
 
     @app.command("import")
     def import_log(
-        fmt: str = typer.Argument(..., metavar="FORMAT", help="kitti-raw, nuscenes, av2, dgp (or a plug-in)."),
+        fmt: str = typer.Argument(
+            ..., metavar="FORMAT", help="kitti-raw, nuscenes, av2, dgp, pandaset (or a plug-in)."
+        ),
         src: Path = typer.Argument(..., help="The dataset's folder or file (see docs/datasets.md)."),
         out: Path = typer.Option(..., "--out", "-o", help="Log folder to write."),
         scene: str = typer.Option(None, help="nuscenes: scene name; dgp: scene folder or file."),
         version: str = typer.Option(None, help="nuscenes: table version (default v1.0-mini)."),
         calib: Path = typer.Option(None, help="kitti-raw: the day's calibration folder (default: the parent)."),
-        frames: int = typer.Option(None, help="kitti-raw: import only the first N frames."),
+        sequence: str = typer.Option(None, help="pandaset: sequence folder name, e.g. 002."),
+        frames: int = typer.Option(None, help="kitti-raw, pandaset: import only the first N frames."),
         overwrite: bool = typer.Option(False, help="Replace an existing log at --out."),
     ) -> None:
         """Import a recorded drive from a public dataset into a log (written atomically)."""
@@ -44,7 +47,14 @@ def register_import(app: typer.Typer, fail) -> None:
         from neurodrive.app.cli import interrupted, progress_bar, stage_progress
         from neurodrive.io_utils import check_output
 
-        options = {"scene": scene, "version": version, "calib": calib, "frames": frames, "overwrite": overwrite}
+        options = {
+            "scene": scene,
+            "version": version,
+            "calib": calib,
+            "sequence": sequence,
+            "frames": frames,
+            "overwrite": overwrite,
+        }
         try:
             check_output(out, overwrite, "folder", [("the dataset", src)])  # before the import's work
             with progress_bar() as bar:

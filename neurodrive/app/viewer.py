@@ -8,6 +8,7 @@ scenario; R restarts; Space pauses; Esc or Q quits.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -17,7 +18,9 @@ import numpy as np
 from neurodrive.agents.keyboard import KeyboardAgent
 from neurodrive.app.replay import scenario_inputs
 from neurodrive.io_utils import atomic_write_bytes, check_apart
-from neurodrive.scenarios.scenario import Scenario
+from neurodrive.logs.io import load_log
+from neurodrive.scenarios.scenario import Scenario, Sensors
+from neurodrive.scene.model import read_scene_meta
 from neurodrive.sim.simulator import Observation, SimConfig, Simulator
 from neurodrive.viz.bev import BevProjection, BevStyle
 from neurodrive.viz.frames import compose_frame
@@ -62,14 +65,30 @@ def fit_panel_height(frame_width_px: int, frame_height_px: int, max_width_px: in
     return int(max(MIN_PANEL_HEIGHT_PX, PANEL_HEIGHT_PX * scale))
 
 
-def load_scenario(target: str | Path) -> tuple[Scenario, str]:
-    """A scenario file, or a scene folder (viewed with a default scenario)."""
+VIEWER_PIXEL_BUDGET = 1_500_000  # camera pixels rendered per frame by default (the rig scaled to fit)
+
+
+def auto_camera_scale(total_pixels: int, budget_px: int = VIEWER_PIXEL_BUDGET) -> float:
+    """The camera scale that brings a rig of ``total_pixels`` within ``budget_px`` (1 when it fits):
+    PandaSet's six 1920x1080 cameras (12.4 Mpx) render at 0.34."""
+    return 1.0 if total_pixels <= budget_px else math.floor(100 * math.sqrt(budget_px / total_pixels)) / 100
+
+
+def load_scenario(target: str | Path, camera_scale: float | None = None) -> tuple[Scenario, str]:
+    """A scenario file, or a scene folder (viewed with a default scenario whose cameras are scaled to
+    ``auto_camera_scale``). ``camera_scale`` overrides either."""
     target = Path(target)
     if target.is_dir():
-        return Scenario.parse(
-            {"name": f"{target.name}-edited", "scene": str(target.resolve()), "duration_s": 600.0}
-        ), str(target)
-    return Scenario.load(target), str(target)
+        raw = {"name": f"{target.name}-edited", "scene": str(target.resolve()), "duration_s": 600.0}
+        if camera_scale is None:
+            rig = load_log(read_scene_meta(target)["log"]["path"], check_files=False).rig
+            camera_scale = auto_camera_scale(sum(c.width_px * c.height_px for c in rig.cameras))
+        return Scenario.parse(raw | {"sensors": {"camera_scale": camera_scale}}), str(target)
+    scenario = Scenario.load(target)
+    if camera_scale is not None:
+        sensors = Sensors.model_validate(scenario.sensors.model_dump() | {"camera_scale": camera_scale})
+        scenario = scenario.model_copy(update={"sensors": sensors})
+    return scenario, str(target)
 
 
 class Viewer:
@@ -79,13 +98,16 @@ class Viewer:
         save_path: str | Path = "edited_scenario.yaml",
         fps: float = 10.0,
         max_size_px: tuple[int, int] | None = None,
+        camera_scale: float | None = None,
     ) -> None:
-        """``max_size_px`` (width, height) bounds the window; default: the screen, less a margin."""
+        """``max_size_px`` (width, height) bounds the window; default: the screen, less a margin.
+        ``camera_scale``: the cameras' resolution factor (default: the scenario's; for a scene folder,
+        what keeps the rig within ``VIEWER_PIXEL_BUDGET``)."""
         import pygame
 
         check_display()
         self.pg = pygame
-        scenario, source = load_scenario(target)
+        scenario, source = load_scenario(target, camera_scale)
         self.sim = Simulator.from_scenario(scenario, source, config=SimConfig(stop_on_collision=False))
         if self.sim.scene is None:
             raise ValueError("the viewer needs a scenario with a reconstructed scene ('scene:')")

@@ -59,6 +59,7 @@ BUILTIN_SOURCES: dict[str, Callable[[], LogSource]] = {
     "nuscenes": _dataset("nuscenes"),
     "av2": _dataset("av2"),
     "dgp": _dataset("dgp"),
+    "pandaset": _dataset("pandaset"),
 }
 
 

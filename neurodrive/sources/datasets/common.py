@@ -139,6 +139,15 @@ def check_image(path: Path, camera: CameraSpec) -> None:
         )
 
 
+def ground_height_m(sweep: LidarSweep, default_m: float = 1.73) -> float:
+    """Height of the sensor above the ground (sweep in x forward, z up axes): the median of the lowest
+    third of the returns on the strip ahead (4-15 m forward, within 3 m sideways); ``default_m``
+    (KITTI's documented 1.73 m) when too few."""
+    xyz = sweep.xyz_m
+    z = xyz[(xyz[:, 0] > 4) & (xyz[:, 0] < 15) & (np.abs(xyz[:, 1]) < 3), 2]
+    return float(-np.median(z[z <= np.percentile(z, 33)])) if len(z) > 100 else default_m
+
+
 def measured_lidar(
     name: str,
     T_ego_lidar: np.ndarray,

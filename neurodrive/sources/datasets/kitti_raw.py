@@ -26,6 +26,7 @@ from neurodrive.sources.datasets.common import (
     ImportedLog,
     Progress,
     check_image,
+    ground_height_m,
     measured_lidar,
     no_progress,
     opencv_intrinsics,
@@ -69,14 +70,6 @@ def read_velodyne(path: Path) -> LidarSweep:
     az = np.arctan2(pts[:, 1], pts[:, 0])
     ring = np.concatenate([[0], np.cumsum(np.diff(az) < -np.pi)]).astype(np.int16)
     return LidarSweep(pts[:, :3].copy(), np.clip(pts[:, 3], 0, 1), ring=ring)
-
-
-def ground_height_m(sweep: LidarSweep) -> float:
-    """Height of the sensor above the ground: the median of the lowest third of the returns on the
-    strip ahead (4-15 m forward, within 3 m sideways); KITTI's documented 1.73 m when too few."""
-    xyz = sweep.xyz_m
-    z = xyz[(xyz[:, 0] > 4) & (xyz[:, 0] < 15) & (np.abs(xyz[:, 1]) < 3), 2]
-    return float(-np.median(z[z <= np.percentile(z, 33)])) if len(z) > 100 else 1.73
 
 
 def lidar_odometry(
