@@ -43,10 +43,10 @@ def fit_lidar(
         sel = sensor == k
         shape[sel] = LidarIntensityModel(alpha, beta).falloff(d["cos"][sel], d["r"][sel])
     gains = np.ones(len(lidars))
-    reflectivity = _reflectivity(meshes, d, ret, shape, smoothing_m)
-    if len(lidars) > 1:  # each LiDAR's scale against the primary's, then the reflectivity again
-        gains = _relative_gains(d, ret, shape, sensor, reflectivity, len(lidars))
-        reflectivity = _reflectivity(meshes, d, ret, shape * gains[sensor], smoothing_m)
+    if len(lidars) > 1:  # each LiDAR's scale against the primary's (on the triangles returns hit)
+        seen = _reflectivity(meshes, d, ret, shape, smoothing_m, fill=False)
+        gains = _relative_gains(d, ret, shape, sensor, seen, len(lidars))
+    reflectivity = _reflectivity(meshes, d, ret, shape * gains[sensor], smoothing_m)
     samples = DropSamples(
         d["mesh"],
         d["tri"],
@@ -80,10 +80,16 @@ def fit_lidar(
 
 
 def _reflectivity(
-    meshes: list[tuple[np.ndarray, np.ndarray]], d: dict[str, np.ndarray], ret: np.ndarray, g: np.ndarray, pool_m: float
+    meshes: list[tuple[np.ndarray, np.ndarray]],
+    d: dict[str, np.ndarray],
+    ret: np.ndarray,
+    g: np.ndarray,
+    pool_m: float,
+    fill: bool = True,
 ) -> list[np.ndarray]:
     """Per mesh, each triangle's least-squares reflectivity sum(I g) / sum(g^2) over the returns that hit
-    it (``g``: each return's fall-off), pooled over ``pool_m`` voxels; unseen triangles filled in."""
+    it (``g``: each return's fall-off), pooled over ``pool_m`` voxels; unseen triangles filled in from
+    their neighbours (``fill``) or left 0."""
     reflectivity = []
     for m, (v, t) in enumerate(meshes):
         sel = (d["mesh"] == m) & ret
@@ -94,7 +100,9 @@ def _reflectivity(
         # pool the sparse per-triangle evidence over small neighbourhoods (voxels)
         vox = np.unique(np.floor(centroids / pool_m).astype(np.int64), axis=0, return_inverse=True)[1].reshape(-1)
         pooled_num, pooled_den = (np.bincount(vox, x)[vox] for x in (num, den))
-        refl, _ = fill_unobserved((num + pooled_num) / np.maximum(den + pooled_den, 1e-9), pooled_den > 0, centroids)
+        refl = (num + pooled_num) / np.maximum(den + pooled_den, 1e-9)
+        if fill:
+            refl, _ = fill_unobserved(refl, pooled_den > 0, centroids)
         reflectivity.append(np.clip(refl, 0, 1.5).astype(np.float32))
     return reflectivity
 
