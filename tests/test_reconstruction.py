@@ -259,3 +259,38 @@ def test_scene_files_are_safe_and_validated(scene_dir: Path, tmp_path: Path) -> 
         arrays = dict(np.load(scene_dir / "background.npz"))
         arrays["lidar_drop_rates"] = arrays["lidar_drop_rates"][:, :2]
         SurfaceMesh.from_arrays(Path("background.npz"), arrays)
+
+
+def test_rays_behind_actor_boxes_match_a_test_of_every_ray_against_every_box(tiny_log_dir: Path) -> None:
+    """The cone culling in ``behind_actor_boxes`` (each box against the rays that point its way) gives
+    what a slab test of every ray against every box gives."""
+    from neurodrive.reconstruct.texturing import behind_actor_boxes
+
+    log = load_log(tiny_log_dir)
+    frame = 3
+    rng = np.random.default_rng(0)
+    origin = log.ego_poses[frame][:3, 3] + np.array([0.0, 0.0, 1.6])
+    dirs = rng.normal(size=(20_000, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    t_background = np.where(rng.random(20_000) < 0.1, np.inf, rng.uniform(0.0, 80.0, 20_000))
+    expected = np.zeros(len(dirs), bool)
+    for track in log.tracks:
+        if not track.valid[frame]:
+            continue
+        T = track.poses[frame]
+        o, d, half = (origin - T[:3, 3]) @ T[:3, :3], dirs @ T[:3, :3], track.size_m / 2 + 0.3
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t0, t1 = (-half - o) / d, (half - o) / d
+        near, far = np.nanmax(np.minimum(t0, t1), axis=1), np.nanmin(np.maximum(t0, t1), axis=1)
+        expected |= (near <= far) & (far > 0) & (np.maximum(near, 0) < t_background) & (t_background > 0)
+    got = behind_actor_boxes(log, frame, origin, dirs, t_background, 0.3)
+    assert expected.sum() > 100 and np.array_equal(got, expected)
+
+
+def test_voxel_labels_number_voxels_as_numpy_unique_over_rows_does() -> None:
+    from neurodrive.geometry import voxel_labels
+
+    points = np.random.default_rng(1).uniform(-300, 300, (50_000, 3))
+    rows = np.unique(np.floor(points / 0.25).astype(np.int64), axis=0, return_inverse=True)[1].reshape(-1)
+    assert np.array_equal(voxel_labels(points, 0.25), rows)
+    assert len(voxel_labels(np.zeros((0, 3)), 0.25)) == 0

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from neurodrive.geometry import invert_pose, transform_points
+from neurodrive.geometry import invert_pose, transform_points, voxel_labels
 from neurodrive.lidar.pattern import from_image
 from neurodrive.logs.model import ActorTrack, DrivingLog, LidarSpec
 from neurodrive.raycast.open3d_caster import MeshRaycaster
@@ -145,7 +145,7 @@ def carve_unsupported_extrusion(
             np.add.at(n_hit, hits.triangle[sel], 1.0)
             np.add.at(n_ret, hits.triangle[sel & (real > 0)], 1.0)
     centroids = vertices[triangles].mean(axis=1)
-    vox = np.unique(np.floor(centroids / pool_m).astype(np.int64), axis=0, return_inverse=True)[1].reshape(-1)
+    vox = voxel_labels(centroids, pool_m)
     pooled_hit = np.bincount(vox, n_hit)[vox]
     pooled_ret = np.bincount(vox, n_ret)[vox]
     extruded = np.arange(len(triangles)) >= first_extruded

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from neurodrive.geometry import voxel_labels
 from neurodrive.lidar.intensity import LidarIntensityModel
 from neurodrive.lidar.ray_drop import DropSamples, fit_ray_drop, ray_edges
 from neurodrive.logs.model import DrivingLog, LidarSpec
@@ -98,7 +99,7 @@ def _reflectivity(
         den = np.bincount(tri, g[sel] ** 2, minlength=len(t))
         centroids = v[t].mean(axis=1) if len(t) else np.zeros((0, 3))
         # pool the sparse per-triangle evidence over small neighbourhoods (voxels)
-        vox = np.unique(np.floor(centroids / pool_m).astype(np.int64), axis=0, return_inverse=True)[1].reshape(-1)
+        vox = voxel_labels(centroids, pool_m)
         pooled_num, pooled_den = (np.bincount(vox, x)[vox] for x in (num, den))
         refl = (num + pooled_num) / np.maximum(den + pooled_den, 1e-9)
         if fill:

@@ -57,18 +57,34 @@ def behind_actor_boxes(
             continue
         T = track.poses[frame]
         o = (origin - T[:3, 3]) @ T[:3, :3]
-        d = dirs @ T[:3, :3]
         half = track.size_m / 2 + margin_m
         if np.all(np.abs(o) <= half):  # the camera inside a box (a bad track): it would hide everything
             continue
+        rays = _rays_towards(origin, dirs, T[:3, 3], 1.001 * float(np.linalg.norm(half)))
+        if len(rays) == 0:
+            continue
+        d = dirs[rays] @ T[:3, :3]
         with np.errstate(divide="ignore", invalid="ignore"):
             inv = 1.0 / d
             t0, t1 = (-half - o) * inv, (half - o) * inv
         t_near = np.nanmax(np.minimum(t0, t1), axis=1)
         t_far = np.nanmin(np.maximum(t0, t1), axis=1)
-        enters = (t_near <= t_far) & (t_far > 0) & (np.maximum(t_near, 0) < t_background)
-        out |= enters & (t_background > 0)
+        t_bg = t_background[rays]
+        enters = (t_near <= t_far) & (t_far > 0) & (np.maximum(t_near, 0) < t_bg)
+        out[rays] |= enters & (t_bg > 0)
     return out
+
+
+def _rays_towards(origin: np.ndarray, dirs: np.ndarray, centre: np.ndarray, radius_m: float) -> np.ndarray:
+    """Indices of the unit rays ``dirs`` from ``origin`` that can meet the sphere (``centre``,
+    ``radius_m``): those within the cone it subtends (all of them from inside it). Lets each actor box
+    be tested against the few rays that point its way, not every pixel of every camera."""
+    offset = centre - origin
+    distance = float(np.linalg.norm(offset))
+    if distance <= radius_m:
+        return np.arange(len(dirs))
+    cos_cone = np.sqrt(1.0 - (radius_m / distance) ** 2)
+    return np.flatnonzero(dirs @ (offset / distance) >= cos_cone)
 
 
 def collect_pixel_samples(
