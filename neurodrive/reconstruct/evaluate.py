@@ -139,7 +139,10 @@ def evaluate_reconstruction(
             progress("evaluating held-out frames", k + 1, len(frames))
     result = {"frames": frames, **_summary(m, per_camera, supersample)}
     if len(log.rig.lidars) > 1:
-        result["lidar_per_sensor"] = {name: _lidar_summary(series) for name, series in per_lidar.items()}
+        result["lidar_per_sensor"] = {
+            name: {k: v for k, v in _lidar_summary(series).items() if not k.endswith("_note")}
+            for name, series in per_lidar.items()
+        }
     result |= _protocol(model.meta, log, per_camera, held_out=note is None)
     if note:
         result["frames_note"] = note

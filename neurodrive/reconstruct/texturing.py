@@ -256,6 +256,8 @@ def fit_local_skies(
     maps = np.empty((len(frames), h, w, 3), np.float32)
     total_px = sum(c.width_px * c.height_px for f in frames for c in log.rig.cameras if log.has_image(c.name, f))
     photos = FarFieldPhotos(min(1.0, float(np.sqrt(cfg.appearance.far_field_pixels / max(total_px, 1)))))
+    # photos kept at a fraction of their resolution need rays only at that density: every stride-th pixel
+    stride = max(1, int(1.0 / photos.scale))
     for k, f in enumerate(frames):
         placed = model.place({a: p for a, p in log.actor_poses_at(f).items() if a in model.actors})
         total, count = np.zeros((h * w, 3)), np.zeros(h * w)
@@ -263,17 +265,20 @@ def fit_local_skies(
             if not log.has_image(cam.name, f):
                 continue
             T = log.T_world_camera(cam.name, f)
-            dirs = cam.ray_directions(1).reshape(-1, 3) @ T[:3, :3].T
+            grid = cam.ray_directions(1)[::stride, ::stride]
+            dirs = grid.reshape(-1, 3) @ T[:3, :3].T
             miss = ~placed.cast(T[:3, 3], dirs, normals=False).hit
             if not miss.any():
                 continue
+            image = log.image(cam.name, f)
+            exposure = model.decoder.exposure_at(cam.name, f)[None]
             rgb = apply_inverse_exposure(
-                log.image(cam.name, f).reshape(-1, 3) / 255.0,
-                np.zeros(len(miss), int),
-                model.decoder.exposure_at(cam.name, f)[None],
+                image[::stride, ::stride].reshape(-1, 3) / 255.0, np.zeros(len(miss), int), exposure
             )
-            if cfg.appearance.far_field_depth_m > 0:
+            if cfg.appearance.far_field_depth_m > 0 and stride == 1:
                 photos.add(cam, T, rgb.reshape(cam.height_px, cam.width_px, 3), miss.reshape(cam.height_px, -1))
+            elif cfg.appearance.far_field_depth_m > 0:
+                photos.add_strided(cam, T, image, miss.reshape(grid.shape[:2]), stride, exposure)
             rgb = rgb[miss]
             cell = sky_cells(dirs[miss], w, h, sky.min_elevation_rad, sky.max_elevation_rad)
             count += np.bincount(cell, minlength=h * w)
@@ -310,6 +315,31 @@ class FarFieldPhotos:
             image = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BOX))
             coverage = np.asarray(Image.fromarray(miss.astype(np.uint8) * 255).resize((w, h), Image.Resampling.BOX))
             valid = coverage >= 250  # only cells whose pixels all missed
+        self._append(cam, T_world_camera, image, valid)
+
+    def add_strided(
+        self,
+        cam: CameraSpec,
+        T_world_camera: np.ndarray,
+        image: np.ndarray,
+        miss: np.ndarray,
+        stride: int,
+        exposure: np.ndarray,
+    ) -> None:
+        """As :meth:`add`, from the recorded image (uint8) and the miss mask of every ``stride``-th
+        pixel: the image is scaled down first and its exposure undone after (both are linear), the
+        mask is widened back to full size for the coverage test."""
+        w, h = max(1, round(cam.width_px * self.scale)), max(1, round(cam.height_px * self.scale))
+        small = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BOX)).reshape(-1, 3) / 255.0
+        rgb = apply_inverse_exposure(small, np.zeros(len(small), int), exposure).reshape(h, w, 3)
+        full = np.repeat(np.repeat(miss, stride, axis=0), stride, axis=1)[: cam.height_px, : cam.width_px]
+        coverage = np.asarray(Image.fromarray(full.astype(np.uint8) * 255).resize((w, h), Image.Resampling.BOX))
+        valid = coverage >= 250  # only cells whose pixels all missed
+        self._append(cam, T_world_camera, np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8), valid)
+
+    def _append(self, cam: CameraSpec, T_world_camera: np.ndarray, image: np.ndarray, valid: np.ndarray) -> None:
+        """One photo at this scale (uint8 image, cells that only saw what the mesh misses)."""
+        h, w = valid.shape
         K = cam.intrinsics.astype(np.float64).copy()
         K[0] *= w / cam.width_px
         K[1] *= h / cam.height_px
