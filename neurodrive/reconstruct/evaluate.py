@@ -133,8 +133,10 @@ def evaluate_reconstruction(
                 _camera_metrics(model, log, scene, cam, f, supersample, figures, m)
                 per_camera[cam.name].append((m["psnr"][-1], m["ssim"][-1]))
         for lidar in log.lidars_at(f):
-            _lidar_metrics(model, log, scene, f, lidar, m)
-            _lidar_metrics(model, log, scene, f, lidar, per_lidar.setdefault(lidar.name, _lidar_series()))
+            sweep_metrics = _lidar_metrics(model, log, scene, f, lidar)
+            for series in (m, per_lidar.setdefault(lidar.name, _lidar_series())):  # pooled, and per LiDAR
+                for key, value in sweep_metrics.items():
+                    series[key].append(value)
         if progress:
             progress("evaluating held-out frames", k + 1, len(frames))
     result = {"frames": frames, **_summary(m, per_camera, supersample)}
@@ -261,21 +263,24 @@ def _camera_metrics(model, log: DrivingLog, scene, cam: CameraSpec, f: int, supe
         write_figure(Path(figures) / f"frame{f:04d}_{cam.name}.png", error_figure(real, pred, moving))
 
 
-def _lidar_metrics(model, log: DrivingLog, scene, f: int, lidar: LidarSpec, m: dict) -> None:
-    """Ray drop, depth and intensity errors on rays both sweeps return, Chamfer distance of one sweep."""
+def _lidar_metrics(model, log: DrivingLog, scene, f: int, lidar: LidarSpec) -> dict:
+    """One sweep's ray-drop accuracy, depth and intensity errors on rays both sweeps return, and
+    Chamfer distance (one entry per ``LIDAR_SERIES`` name)."""
     T = log.T_world_lidar(f, lidar.name)
     ego = sensor_ego_pose(T, lidar.T_ego_lidar)
     pred_l = model.render_lidar(scene, lidar, ego).sweep
     real_l = log.lidar(f, lidar.name)
     pm, rm = pred_l.return_mask(lidar), real_l.return_mask(lidar)
-    m["drop"].append(float(np.mean(pm == rm)))
     pr, rr = pred_l.range_image(lidar), real_l.range_image(lidar)
     both = pm & rm
-    m["cell_depth"].append(np.abs(pr[both] - rr[both]))
-    m["depth"].append(ray_depth_errors(scene, T, real_l.xyz_m, lidar.max_range_m))
     pi, ri = pred_l.ray_image(lidar, pred_l.intensity), real_l.ray_image(lidar, real_l.intensity)
-    m["int"].append(pi[both] - ri[both])
-    m["chamfer"].append(chamfer_m(transform_points(T, pred_l.xyz_m), transform_points(T, real_l.xyz_m)))
+    return {
+        "drop": float(np.mean(pm == rm)),
+        "cell_depth": np.abs(pr[both] - rr[both]),
+        "depth": ray_depth_errors(scene, T, real_l.xyz_m, lidar.max_range_m),
+        "int": pi[both] - ri[both],
+        "chamfer": chamfer_m(transform_points(T, pred_l.xyz_m), transform_points(T, real_l.xyz_m)),
+    }
 
 
 def ray_depth_errors(scene, T_world_lidar: np.ndarray, xyz_lidar: np.ndarray, max_range_m: float) -> np.ndarray:
