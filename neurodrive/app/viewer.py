@@ -80,10 +80,12 @@ def load_scenario(target: str | Path, camera_scale: float | None = None) -> tupl
     target = Path(target)
     if target.is_dir():
         raw = {"name": f"{target.name}-edited", "scene": str(target.resolve()), "duration_s": 600.0}
-        if camera_scale is None:
-            rig = load_log(read_scene_meta(target)["log"]["path"], check_files=False).rig
+        log_path = Path(read_scene_meta(target)["log"]["path"])
+        if camera_scale is None and (log_path / "log.json").is_file():  # else the simulator says it is missing
+            rig = load_log(log_path, check_files=False).rig
             camera_scale = auto_camera_scale(sum(c.width_px * c.height_px for c in rig.cameras))
-        return Scenario.parse(raw | {"sensors": {"camera_scale": camera_scale}}), str(target)
+        scale = 1.0 if camera_scale is None else camera_scale
+        return Scenario.parse(raw | {"sensors": {"camera_scale": scale}}), str(target)
     scenario = Scenario.load(target)
     if camera_scale is not None:
         sensors = Sensors.model_validate(scenario.sensors.model_dump() | {"camera_scale": camera_scale})
