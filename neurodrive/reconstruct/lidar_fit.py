@@ -25,7 +25,8 @@ def fit_lidar(
     its per-vertex ray-drop rates, both fitted on the rays of every LiDAR (see ``lidar/ray_drop.py``)."""
     smoothing_m, seed = cfg.lidar.lidar_smoothing_m, cfg.seed
     lidars = [lid for lid in log.rig.lidars if any(log.has_lidar(f, lid.name) for f in frames)]
-    parts = [lidar_hit_records(log, lid, frames, meshes, actor_ids, progress) for lid in lidars]
+    casters = FrameCasters(meshes)  # one set of acceleration structures for every LiDAR
+    parts = [lidar_hit_records(log, lid, frames, casters, actor_ids, progress) for lid in lidars]
     d = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     sensor = np.concatenate([np.full(len(p["ret"]), k, np.int64) for k, p in enumerate(parts)])
     del parts
@@ -153,19 +154,18 @@ def lidar_hit_records(
     log: DrivingLog,
     lidar: LidarSpec,
     frames: list[int],
-    meshes: list[tuple[np.ndarray, np.ndarray]],
+    casters: FrameCasters,
     actor_ids: list[str],
     progress: Progress | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every training ray of ``lidar`` that hits the reconstruction: mesh, triangle, barycentrics, hit
-    point (actors: in the box frame), frame, whether the sensor returned it, its intensity, incidence,
-    range, and range-image edge cues."""
+    """Every training ray of ``lidar`` that hits the reconstruction (``casters``: its meshes): mesh,
+    triangle, barycentrics, hit point (actors: in the box frame), frame, whether the sensor returned
+    it, its intensity, incidence, range, and range-image edge cues."""
     pattern = lidar.pattern
     dirs_l = pattern.directions()
     rec: dict[str, list[np.ndarray]] = {
         k: [] for k in ("mesh", "tri", "uv", "point", "frame", "ret", "I", "cos", "r", "edge", "missing")
     }
-    casters = FrameCasters(meshes)
     for k, f in enumerate(frames):
         if not log.has_lidar(f, lidar.name):
             continue
