@@ -55,12 +55,7 @@ def kitti_log(tmp_path_factory):
 
 def _points_in_boxes(log, frame: int) -> dict[str, int]:
     """Returns of every LiDAR of the rig inside each box valid on ``frame``."""
-    pts = np.concatenate(
-        [
-            transform_points(log.T_world_lidar(frame, lid.name), log.lidar(frame, lid.name).xyz_m.astype(np.float64))
-            for lid in log.lidars_at(frame)
-        ]
-    )
+    pts = log.world_returns(frame)[0]
     return {
         t.actor_id: int(points_in_box(transform_points(invert_pose(t.poses[frame]), pts), t.size_m).sum())
         for t in log.tracks

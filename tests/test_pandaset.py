@@ -35,15 +35,6 @@ def panda_log(tmp_path_factory):
     return load_log(_import(tmp_path_factory.mktemp("pandaset") / "log"))
 
 
-def _world_returns(log, frame: int) -> np.ndarray:
-    return np.concatenate(
-        [
-            transform_points(log.T_world_lidar(frame, lid.name), log.lidar(frame, lid.name).xyz_m.astype(np.float64))
-            for lid in log.lidars_at(frame)
-        ]
-    )
-
-
 def test_the_sample_imports_with_both_lidars_and_six_cameras(panda_log) -> None:
     log = panda_log
     assert log.num_frames == 20 and log.rig.lidar_names == ("pandar64", "pandar_gt")
@@ -67,7 +58,7 @@ def test_the_sample_imports_with_both_lidars_and_six_cameras(panda_log) -> None:
 def test_boxes_and_lidar_agree_on_cars_within_30_m(panda_log) -> None:
     log = panda_log
     for frame in (0, 10, 19):
-        world = _world_returns(log, frame)
+        world = log.world_returns(frame)[0]
         ego_xy = log.ego_poses[frame][:2, 3]
         counts = [
             int(points_in_box(transform_points(invert_pose(t.poses[frame]), world), t.size_m).sum())

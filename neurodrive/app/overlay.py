@@ -22,12 +22,7 @@ def lidar_world_points(log: DrivingLog, frame: int) -> np.ndarray:
     if not frames:
         return np.zeros((0, 3))
     f = min(frames, key=lambda k: abs(log.timestamps_s[k] - log.timestamps_s[frame]))
-    return np.concatenate(
-        [
-            transform_points(log.T_world_lidar(f, lid.name), log.lidar(f, lid.name).xyz_m.astype(np.float64))
-            for lid in log.lidars_at(f)
-        ]
-    )
+    return log.world_returns(f)[0]
 
 
 def project_points(log: DrivingLog, camera: str, frame: int, world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -148,12 +148,7 @@ def sweep_points(
     of ``images`` (camera name -> the frame's decoded image) that sees it, and returns no camera sees
     are left out.
     """
-    pts = np.concatenate(
-        [
-            transform_points(log.T_world_lidar(frame, lid.name), log.lidar(frame, lid.name).xyz_m.astype(float))
-            for lid in log.lidars_at(frame)
-        ]
-    )
+    pts = log.world_returns(frame)[0]
     keep = np.ones(len(pts), bool)
     for index in moving:
         track = log.tracks[index]

@@ -187,7 +187,6 @@ class RerunRecording:
 
 def record_log(log: DrivingLog, path: str | Path, max_frames: int | None = None) -> int:
     """Write ``log`` as a Rerun recording (see the module docstring); returns the frames recorded."""
-    from neurodrive.geometry import transform_points
     from neurodrive.logs.io import image_path
     from neurodrive.sim.vehicle import VehicleParameters
 
@@ -208,11 +207,8 @@ def record_log(log: DrivingLog, path: str | Path, max_frames: int | None = None)
                 np.array([t.poses[f] for t in valid]),
                 np.array([t.size_m for t in valid]),
             )
-            lidars = log.lidars_at(f)
-            if lidars:  # every LiDAR's returns in one world-frame cloud
-                sweeps = [(log.T_world_lidar(f, lid.name), log.lidar(f, lid.name)) for lid in lidars]
-                xyz = np.concatenate([transform_points(T, sw.xyz_m.astype(float)) for T, sw in sweeps])
-                rec.lidar(xyz, np.concatenate([sw.intensity for _, sw in sweeps]))
+            if log.lidars_at(f):  # every LiDAR's returns in one world-frame cloud
+                rec.lidar(*log.world_returns(f))
             for cam in log.rig.cameras:
                 if log.has_image(cam.name, f):
                     log.image(cam.name, f)  # decoded once: a corrupt image is one DataError, no recording

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from neurodrive.errors import DataError
-from neurodrive.geometry import R_BODY_FROM_OPENCV, interpolate_poses
+from neurodrive.geometry import R_BODY_FROM_OPENCV, interpolate_poses, transform_points
 from neurodrive.lidar.pattern import BeamGrid, MeasuredPattern, RayPattern, to_image
 
 CATEGORIES = ("car", "truck", "bus", "pedestrian", "cyclist", "other")  # the one category set of actor tracks
@@ -387,6 +387,15 @@ class DrivingLog:
     def lidars_at(self, frame: int) -> tuple[LidarSpec, ...]:
         """The LiDARs with a sweep at ``frame``, in rig order."""
         return tuple(lid for lid in self.rig.lidars if self.has_lidar(frame, lid.name))
+
+    def world_returns(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every LiDAR's returns at ``frame`` in the world: points (M, 3) float64 and intensities (M,)
+        (empty without a sweep there)."""
+        sweeps = [(self.T_world_lidar(frame, lid.name), self.lidar(frame, lid.name)) for lid in self.lidars_at(frame)]
+        if not sweeps:
+            return np.zeros((0, 3)), np.zeros(0, np.float32)
+        xyz = np.concatenate([transform_points(T, sweep.xyz_m.astype(np.float64)) for T, sweep in sweeps])
+        return xyz, np.concatenate([sweep.intensity for _, sweep in sweeps])
 
     def ego_pose_at(self, time_s: float) -> np.ndarray:
         """T_world_ego at ``time_s``, interpolated in the pose stream (or the frames' poses)."""
