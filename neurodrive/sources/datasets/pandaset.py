@@ -33,7 +33,7 @@ from scipy.spatial.transform import Rotation
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import interpolate_poses, invert_pose, make_pose, rot_z
-from neurodrive.logs.model import ActorTrack, CameraSpec, LidarSpec, LidarSweep, SensorRig
+from neurodrive.logs.model import CameraSpec, LidarSpec, LidarSweep, SensorRig
 from neurodrive.sources.datasets.common import (
     DatasetSource,
     ImportedLog,
@@ -41,7 +41,6 @@ from neurodrive.sources.datasets.common import (
     check_image,
     dataset_pose,
     ground_height_m,
-    map_category,
     measured_lidar,
     no_progress,
     numbers,
@@ -49,6 +48,7 @@ from neurodrive.sources.datasets.common import (
     read_dataset_json,
     safe_file_name,
     stream_timing,
+    tracks_from_boxes,
 )
 from neurodrive.sources.datasets.pandas_pickle import read_dataframe_pickle
 
@@ -163,7 +163,8 @@ def _sweeps(seq: Path, frame: int, T_world_lidar: np.ndarray, time_s: float) -> 
 
 
 def _cuboid_boxes(seq: Path, frames: int) -> tuple[dict[str, list], dict[str, str]]:
-    """Boxes per track ``id -> [(frame, T_world_box, size, from_pandar64)]`` with siblings merged, and labels."""
+    """Boxes per track ``id -> [(frame, T_world_box, size)]`` with siblings merged (a frame's
+    Pandar64 or unsplit box after its PandarGT one, so ``tracks_from_boxes`` keeps it), and labels."""
     rows = []
     parent: dict[str, str] = {}
 
@@ -185,28 +186,15 @@ def _cuboid_boxes(seq: Path, frames: int) -> tuple[dict[str, list], dict[str, st
             if np.any(values[3:6] <= 0):
                 raise DataError(path, f"dimensions[{i}]", "box sizes must be positive")
             rows.append((f, uuid, str(c["label"][i]), int(c["cuboids.sensor_id"][i]), values))
-    boxes: dict[str, list] = {}
     labels: dict[str, str] = {}
-    for f, uuid, label, sensor_id, (x, y, z, width, length, height, yaw) in rows:
-        track = root(uuid)
+    for _, uuid, label, _, _ in rows:  # a merged track's label: its first cuboid's in the files
+        labels.setdefault(root(uuid), label)
+    boxes: dict[str, list] = {}
+    rows.sort(key=lambda r: (r[0], r[3] != 1))  # per frame: PandarGT boxes (sensor 1) first
+    for f, uuid, _, _, (x, y, z, width, length, height, yaw) in rows:
         pose = make_pose([x, y, z], rot_z(yaw + np.pi / 2))  # the box's length runs along its local y
-        boxes.setdefault(track, []).append((f, pose, np.array([length, width, height]), sensor_id != 1))
-        labels.setdefault(track, label)
+        boxes.setdefault(root(uuid), []).append((f, pose, np.array([length, width, height])))
     return boxes, labels
-
-
-def _tracks(boxes: dict[str, list], labels: dict[str, str], n: int) -> tuple[ActorTrack, ...]:
-    """One track per merged object: on each frame its Pandar64 (or unsplit) box when it has one."""
-    tracks = []
-    for actor_id in sorted(boxes):
-        poses = np.full((n, 4, 4), np.nan)
-        valid = np.zeros(n, bool)
-        for f, pose, _, _ in sorted(boxes[actor_id], key=lambda b: (b[0], b[3])):
-            poses[f], valid[f] = pose, True  # sorted: the preferred box of a frame comes last and wins
-        size = np.median(np.array([b[2] for b in boxes[actor_id]]), axis=0)
-        label = labels[actor_id]
-        tracks.append(ActorTrack(actor_id, map_category(label, CATEGORY_RULES), size, poses, valid, label))
-    return tuple(tracks)
 
 
 def _camera(
@@ -235,7 +223,7 @@ def import_pandaset(root: Path, sequence: str, frames: int | None, progress: Pro
     if not (seq / "lidar").is_dir():
         known = sorted(p.name for p in root.iterdir() if (p / "lidar").is_dir()) if root.is_dir() else []
         raise DataError(seq, None, f"no PandaSet sequence '{sequence}' here (found: {', '.join(known) or 'none'})")
-    available = len(sorted((seq / "lidar").glob("[0-9][0-9].pkl.gz")))
+    available = len(list((seq / "lidar").glob("[0-9][0-9].pkl.gz")))
     n = min(available, frames) if frames is not None else available
     if n == 0:
         raise DataError(seq / "lidar", None, "holds no sweeps (NN.pkl.gz)")
@@ -274,7 +262,7 @@ def import_pandaset(root: Path, sequence: str, frames: int | None, progress: Pro
         rig=SensorRig(tuple(cameras), lidars),
         timestamps_s=times,
         ego_poses=ego,
-        tracks=_tracks(boxes, labels, n),
+        tracks=tracks_from_boxes(boxes, labels, CATEGORY_RULES, n),
         road_map=None,
         frame_rate_hz=10.0,
         timing=stream_timing(
