@@ -4,7 +4,9 @@ cameras and two LiDARs).
 
 Target: >= 20 steps/s on 2 cores with one camera. Also prints the simulator alone (no sensors) and the
 renderer alone, measured in the same run, to show where the time goes.
-Run: python benchmarks/bench_env.py SCENE [--steps 100] [--rig-scale 0.25]
+``--viewer`` also times the headless viewer on the scene (simulation step, rendering and drawing;
+its default camera scale).
+Run: python benchmarks/bench_env.py SCENE [--steps 100] [--rig-scale 0.25] [--viewer]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def main() -> None:
     parser.add_argument("scene", type=Path)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rig-scale", type=float, default=None, help="also run the whole rig at this camera scale")
+    parser.add_argument("--viewer", action="store_true", help="also time the headless viewer")
     args = parser.parse_args()
     import gymnasium as gym
 
@@ -79,6 +82,31 @@ def main() -> None:
             f"env steps/s with the whole rig: {steps_per_s(whole):6.1f}   ({len(log.rig.cameras)} cameras at scale "
             f"{args.rig_scale:g}: {pixels / 1e6:.2f} Mpx, {len(log.rig.lidars)} LiDARs)"
         )
+    if args.viewer:
+        print(viewer_frames_per_s(args.scene))
+
+
+def viewer_frames_per_s(scene: Path, frames: int = 15) -> str:
+    """The headless viewer's frames/s on ``scene`` (its default camera scale), after 3 warm-up frames."""
+    import tempfile
+
+    from neurodrive.app.viewer import Viewer, headless
+
+    headless()
+    with tempfile.TemporaryDirectory() as tmp:
+        viewer = Viewer(scene, Path(tmp) / "edited.yaml", max_size_px=(1600, 900))
+        try:
+            viewer.run(max_frames=3)
+            start = time.perf_counter()
+            viewer.run(max_frames=frames)
+            rate = frames / (time.perf_counter() - start)
+            cams = viewer.sim.rig.cameras
+        finally:
+            viewer.close()
+    return (
+        f"viewer frames/s:               {rate:6.2f}   ({len(cams)} cameras at {cams[0].width_px}x{cams[0].height_px}, "
+        f"{len(viewer.sim.rig.lidars)} LiDARs, bird's-eye view and drawing)"
+    )
 
 
 if __name__ == "__main__":
