@@ -408,6 +408,30 @@ V2_CORRUPTIONS = {
         "missing file",
     ),
     "a measured pattern with two rays in one cell": (_duplicate_cells, "pattern.npz", "ray_cells", "distinct"),
+    "two LiDARs of one name": (
+        lambda r: _edit_json(r / "log.json", lambda d: d["rig"]["lidars"].append(d["rig"]["lidars"][0])),
+        "log.json",
+        "rig.lidars",
+        "unique",
+    ),
+    "a LiDAR name that leaves its folder": (
+        lambda r: _edit_json(r / "log.json", lambda d: d["rig"]["lidars"][0].update(name="../top")),
+        "log.json",
+        "rig.lidars",
+        "folder name",
+    ),
+    "a version 3 log with a version 2 rig.lidar": (
+        lambda r: _edit_json(r / "log.json", lambda d: d["rig"].update(lidar=d["rig"]["lidars"][0])),
+        "log.json",
+        "rig.lidar",
+        "rig.lidars",
+    ),
+    "LiDAR times of the wrong shape": (
+        lambda r: _rewrite_npz(r / "poses.npz", lidar_timestamps_s=np.zeros(2)),
+        "poses.npz",
+        "lidar_timestamps_s",
+        "expected shape",
+    ),
 }
 
 

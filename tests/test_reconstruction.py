@@ -248,6 +248,12 @@ def test_scene_files_are_safe_and_validated(scene_dir: Path, tmp_path: Path) -> 
     (bad / "scene.json").write_text(json.dumps(meta | {"version": 1}))  # an older scene format
     with pytest.raises(DataError, match="version.*reconstruct"):
         SceneModel.load(bad)
+    shutil.copy(scene_dir / "background.npz", bad / "background.npz")
+    for models, field in (([], "lidar_models"), ([{"name": "top", "alpha": "x"}], "lidar_models[0]")):
+        (bad / "scene.json").write_text(json.dumps(meta | {"lidar_models": models}))
+        with pytest.raises(DataError) as info:
+            SceneModel.load(bad)
+        assert (Path(info.value.file).name, info.value.field) == ("scene.json", field)
     (bad / "scene.json").unlink()
     with pytest.raises(DataError, match="scene.json"):
         SceneModel.load(bad)
