@@ -159,15 +159,3 @@ def interpolate_poses(times_s: np.ndarray, poses: np.ndarray, query_s: np.ndarra
         for k in range(3):
             out[:, k, 3] = np.interp(t, times_s, poses[:, k, 3])
     return out if np.ndim(query_s) else out[0]
-
-
-def voxel_labels(points: np.ndarray, size_m: float) -> np.ndarray:
-    """(n,) label of each point's ``size_m`` voxel, numbered in lexicographic (x, y, z) order of the
-    voxels (as ``np.unique(..., axis=0)`` numbers them, on one packed integer: many times faster)."""
-    if len(points) == 0:
-        return np.zeros(0, np.int64)
-    cells = np.floor(points / size_m).astype(np.int64)
-    cells -= cells.min(axis=0)
-    dims = cells.max(axis=0) + 1
-    packed = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
-    return np.unique(packed, return_inverse=True)[1].reshape(-1)

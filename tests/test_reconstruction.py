@@ -291,12 +291,3 @@ def test_rays_behind_actor_boxes_match_a_test_of_every_ray_against_every_box(tin
         expected |= (near <= far) & (far > 0) & (np.maximum(near, 0) < t_background) & (t_background > 0)
     got = behind_actor_boxes(log, frame, origin, dirs, t_background, 0.3)
     assert expected.sum() > 100 and np.array_equal(got, expected)
-
-
-def test_voxel_labels_number_voxels_as_numpy_unique_over_rows_does() -> None:
-    from neurodrive.geometry import voxel_labels
-
-    points = np.random.default_rng(1).uniform(-300, 300, (50_000, 3))
-    rows = np.unique(np.floor(points / 0.25).astype(np.int64), axis=0, return_inverse=True)[1].reshape(-1)
-    assert np.array_equal(voxel_labels(points, 0.25), rows)
-    assert len(voxel_labels(np.zeros((0, 3)), 0.25)) == 0

@@ -21,8 +21,12 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from neurodrive.lidar.pattern import RayPattern, from_image, to_image
+from neurodrive.spatial import near_reference
 
 DROP_NEIGHBOURS = (4, 16, 64)  # training rays behind each vertex's drop rates
+# a vertex with no training ray in its 2 m cell or the 26 around it (none within 2 m; a k-d tree
+# query from there is slow, and what it finds says little) keeps the prior rate
+DROP_EVIDENCE_CELL_M = 2.0
 NUM_FEATURES = len(DROP_NEIGHBOURS) + 6
 _JUMP_MISSING_M = 100.0  # range jump counted towards a neighbour ray that hits nothing
 _MAX_RELATIVE_JUMP = 10.0
@@ -142,11 +146,13 @@ def vertex_drop_rates(
 ) -> np.ndarray:
     """(V, K) drop rate of the k training rays that hit closest to each vertex, for k in
     ``DROP_NEIGHBOURS``, shrunk towards ``prior`` with the weight of two rays. ``query`` limits
-    the work to those vertex indices (the other rows keep the prior)."""
+    the work to those vertex indices; the other rows, and vertices with no training ray in the
+    ``DROP_EVIDENCE_CELL_M`` cells around them (surfaces no LiDAR ray reached), keep the prior."""
     rates = np.full((len(vertices), len(DROP_NEIGHBOURS)), prior, np.float32)
     rows = np.arange(len(vertices)) if query is None else query
     if len(hit_points) == 0 or len(rows) == 0:
         return rates
+    rows = rows[near_reference(vertices[rows], hit_points, DROP_EVIDENCE_CELL_M)]
     k_max = min(max(DROP_NEIGHBOURS), len(hit_points))
     tree = cKDTree(hit_points)
     for start in range(0, len(rows), chunk):  # in chunks: the neighbour lists stay small

@@ -8,12 +8,13 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from neurodrive.geometry import invert_pose, transform_points, voxel_labels
+from neurodrive.geometry import invert_pose, transform_points
 from neurodrive.lidar.pattern import from_image
 from neurodrive.logs.model import ActorTrack, DrivingLog, LidarSpec
 from neurodrive.raycast.open3d_caster import MeshRaycaster
 from neurodrive.reconstruct.config import Progress, ReconConfig, stage_step
 from neurodrive.reconstruct.tsdf import SparseTsdf
+from neurodrive.spatial import voxel_labels
 
 
 def _box_local(track: ActorTrack, frame: int, points_world: np.ndarray) -> np.ndarray:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from neurodrive.geometry import voxel_labels
 from neurodrive.lidar.intensity import LidarIntensityModel
 from neurodrive.lidar.ray_drop import DropSamples, fit_ray_drop, ray_edges
 from neurodrive.logs.model import DrivingLog, LidarSpec
 from neurodrive.reconstruct.config import Progress, ReconConfig, stage_step
 from neurodrive.reconstruct.texturing import FrameCasters, fill_unobserved
+from neurodrive.spatial import voxel_labels
 
 
 def fit_lidar(

@@ -21,6 +21,7 @@ from neurodrive.scene.far_field import FarField
 from neurodrive.scene.model import SceneModel
 from neurodrive.scene.sky import SkyModel
 from neurodrive.scene.texels import TexelAtlas
+from neurodrive.spatial import near_reference, one_per_cell
 
 
 class FrameCasters:
@@ -168,6 +169,9 @@ def build_atlases(meshes, samples: dict, pixel_angle_rad: float, cfg: ReconConfi
     return atlases
 
 
+FAR_FILL_CELL_M = 1.0  # an unobserved entry with no observed one in its cell or the 26 around it is "far"
+
+
 def fill_unobserved(
     values: np.ndarray,
     observed: np.ndarray,
@@ -182,6 +186,10 @@ def fill_unobserved(
     ``mirror`` the nearest to its mirror image in y (left-right symmetry). ``k`` > 1: the
     inverse-square-distance weighted mean of the ``k`` nearest (a smooth fill, not Voronoi blocks).
 
+    Without a distance limit, entries far from every observed one (none in their ``FAR_FILL_CELL_M``
+    cell or the 26 around it) take the nearest of one observed entry per such cell: the same colours
+    at that distance, without a k-d tree query's slow search through a large empty region.
+
     Returns (values, mask of entries now holding observed values). ``report(done, total)`` is told
     the progress of the queries (made in chunks of ``chunk``).
     """
@@ -190,28 +198,43 @@ def fill_unobserved(
         return values, filled
     obs_idx = np.nonzero(observed)[0]
     missing = np.nonzero(~observed)[0]
-    tree = cKDTree(centres[observed])
-    step = max(1, chunk // k)
-    for start in range(0, len(missing), step):
-        sel = missing[start : start + step]
-        query = centres[sel] * (np.array([1.0, -1.0, 1.0]) if mirror else 1.0)
-        dist, nn = tree.query(query, k=k, workers=-1, distance_upper_bound=max_distance_m)
-        if k == 1:
-            ok = np.isfinite(dist)
-            values[sel[ok]] = values[obs_idx[nn[ok]]]
-        else:
-            found = np.isfinite(dist)
-            ok = found[:, 0]
-            w = np.where(found, 1.0 / np.maximum(dist, 1e-3) ** 2, 0.0)[ok].astype(np.float32)
-            w /= w.sum(axis=1, keepdims=True)
-            neighbours = values[obs_idx[np.where(found, nn, 0)[ok]]]  # (n, k, C)
-            values[sel[ok]] = np.einsum("nk,nkc->nc", w, neighbours.reshape(len(w), k, -1)).reshape(
-                (-1, *values.shape[1:])
-            )
-        filled[sel[ok]] = True
-        if report:
-            report(start + len(sel), len(missing))
+    query = centres[missing] * (np.array([1.0, -1.0, 1.0]) if mirror else 1.0)
+    near = np.ones(len(missing), bool)
+    if not np.isfinite(max_distance_m):
+        near = near_reference(query, centres[obs_idx], FAR_FILL_CELL_M)
+    sources = [(obs_idx, near), (obs_idx[one_per_cell(centres[obs_idx], FAR_FILL_CELL_M)], ~near)]
+    step, done = max(1, chunk // k), 0
+    for source, wanted in sources:
+        rows = np.flatnonzero(wanted)
+        if len(rows) == 0:
+            continue
+        tree = cKDTree(centres[source])
+        for start in range(0, len(rows), step):
+            part = rows[start : start + step]
+            dist, nn = tree.query(query[part], k=k, workers=-1, distance_upper_bound=max_distance_m)
+            ok = _blend_nearest(values, missing[part], source, dist, nn, k)
+            filled[missing[part][ok]] = True
+            done += len(part)
+            if report:
+                report(done, len(missing))
     return values, filled
+
+
+def _blend_nearest(values: np.ndarray, targets: np.ndarray, source: np.ndarray, dist, nn, k: int) -> np.ndarray:
+    """Writes into ``values[targets]`` the nearest source entry (k = 1) or the inverse-square-distance
+    weighted mean of the ``k`` nearest (``dist``, ``nn`` from a k-d tree over ``source``); returns
+    which targets had one."""
+    if k == 1:
+        ok = np.isfinite(dist)
+        values[targets[ok]] = values[source[nn[ok]]]
+        return ok
+    found = np.isfinite(dist)
+    ok = found[:, 0]
+    w = np.where(found, 1.0 / np.maximum(dist, 1e-3) ** 2, 0.0)[ok].astype(np.float32)
+    w /= w.sum(axis=1, keepdims=True)
+    neighbours = values[source[np.where(found, nn, 0)[ok]]]  # (n, k, C)
+    values[targets[ok]] = np.einsum("nk,nkc->nc", w, neighbours.reshape(len(w), k, -1)).reshape((-1, *values.shape[1:]))
+    return ok
 
 
 def smooth_sparse_texels(

@@ -117,16 +117,22 @@ class SparseTsdf:
         return unpack_keys(self.keys[ok]), self.sdf_sum[ok] / self.weight[ok]
 
     def query(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Signed distance at the voxels containing ``points`` (N, 3), and whether observed."""
-        self._merge()
+        """Signed distance at the voxels containing ``points`` (N, 3), and whether observed.
+
+        Looks the keys up in the merged voxels and in each pending batch without merging them (a merge
+        sorts every voxel); the sums are taken in the order a merge would take them, so the values
+        are the same bit for bit."""
         keys = pack_keys(np.floor(points / self.voxel_size_m).astype(np.int64))
-        pos = np.clip(np.searchsorted(self.keys, keys), 0, max(len(self.keys) - 1, 0))
-        found = (len(self.keys) > 0) & (self.keys[pos] == keys) if len(self.keys) else np.zeros(len(keys), bool)
-        sdf = (
-            np.where(found, self.sdf_sum[pos] / np.maximum(self.weight[pos], 1e-9), np.nan)
-            if len(self.keys)
-            else np.full(len(keys), np.nan)
-        )
+        sdf_sum, weight, found = np.zeros(len(keys)), np.zeros(len(keys)), np.zeros(len(keys), bool)
+        for batch_keys, batch_sdf, batch_w in [(self.keys, self.sdf_sum, self.weight), *self._pending]:
+            if len(batch_keys) == 0:
+                continue
+            pos = np.minimum(np.searchsorted(batch_keys, keys), len(batch_keys) - 1)
+            hit = batch_keys[pos] == keys
+            sdf_sum[hit] += batch_sdf[pos[hit]]
+            weight[hit] += batch_w[pos[hit]]
+            found |= hit
+        sdf = np.where(found, sdf_sum / np.maximum(weight, 1e-9), np.nan)
         return sdf, found
 
     def extract_mesh(
