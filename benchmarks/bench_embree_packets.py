@@ -1,4 +1,4 @@
-"""Experiment for issue 6: would packet tracing make the camera's ray casting cheaper?
+"""Experiment: would packet tracing make the camera's ray casting cheaper?
 
 Casts the bench_render.py camera (640x360) into a scene's background mesh with Embree 3 directly,
 one ray at a time (as open3d does) and as 4x4-pixel packets, on two threads, in one run.

@@ -1,4 +1,4 @@
-"""Benchmark: Gymnasium env steps/s with one 640-pixel-wide camera + the LiDAR (issue 6), and with the
+"""Benchmark: Gymnasium env steps/s with one 640-pixel-wide camera + the LiDAR, and with the
 whole rig (every camera and every LiDAR) at a camera scale (``--rig-scale``: PandaSet's six 1920x1080
 cameras and two LiDARs).
 

@@ -1,6 +1,6 @@
 """Benchmark: time and peak memory of `neurodrive generate --preset town-small`.
 
-Target (issue 2): a log of >= 40 frames with 3 cameras and LiDAR in under 3 minutes on 2 cores.
+Target: a log of >= 40 frames with 3 cameras and LiDAR in under 3 minutes on 2 cores.
 Run: python benchmarks/bench_generate.py [--preset town-small]
 """
 

@@ -54,18 +54,20 @@ def run_measured(args: list[str]) -> tuple[float, float]:
 def rig_fps(scene: Path, log_dir: Path, repeats: int = 10) -> float:
     """Frames/s of every camera of the rig + the LiDAR at the first training frame's pose."""
     from neurodrive.logs.io import load_log
-    from neurodrive.reconstruct.dynamic import log_with_scene_tracks
+    from neurodrive.render.rendering import SceneRenderer
     from neurodrive.scene.model import SceneModel
+    from neurodrive.scene.tracks import log_with_scene_tracks
 
     model = SceneModel.load(scene)
+    renderer = SceneRenderer(model)
     log = log_with_scene_tracks(load_log(log_dir), model.meta)
     frame = model.meta["training_frames"][0]
-    placed = model.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
+    placed = renderer.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
     ego = log.ego_poses[frame]
-    model.render_frame(placed, ego, log.rig.cameras, log.rig.lidars)  # warm-up (BVHs, baked colours)
+    renderer.render_frame(placed, ego, log.rig.cameras, log.rig.lidars)  # warm-up (BVHs, baked colours)
     start = time.perf_counter()
     for _ in range(repeats):
-        model.render_frame(placed, ego, log.rig.cameras, log.rig.lidars)
+        renderer.render_frame(placed, ego, log.rig.cameras, log.rig.lidars)
     return repeats / (time.perf_counter() - start)
 
 

@@ -1,4 +1,4 @@
-"""Benchmark: reconstruct town-small and evaluate it (issue 3 targets).
+"""Benchmark: reconstruct town-small and evaluate it against the reconstruction targets.
 
 Targets: reconstruction <= 10 min on 2 cores with peak RSS <= 4 GB; held-out PSNR >= 28 dB;
 lane-shift (2 m) PSNR >= 24 dB; LiDAR median depth error <= 0.03 m; ray-drop accuracy >= 95 %.

@@ -1,4 +1,4 @@
-"""Benchmark: rendering a reconstructed scene vs raw ray casting, measured in one run (issue 4).
+"""Benchmark: rendering a reconstructed scene vs raw ray casting, measured in one run.
 
 Target: one 640x360 camera + one 64x1024 LiDAR render at >= 50 % of the raw open3d ray-cast
 throughput on the same scene and rays.
@@ -23,19 +23,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     from neurodrive.geometry import make_pose
+    from neurodrive.lidar.sensor import LidarSpec
     from neurodrive.logs.io import load_log
-    from neurodrive.logs.model import CameraSpec, LidarSpec
+    from neurodrive.logs.model import CameraSpec
     from neurodrive.raycast.embree import ENV_VAR, native_available
+    from neurodrive.render.rendering import SceneRenderer
     from neurodrive.scene.model import SceneModel
 
     model = SceneModel.load(args.scene)
+    renderer = SceneRenderer(model)
     log = load_log(args.log or model.meta["log"]["path"])
     frame = log.num_frames // 2
     camera = CameraSpec.looking("front", 640, 360, np.deg2rad(75), [1.6, 0.0, 1.55], 0.0, 0.04)
     camera = CameraSpec(log.rig.cameras[0].name, 640, 360, camera.intrinsics, camera.T_ego_camera)
     lidar = LidarSpec("top", make_pose([1.2, 0.0, 1.9]), np.deg2rad(np.linspace(15, -25, 64)), 1024, 1.0, 100.0, 10.0)
     ego = log.ego_poses[frame]
-    placed = model.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
+    placed = renderer.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
     T_cam, T_lid = ego @ camera.T_ego_camera, ego @ lidar.T_ego_lidar
     cam_dirs = camera.ray_directions(1).reshape(-1, 3) @ T_cam[:3, :3].T
     lid_dirs = lidar.pattern.directions() @ T_lid[:3, :3].T
@@ -65,12 +68,14 @@ def main() -> None:
     scene = MeshRaycaster(combined).scene
     raw = timed(lambda: (scene.cast_rays(cam_rays), scene.cast_rays(lid_rays)))
     poses = dict(zip(placed.actor_ids, placed.poses))
-    replace_s = timed(lambda: model.place(poses))
-    ours = timed(lambda: (model.render_camera(placed, camera, ego), model.render_lidar(placed, lidar, ego)))
+    replace_s = timed(lambda: renderer.place(poses))
+    ours = timed(lambda: (renderer.render_camera(placed, camera, ego), renderer.render_lidar(placed, lidar, ego)))
     caster = "native Embree packets" if native_available() else "open3d"
     os.environ[ENV_VAR] = "open3d"  # the same renderer on the open3d fallback caster
-    placed_o3d = model.place(poses)
-    fallback = timed(lambda: (model.render_camera(placed_o3d, camera, ego), model.render_lidar(placed_o3d, lidar, ego)))
+    placed_o3d = renderer.place(poses)
+    fallback = timed(
+        lambda: (renderer.render_camera(placed_o3d, camera, ego), renderer.render_lidar(placed_o3d, lidar, ego))
+    )
     tris = len(model.background.triangles) + sum(len(model.actors[a].mesh.triangles) for a in placed.actor_ids)
     print(f"scene: {tris} triangles ({len(placed.actor_ids)} actors placed); 640x360 camera + 64x1024 LiDAR per frame")
     print(f"raw open3d ray casting:      {raw * 1000:7.1f} ms/frame  ({1 / raw:5.1f} frames/s)")

@@ -21,9 +21,11 @@ from neurodrive.errors import DataError
 from neurodrive.io_utils import inside
 from neurodrive.logs.io import load_log, read_npz
 from neurodrive.reconstruct.pipeline import reconstruct
+from neurodrive.render.rendering import SceneRenderer
+from neurodrive.scenarios.edits import ActorEdits
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.scene.model import SceneModel
-from neurodrive.sim.edits import ActorEdits, EditedActors
+from neurodrive.sim.edits import EditedActors
 from neurodrive.sim.simulator import Simulator
 from tests.conftest import FAST_RECON
 from tests.helpers import REPO, copy_log, write_yaml
@@ -145,24 +147,25 @@ def test_non_finite_poses_and_rays_are_refused_before_any_cast(
         assert result.exit_code == 2 and message in result.output, result.output
     model = SceneModel.load(tiny_scene_dir)
     log = load_log(tiny_log_dir)
-    placed = model.place({})
+    renderer = SceneRenderer(model)
+    placed = renderer.place({})
     bad = log.ego_poses[0].copy()
     bad[0, 3] = np.nan
     with pytest.raises(ValueError, match="T_world_ego"):
-        model.render_camera(placed, log.rig.cameras[0], bad)
+        renderer.render_camera(placed, log.rig.cameras[0], bad)
     with pytest.raises(ValueError, match="T_world_ego"):
-        model.render_lidar(placed, log.rig.lidar, bad)
+        renderer.render_lidar(placed, log.rig.lidar, bad)
     dirs = np.array([[1.0, 0.0, 0.0], [np.nan, 0.0, 0.0]], np.float32)
     from neurodrive.raycast.embree import EmbreeBackend, native_built
     from neurodrive.raycast.open3d_caster import Open3dBackend
 
     backends = [Open3dBackend()] + ([EmbreeBackend()] if native_built() else [])
-    casters = [b.placement([model.background_handle(b)], [np.eye(4)], [0.0]) for b in backends]
+    casters = [b.placement([renderer.background_handle(b)], [np.eye(4)], [0.0]) for b in backends]
     for caster in casters:  # Embree would abort the process (assertion), open3d would hang
         with pytest.raises(ValueError, match="NaN or infinite"):
             caster.cast(np.zeros(3, np.float32), dirs)
     with pytest.raises(ValueError):
-        model.place({"vehicle_000": bad})
+        renderer.place({"vehicle_000": bad})
     edits = write_yaml(
         tmp_path / "e.yaml", {"insert": [{"id": "x", "asset": "vehicle_000", "pose": [".nan", 0, 0, 0]}]}
     )

@@ -358,8 +358,8 @@ def test_rerun_bad_input_leaves_no_file(tiny_log_dir: Path, tmp_path: Path, monk
 def test_nerfstudio_export_with_a_scene_masks_its_auto_tracks(tiny_log_dir: Path, tmp_path: Path) -> None:
     """``--scene``: the scene's held-out frames, and its auto tracks (movers the log has no labels for)
     masked; a scene of another log is one error naming scene.json's ``log``."""
-    from neurodrive.reconstruct.dynamic import tracks_to_json
     from neurodrive.scene.model import SCENE_FORMAT, SCENE_VERSION
+    from neurodrive.scene.tracks import tracks_to_json
 
     log = load_log(tiny_log_dir)
     movers = [t for t in log.tracks if not t.is_static(0.3)]

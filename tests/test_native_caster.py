@@ -94,6 +94,7 @@ def test_scene_renders_agree_between_casters(
     tiny_scene_dir: Path, tiny_log_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from neurodrive.logs.io import load_log
+    from neurodrive.render.rendering import SceneRenderer
     from neurodrive.scene.model import SceneModel
 
     model = SceneModel.load(tiny_scene_dir)
@@ -104,9 +105,10 @@ def test_scene_renders_agree_between_casters(
     renders = {}
     for caster in ("embree", "open3d"):
         monkeypatch.setenv(native.ENV_VAR, caster)
-        placed = model.place(poses)
+        renderer = SceneRenderer(model)
+        placed = renderer.place(poses)
         assert isinstance(placed.caster, native.NativePlacement) == (caster == "embree")
-        renders[caster] = model.render_frame(placed, log.ego_poses[frame], log.rig.cameras, log.rig.lidars)
+        renders[caster] = renderer.render_frame(placed, log.ego_poses[frame], log.rig.cameras, log.rig.lidars)
     a, b = renders["embree"], renders["open3d"]
     for name, cam in a.cameras.items():
         other = b.cameras[name]

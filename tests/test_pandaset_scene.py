@@ -14,6 +14,7 @@ import pytest
 from neurodrive.logs.io import load_log
 from neurodrive.reconstruct.config import ActorConfig, GeometryConfig, LidarFitConfig
 from neurodrive.reconstruct.pipeline import reconstruct
+from neurodrive.render.rendering import SceneRenderer
 from neurodrive.scene.model import SceneModel
 from tests.conftest import FAST_RECON
 from tests.test_pandaset import PANDASET, _import
@@ -55,8 +56,9 @@ def test_each_lidar_gets_its_own_model_and_evaluation(panda_scene) -> None:
         assert metrics["lidar_median_depth_error_m"] < 1.0, name
         assert 0.5 < metrics["lidar_ray_drop_accuracy"] <= 1.0, name
     # each LiDAR renders from its own mount with its own pattern: the PandarGT's sweep lies ahead
-    placed = model.place({a: p for a, p in log.actor_poses_at(1).items() if a in model.actors})
-    frame = model.render_frame(placed, log.ego_poses[1], (), log.rig.lidars)
+    renderer = SceneRenderer(model)
+    placed = renderer.place({a: p for a, p in log.actor_poses_at(1).items() if a in model.actors})
+    frame = renderer.render_frame(placed, log.ego_poses[1], (), log.rig.lidars)
     assert list(frame.lidars) == ["pandar64", "pandar_gt"] and frame.lidar is frame.lidars["pandar64"]
     gt = frame.lidars["pandar_gt"].sweep
     assert gt.num_returns > 1000 and np.mean(gt.xyz_m[:, 1] > 0) > 0.95  # Hesai axes: y forward

@@ -15,7 +15,7 @@ from neurodrive.lidar.ray_drop import (
     ray_drop_features,
     vertex_drop_rates,
 )
-from neurodrive.logs.model import LidarSpec, LidarSweep
+from neurodrive.lidar.sensor import LidarSpec, LidarSweep
 from neurodrive.reconstruct.background import densify_far_returns
 
 

@@ -15,12 +15,13 @@ from neurodrive.errors import DataError
 from neurodrive.geometry import make_pose
 from neurodrive.logs.io import load_log
 from neurodrive.reconstruct.config import ReconConfig, holdout_frames
-from neurodrive.reconstruct.dynamic import AUTO_PREFIX, auto_tracks, log_with_scene_tracks
+from neurodrive.reconstruct.dynamic import auto_tracks
 from neurodrive.reconstruct.evaluate import evaluate_reconstruction
 from neurodrive.reconstruct.pipeline import reconstruct
 from neurodrive.scene.decoder import AppearanceDecoder
 from neurodrive.scene.far_field import FarField
 from neurodrive.scene.model import SceneModel
+from neurodrive.scene.tracks import AUTO_PREFIX, log_with_scene_tracks
 from tests.conftest import FAST_RECON
 
 
@@ -89,7 +90,7 @@ def test_auto_tracks_are_stored_with_the_scene_and_added_to_the_log(tiny_log_dir
     log = load_log(tiny_log_dir)
     bare = dataclasses.replace(log, tracks=())
     tracks, _ = auto_tracks(bare, list(range(log.num_frames)), ReconConfig().dynamic)
-    from neurodrive.reconstruct.dynamic import tracks_to_json
+    from neurodrive.scene.tracks import tracks_to_json
 
     restored = log_with_scene_tracks(bare, {"auto_tracks": tracks_to_json(tracks)})
     assert [t.actor_id for t in restored.tracks] == [t.actor_id for t in tracks]

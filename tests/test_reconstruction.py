@@ -16,6 +16,7 @@ from neurodrive.reconstruct.config import holdout_frames
 from neurodrive.reconstruct.evaluate import evaluate_reconstruction, psnr
 from neurodrive.reconstruct.pipeline import reconstruct
 from neurodrive.reconstruct.tsdf import SparseTsdf
+from neurodrive.render.rendering import SceneRenderer
 from neurodrive.scene.model import SceneModel
 from neurodrive.scene.surface import ActorAsset, SurfaceMesh
 from neurodrive.scene.texels import TexelAtlas
@@ -113,10 +114,11 @@ def test_named_holdout_protocols() -> None:
 def test_fitting_appearance_reduces_the_error(model: SceneModel, tiny_log_dir: Path) -> None:
     log = load_log(tiny_log_dir)
     frame = model.meta["training_frames"][1]
-    scene = model.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
+    renderer = SceneRenderer(model)
+    scene = renderer.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
     fitted = np.mean(
         [
-            psnr(model.render_camera(scene, c, log.ego_poses[frame]).rgb, log.image(c.name, frame))
+            psnr(renderer.render_camera(scene, c, log.ego_poses[frame]).rgb, log.image(c.name, frame))
             for c in log.rig.cameras
         ]
     )
@@ -131,10 +133,11 @@ def test_fitting_appearance_reduces_the_error(model: SceneModel, tiny_log_dir: P
         model.lidar_models,
         model.meta,
     )
-    flat_scene = untrained.place({})
+    untrained_renderer = SceneRenderer(untrained)
+    flat_scene = untrained_renderer.place({})
     before = np.mean(
         [
-            psnr(untrained.render_camera(flat_scene, c, log.ego_poses[frame]).rgb, log.image(c.name, frame))
+            psnr(untrained_renderer.render_camera(flat_scene, c, log.ego_poses[frame]).rgb, log.image(c.name, frame))
             for c in log.rig.cameras
         ]
     )
@@ -151,7 +154,7 @@ def test_local_sky_maps_follow_the_ego_and_fit_better(model: SceneModel, tiny_lo
     assert sky.local_images.shape == (len(train), *sky.image.shape)
     np.testing.assert_allclose(sky.local_xy_m, log.ego_poses[train][:, :2, 3], atol=1e-4)
     frame = train[2]
-    scene = model.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
+    scene = SceneRenderer(model).place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
     errors = {}
 
     def variant(**changes) -> SceneModel:
@@ -165,7 +168,7 @@ def test_local_sky_maps_follow_the_ego_and_fit_better(model: SceneModel, tiny_lo
         ("global", variant(far_field=None, local_images=None, local_xy_m=None)),
     ):
         cam = log.rig.cameras[0]
-        render = scene_variant.render_camera(scene, cam, log.ego_poses[frame])
+        render = SceneRenderer(scene_variant).render_camera(scene, cam, log.ego_poses[frame])
         missed = ~np.isfinite(render.depth_m)
         assert missed.sum() > 100
         diff = render.rgb[missed].astype(float) - log.image(cam.name, frame)[missed]
@@ -193,8 +196,9 @@ def test_actor_assets_are_symmetric_and_reusable(model: SceneModel, scene_dir: P
 def test_learned_lidar_model(model: SceneModel, tiny_log_dir: Path) -> None:
     log = load_log(tiny_log_dir)
     frame = 7
-    scene = model.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
-    pred = model.render_lidar(scene, log.rig.lidar, log.ego_poses[frame])
+    renderer = SceneRenderer(model)
+    scene = renderer.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
+    pred = renderer.render_lidar(scene, log.rig.lidar, log.ego_poses[frame])
     real = log.lidar(frame)
     lidar = log.rig.lidar
     both = pred.sweep.return_mask(lidar) & real.return_mask(lidar)
@@ -208,8 +212,8 @@ def test_learned_lidar_model(model: SceneModel, tiny_log_dir: Path) -> None:
     assert model.lidar_model("top").drop is not None
     assert learned > np.mean(hit_mask == real_mask) + 0.002, (learned, np.mean(hit_mask == real_mask))
     # sampled drops are seeded: same seed, same sweep
-    a = model.render_lidar(scene, lidar, log.ego_poses[frame], rng=np.random.default_rng(3)).sweep
-    b = model.render_lidar(scene, lidar, log.ego_poses[frame], rng=np.random.default_rng(3)).sweep
+    a = renderer.render_lidar(scene, lidar, log.ego_poses[frame], rng=np.random.default_rng(3)).sweep
+    b = renderer.render_lidar(scene, lidar, log.ego_poses[frame], rng=np.random.default_rng(3)).sweep
     np.testing.assert_array_equal(a.xyz_m, b.xyz_m)
     assert a.num_returns < pred.return_probability.size
 

@@ -12,8 +12,10 @@ from neurodrive.app.cli import app
 from neurodrive.errors import DataError
 from neurodrive.geometry import invert_pose, make_pose, points_in_box, pose_xyz_yaw, transform_points
 from neurodrive.logs.io import load_log
+from neurodrive.render.rendering import SceneRenderer
+from neurodrive.scenarios.edits import ActorEdits
 from neurodrive.scene.model import SceneModel
-from neurodrive.sim.edits import ActorEdits, EditedActors
+from neurodrive.sim.edits import EditedActors
 
 FRAME = 4
 
@@ -29,8 +31,9 @@ def log(tiny_log_dir: Path):
 
 
 def _render(model, log, poses):
-    placed = model.place(poses)
-    return placed, model.render_frame(placed, log.ego_poses[FRAME], log.rig.cameras, log.rig.lidars)
+    renderer = SceneRenderer(model)
+    placed = renderer.place(poses)
+    return placed, renderer.render_frame(placed, log.ego_poses[FRAME], log.rig.cameras, log.rig.lidars)
 
 
 def _most_visible_actor(model, log) -> str:
@@ -136,19 +139,20 @@ def test_placing_rejects_unknown_actors_and_bad_poses(model, log) -> None:
     poses = {a: p for a, p in log.actor_poses_at(FRAME).items() if a in model.actors}
     actor = next(iter(poses))
     with pytest.raises(KeyError, match="unknown actor id"):
-        model.place({"nobody": np.eye(4)})
+        SceneRenderer(model).place({"nobody": np.eye(4)})
     with pytest.raises(ValueError, match=actor):
-        model.place(poses | {actor: np.full((4, 4), np.nan)})
+        SceneRenderer(model).place(poses | {actor: np.full((4, 4), np.nan)})
     with pytest.raises(ValueError, match=actor):
-        model.place(poses | {actor: np.eye(3)})
+        SceneRenderer(model).place(poses | {actor: np.eye(3)})
 
 
 def test_realism_confidence_falls_with_extrapolation(model, log) -> None:
-    placed = model.place({})
+    renderer = SceneRenderer(model)
+    placed = renderer.place({})
     scores = []
     for shift in (0.0, 2.0, 15.0):
         ego = log.ego_poses[model.meta["training_frames"][0]] @ make_pose([0.0, shift, 0.0])
-        scores.append(model.render_frame(placed, ego, log.rig.cameras[:1]).confidence)
+        scores.append(renderer.render_frame(placed, ego, log.rig.cameras[:1]).confidence)
     assert scores[0].distance_to_training_m < 1e-6 and scores[0].score > 0.5
     assert scores[0].score > scores[1].score > scores[2].score
     assert scores[2].unseen_pixel_share > scores[0].unseen_pixel_share

@@ -236,7 +236,9 @@ def render(
     frame: int = typer.Option(0, help="Log frame whose ego pose and actor poses are used."),
     lane_shift: float = typer.Option(0.0, help="Shift the ego sideways by this many metres (left positive)."),
     pose: str = typer.Option(None, help="Ego pose 'x,y,yaw' (m, m, rad) in the world, instead of the log's."),
-    edit: Path = typer.Option(None, help="Edits YAML: remove / repose / insert actors (see neurodrive.sim.edits)."),
+    edit: Path = typer.Option(
+        None, help="Edits YAML: remove / repose / insert actors (see neurodrive.scenarios.edits)."
+    ),
     scale: float = typer.Option(1.0, help="Render cameras at this multiple of the log's resolution."),
     overwrite: bool = typer.Option(False, help="Replace earlier renders in --out."),
 ) -> None:
@@ -247,9 +249,11 @@ def render(
     from neurodrive.io_utils import check_output
     from neurodrive.logs.io import load_log
     from neurodrive.logs.model import WORLD_MARGIN_M
-    from neurodrive.reconstruct.dynamic import log_with_scene_tracks
+    from neurodrive.render.rendering import SceneRenderer
+    from neurodrive.scenarios.edits import ActorEdits
     from neurodrive.scene.model import SceneModel
-    from neurodrive.sim.edits import ActorEdits, EditedActors
+    from neurodrive.scene.tracks import log_with_scene_tracks
+    from neurodrive.sim.edits import EditedActors
 
     _finite(lane_shift, "--lane-shift")
     _finite(scale, "--scale")
@@ -279,9 +283,10 @@ def render(
             raise ValueError(f"--lane-shift must lie within ±{WORLD_MARGIN_M:.0f} m, got {lane_shift:g}")
         ego = ego @ make_pose([0.0, lane_shift, 0.0])
         check_output(out, overwrite, "folder", [("the scene", scene), ("the log", drv.root)])
-        placed = edited.scene.place(edited.poses_at(frame))
+        renderer = SceneRenderer(edited.scene)
+        placed = renderer.place(edited.poses_at(frame))
         cams = tuple(c.scaled(scale) if scale != 1 else c for c in drv.rig.cameras)
-        result = edited.scene.render_frame(placed, ego, cams, drv.rig.lidars, rng=np.random.default_rng(frame))
+        result = renderer.render_frame(placed, ego, cams, drv.rig.lidars, rng=np.random.default_rng(frame))
     except (DataError, ValueError, KeyError, FileExistsError) as e:
         _fail(e)
     from neurodrive.app.render_files import write_render

@@ -11,7 +11,8 @@ from gymnasium import spaces
 
 from neurodrive.geometry import to_frame_xy, wrap_angle
 from neurodrive.lidar.formats import fixed_points, range_intensity_image
-from neurodrive.logs.model import CameraSpec, LidarSpec
+from neurodrive.lidar.sensor import LidarSpec
+from neurodrive.logs.model import CameraSpec
 from neurodrive.sim.types import Observation
 
 if TYPE_CHECKING:

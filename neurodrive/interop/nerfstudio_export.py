@@ -187,8 +187,8 @@ def _with_scene(log: DrivingLog, scene: str | Path) -> tuple[DrivingLog, list[in
     """``log`` with the scene's auto tracks, and the scene's held-out frames; one error when the scene
     was reconstructed from another log."""
     from neurodrive.errors import DataError
-    from neurodrive.reconstruct.dynamic import log_with_scene_tracks
     from neurodrive.scene.model import read_scene_meta
+    from neurodrive.scene.tracks import log_with_scene_tracks
 
     meta = read_scene_meta(scene)
     made_from = meta.get("log", {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from neurodrive.logs.model import LidarSpec, LidarSweep
+from neurodrive.lidar.sensor import LidarSpec, LidarSweep
 
 
 def range_intensity_image(sweep: LidarSweep, lidar: LidarSpec) -> np.ndarray:

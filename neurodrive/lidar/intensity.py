@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neurodrive.lidar.ray_drop import DROP_NEIGHBOURS, RayDropModel, ray_drop_features
+from neurodrive.lidar.ray_drop import DROP_NEIGHBOURS, HitRays, RayDropModel
 
 
 @dataclass(frozen=True)
@@ -24,16 +24,8 @@ class LidarIntensityModel:
         shape = (self.alpha + (1 - self.alpha) * cos_incidence) * np.exp(-self.beta_per_m * range_m)
         return shape if self.gain == 1.0 else self.gain * shape
 
-    def drop_probability(
-        self,
-        rates: np.ndarray,
-        cos_incidence: np.ndarray,
-        relative_range: np.ndarray,
-        edge: np.ndarray,
-        missing: np.ndarray,
-    ) -> np.ndarray:
-        """Of hit rays: vertex drop rates (n, K), incidence, range / max range, and the depth-edge cues
-        of :func:`~neurodrive.lidar.ray_drop.range_image_edges` at each ray."""
+    def drop_probability(self, rates: np.ndarray, rays: HitRays) -> np.ndarray:
+        """Of hit ``rays``, given their vertex drop rates (n, K)."""
         if self.drop is None:
             return rates[:, DROP_NEIGHBOURS.index(16)]
-        return self.drop.probability(ray_drop_features(rates, cos_incidence, relative_range, edge, missing))
+        return self.drop.probability(rays.features(rates))

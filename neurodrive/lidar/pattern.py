@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from neurodrive.logs.model import LidarSweep
+    from neurodrive.lidar.sensor import LidarSweep
 
 
 class RayPattern(Protocol):
@@ -84,7 +84,7 @@ class BeamGrid:
         return sweep.beam.astype(np.int64) * self.azimuth_bins + sweep.azimuth_index
 
     def sweep_from_rays(self, rays: np.ndarray, xyz_m: np.ndarray, intensity: np.ndarray) -> LidarSweep:
-        from neurodrive.logs.model import LidarSweep
+        from neurodrive.lidar.sensor import LidarSweep
 
         beam, az = np.divmod(np.asarray(rays, np.int64), self.azimuth_bins)
         return LidarSweep(
@@ -177,7 +177,7 @@ class MeasuredPattern:
         return np.where(cells >= 0, self._cell_to_ray[np.maximum(cells, 0)], -1)
 
     def sweep_from_rays(self, rays: np.ndarray, xyz_m: np.ndarray, intensity: np.ndarray) -> LidarSweep:
-        from neurodrive.logs.model import LidarSweep
+        from neurodrive.lidar.sensor import LidarSweep
 
         return LidarSweep(
             np.asarray(xyz_m, np.float32), np.asarray(intensity, np.float32), ray=np.asarray(rays, np.int64)

@@ -21,6 +21,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from neurodrive.lidar.pattern import RayPattern, from_image, to_image
+from neurodrive.lidar.sensor import LidarSpec
 from neurodrive.spatial import near_reference
 
 DROP_NEIGHBOURS = (4, 16, 64)  # training rays behind each vertex's drop rates
@@ -54,6 +55,34 @@ def ray_edges(pattern: RayPattern, t_m: np.ndarray) -> tuple[np.ndarray, np.ndar
     nothing), read back per ray: neighbours are those of the pattern's range image."""
     edge, missing = range_image_edges(to_image(pattern, t_m, np.inf))
     return from_image(pattern, edge), from_image(pattern, missing)
+
+
+@dataclass(frozen=True)
+class HitRays:
+    """The rays of one sweep that hit the mesh within the LiDAR's range, with what the ray-drop model
+    reads of each: one recipe for fitting (``reconstruct/lidar_fit.py``) and rendering
+    (``render/rendering.py``), so the two cannot drift apart."""
+
+    index: np.ndarray  # (n,) rays of the pattern
+    range_m: np.ndarray  # (n,) distance to the hit
+    cos_incidence: np.ndarray  # (n,) |cos| of the angle between the ray and the surface normal
+    relative_range: np.ndarray  # (n,) range / the LiDAR's maximum range
+    edge: np.ndarray  # (n,) largest relative range jump to a neighbour ray (range_image_edges)
+    missing: np.ndarray  # (n,) neighbour rays that hit nothing
+
+    @staticmethod
+    def of_sweep(lidar: LidarSpec, hit: np.ndarray, t_m: np.ndarray, normals: np.ndarray, dirs: np.ndarray) -> HitRays:
+        """From a cast of every ray of ``lidar``'s pattern: ``hit`` (N,), ``t_m`` (N,), ``normals``
+        (N, 3) of the surfaces hit and the ray directions ``dirs`` (N, 3), one frame."""
+        in_range = hit & (t_m >= lidar.min_range_m) & (t_m <= lidar.max_range_m)
+        edge, missing = ray_edges(lidar.pattern, np.where(in_range, t_m, np.inf))
+        idx = np.flatnonzero(in_range)
+        cos = np.abs(np.einsum("ij,ij->i", np.take(normals, idx, axis=0), np.take(dirs, idx, axis=0)))
+        return HitRays(idx, t_m[idx], cos, t_m[idx] / lidar.max_range_m, edge[idx], missing[idx])
+
+    def features(self, rates: np.ndarray) -> np.ndarray:
+        """The MLP inputs of these rays given their vertex drop rates (n, K)."""
+        return ray_drop_features(rates, self.cos_incidence, self.relative_range, self.edge, self.missing)
 
 
 def ray_drop_features(

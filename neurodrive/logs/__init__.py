@@ -4,14 +4,13 @@ Every source (the synthetic generator, dataset importers) produces this; everyth
 (reconstruction, simulation) reads it. Format: docs/log_format.md.
 """
 
+from neurodrive.lidar.sensor import LidarSpec, LidarSweep
 from neurodrive.logs.io import load_log
 from neurodrive.logs.model import (
     ActorTrack,
     CameraSpec,
     DrivingLog,
     Lane,
-    LidarSpec,
-    LidarSweep,
     RoadMap,
     SensorRig,
 )

@@ -31,14 +31,13 @@ from pydantic import BaseModel, ValidationError
 from neurodrive.errors import DataError
 from neurodrive.geometry import rigid_mask
 from neurodrive.lidar.pattern import MeasuredPattern
+from neurodrive.lidar.sensor import LidarSpec, LidarSweep
 from neurodrive.logs.model import (
     CATEGORIES,
     ActorTrack,
     CameraSpec,
     DrivingLog,
     Lane,
-    LidarSpec,
-    LidarSweep,
     RoadMap,
     SensorRig,
     corridor_map,

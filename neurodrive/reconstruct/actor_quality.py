@@ -17,13 +17,13 @@ import numpy as np
 from neurodrive.geometry import pose_xyz_yaw
 from neurodrive.logs.model import DrivingLog
 from neurodrive.reconstruct.evaluate import GroundTruth, ground_truth_of, psnr
-from neurodrive.scene.model import SceneModel
+from neurodrive.render.rendering import SceneRenderer
 
 MIN_ACTOR_PIXELS = 300  # an actor covering fewer pixels of a view is not measured there
 
 
 def actor_edit_quality(
-    model: SceneModel,
+    renderer: SceneRenderer,
     log: DrivingLog,
     frames: list[int],
     max_views: int = 6,
@@ -37,6 +37,7 @@ def actor_edit_quality(
     The ``max_views`` (actor, frame, camera) views where actors cover the most pixels are measured
     for removal; the actors of the ``max_views // 2`` largest of them are seen close up.
     """
+    model = renderer.scene
     gt = gt or ground_truth_of(log)
     if gt is None:
         return {"actor_edit_note": "the log has no ground-truth world"}
@@ -57,7 +58,7 @@ def actor_edit_quality(
         cam = log.rig.cameras[ci]
         poses = {a: p for a, p in log.actor_poses_at(f).items() if a in model.actors and a != aid}
         truth = gt.render(gt.scene(poses), cam, log.ego_poses[f], supersample).rgb
-        pred = model.render_camera(model.place(poses), cam, log.ego_poses[f], supersample=supersample).rgb
+        pred = renderer.render_camera(renderer.place(poses), cam, log.ego_poses[f], supersample=supersample).rgb
         removal.append(psnr(pred[mask], truth[mask]))
         kept.append({"actor": aid, "frame": f, "camera": cam.name, "pixels": int(mask.sum())})
     close, flat = [], []
@@ -66,7 +67,7 @@ def actor_edit_quality(
         if aid in seen_close or len(seen_close) >= max(1, max_views // 2):
             continue
         seen_close.add(aid)
-        for psnr_close, psnr_flat in _close_up(model, log, gt, aid, f, close_m, supersample):
+        for psnr_close, psnr_flat in _close_up(renderer, log, gt, aid, f, close_m, supersample):
             close.append(psnr_close)
             flat.append(psnr_flat)
     return {
@@ -82,16 +83,18 @@ def actor_edit_quality(
     }
 
 
-def _close_up(model: SceneModel, log: DrivingLog, gt: GroundTruth, aid: str, f: int, close_m: float, supersample: int):
+def _close_up(
+    renderer: SceneRenderer, log: DrivingLog, gt: GroundTruth, aid: str, f: int, close_m: float, supersample: int
+):
     """(PSNR, flat-colour PSNR) of the views of actor ``aid`` from ``close_m`` metres (rear, front, sides)."""
-    poses = {a: p for a, p in log.actor_poses_at(f).items() if a in model.actors}
+    poses = {a: p for a, p in log.actor_poses_at(f).items() if a in renderer.scene.actors}
     box = poses[aid]
     size = log.track(aid).size_m
     yaw = float(np.arctan2(box[1, 0], box[0, 0]))
     ego_z = float(log.ego_poses[f][2, 3])
     cam = log.rig.cameras[0]
     cam_forward_m = float(cam.T_ego_camera[0, 3])
-    gt_scene, scene = gt.scene(poses), model.place(poses)
+    gt_scene, scene = gt.scene(poses), renderer.place(poses)
     k = gt_scene.actor_ids.index(aid)
     out = []
     for side in (0.0, np.pi / 2, np.pi, -np.pi / 2):  # the ego stands at the rear, right, front, left
@@ -104,7 +107,7 @@ def _close_up(model: SceneModel, log: DrivingLog, gt: GroundTruth, aid: str, f: 
         mask = truth.instance == k
         if mask.sum() < MIN_ACTOR_PIXELS:
             continue
-        pred = model.render_camera(scene, cam, ego, supersample=supersample).rgb
+        pred = renderer.render_camera(scene, cam, ego, supersample=supersample).rgb
         true_px = truth.rgb[mask]
         flat = np.broadcast_to(true_px.mean(axis=0).round(), true_px.shape)
         out.append((psnr(pred[mask], true_px), psnr(flat, true_px)))

@@ -10,7 +10,8 @@ from scipy.spatial import cKDTree
 
 from neurodrive.geometry import invert_pose, transform_points
 from neurodrive.lidar.pattern import from_image
-from neurodrive.logs.model import ActorTrack, DrivingLog, LidarSpec
+from neurodrive.lidar.sensor import LidarSpec
+from neurodrive.logs.model import ActorTrack, DrivingLog
 from neurodrive.raycast.open3d_caster import MeshRaycaster
 from neurodrive.reconstruct.config import Progress, ReconConfig, stage_step
 from neurodrive.reconstruct.tsdf import SparseTsdf

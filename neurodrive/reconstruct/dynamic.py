@@ -18,7 +18,7 @@ reconstruction fuses their moving traffic into smeared walls. Here:
 
 The tracks join the log's own for the rest of the reconstruction (their returns leave the static
 surface; each is reconstructed like a tracked actor, so it can be removed or moved) and are written
-to scene.json (``auto_tracks``) so that evaluation and the simulator place them.
+to scene.json (``auto_tracks``, ``scene/tracks.py``) so that evaluation and the simulator place them.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from neurodrive.geometry import box_corners, invert_pose, pose_xyz_yaw, transfor
 from neurodrive.logs.model import ActorTrack, DrivingLog
 from neurodrive.reconstruct.background import _outside_actors
 from neurodrive.reconstruct.config import DynamicConfig, Progress
+from neurodrive.scene.tracks import AUTO_PREFIX
 
-AUTO_PREFIX = "auto-"
 EL_RANGE_DEG = (-45.0, 45.0)  # rows of the visibility grid
 
 
@@ -48,47 +48,6 @@ class SweepClusters:
     frame: int
     clusters: list[np.ndarray]
     dynamic_share: float
-
-
-def log_with_tracks(log: DrivingLog, tracks: list[ActorTrack]) -> DrivingLog:
-    return dataclasses.replace(log, tracks=tuple(log.tracks) + tuple(tracks)) if tracks else log
-
-
-def tracks_to_json(tracks: list[ActorTrack]) -> list[dict]:
-    """scene.json form: id, category, size, and (frame, x, y, z, yaw) per valid frame."""
-    out = []
-    for t in tracks:
-        frames = np.flatnonzero(t.valid)
-        yaw = np.arctan2(t.poses[frames, 1, 0], t.poses[frames, 0, 0])
-        rows = np.column_stack([frames, t.poses[frames, :3, 3], yaw])
-        out.append(
-            {
-                "id": t.actor_id,
-                "category": t.category,
-                "size_m": [round(float(v), 4) for v in t.size_m],
-                "frame_x_y_z_yaw": [[int(r[0])] + [round(float(v), 5) for v in r[1:]] for r in rows],
-            }
-        )
-    return out
-
-
-def tracks_from_json(items: list[dict], num_frames: int) -> list[ActorTrack]:
-    tracks = []
-    for item in items:
-        poses = np.tile(np.eye(4), (num_frames, 1, 1))
-        valid = np.zeros(num_frames, bool)
-        for f, x, y, z, yaw in item["frame_x_y_z_yaw"]:
-            if 0 <= int(f) < num_frames:
-                poses[int(f)] = pose_xyz_yaw(x, y, z, yaw)
-                valid[int(f)] = True
-        tracks.append(ActorTrack(item["id"], item["category"], np.asarray(item["size_m"], float), poses, valid))
-    return tracks
-
-
-def log_with_scene_tracks(log: DrivingLog, scene_meta: dict) -> DrivingLog:
-    """``log`` with the auto tracks of a scene (its scene.json content) added, those the log lacks."""
-    items = [t for t in scene_meta.get("auto_tracks", []) if t["id"] not in {x.actor_id for x in log.tracks}]
-    return log_with_tracks(log, tracks_from_json(items, log.num_frames))
 
 
 def _sphere_cells(local: np.ndarray, cfg: DynamicConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:

@@ -15,10 +15,12 @@ from skimage.metrics import structural_similarity
 
 from neurodrive.geometry import BOX_EDGES, box_corners, invert_pose, make_pose, transform_points
 from neurodrive.io_utils import atomic_write_bytes
-from neurodrive.logs.model import CameraSpec, DrivingLog, LidarSpec
+from neurodrive.lidar.sensor import LidarSpec
+from neurodrive.logs.model import CameraSpec, DrivingLog
 from neurodrive.logs.writer import encode_png
-from neurodrive.reconstruct.dynamic import log_with_scene_tracks
+from neurodrive.render.rendering import SceneRenderer
 from neurodrive.scene.model import SceneModel
+from neurodrive.scene.tracks import log_with_scene_tracks
 
 LANE_SHIFT_M = 2.0
 
@@ -123,17 +125,18 @@ def evaluate_reconstruction(
     if not frames:
         raise ValueError("no frames to evaluate on")
     log = log_with_scene_tracks(log, model.meta)
+    renderer = SceneRenderer(model)
     m: dict[str, list] = {k: [] for k in METRIC_SERIES}
     per_camera: dict[str, list[tuple[float, float]]] = {c: [] for c in log.rig.camera_names}  # (PSNR, SSIM)
     per_lidar: dict[str, dict[str, list]] = {}
     for k, f in enumerate(frames):
-        scene = model.place({a: p for a, p in log.actor_poses_at(f).items() if a in model.actors})
+        scene = renderer.place({a: p for a, p in log.actor_poses_at(f).items() if a in model.actors})
         for cam in log.rig.cameras:
             if log.has_image(cam.name, f):
-                _camera_metrics(model, log, scene, cam, f, supersample, figures, m)
+                _camera_metrics(renderer, log, scene, cam, f, supersample, figures, m)
                 per_camera[cam.name].append((m["psnr"][-1], m["ssim"][-1]))
         for lidar in log.lidars_at(f):
-            sweep_metrics = _lidar_metrics(model, log, scene, f, lidar)
+            sweep_metrics = _lidar_metrics(renderer, log, scene, f, lidar)
             for series in (m, per_lidar.setdefault(lidar.name, _lidar_series())):  # pooled, and per LiDAR
                 for key, value in sweep_metrics.items():
                     series[key].append(value)
@@ -150,11 +153,11 @@ def evaluate_reconstruction(
         result["frames_note"] = note
     gt = ground_truth_of(log) if lane_shift or actor_edits else None  # loaded once for both
     if lane_shift:
-        result |= lane_shift_psnr(model, log, frames, supersample=supersample, gt=gt)
+        result |= lane_shift_psnr(renderer, log, frames, supersample=supersample, gt=gt)
     if actor_edits:
         from neurodrive.reconstruct.actor_quality import actor_edit_quality  # it builds on this module
 
-        result |= actor_edit_quality(model, log, frames, supersample=supersample, gt=gt)
+        result |= actor_edit_quality(renderer, log, frames, supersample=supersample, gt=gt)
     return result
 
 
@@ -241,12 +244,16 @@ def _lidar_summary(m: dict[str, list]) -> dict:
     }
 
 
-def _camera_metrics(model, log: DrivingLog, scene, cam: CameraSpec, f: int, supersample: int, figures, m: dict) -> None:
+def _camera_metrics(
+    renderer: SceneRenderer, log: DrivingLog, scene, cam: CameraSpec, f: int, supersample: int, figures, m: dict
+) -> None:
     """PSNR / SSIM of one held-out image (whole and outside moving objects), its figure."""
     T_cam = log.T_world_camera(cam.name, f)
     ego = sensor_ego_pose(T_cam, cam.T_ego_camera)
-    exposure = model.decoder.exposure_key_at(cam.name, f)  # held out: the nearest training image's
-    pred = model.render_camera(scene, cam, ego, exposure_camera=exposure, supersample=supersample, view_dependent=True)
+    exposure = renderer.scene.decoder.exposure_key_at(cam.name, f)  # held out: the nearest training image's
+    pred = renderer.render_camera(
+        scene, cam, ego, exposure_camera=exposure, supersample=supersample, view_dependent=True
+    )
     pred = pred.rgb
     real = log.image(cam.name, f)
     m["psnr"].append(psnr(pred, real))
@@ -263,12 +270,12 @@ def _camera_metrics(model, log: DrivingLog, scene, cam: CameraSpec, f: int, supe
         write_figure(Path(figures) / f"frame{f:04d}_{cam.name}.png", error_figure(real, pred, moving))
 
 
-def _lidar_metrics(model, log: DrivingLog, scene, f: int, lidar: LidarSpec) -> dict:
+def _lidar_metrics(renderer: SceneRenderer, log: DrivingLog, scene, f: int, lidar: LidarSpec) -> dict:
     """One sweep's ray-drop accuracy, depth and intensity errors on rays both sweeps return, and
     Chamfer distance (one entry per ``LIDAR_SERIES`` name)."""
     T = log.T_world_lidar(f, lidar.name)
     ego = sensor_ego_pose(T, lidar.T_ego_lidar)
-    pred_l = model.render_lidar(scene, lidar, ego).sweep
+    pred_l = renderer.render_lidar(scene, lidar, ego).sweep
     real_l = log.lidar(f, lidar.name)
     pm, rm = pred_l.return_mask(lidar), real_l.return_mask(lidar)
     pr, rr = pred_l.range_image(lidar), real_l.range_image(lidar)
@@ -330,7 +337,7 @@ def ground_truth_of(log: DrivingLog) -> GroundTruth | None:
 
 
 def lane_shift_psnr(
-    model: SceneModel,
+    renderer: SceneRenderer,
     log: DrivingLog,
     frames: list[int],
     shift_m: float = LANE_SHIFT_M,
@@ -339,6 +346,7 @@ def lane_shift_psnr(
 ) -> dict:
     """PSNR against exact ground truth with the ego shifted sideways (generated logs only; ``gt``:
     their ground truth, loaded when not given)."""
+    model = renderer.scene
     gt = gt or ground_truth_of(log)
     if gt is None:
         return {"lane_shift_psnr_db": None, "lane_shift_note": "the log has no ground-truth world"}
@@ -347,10 +355,12 @@ def lane_shift_psnr(
         shifted = log.ego_poses[f] @ make_pose([0.0, shift_m, 0.0])
         poses = log.actor_poses_at(f)
         gt_scene = gt.scene(poses)
-        scene = model.place({a: p for a, p in poses.items() if a in model.actors})
+        scene = renderer.place({a: p for a, p in poses.items() if a in model.actors})
         for cam in log.rig.cameras:
             truth = gt.render(gt_scene, cam, shifted).rgb
             values.append(
-                psnr(model.render_camera(scene, cam, shifted, supersample=supersample, view_dependent=True).rgb, truth)
+                psnr(
+                    renderer.render_camera(scene, cam, shifted, supersample=supersample, view_dependent=True).rgb, truth
+                )
             )
     return {"lane_shift_m": shift_m, "lane_shift_psnr_db": float(np.mean(values))}

@@ -2,14 +2,57 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import numpy as np
 
 from neurodrive.lidar.intensity import LidarIntensityModel
-from neurodrive.lidar.ray_drop import DropSamples, fit_ray_drop, ray_edges
-from neurodrive.logs.model import DrivingLog, LidarSpec
+from neurodrive.lidar.ray_drop import DropSamples, HitRays, fit_ray_drop
+from neurodrive.lidar.sensor import LidarSpec
+from neurodrive.logs.model import DrivingLog
 from neurodrive.reconstruct.config import Progress, ReconConfig, stage_step
 from neurodrive.reconstruct.texturing import FrameCasters, fill_unobserved
 from neurodrive.spatial import voxel_labels
+
+
+@dataclass(frozen=True)
+class LidarHits:
+    """The training rays that hit the reconstruction (n of them, every LiDAR): where each hit, what the
+    sensor measured, and the ray-drop cues (``HitRays``)."""
+
+    mesh: np.ndarray  # (n,) mesh index (0: background, k: actor k - 1)
+    triangle: np.ndarray  # (n,)
+    uv: np.ndarray  # (n, 2) barycentric coordinates of the hit
+    point: np.ndarray  # (n, 3) hit point (actors: in the box frame), m
+    frame: np.ndarray  # (n,) position of the ray's frame among the training frames
+    sensor: np.ndarray  # (n,) the ray's LiDAR, its index among the fitted ones
+    returned: np.ndarray  # (n,) bool: the sensor measured a return on this ray
+    intensity: np.ndarray  # (n,) measured intensity (0 where dropped)
+    cos_incidence: np.ndarray  # (n,)
+    range_m: np.ndarray  # (n,) distance to the mesh hit
+    relative_range: np.ndarray  # (n,) range / the LiDAR's maximum range
+    edge: np.ndarray  # (n,)
+    missing: np.ndarray  # (n,)
+
+    @staticmethod
+    def concatenate(parts: list[LidarHits]) -> LidarHits:
+        return LidarHits(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(LidarHits)))
+
+    def drop_samples(self) -> DropSamples:
+        """What ray-drop fitting reads of these rays."""
+        return DropSamples(
+            self.mesh,
+            self.triangle,
+            self.uv,
+            self.point,
+            self.frame,
+            ~self.returned,
+            self.cos_incidence,
+            self.relative_range,
+            self.edge,
+            self.missing,
+            self.sensor,
+        )
 
 
 def fit_lidar(
@@ -26,12 +69,11 @@ def fit_lidar(
     smoothing_m, seed = cfg.lidar.lidar_smoothing_m, cfg.seed
     lidars = [lid for lid in log.rig.lidars if any(log.has_lidar(f, lid.name) for f in frames)]
     casters = FrameCasters(meshes)  # one set of acceleration structures for every LiDAR
-    parts = [lidar_hit_records(log, lid, frames, casters, actor_ids, progress) for lid in lidars]
-    d = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    sensor = np.concatenate([np.full(len(p["ret"]), k, np.int64) for k, p in enumerate(parts)])
-    del parts
-    key = d["mesh"].astype(np.int64) << 40 | d["tri"]
-    ret = d["ret"]
+    hits = LidarHits.concatenate(
+        [lidar_hit_records(log, lid, k, frames, casters, actor_ids, progress) for k, lid in enumerate(lidars)]
+    )
+    key = hits.mesh.astype(np.int64) << 40 | hits.triangle
+    ret, sensor = hits.returned, hits.sensor
     # fall-off of each LiDAR: the (alpha, beta) that best explain its intensities with one reflectivity per triangle
     rng = np.random.default_rng(seed)
     falloffs = []
@@ -39,30 +81,18 @@ def fit_lidar(
         for k in range(len(lidars)):
             sub = np.nonzero(ret & (sensor == k))[0]
             sub = rng.choice(sub, size=min(len(sub), cfg.lidar.intensity_samples), replace=False) if len(sub) else sub
-            falloffs.append(_fit_intensity_falloff(d, key, sub)[1:])
+            falloffs.append(_fit_intensity_falloff(hits, key, sub)[1:])
     shape = np.empty(len(ret))
     for k, (alpha, beta) in enumerate(falloffs):
         sel = sensor == k
-        shape[sel] = LidarIntensityModel(alpha, beta).falloff(d["cos"][sel], d["r"][sel])
+        shape[sel] = LidarIntensityModel(alpha, beta).falloff(hits.cos_incidence[sel], hits.range_m[sel])
     gains = np.ones(len(lidars))
     if len(lidars) > 1:  # each LiDAR's scale against the primary's (on the triangles returns hit)
-        seen = _reflectivity(meshes, d, ret, shape, smoothing_m, fill=False)
-        gains = _relative_gains(d, ret, shape, sensor, seen, len(lidars))
-    reflectivity = _reflectivity(meshes, d, ret, shape * gains[sensor], smoothing_m)
-    samples = DropSamples(
-        d["mesh"],
-        d["tri"],
-        d["uv"],
-        d["point"],
-        d["frame"],
-        ~ret,
-        d["cos"],
-        d["r"] / np.array([lid.max_range_m for lid in lidars])[sensor],
-        d["edge"],
-        d["missing"],
-        sensor,
-    )
-    del d
+        seen = _reflectivity(meshes, hits, shape, smoothing_m, fill=False)
+        gains = _relative_gains(hits, shape, seen, len(lidars))
+    reflectivity = _reflectivity(meshes, hits, shape * gains[sensor], smoothing_m)
+    samples = hits.drop_samples()
+    del hits
     with stage_step(progress, "fitting LiDAR ray drop"):
         rates, drop_models = fit_ray_drop(
             meshes,
@@ -83,8 +113,7 @@ def fit_lidar(
 
 def _reflectivity(
     meshes: list[tuple[np.ndarray, np.ndarray]],
-    d: dict[str, np.ndarray],
-    ret: np.ndarray,
+    hits: LidarHits,
     g: np.ndarray,
     pool_m: float,
     fill: bool = True,
@@ -94,9 +123,9 @@ def _reflectivity(
     their neighbours (``fill``) or left 0."""
     reflectivity = []
     for m, (v, t) in enumerate(meshes):
-        sel = (d["mesh"] == m) & ret
-        tri = d["tri"][sel]
-        num = np.bincount(tri, d["I"][sel] * g[sel], minlength=len(t))
+        sel = (hits.mesh == m) & hits.returned
+        tri = hits.triangle[sel]
+        num = np.bincount(tri, hits.intensity[sel] * g[sel], minlength=len(t))
         den = np.bincount(tri, g[sel] ** 2, minlength=len(t))
         centroids = v[t].mean(axis=1) if len(t) else np.zeros((0, 3))
         # pool the sparse per-triangle evidence over small neighbourhoods (voxels)
@@ -109,30 +138,23 @@ def _reflectivity(
     return reflectivity
 
 
-def _relative_gains(
-    d: dict[str, np.ndarray],
-    ret: np.ndarray,
-    g: np.ndarray,
-    sensor: np.ndarray,
-    reflectivity: list[np.ndarray],
-    count: int,
-) -> np.ndarray:
+def _relative_gains(hits: LidarHits, g: np.ndarray, reflectivity: list[np.ndarray], count: int) -> np.ndarray:
     """Each LiDAR's least-squares intensity scale given the surface's reflectivity, relative to the
     primary LiDAR's (1.0)."""
-    rho = np.zeros(len(ret))
+    rho = np.zeros(len(hits.returned))
     for m, refl in enumerate(reflectivity):
-        sel = d["mesh"] == m
-        rho[sel] = refl[d["tri"][sel]]
+        sel = hits.mesh == m
+        rho[sel] = refl[hits.triangle[sel]]
     pred = rho * g
     gains = np.ones(count)
     for k in range(count):
-        sel = ret & (sensor == k)
+        sel = hits.returned & (hits.sensor == k)
         den = float(np.sum(pred[sel] ** 2))
-        gains[k] = float(np.sum(d["I"][sel] * pred[sel]) / den) if den > 0 else 1.0
+        gains[k] = float(np.sum(hits.intensity[sel] * pred[sel]) / den) if den > 0 else 1.0
     return gains / gains[0] if gains[0] > 0 else np.ones(count)
 
 
-def _fit_intensity_falloff(d: dict[str, np.ndarray], key: np.ndarray, sub: np.ndarray) -> tuple[float, float, float]:
+def _fit_intensity_falloff(hits: LidarHits, key: np.ndarray, sub: np.ndarray) -> tuple[float, float, float]:
     """(error, alpha, beta) of the fall-off that best explains the intensities of the returns ``sub``
     with one reflectivity per triangle (``key``), by grid search."""
     best = (np.inf, 0.5, 0.0)
@@ -141,10 +163,11 @@ def _fit_intensity_falloff(d: dict[str, np.ndarray], key: np.ndarray, sub: np.nd
     inv = np.unique(key[sub], return_inverse=True)[1].reshape(-1)
     for alpha in np.linspace(0.0, 0.9, 10):
         for beta in np.linspace(0.0, 0.03, 13):
-            g = (alpha + (1 - alpha) * d["cos"][sub]) * np.exp(-beta * d["r"][sub])
+            g = (alpha + (1 - alpha) * hits.cos_incidence[sub]) * np.exp(-beta * hits.range_m[sub])
             # least-squares reflectivity per triangle: sum(I g) / sum(g^2)
-            rho = np.bincount(inv, d["I"][sub] * g) / np.maximum(np.bincount(inv, g * g), 1e-9)
-            err = np.sum((d["I"][sub] - rho[inv] * g) ** 2)
+            measured = hits.intensity[sub]
+            rho = np.bincount(inv, measured * g) / np.maximum(np.bincount(inv, g * g), 1e-9)
+            err = np.sum((measured - rho[inv] * g) ** 2)
             if err < best[0]:
                 best = (err, alpha, beta)
     return best
@@ -153,19 +176,17 @@ def _fit_intensity_falloff(d: dict[str, np.ndarray], key: np.ndarray, sub: np.nd
 def lidar_hit_records(
     log: DrivingLog,
     lidar: LidarSpec,
+    sensor: int,
     frames: list[int],
     casters: FrameCasters,
     actor_ids: list[str],
     progress: Progress | None = None,
-) -> dict[str, np.ndarray]:
-    """Every training ray of ``lidar`` that hits the reconstruction (``casters``: its meshes): mesh,
-    triangle, barycentrics, hit point (actors: in the box frame), frame, whether the sensor returned
-    it, its intensity, incidence, range, and range-image edge cues."""
+) -> LidarHits:
+    """Every training ray of ``lidar`` (index ``sensor`` among the fitted LiDARs) that hits the
+    reconstruction (``casters``: its meshes)."""
     pattern = lidar.pattern
     dirs_l = pattern.directions()
-    rec: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("mesh", "tri", "uv", "point", "frame", "ret", "I", "cos", "r", "edge", "missing")
-    }
+    parts = []
     for k, f in enumerate(frames):
         if not log.has_lidar(f, lidar.name):
             continue
@@ -179,26 +200,31 @@ def lidar_hit_records(
         returned[ray] = True
         intensity = np.zeros(len(dirs))
         intensity[ray] = sweep.intensity
-        pred = hits.hit & (hits.t_m >= lidar.min_range_m) & (hits.t_m <= lidar.max_range_m)
-        edge, missing = ray_edges(pattern, np.where(pred, hits.t_m, np.inf))
-        idx = np.flatnonzero(pred)
+        rays = HitRays.of_sweep(lidar, hits.hit, hits.t_m, hits.normals, dirs)
+        idx = rays.index
         geom = hits.geometry[idx]
         point = T[:3, 3] + dirs[idx] * hits.t_m[idx, None]
         for g in np.unique(geom[geom > 0]):  # actors: hit points in the box frame
             sel = geom == g
             pose = caster.poses[g - 1]
             point[sel] = (point[sel] - pose[:3, 3]) @ pose[:3, :3]
-        rec["mesh"].append(geom_to_mesh[geom])
-        rec["tri"].append(hits.triangle[idx])
-        rec["uv"].append(hits.uv[idx])
-        rec["point"].append(point)
-        rec["frame"].append(np.full(len(idx), k, np.int32))
-        rec["ret"].append(returned[idx])
-        rec["I"].append(intensity[idx])
-        rec["cos"].append(np.abs(np.sum(hits.normals[idx] * dirs[idx], axis=1)))
-        rec["r"].append(hits.t_m[idx])
-        rec["edge"].append(edge[idx])
-        rec["missing"].append(missing[idx])
+        parts.append(
+            LidarHits(
+                geom_to_mesh[geom],
+                hits.triangle[idx],
+                hits.uv[idx],
+                point,
+                np.full(len(idx), k, np.int32),
+                np.full(len(idx), sensor, np.int64),
+                returned[idx],
+                intensity[idx],
+                rays.cos_incidence,
+                rays.range_m,
+                rays.relative_range,
+                rays.edge,
+                rays.missing,
+            )
+        )
         if progress:
             progress(f"fitting the {lidar.name} LiDAR model", k + 1, len(frames))
-    return {k: np.concatenate(v) for k, v in rec.items()}
+    return LidarHits.concatenate(parts)

@@ -41,7 +41,7 @@ from neurodrive.reconstruct.config import (
     stage_step,
     training_frames,
 )
-from neurodrive.reconstruct.dynamic import auto_tracks, log_with_tracks, tracks_to_json
+from neurodrive.reconstruct.dynamic import auto_tracks
 from neurodrive.reconstruct.lidar_fit import fit_lidar
 from neurodrive.reconstruct.texturing import (
     build_atlases,
@@ -55,6 +55,7 @@ from neurodrive.scene.model import SceneModel
 from neurodrive.scene.sky import SkyModel
 from neurodrive.scene.surface import ActorAsset, SurfaceMesh
 from neurodrive.scene.texels import TexelAtlas
+from neurodrive.scene.tracks import log_with_tracks, tracks_to_json
 
 __all__ = ["ReconConfig", "holdout_frames", "reconstruct", "training_frames"]
 

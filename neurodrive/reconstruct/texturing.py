@@ -17,6 +17,7 @@ from neurodrive.reconstruct.appearance import (
     sky_cells,
 )
 from neurodrive.reconstruct.config import Progress, ReconConfig
+from neurodrive.render.rendering import SceneRenderer
 from neurodrive.scene.far_field import FarField
 from neurodrive.scene.model import SceneModel
 from neurodrive.scene.sky import SkyModel
@@ -281,8 +282,9 @@ def fit_local_skies(
     photos = FarFieldPhotos(min(1.0, float(np.sqrt(cfg.appearance.far_field_pixels / max(total_px, 1)))))
     # photos kept at a fraction of their resolution need rays only at that density: every stride-th pixel
     stride = max(1, int(1.0 / photos.scale))
+    renderer = SceneRenderer(model)
     for k, f in enumerate(frames):
-        placed = model.place({a: p for a, p in log.actor_poses_at(f).items() if a in model.actors})
+        placed = renderer.place({a: p for a, p in log.actor_poses_at(f).items() if a in model.actors})
         total, count = np.zeros((h * w, 3)), np.zeros(h * w)
         for cam in log.rig.cameras:
             if not log.has_image(cam.name, f):

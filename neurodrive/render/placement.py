@@ -13,7 +13,7 @@ from neurodrive.raycast import CasterBackend, RayCaster, select_backend
 from neurodrive.raycast.base import RayHits
 
 if TYPE_CHECKING:
-    from neurodrive.scene.model import SceneModel
+    from neurodrive.render.rendering import SceneRenderer
 
 
 _THREADPOOLS = ThreadpoolController()
@@ -35,18 +35,20 @@ class PlacedScene:
     """Background plus actors at given poses, ready for ray casting.
 
     Placing actors builds no mesh's acceleration structure: the background's is built once per
-    scene model and each actor's once per asset, in its box frame. With the native caster
+    renderer and each actor's once per asset, in its box frame. With the native caster
     (:mod:`neurodrive.raycast.embree`) a placement is a top-level BVH of instances and a ray meets
     background and actors in one traversal; with open3d a ray is cast against the background, and
     against every actor whose bounding sphere it passes, in that actor's frame. The nearest hit wins.
     """
 
     def __init__(
-        self, model: SceneModel, actor_poses: Mapping[str, np.ndarray], backend: CasterBackend | None = None
+        self, renderer: SceneRenderer, actor_poses: Mapping[str, np.ndarray], backend: CasterBackend | None = None
     ) -> None:
+        model = renderer.scene
         unknown = [a for a in actor_poses if a not in model.actors]
         if unknown:
             raise KeyError(f"unknown actor id(s) {unknown}; known: {sorted(model.actors)}")
+        self.renderer = renderer
         self.model = model
         self.actor_ids = tuple(actor_poses)
         self.poses = [np.asarray(actor_poses[a], float) for a in self.actor_ids]
@@ -55,9 +57,9 @@ class PlacedScene:
             raise ValueError(f"actor pose(s) of {bad}: expected finite (4, 4) world-from-box matrices")
         self.meshes = [model.background] + [model.actors[a].mesh for a in self.actor_ids]
         assets = [model.actors[a] for a in self.actor_ids]
-        self.backend = backend or select_backend(model.caster)
+        self.backend = backend or select_backend(renderer.caster)
         self.caster: RayCaster = self.backend.placement(
-            [model.background_handle(self.backend)] + [a.mesh_handle(self.backend) for a in assets],
+            [renderer.background_handle(self.backend)] + [a.mesh_handle(self.backend) for a in assets],
             [np.eye(4)] + self.poses,
             [0.0] + [a.bounding_radius_m for a in assets],
         )
@@ -109,7 +111,7 @@ class PlacedScene:
                     rgb[part] = decoder.decode(np.take(mesh.texels, tex, axis=0), dirs[rays], exposure)
                     seen[part] = np.take(mesh.texel_observations, tex) > 0
                 else:
-                    packed = np.take(self.model.exposed_colours(mesh, exposure), tex).view(np.uint8).reshape(-1, 4)
+                    packed = np.take(self.renderer.exposed_colours(mesh, exposure), tex).view(np.uint8).reshape(-1, 4)
                     rgb[part] = packed[:, :3] * np.float32(1 / 255)
                     seen[part] = packed[:, 3] > 0
         return rgb, seen

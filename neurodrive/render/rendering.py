@@ -1,36 +1,60 @@
-"""Rendering cameras and LiDAR of a placed scene (mixed into ``SceneModel``)."""
+"""Rendering cameras and LiDAR of a reconstructed scene: ``SceneRenderer`` reads a ``SceneModel``
+(plain data) and owns what rendering builds from it (acceleration structures, exposed colours)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from neurodrive.geometry import check_pose
-from neurodrive.lidar.intensity import LidarIntensityModel
 from neurodrive.lidar.pattern import to_image
-from neurodrive.lidar.ray_drop import barycentric, ray_edges
-from neurodrive.logs.model import CameraSpec, LidarSpec
+from neurodrive.lidar.ray_drop import HitRays, barycentric
+from neurodrive.lidar.sensor import LidarSpec
+from neurodrive.logs.model import CameraSpec
+from neurodrive.raycast import CasterBackend
 from neurodrive.raycast.embree import shade_texels
 from neurodrive.render.placement import PlacedScene, single_threaded_blas
 from neurodrive.render.results import NO_ACTOR, CameraRender, FrameRender, LidarRender, RealismConfidence
-from neurodrive.scene.decoder import AppearanceDecoder
-from neurodrive.scene.sky import SkyModel
+from neurodrive.scene.model import SceneModel
 from neurodrive.scene.surface import SurfaceMesh
 
 
-class SceneRendering:
-    """Camera and LiDAR rendering of a placed scene; ``SceneModel`` holds the data it reads."""
+class SceneRenderer:
+    """Cameras and LiDARs of ``scene`` with its actors placed anywhere.
 
-    sky: SkyModel
-    decoder: AppearanceDecoder
-    lidar_models: dict[str, LidarIntensityModel]
-    meta: dict
-    _exposed: dict[tuple[int, bytes], np.ndarray]
+    The renderer builds, once each, the background's acceleration structure per ray caster and the
+    baked colours through each camera exposure; a renderer of the same scene with other actors
+    (``with_scene``) shares them.
+    """
 
-    def lidar_model(self, name: str) -> LidarIntensityModel:
-        """The model learned for LiDAR ``name``; the primary LiDAR's for one the scene does not know."""
-        return self.lidar_models.get(name) or next(iter(self.lidar_models.values()))
+    def __init__(self, scene: SceneModel, caster: str = "auto") -> None:
+        """``caster``: the ray caster (``raycast.select_backend``: auto, embree or open3d)."""
+        self.scene = scene
+        self.caster = caster
+        self._exposed: dict[tuple[int, bytes], np.ndarray] = {}
+        self._background_handles: dict[str, Any] = {}
+
+    def with_scene(self, scene: SceneModel) -> SceneRenderer:
+        """A renderer of ``scene`` sharing this one's caches when the background is the same object
+        (``SceneModel.with_actors``)."""
+        renderer = SceneRenderer(scene, self.caster)
+        if scene.background is self.scene.background:
+            renderer._exposed, renderer._background_handles = self._exposed, self._background_handles
+        return renderer
+
+    def background_handle(self, backend: CasterBackend) -> Any:
+        """The background mesh in ``backend`` (built once per renderer and backend)."""
+        handle = self._background_handles.get(backend.name)
+        if handle is None:
+            background = self.scene.background
+            handle = self._background_handles[backend.name] = backend.mesh(background.vertices, background.triangles)
+        return handle
+
+    def place(self, actor_poses: Mapping[str, np.ndarray]) -> PlacedScene:
+        """The scene's actors at world-from-box poses, ready to render (no mesh BVH is rebuilt)."""
+        return PlacedScene(self, actor_poses)
 
     def exposed_colours(self, mesh: SurfaceMesh, exposure: np.ndarray) -> np.ndarray:
         """(T,) uint32 per texel: the baked colour through one camera exposure (r, g, b bytes) and
@@ -60,7 +84,7 @@ class SceneRendering:
         rgb = np.empty((len(dirs), 3), np.float32)
         miss = np.nonzero(~hits.hit)[0]
         if len(miss):
-            sky = self.sky.lookup(dirs[miss], ego_xy_m, origin)
+            sky = self.scene.sky.lookup(dirs[miss], ego_xy_m, origin)
             rgb[miss] = np.clip(sky @ exposure[:, :3].T.astype(np.float32) + exposure[:, 3].astype(np.float32), 0, 1)
         if scene.backend.shades_texels and not view_dependent:  # baked texels read natively
             meshes = scene.meshes
@@ -93,7 +117,7 @@ class SceneRendering:
         check_pose(T_world_ego, "T_world_ego")
         T = T_world_ego @ camera.T_ego_camera
         h, w = camera.height_px, camera.width_px
-        exposure = self.decoder.exposure(exposure_camera or camera.name)
+        exposure = self.scene.decoder.exposure(exposure_camera or camera.name)
         dirs_cam = camera.ray_directions(1).reshape(-1, 3)
         dirs = (dirs_cam @ np.ascontiguousarray(T[:3, :3].T)).astype(np.float32)
         rgb, hits, unseen = self._shade(
@@ -132,7 +156,7 @@ class SceneRendering:
         unseen = sum(r.unseen_share * c.width_px * c.height_px for r, c in zip(images.values(), cameras)) / max(
             pixels, 1
         )
-        return FrameRender(images, sweeps, RealismConfidence.assess(self.meta, T_world_ego, unseen))
+        return FrameRender(images, sweeps, RealismConfidence.assess(self.scene.meta, T_world_ego, unseen))
 
     @single_threaded_blas
     def render_lidar(
@@ -154,24 +178,16 @@ class SceneRendering:
         dirs_l = pattern.directions()
         dirs = dirs_l @ np.ascontiguousarray(T[:3, :3].T)
         hits = scene.cast(T[:3, 3], dirs, grid=pattern.image_shape if pattern.is_full_grid else None)
-        in_range = hits.hit & (hits.t_m >= lidar.min_range_m) & (hits.t_m <= lidar.max_range_m)
-        idx = np.nonzero(in_range)[0]
-        p_return = np.zeros(len(dirs))
-        cos_hit = np.abs(np.einsum("ij,ij->i", np.take(hits.normals, idx, axis=0), np.take(dirs, idx, axis=0)))
+        rays = HitRays.of_sweep(lidar, hits.hit, hits.t_m, hits.normals, dirs)
+        idx = rays.index
         table = scene.gather(hits, idx, "lidar_table")  # corner drop rates, reflectivity
         reflectivity = table[:, -1]
-        edge, missing = ray_edges(pattern, np.where(in_range, hits.t_m, np.inf))
-        response = self.lidar_model(lidar.name)
-        p_return[idx] = 1.0 - response.drop_probability(
-            barycentric(table[:, :-1], hits.uv[idx]),
-            cos_hit,
-            hits.t_m[idx] / lidar.max_range_m,
-            edge[idx],
-            missing[idx],
-        )
+        response = self.scene.lidar_model(lidar.name)
+        p_return = np.zeros(len(dirs))
+        p_return[idx] = 1.0 - response.drop_probability(barycentric(table[:, :-1], hits.uv[idx]), rays)
         keep = (rng.random(len(dirs)) < p_return) if rng is not None else (p_return >= 0.5)
         kept = keep[idx]
-        cos_i, refl = cos_hit[kept], reflectivity[kept]
+        cos_i, refl = rays.cos_incidence[kept], reflectivity[kept]
         idx = idx[kept]
         intensity = np.clip(refl * response.falloff(cos_i, hits.t_m[idx]), 0, 1)
         sweep = pattern.sweep_from_rays(idx, dirs_l[idx] * hits.t_m[idx, None], intensity)
@@ -181,5 +197,3 @@ class SceneRendering:
             scene.actor_ids,
             to_image(pattern, p_return, 0.0),
         )
-
-    # ------------------------------------------------------------------ storage

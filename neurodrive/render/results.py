@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neurodrive.geometry import wrap_angle
-from neurodrive.logs.model import LidarSweep
+from neurodrive.lidar.sensor import LidarSweep
 
 NO_ACTOR = -1
 

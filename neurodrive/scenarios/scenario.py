@@ -13,7 +13,7 @@ Example (all lengths in m, angles in rad, times in s)::
       behaviour: log              # logged actors: "log" (replay) or "idm" (reactive, along their path)
       remove: [vehicle_000]
       repose: {vehicle_002: {offset: [0.0, 3.5, 0.0, 0.0]}}
-      insert:                     # the actor-edit model of neurodrive.sim.edits (as edits files)
+      insert:                     # the actor-edit model of neurodrive.scenarios.edits (as edits files)
         - id: cutter
           asset: vehicle_001      # an actor of the scene, or a path to an asset .npz
           trajectory:             # timed waypoints [t, x, y, yaw] (or [t, x, y, z, yaw]) ...
@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from neurodrive.errors import DataError
 from neurodrive.io_utils import read_yaml_mapping
 from neurodrive.logs.schema import describe_validation_error
-from neurodrive.sim.edits import ActorEdits
+from neurodrive.scenarios.edits import ActorEdits
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -77,7 +77,7 @@ class Scenario(_Schema):
     route: Route = Route()
     duration_s: Annotated[float, Field(gt=0, le=600)] = 8.0
     seed: int = 0
-    actors: ActorEdits = ActorEdits()  # see neurodrive.sim.edits
+    actors: ActorEdits = ActorEdits()  # see neurodrive.scenarios.edits
     sensors: Sensors = Sensors()
     base_dir: str = Field(default=".", exclude=True)  # folder that relative paths are read from
 

@@ -1,5 +1,5 @@
-"""The reconstructed scene: textured background mesh, actor assets, sky, LiDAR model, and its
-renderers. Written by ``neurodrive reconstruct``, read by everything downstream.
+"""The reconstructed scene as data: textured background mesh, actor assets, sky, LiDAR models.
+Written by ``neurodrive reconstruct``, read by everything downstream (``render/`` renders it).
 
 On disk (all npz / safetensors / JSON, no pickles)::
 
@@ -12,11 +12,9 @@ On disk (all npz / safetensors / JSON, no pickles)::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file
@@ -27,14 +25,11 @@ from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_wr
 from neurodrive.lidar.intensity import LidarIntensityModel
 from neurodrive.lidar.ray_drop import RayDropModel
 from neurodrive.logs.io import read_json_file
-from neurodrive.logs.model import CATEGORIES
-from neurodrive.raycast import CasterBackend
-from neurodrive.render.placement import PlacedScene
-from neurodrive.render.rendering import SceneRendering
 from neurodrive.scene.decoder import CAMERA_HEIGHT_M, AppearanceDecoder, bake_colours
 from neurodrive.scene.far_field import FarField
 from neurodrive.scene.sky import SkyModel
 from neurodrive.scene.surface import ActorAsset, SurfaceMesh
+from neurodrive.scene.tracks import check_auto_tracks
 
 SCENE_FORMAT = "neurodrive-scene"
 SCENE_VERSION = 3  # 3: one LiDAR model per LiDAR of the rig (2: per-vertex drop rates, a ray-drop MLP)
@@ -68,38 +63,7 @@ def read_scene_meta(folder: str | Path) -> dict:
     return meta
 
 
-def check_auto_tracks(items: object, meta_path: Path) -> None:
-    """scene.json's ``auto_tracks`` (``reconstruct/dynamic.py``): one DataError naming the entry at fault."""
-    if not isinstance(items, list):
-        raise DataError(meta_path, "auto_tracks", "expected a list of tracks")
-
-    def numbers(value: object, length: int) -> bool:
-        return (
-            isinstance(value, list)
-            and len(value) == length
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-        )
-
-    for i, item in enumerate(items):
-        field = f"auto_tracks[{i}]"
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-            raise DataError(meta_path, f"{field}.id", "expected an object with a string id")
-        if item.get("category") not in CATEGORIES:
-            raise DataError(meta_path, f"{field}.category", f"expected one of {', '.join(CATEGORIES)}")
-        size = item.get("size_m")
-        if not numbers(size, 3) or min(size) <= 0:
-            raise DataError(meta_path, f"{field}.size_m", "expected 3 positive finite numbers")
-        rows = item.get("frame_x_y_z_yaw")
-        if not isinstance(rows, list) or not rows:
-            raise DataError(meta_path, f"{field}.frame_x_y_z_yaw", "expected a non-empty list of rows")
-        for k, row in enumerate(rows):
-            if not numbers(row, 5) or row[0] < 0 or row[0] != int(row[0]):
-                raise DataError(
-                    meta_path, f"{field}.frame_x_y_z_yaw[{k}]", "expected [frame, x, y, z, yaw]: finite, frame >= 0"
-                )
-
-
-class SceneModel(SceneRendering):
+class SceneModel:
     """A reconstructed scene: background and actor surfaces, appearance decoder, sky, LiDAR model."""
 
     def __init__(
@@ -110,9 +74,7 @@ class SceneModel(SceneRendering):
         sky: SkyModel,
         lidar_models: Mapping[str, LidarIntensityModel],
         meta: dict,
-        caster: str = "auto",
     ) -> None:
-        """``caster``: the ray caster (``raycast.select_backend``: auto, embree or open3d)."""
         views = np.asarray(meta.get("training_ego_xy_yaw", []), float).reshape(-1, 3)
         camera_positions = np.column_stack([views[:, :2], np.full(len(views), CAMERA_HEIGHT_M)]) if len(views) else None
         if background.baked_rgb is None:
@@ -123,7 +85,6 @@ class SceneModel(SceneRendering):
             else replace(a, mesh=replace(a.mesh, baked_rgb=bake_colours(decoder, a.mesh, None)))
             for k, a in actors.items()
         }
-        self._exposed: dict[tuple[int, bytes], np.ndarray] = {}
         self.background = background
         self.actors = actors
         self.decoder = decoder
@@ -132,29 +93,15 @@ class SceneModel(SceneRendering):
             raise ValueError("a scene needs at least one LiDAR model")
         self.lidar_models = dict(lidar_models)  # by LiDAR name, the rig's primary LiDAR first
         self.meta = meta
-        self.caster = caster
-        self._background_handles: dict[str, Any] = {}
 
-    # ------------------------------------------------------------------ rendering
+    def lidar_model(self, name: str) -> LidarIntensityModel:
+        """The model learned for LiDAR ``name``; the primary LiDAR's for one the scene does not know."""
+        return self.lidar_models.get(name) or next(iter(self.lidar_models.values()))
+
     def with_actors(self, actors: dict[str, ActorAsset]) -> SceneModel:
-        """The same scene (background, decoder, sky, LiDAR model, BVHs) with another set of actor assets."""
-        model = SceneModel(self.background, actors, self.decoder, self.sky, self.lidar_models, self.meta, self.caster)
-        model._background_handles = self._background_handles  # same background: reuse its acceleration structures
-        model._exposed = self._exposed
-        return model
-
-    def background_handle(self, backend: CasterBackend) -> Any:
-        """The background mesh in ``backend`` (built once per scene model and backend)."""
-        handle = self._background_handles.get(backend.name)
-        if handle is None:
-            handle = self._background_handles[backend.name] = backend.mesh(
-                self.background.vertices, self.background.triangles
-            )
-        return handle
-
-    def place(self, actor_poses: Mapping[str, np.ndarray]) -> PlacedScene:
-        """The actors at world-from-box poses, ready to render (no mesh BVH is rebuilt)."""
-        return PlacedScene(self, actor_poses)
+        """The same scene (the same background object, decoder, sky, LiDAR models) with other actor
+        assets; a renderer's ``with_scene`` reuses its background structures for it."""
+        return SceneModel(self.background, actors, self.decoder, self.sky, self.lidar_models, self.meta)
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)

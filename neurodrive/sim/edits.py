@@ -1,145 +1,21 @@
-"""Actor edits: one model for edits files (``neurodrive render --edit``), a scenario's ``actors:``
-block and the simulator's live edits (viewer).
-
-Poses are ``[x, y, yaw]`` or ``[x, y, z, yaw]`` (world frame, m and rad; ``z`` is the box centre;
-without it the actor stands on the ground at the ego's height at the start). Trajectories are timed
-waypoints ``[t, x, y, yaw]`` or ``[t, x, y, z, yaw]`` with ``t`` in seconds from the start (of the
-episode in a scenario; of the log's first frame for ``neurodrive render``), linearly interpolated,
-held before the first and continued at constant velocity after the last::
-
-    behaviour: log                # logged actors: "log" (replay) or "idm" (reactive; simulator only)
-    remove: [vehicle_003]
-    repose:
-      vehicle_000: {offset: [0.0, 3.5, 0.0, 0.0]}          # x, y, z (m), yaw (rad) in the box frame
-      vehicle_002: {trajectory: [[0.0, 10.0, -5.25, 0.0], [2.0, 30.0, -5.25, 0.0]]}
-    insert:
-      - {id: parked, asset: vehicle_006, pose: [30.0, -8.2, 0.0]}
-      - id: cutter
-        asset: ../other_scene/actors/vehicle_001.npz   # an actor of the scene, or an asset .npz
-        trajectory: [[0.0, 0.0, -1.8, 0.0], [1.5, 10.0, -5.25, 0.0]]
-        # ... or: behaviour: {lane: main_east_1, start_s_m: 30.0, speed_mps: 4.0}  (simulator only)
-        jitter: {time_s: 0.3, x_m: 1.0, y_m: 0.2, speed_scale: 0.1}  # uniform half-ranges (seeded)
+"""Actor edits applied: checked against a log, inserted assets added to a scene, logged actors
+replayed, re-posed or scripted (``EditedActors``). What an edit says is ``scenarios/edits.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import pose_xyz_yaw
-from neurodrive.io_utils import read_yaml_mapping
 from neurodrive.logs.model import WORLD_MARGIN_M, ActorTrack, DrivingLog
-from neurodrive.logs.schema import describe_validation_error
+from neurodrive.scenarios.edits import ActorEdits, InsertActor, Jitter, Repose
 from neurodrive.scene.model import SceneModel
 from neurodrive.scene.surface import ActorAsset, resolve_asset
 from neurodrive.sim.behaviours import TimedTrajectory
-
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Pose = Annotated[list[Finite], Field(min_length=3, max_length=4)]  # [x, y, yaw] or [x, y, z, yaw]
-Waypoint = Annotated[list[Finite], Field(min_length=4, max_length=5)]  # [t, x, y, yaw] or [t, x, y, z, yaw]
-Offset = Annotated[list[Finite], Field(min_length=4, max_length=4)]  # [x, y, z, yaw] in the box frame
-
-
-class _Schema(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _check_waypoints(trajectory: list[list[float]] | None) -> None:
-    if trajectory is None:
-        return
-    if len({len(w) for w in trajectory}) > 1:
-        raise ValueError("trajectory rows must all be [t, x, y, yaw] or all be [t, x, y, z, yaw]")
-    if any(b[0] <= a[0] for a, b in zip(trajectory, trajectory[1:])):
-        raise ValueError("trajectory times must increase")
-
-
-class LaneBehaviour(_Schema):
-    """Reactive IDM driving along a lane (or waypoints) from an arc length (simulator only)."""
-
-    lane: str | None = None
-    waypoints: list[Annotated[list[Finite], Field(min_length=2, max_length=2)]] | None = Field(
-        default=None, min_length=2
-    )
-    start_s_m: Finite = 0.0
-    speed_mps: NonNegative = 8.0
-    start_time_s: NonNegative = 0.0
-
-    @model_validator(mode="after")
-    def _one_of(self) -> LaneBehaviour:
-        if (self.lane is None) == (self.waypoints is None):
-            raise ValueError("give exactly one of 'lane' or 'waypoints'")
-        return self
-
-
-class Jitter(_Schema):
-    """Half-ranges of uniform noise drawn from the seed (safety-critical variants)."""
-
-    time_s: NonNegative = 0.0
-    x_m: NonNegative = 0.0
-    y_m: NonNegative = 0.0
-    yaw_rad: NonNegative = 0.0
-    speed_scale: Annotated[float, Field(ge=0, lt=1)] = 0.0
-
-
-class Repose(_Schema):
-    """A logged actor moved: a constant offset in its box frame, or a new timed trajectory."""
-
-    offset: Offset | None = None
-    trajectory: list[Waypoint] | None = Field(default=None, min_length=1)
-
-    @model_validator(mode="after")
-    def _one_of(self) -> Repose:
-        if (self.offset is None) == (self.trajectory is None):
-            raise ValueError("give exactly one of 'offset' or 'trajectory'")
-        _check_waypoints(self.trajectory)
-        return self
-
-
-class InsertActor(_Schema):
-    """A new actor from an asset: standing at a pose, along a timed trajectory, or driving a lane."""
-
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
-    asset: str = Field(min_length=1)  # an actor id of the scene, or a path to an asset .npz
-    pose: Pose | None = None
-    trajectory: list[Waypoint] | None = Field(default=None, min_length=1)
-    behaviour: LaneBehaviour | None = None
-    jitter: Jitter = Jitter()
-
-    @model_validator(mode="after")
-    def _one_of(self) -> InsertActor:
-        if sum(v is not None for v in (self.pose, self.trajectory, self.behaviour)) != 1:
-            raise ValueError("give exactly one of 'pose', 'trajectory' or 'behaviour'")
-        _check_waypoints(self.trajectory)
-        return self
-
-    @property
-    def waypoints(self) -> list[list[float]] | None:
-        """The scripted path as timed waypoints (a pose is one waypoint at t = 0); None for a behaviour."""
-        return [[0.0, *self.pose]] if self.pose is not None else self.trajectory
-
-
-class ActorEdits(_Schema):
-    behaviour: Literal["log", "idm"] = "log"
-    remove: list[str] = Field(default_factory=list)
-    repose: dict[str, Repose] = Field(default_factory=dict)
-    insert: list[InsertActor] = Field(default_factory=list)
-
-    @staticmethod
-    def load(path: str | Path) -> ActorEdits:
-        """An edits file (YAML) validated; errors name the file and field."""
-        path = Path(path)
-        raw = read_yaml_mapping(path, "edits")
-        try:
-            return ActorEdits.model_validate(raw)
-        except ValidationError as e:
-            field, problem = describe_validation_error(e)
-            raise DataError(path, field, problem) from e
 
 
 def _fail(source: str, field: str, problem: str) -> None:

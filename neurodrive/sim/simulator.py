@@ -20,16 +20,16 @@ from neurodrive.errors import DataError
 from neurodrive.geometry import wrap_angle, yaw_of
 from neurodrive.logs.io import load_log
 from neurodrive.logs.model import WORLD_MARGIN_M, DrivingLog, SensorRig
-from neurodrive.reconstruct.dynamic import log_with_scene_tracks
+from neurodrive.render.rendering import SceneRenderer
 from neurodrive.render.results import FrameRender
+from neurodrive.scenarios.edits import InsertActor, Repose
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.scene.model import SceneModel, read_scene_meta
+from neurodrive.scene.tracks import log_with_scene_tracks
 from neurodrive.sim.behaviours import ActorBehaviour, IDMFollower, idm_from_track, log_replay
 from neurodrive.sim.collisions import detect_collisions
 from neurodrive.sim.controllers import PurePursuitController, Trajectory
 from neurodrive.sim.edits import (
-    InsertActor,
-    Repose,
     check_edits,
     draw_jitter,
     insert_asset,
@@ -87,6 +87,7 @@ class Simulator:
             if scene is not None
             else None
         )
+        self.renderer = SceneRenderer(self.scene) if self.scene is not None else None
         self.rig = self._sensor_rig() if self.scene is not None else None
         self.start_frame, start_ego = self._start()
         self.route, self.goal_s_m = self._route(start_ego)
@@ -313,10 +314,12 @@ class Simulator:
     def render(self, state: WorldState | None = None) -> FrameRender | None:
         """Cameras and LiDAR of the scene with the actors at their current poses."""
         state = state or self.state
-        if self.scene is None:
+        if self.renderer is None:
             return None
-        placed = self.scene.place({aid: a.pose() for aid, a in state.actors.items() if aid in self.scene.actors})
-        return self.scene.render_frame(placed, state.ego.pose(), self.rig.cameras, self.rig.lidars)
+        placed = self.renderer.place(
+            {aid: a.pose() for aid, a in state.actors.items() if aid in self.renderer.scene.actors}
+        )
+        return self.renderer.render_frame(placed, state.ego.pose(), self.rig.cameras, self.rig.lidars)
 
     def set_sensors(self, enabled: bool) -> None:
         """Render cameras and LiDAR into each observation (only possible with a scene)."""

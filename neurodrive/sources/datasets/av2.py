@@ -21,7 +21,8 @@ import numpy as np
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import interpolate_poses, invert_pose, poses_from_quaternions
-from neurodrive.logs.model import Lane, LidarSweep, RoadMap, SensorRig
+from neurodrive.lidar.sensor import LidarSweep
+from neurodrive.logs.model import Lane, RoadMap, SensorRig
 from neurodrive.logs.writer import LogTiming
 from neurodrive.sources.datasets.common import (
     DatasetSource,

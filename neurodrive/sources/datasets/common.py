@@ -14,7 +14,8 @@ import numpy as np
 from neurodrive.errors import DataError
 from neurodrive.geometry import pose_from_quaternion
 from neurodrive.lidar.pattern import PatternReport, elevation_rad, measure_pattern
-from neurodrive.logs.model import ActorTrack, CameraSpec, LidarSpec, LidarSweep, RoadMap, SensorRig
+from neurodrive.lidar.sensor import LidarSpec, LidarSweep
+from neurodrive.logs.model import ActorTrack, CameraSpec, RoadMap, SensorRig
 from neurodrive.logs.writer import LogTiming, LogWriter
 
 

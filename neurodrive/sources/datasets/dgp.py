@@ -20,7 +20,8 @@ import numpy as np
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import invert_pose
-from neurodrive.logs.model import CameraSpec, LidarSweep, SensorRig
+from neurodrive.lidar.sensor import LidarSweep
+from neurodrive.logs.model import CameraSpec, SensorRig
 from neurodrive.sources.datasets.common import (
     DatasetSource,
     ImportedLog,

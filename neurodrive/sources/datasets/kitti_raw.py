@@ -19,7 +19,8 @@ import numpy as np
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import invert_pose, make_pose
-from neurodrive.logs.model import CameraSpec, LidarSweep, SensorRig
+from neurodrive.lidar.sensor import LidarSweep
+from neurodrive.logs.model import CameraSpec, SensorRig
 from neurodrive.logs.writer import LogTiming
 from neurodrive.sources.datasets.common import (
     DatasetSource,

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from neurodrive.errors import DataError
-from neurodrive.logs.model import CameraSpec, LidarSweep, SensorRig
+from neurodrive.lidar.sensor import LidarSweep
+from neurodrive.logs.model import CameraSpec, SensorRig
 from neurodrive.sources.datasets.common import (
     DatasetSource,
     ImportedLog,

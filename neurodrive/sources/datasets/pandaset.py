@@ -33,7 +33,8 @@ from scipy.spatial.transform import Rotation
 
 from neurodrive.errors import DataError
 from neurodrive.geometry import interpolate_poses, invert_pose, make_pose, rot_z
-from neurodrive.logs.model import CameraSpec, LidarSpec, LidarSweep, SensorRig
+from neurodrive.lidar.sensor import LidarSpec, LidarSweep
+from neurodrive.logs.model import CameraSpec, SensorRig
 from neurodrive.sources.datasets.common import (
     DatasetSource,
     ImportedLog,

@@ -9,7 +9,8 @@ import numpy as np
 
 from neurodrive.geometry import make_pose
 from neurodrive.io_utils import staged_directory
-from neurodrive.logs.model import ActorTrack, CameraSpec, LidarSpec, SensorRig
+from neurodrive.lidar.sensor import LidarSpec
+from neurodrive.logs.model import ActorTrack, CameraSpec, SensorRig
 from neurodrive.logs.writer import LogTiming, LogWriter
 from neurodrive.sources.synthetic.presets import TownConfig
 from neurodrive.sources.synthetic.raycaster import WorldRenderer

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neurodrive.logs.model import CameraSpec, LidarSpec, LidarSweep
+from neurodrive.lidar.sensor import LidarSpec, LidarSweep
+from neurodrive.logs.model import CameraSpec
 from neurodrive.raycast.open3d_caster import MeshRaycaster
 from neurodrive.sources.synthetic.shading import MaterialTable, shade_hits, sky_radiance
 from neurodrive.sources.synthetic.world import World

@@ -1,0 +1,1 @@
+"""The LiDAR model shared by reconstruction and rendering: sensors and sweeps, ray patterns, intensity, ray drop."""
