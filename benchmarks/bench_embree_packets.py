@@ -28,7 +28,7 @@ def main() -> None:
     from neurodrive.scene.model import SceneModel
 
     model = SceneModel.load(args.scene)
-    log = load_log(model.meta["log"]["path"])
+    log = load_log(model.meta.log.path)
     camera = CameraSpec.looking("front", 640, 360, np.deg2rad(75), [1.6, 0.0, 1.55], 0.0, 0.04)
     T = log.ego_poses[log.num_frames // 2] @ camera.T_ego_camera
     dirs = (camera.ray_directions(1) @ T[:3, :3].T).astype(np.float32)  # (360, 640, 3)

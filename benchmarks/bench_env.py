@@ -33,7 +33,7 @@ def main() -> None:
     from neurodrive.scene.model import SceneModel
 
     model = SceneModel.load(args.scene)
-    log = load_log(model.meta["log"]["path"])
+    log = load_log(model.meta.log.path)
     front_name = front_camera(log)
     front = log.rig.camera(front_name)
     scale = 640 / front.width_px
@@ -55,7 +55,7 @@ def main() -> None:
     env = gym.make("neurodrive/ClosedLoop-v0", scene=args.scene, duration_s=duration, sensors=sensors)
     obs_space = env.observation_space
     full = steps_per_s(env)
-    env_no_sensors = gym.make("neurodrive/ClosedLoop-v0", log=model.meta["log"]["path"], duration_s=duration)
+    env_no_sensors = gym.make("neurodrive/ClosedLoop-v0", log=model.meta.log.path, duration_s=duration)
     bare = steps_per_s(env_no_sensors)
     sim = env.unwrapped.sim
     env.reset(seed=0)  # render where the episodes start

@@ -61,7 +61,7 @@ def rig_fps(scene: Path, log_dir: Path, repeats: int = 10) -> float:
     model = SceneModel.load(scene)
     renderer = SceneRenderer(model)
     log = log_with_scene_tracks(load_log(log_dir), model.meta)
-    frame = model.meta["training_frames"][0]
+    frame = model.meta.training_frames[0]
     placed = renderer.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
     ego = log.ego_poses[frame]
     renderer.render_frame(placed, ego, log.rig.cameras, log.rig.lidars)  # warm-up (BVHs, baked colours)

@@ -32,7 +32,7 @@ def main() -> None:
 
     model = SceneModel.load(args.scene)
     renderer = SceneRenderer(model)
-    log = load_log(args.log or model.meta["log"]["path"])
+    log = load_log(args.log or model.meta.log.path)
     frame = log.num_frames // 2
     camera = CameraSpec.looking("front", 640, 360, np.deg2rad(75), [1.6, 0.0, 1.55], 0.0, 0.04)
     camera = CameraSpec(log.rig.cameras[0].name, 640, 360, camera.intrinsics, camera.T_ego_camera)

@@ -54,7 +54,7 @@ def test_a_car_seen_from_behind_gets_the_template_length_grown_away_from_the_sen
 def test_actor_edits_are_measured_against_the_generated_world(tiny_log_dir: Path, tiny_scene_dir: Path) -> None:
     log = load_log(tiny_log_dir)
     model = SceneModel.load(tiny_scene_dir)
-    result = actor_edit_quality(SceneRenderer(model), log, model.meta["holdout_frames"], max_views=2)
+    result = actor_edit_quality(SceneRenderer(model), log, model.meta.holdout_frames, max_views=2)
     assert len(result["actor_removal_views"]) >= 1 and result["actor_close_up_views"] >= 2
     assert result["actor_removal_psnr_db"] > 18.0
     # textured from the logged views, a car seen from 3 m beats a flat patch of its own true mean colour

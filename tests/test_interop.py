@@ -358,8 +358,8 @@ def test_rerun_bad_input_leaves_no_file(tiny_log_dir: Path, tmp_path: Path, monk
 def test_nerfstudio_export_with_a_scene_masks_its_auto_tracks(tiny_log_dir: Path, tmp_path: Path) -> None:
     """``--scene``: the scene's held-out frames, and its auto tracks (movers the log has no labels for)
     masked; a scene of another log is one error naming scene.json's ``log``."""
-    from neurodrive.scene.model import SCENE_FORMAT, SCENE_VERSION
-    from neurodrive.scene.tracks import tracks_to_json
+    from neurodrive.scene.meta import SceneMeta
+    from neurodrive.scene.tracks import auto_track_entries
 
     log = load_log(tiny_log_dir)
     movers = [t for t in log.tracks if not t.is_static(0.3)]
@@ -372,10 +372,8 @@ def test_nerfstudio_export_with_a_scene_masks_its_auto_tracks(tiny_log_dir: Path
     assert not bare.tracks
     scene = tmp_path / "scene"
     scene.mkdir()
-    auto = tracks_to_json(movers)
-    for i, item in enumerate(auto):
-        item["id"] = f"auto-{i:03d}"
-    meta = {"format": SCENE_FORMAT, "version": SCENE_VERSION, "actors": [], "auto_tracks": auto, "holdout_frames": [3]}
+    auto = [item.model_copy(update={"id": f"auto-{i:03d}"}) for i, item in enumerate(auto_track_entries(movers))]
+    meta = SceneMeta(auto_tracks=auto, holdout_frames=[3]).model_dump(mode="json")
     meta["log"] = {"name": bare.name, "num_frames": bare.num_frames}
     (scene / "scene.json").write_text(json.dumps(meta))
     plain = export_nerfstudio(bare, tmp_path / "plain")

@@ -90,9 +90,10 @@ def test_auto_tracks_are_stored_with_the_scene_and_added_to_the_log(tiny_log_dir
     log = load_log(tiny_log_dir)
     bare = dataclasses.replace(log, tracks=())
     tracks, _ = auto_tracks(bare, list(range(log.num_frames)), ReconConfig().dynamic)
-    from neurodrive.scene.tracks import tracks_to_json
+    from neurodrive.scene.meta import SceneMeta
+    from neurodrive.scene.tracks import auto_track_entries
 
-    restored = log_with_scene_tracks(bare, {"auto_tracks": tracks_to_json(tracks)})
+    restored = log_with_scene_tracks(bare, SceneMeta(auto_tracks=auto_track_entries(tracks)))
     assert [t.actor_id for t in restored.tracks] == [t.actor_id for t in tracks]
     for a, b in zip(tracks, restored.tracks):
         assert np.array_equal(a.valid, b.valid)
@@ -116,7 +117,7 @@ def test_a_scene_json_with_bad_auto_tracks_is_named(tiny_scene_dir: Path, tmp_pa
         with pytest.raises(DataError, match=rf"scene.json.*{re.escape(where)}"):
             SceneModel.load(bad)
     (bad / "scene.json").write_text(json.dumps(meta | {"auto_tracks": [track]}))
-    assert SceneModel.load(bad).meta["auto_tracks"][0]["id"] == "auto-000"
+    assert SceneModel.load(bad).meta.auto_tracks[0].id == "auto-000"
 
 
 def _one_photo_far_field() -> tuple[FarField, np.ndarray]:
@@ -169,7 +170,7 @@ def test_per_image_exposure_falls_back_to_the_nearest_fitted_frame() -> None:
 def test_a_scene_holds_per_image_exposures_and_a_far_field(tiny_scene_dir: Path, tiny_log_dir: Path) -> None:
     model = SceneModel.load(tiny_scene_dir)
     log = load_log(tiny_log_dir)
-    train = model.meta["training_frames"]
+    train = model.meta.training_frames
     for cam in log.rig.camera_names:
         assert cam in model.decoder.exposures
         assert f"{cam}@{train[0]}" in model.decoder.exposures
@@ -229,9 +230,9 @@ def kitti_scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_the_kitti_sample_reconstructs_its_untracked_traffic_as_actors(kitti_scene, tmp_path: Path) -> None:
     log_dir, scene_dir = kitti_scene
     model = SceneModel.load(scene_dir)
-    auto = model.meta["auto_tracks"]
-    assert auto and all(t["id"] in model.actors for t in auto)  # the tanker and trucks beside the ego at least
-    assert max(t["size_m"][0] for t in auto) > 8.0
+    auto = model.meta.auto_tracks
+    assert auto and all(t.id in model.actors for t in auto)  # the tanker and trucks beside the ego at least
+    assert max(t.size_m[0] for t in auto) > 8.0
     assert model.sky.far_field is not None  # the overpass above the LiDAR's view comes from the photos
     log = load_log(log_dir)
     result = evaluate_reconstruction(model, log, lane_shift=False, figures=tmp_path / "fig")
@@ -254,7 +255,7 @@ def test_a_real_scene_runs_in_closed_loop_with_an_auto_actor_removed_and_a_car_i
     log_dir, scene_dir = kitti_scene
     model = SceneModel.load(scene_dir)
     log = load_log(log_dir)
-    auto = sorted(model.meta["auto_tracks"], key=lambda t: -t["size_m"][0])
+    auto = sorted(model.meta.auto_tracks, key=lambda t: -t.size_m[0])
     ego = log.ego_poses[0]
     ahead = ego @ make_pose([12.0, 0.0, 0.0])
     scenario = {
@@ -262,9 +263,9 @@ def test_a_real_scene_runs_in_closed_loop_with_an_auto_actor_removed_and_a_car_i
         "scene": str(scene_dir),
         "duration_s": 1.0,
         "actors": {
-            "remove": [auto[0]["id"]],
+            "remove": [auto[0].id],
             "insert": [
-                {"id": "parked", "asset": auto[-1]["id"], "pose": [float(ahead[0, 3]), float(ahead[1, 3]), 0.0]}
+                {"id": "parked", "asset": auto[-1].id, "pose": [float(ahead[0, 3]), float(ahead[1, 3]), 0.0]}
             ],
         },
         "sensors": {"cameras": [log.rig.cameras[0].name], "lidar": True, "camera_scale": 0.5},

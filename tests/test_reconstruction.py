@@ -76,8 +76,8 @@ def test_texel_atlas_maps_every_texel_centre_to_itself() -> None:
 
 def test_held_out_frames_are_excluded_and_reproduced(model: SceneModel, tiny_log_dir: Path) -> None:
     log = load_log(tiny_log_dir)
-    assert model.meta["holdout_frames"] == holdout_frames(log.num_frames, FAST) == [2, 7]
-    assert not set(model.meta["training_frames"]) & {2, 7}
+    assert model.meta.holdout_frames == holdout_frames(log.num_frames, FAST) == [2, 7]
+    assert not set(model.meta.training_frames) & {2, 7}
     metrics = evaluate_reconstruction(model, log)
     # a flat mean-colour image is the no-model baseline
     baseline = np.mean(
@@ -113,7 +113,7 @@ def test_named_holdout_protocols() -> None:
 
 def test_fitting_appearance_reduces_the_error(model: SceneModel, tiny_log_dir: Path) -> None:
     log = load_log(tiny_log_dir)
-    frame = model.meta["training_frames"][1]
+    frame = model.meta.training_frames[1]
     renderer = SceneRenderer(model)
     scene = renderer.place({a: p for a, p in log.actor_poses_at(frame).items() if a in model.actors})
     fitted = np.mean(
@@ -150,7 +150,7 @@ def test_fitting_appearance_reduces_the_error(model: SceneModel, tiny_log_dir: P
 def test_local_sky_maps_follow_the_ego_and_fit_better(model: SceneModel, tiny_log_dir: Path) -> None:
     log = load_log(tiny_log_dir)
     sky = model.sky
-    train = model.meta["training_frames"]
+    train = model.meta.training_frames
     assert sky.local_images.shape == (len(train), *sky.image.shape)
     np.testing.assert_allclose(sky.local_xy_m, log.ego_poses[train][:, :2, 3], atol=1e-4)
     frame = train[2]
@@ -253,7 +253,7 @@ def test_scene_files_are_safe_and_validated(scene_dir: Path, tmp_path: Path) -> 
     with pytest.raises(DataError, match="version.*reconstruct"):
         SceneModel.load(bad)
     shutil.copy(scene_dir / "background.npz", bad / "background.npz")
-    for models, field in (([], "lidar_models"), ([{"name": "top", "alpha": "x"}], "lidar_models[0]")):
+    for models, field in (([], "lidar_models"), ([{"name": "top", "alpha": "x"}], "lidar_models[0].alpha")):
         (bad / "scene.json").write_text(json.dumps(meta | {"lidar_models": models}))
         with pytest.raises(DataError) as info:
             SceneModel.load(bad)

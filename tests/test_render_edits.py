@@ -151,7 +151,7 @@ def test_realism_confidence_falls_with_extrapolation(model, log) -> None:
     placed = renderer.place({})
     scores = []
     for shift in (0.0, 2.0, 15.0):
-        ego = log.ego_poses[model.meta["training_frames"][0]] @ make_pose([0.0, shift, 0.0])
+        ego = log.ego_poses[model.meta.training_frames[0]] @ make_pose([0.0, shift, 0.0])
         scores.append(renderer.render_frame(placed, ego, log.rig.cameras[:1]).confidence)
     assert scores[0].distance_to_training_m < 1e-6 and scores[0].score > 0.5
     assert scores[0].score > scores[1].score > scores[2].score

@@ -142,14 +142,13 @@ def reconstruct(
         _fail(e)
     if not moving:
         cfg = replace(cfg, dynamic=replace(cfg.dynamic, enabled=False))
-    if steps is not None:
-        if steps < 1:
-            _fail(ValueError(f"--steps must be positive, got {steps}"))
-        cfg = replace(cfg, appearance=replace(cfg.appearance, train_steps=steps))
-    if voxel is not None:
-        if not 0.01 <= voxel <= 1.0:
-            _fail(ValueError(f"--voxel must lie in [0.01, 1.0] m, got {voxel}"))
-        cfg = replace(cfg, geometry=replace(cfg.geometry, voxel_size_m=voxel))
+    try:  # the configs check their ranges
+        if steps is not None:
+            cfg = replace(cfg, appearance=replace(cfg.appearance, train_steps=steps))
+        if voxel is not None:
+            cfg = replace(cfg, geometry=replace(cfg.geometry, voxel_size_m=voxel))
+    except ValueError as e:
+        _fail(ValueError(f"--{'steps' if 'train_steps' in str(e) else 'voxel'}: {e}"))
     try:
         drv = load_log(log)
         with progress_bar() as bar:
@@ -161,7 +160,7 @@ def reconstruct(
             f"finished stages are kept in {out / 'checkpoints'}; run the same command again to resume "
             "(--restart to start over)"
         )
-    stats = model.meta["stats"]
+    stats = model.meta.stats
     console.print(
         f"wrote scene to {out}: {stats['background_triangles']} background triangles, "
         f"{len(model.actors)} actors, {stats['texels']} texels"
@@ -196,7 +195,7 @@ def evaluate_recon(
         model = SceneModel.load(scene)
         drv = load_log(log)
         with progress_bar() as bar:
-            task = bar.add_task("evaluating", total=len(model.meta.get("holdout_frames", [])))
+            task = bar.add_task("evaluating", total=len(model.meta.holdout_frames))
             metrics = evaluate_reconstruction(
                 model,
                 drv,
@@ -259,7 +258,7 @@ def render(
     _finite(scale, "--scale")
     try:
         model = SceneModel.load(scene)
-        drv = log_with_scene_tracks(load_log(log or model.meta["log"]["path"]), model.meta)
+        drv = log_with_scene_tracks(load_log(log or model.meta.log.path), model.meta)
         if not 0 <= frame < drv.num_frames:
             raise ValueError(f"--frame must lie in [0, {drv.num_frames}), got {frame}")
         if not 0.05 <= scale <= 8:

@@ -52,10 +52,10 @@ def _log_complete(path: Path) -> bool:
 
 
 def _scene_current(scene_dir: Path) -> bool:
-    from neurodrive.scene.model import read_scene_meta
+    from neurodrive.scene.meta import SceneMeta
 
     try:
-        read_scene_meta(scene_dir)
+        SceneMeta.read(scene_dir)
     except DataError:
         return False
     return True

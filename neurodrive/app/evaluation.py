@@ -106,7 +106,7 @@ def run_key(scenario_path: str | Path, agent: str, video: bool, rerun: bool = Fa
     if rerun:
         key["rerun"] = True
     from neurodrive.scenarios.scenario import Scenario
-    from neurodrive.scene.model import read_scene_meta
+    from neurodrive.scene.meta import SceneMeta
 
     try:
         scenario = Scenario.load(path)
@@ -114,7 +114,7 @@ def run_key(scenario_path: str | Path, agent: str, video: bool, rerun: bool = Fa
         if scenario.log is not None:
             log = scenario.resolve_path(scenario.log)
         else:  # the scene's source log, as the simulator finds it
-            log = Path(read_scene_meta(scene)["log"]["path"]) if scene is not None else None
+            log = Path(SceneMeta.read(scene).log.path) if scene is not None else None
     except (DataError, KeyError, TypeError):
         return key  # a broken scenario fails when it runs; its key is its bytes
     if scene is not None and (scene / "scene.json").is_file():

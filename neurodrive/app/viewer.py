@@ -20,7 +20,7 @@ from neurodrive.app.replay import scenario_inputs
 from neurodrive.io_utils import atomic_write_bytes, check_apart
 from neurodrive.logs.io import load_log
 from neurodrive.scenarios.scenario import Scenario, Sensors
-from neurodrive.scene.model import read_scene_meta
+from neurodrive.scene.meta import SceneMeta
 from neurodrive.sim.simulator import Observation, SimConfig, Simulator
 from neurodrive.viz.bev import BevProjection, BevStyle
 from neurodrive.viz.frames import compose_frame
@@ -80,7 +80,7 @@ def load_scenario(target: str | Path, camera_scale: float | None = None) -> tupl
     target = Path(target)
     if target.is_dir():
         raw = {"name": f"{target.name}-edited", "scene": str(target.resolve()), "duration_s": 600.0}
-        log_path = Path(read_scene_meta(target)["log"]["path"])
+        log_path = Path(SceneMeta.read(target).log.path)
         if camera_scale is None and (log_path / "log.json").is_file():  # else the simulator says it is missing
             rig = load_log(log_path, check_files=False).rig
             camera_scale = auto_camera_scale(sum(c.width_px * c.height_px for c in rig.cameras))

@@ -22,7 +22,7 @@ import numpy as np
 from gymnasium import spaces
 
 from neurodrive.envs.actions import action_factory
-from neurodrive.envs.observations import observation_factory
+from neurodrive.envs.observations import RoutePosition, observation_factory
 from neurodrive.envs.rewards import RewardConfig, reward_terms, weighted_rewards
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.sim.simulator import SimConfig, Simulator
@@ -84,8 +84,8 @@ class ClosedLoopEnv(gym.Env):
         self._window = None
         self._last: Observation | None = None
 
-    def _observation(self, obs: Observation) -> dict[str, np.ndarray]:
-        return {k: v for t in self.observation_types for k, v in t.observe(obs).items()}
+    def _observe(self, obs: Observation, where: RoutePosition) -> dict[str, np.ndarray]:
+        return {k: v for t in self.observation_types for k, v in t.observe(obs, where).items()}
 
     # ------------------------------------------------------------------ gym API
 
@@ -94,34 +94,47 @@ class ClosedLoopEnv(gym.Env):
         episode_seed = int(self.np_random.integers(0, 2**31 - 1))
         obs = self.sim.reset(episode_seed)
         self._last = obs
-        self._progress = self._start_s = float(obs.route.project(obs.ego.centre_xy(self.params))[0])
+        where = RoutePosition.of(obs)
+        self._progress = self._start_s = where.s_m
         if self.render_mode == "human":
             self.render()
-        return self._observation(obs), {"episode_seed": episode_seed}
+        return self._observe(obs, where), {"episode_seed": episode_seed}
 
     def step(self, action):
-        """``_simulate`` -> observe -> ``_rewards`` -> terminated / truncated (as highway-env)."""
+        """``_simulate`` -> ``_observe`` -> ``_rewards`` -> ``_is_terminated`` / ``_is_truncated`` ->
+        ``_info`` (as highway-env); the ego is projected onto the route once."""
         if self._last is None:
             raise RuntimeError("call reset() before step()")
         prev = self._last
         obs, info = self._simulate(action)
-        progress = float(obs.route.project(obs.ego.centre_xy(self.params))[0])
-        rewards = self._rewards(prev, obs, info, progress - self._progress)
-        self._progress = progress
-        terminated = bool(info.collisions) or info.goal_reached or (info.off_road and self.config.terminate_off_road)
-        truncated = (not terminated) and info.done
+        where = RoutePosition.of(obs)
+        observation = self._observe(obs, where)
+        rewards = self._rewards(prev, obs, info, where.s_m - self._progress)
+        self._progress = where.s_m
+        terminated = self._is_terminated(info)
+        truncated = self._is_truncated(info, terminated)
         if terminated or truncated:
             self.sim.end_episode()
-        details = {
+        if self.render_mode == "human":
+            self.render()
+        return observation, float(sum(rewards.values())), terminated, truncated, self._info(info, where, rewards)
+
+    def _is_terminated(self, info: StepInfo) -> bool:
+        """A collision, the goal, or (``terminate_off_road``) leaving the drivable area ends the episode."""
+        return bool(info.collisions) or info.goal_reached or (info.off_road and self.config.terminate_off_road)
+
+    def _is_truncated(self, info: StepInfo, terminated: bool) -> bool:
+        """The scenario's time is up without the episode having ended otherwise."""
+        return (not terminated) and info.done
+
+    def _info(self, info: StepInfo, where: RoutePosition, rewards: dict[str, float]) -> dict:
+        return {
             "collisions": [c.actor_id for c in info.collisions],
             "off_road": info.off_road,
             "goal_reached": info.goal_reached,
-            "progress_m": progress - self._start_s,
+            "progress_m": where.s_m - self._start_s,
             "rewards": rewards,
         }
-        if self.render_mode == "human":
-            self.render()
-        return self._observation(obs), float(sum(rewards.values())), bool(terminated), bool(truncated), details
 
     def _simulate(self, action) -> tuple[Observation, StepInfo]:
         obs, info = self.sim.step(self.action_type.command(action, self._last))

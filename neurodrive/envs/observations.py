@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,16 +24,18 @@ EGO_BOUNDS = np.array([60.0, 10.0, 1.1, 50.0, np.pi, 600.0], np.float32)
 ROUTE_RANGE_M = np.float32(200.0)
 
 
-_LAST_PROJECTION: list = [None, None]  # (observation, (s, lateral)): ego and route share one projection
+@dataclass(frozen=True)
+class RoutePosition:
+    """Where the ego (its rear axle, the pose's origin) is on the route: projected once per step and
+    shared by the observations, the progress reward and ``info``."""
 
+    s_m: float  # arc length along the route
+    lateral_m: float  # signed offset from the route, left positive
 
-def route_projection(obs: Observation) -> tuple[float, float]:
-    """(arc length, signed lateral offset) of the ego on the route, computed once per observation."""
-    if _LAST_PROJECTION[0] is not obs:
-        e = obs.ego
-        s, lateral = obs.route.project(np.array([e.x_m, e.y_m]))
-        _LAST_PROJECTION[:] = [obs, (float(s), float(lateral))]
-    return _LAST_PROJECTION[1]
+    @staticmethod
+    def of(obs: Observation) -> RoutePosition:
+        s, lateral = obs.route.project(np.array([obs.ego.x_m, obs.ego.y_m]))
+        return RoutePosition(float(s), float(lateral))
 
 
 class ObservationType:
@@ -41,7 +44,7 @@ class ObservationType:
     def spaces(self) -> dict[str, spaces.Space]:
         raise NotImplementedError
 
-    def observe(self, obs: Observation) -> dict[str, np.ndarray]:
+    def observe(self, obs: Observation, where: RoutePosition) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
 
@@ -55,7 +58,7 @@ class CameraObservation(ObservationType):
         c = self.camera
         return {f"camera_{c.name}": spaces.Box(0, 255, (c.height_px, c.width_px, 3), np.uint8)}
 
-    def observe(self, obs: Observation) -> dict[str, np.ndarray]:
+    def observe(self, obs: Observation, where: RoutePosition) -> dict[str, np.ndarray]:
         return {f"camera_{self.camera.name}": obs.sensors.cameras[self.camera.name].rgb}
 
 
@@ -75,7 +78,7 @@ class LidarRangeImageObservation(ObservationType):
         lid = self.lidar
         return {self.key: spaces.Box(0.0, np.float32(lid.max_range_m), (2, *lid.pattern.image_shape), np.float32)}
 
-    def observe(self, obs: Observation) -> dict[str, np.ndarray]:
+    def observe(self, obs: Observation, where: RoutePosition) -> dict[str, np.ndarray]:
         return {self.key: range_intensity_image(obs.sensors.lidars[self.lidar.name].sweep, self.lidar)}
 
 
@@ -92,7 +95,7 @@ class LidarPointsObservation(ObservationType):
         high = np.tile(np.array([r, r, r, 1], np.float32), (self.count, 1))
         return {self.key: spaces.Box(low, high, dtype=np.float32)}
 
-    def observe(self, obs: Observation) -> dict[str, np.ndarray]:
+    def observe(self, obs: Observation, where: RoutePosition) -> dict[str, np.ndarray]:
         return {self.key: fixed_points(obs.sensors.lidars[self.lidar.name].sweep, self.lidar, self.count)}
 
 
@@ -106,9 +109,9 @@ class EgoStateObservation(ObservationType):
     def spaces(self) -> dict[str, spaces.Space]:
         return {"ego": spaces.Box(-EGO_BOUNDS, EGO_BOUNDS, dtype=np.float32)}
 
-    def observe(self, obs: Observation) -> dict[str, np.ndarray]:
+    def observe(self, obs: Observation, where: RoutePosition) -> dict[str, np.ndarray]:
         e = obs.ego
-        s, lateral = route_projection(obs)
+        s, lateral = where.s_m, where.lateral_m
         heading_err = float(wrap_angle(e.yaw_rad - float(obs.route.heading(s))))
         left = self.duration_s - obs.time_s
         ego = np.array([e.speed_mps, e.accel_mps2, e.steering_rad, -float(lateral), -heading_err, left], np.float32)
@@ -124,10 +127,9 @@ class RouteObservation(ObservationType):
     def spaces(self) -> dict[str, spaces.Space]:
         return {"route": spaces.Box(-ROUTE_RANGE_M, ROUTE_RANGE_M, (self.points, 2), np.float32)}
 
-    def observe(self, obs: Observation) -> dict[str, np.ndarray]:
+    def observe(self, obs: Observation, where: RoutePosition) -> dict[str, np.ndarray]:
         e = obs.ego
-        s, _ = route_projection(obs)
-        pts = obs.route.position(float(s) + self.spacing_m * np.arange(1, self.points + 1))
+        pts = obs.route.position(where.s_m + self.spacing_m * np.arange(1, self.points + 1))
         route = to_frame_xy(pts, e.x_m, e.y_m, e.yaw_rad)
         return {"route": np.clip(route, -ROUTE_RANGE_M, ROUTE_RANGE_M).astype(np.float32)}
 

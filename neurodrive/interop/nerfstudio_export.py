@@ -187,19 +187,19 @@ def _with_scene(log: DrivingLog, scene: str | Path) -> tuple[DrivingLog, list[in
     """``log`` with the scene's auto tracks, and the scene's held-out frames; one error when the scene
     was reconstructed from another log."""
     from neurodrive.errors import DataError
-    from neurodrive.scene.model import read_scene_meta
+    from neurodrive.scene.meta import SceneMeta
     from neurodrive.scene.tracks import log_with_scene_tracks
 
-    meta = read_scene_meta(scene)
-    made_from = meta.get("log", {})
-    if made_from.get("name") != log.name or made_from.get("num_frames") != log.num_frames:
+    meta = SceneMeta.read(scene)
+    made_from = meta.log
+    if made_from.name != log.name or made_from.num_frames != log.num_frames:
         raise DataError(
             Path(scene) / "scene.json",
             "log",
-            f"the scene was reconstructed from '{made_from.get('name')}' ({made_from.get('num_frames')} frames), "
+            f"the scene was reconstructed from '{made_from.name}' ({made_from.num_frames} frames), "
             f"not from '{log.name}' ({log.num_frames} frames)",
         )
-    held = [int(f) for f in meta.get("holdout_frames", [])]
+    held = list(meta.holdout_frames)
     return log_with_scene_tracks(log, meta), held
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from neurodrive.errors import DataError
 from neurodrive.io_utils import atomic_write_bytes, atomic_write_json
+from neurodrive.reconstruct.config import AppearanceConfig
 from neurodrive.scene.decoder import AppearanceDecoder
 from neurodrive.scene.sky import SkyModel
 
@@ -116,18 +118,13 @@ def train_decoder(
     colours: np.ndarray,
     exposures: np.ndarray,
     camera_names: list[str],
-    num_features: int,
-    hidden_units: int,
-    residual_scale: float,
-    steps: int,
-    batch_size: int,
-    learning_rate: float,
+    cfg: AppearanceConfig,
     seed: int,
     checkpoint_dir: Path,
-    checkpoint_every: int,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, AppearanceDecoder, list[float]]:
-    """Joint gradient descent; resumes from the newest checkpoint in ``checkpoint_dir``.
+    """Joint gradient descent (``cfg``: features, MLP width, residual scale, steps, batch, learning
+    rate, checkpoint interval); resumes from the newest checkpoint in ``checkpoint_dir``.
 
     Returns (texel features (T, D), decoder, loss per step run in this call).
     """
@@ -135,12 +132,12 @@ def train_decoder(
 
     torch.manual_seed(seed)
     num_texels = len(colours)
-    extra = num_features - 3
+    extra = cfg.num_features - 3
     # colours come from the closed-form fit and stay fixed; the extra channels are learned
     base_colour = torch.from_numpy(colours.astype(np.float32))
-    extras, mlp, exp_a, exp_b = _decoder_modules(num_texels, extra, num_features, hidden_units, exposures)
-    opt_sparse = torch.optim.SparseAdam(list(extras.parameters()), lr=learning_rate)
-    opt_dense = torch.optim.Adam(list(mlp.parameters()) + [exp_a, exp_b], lr=learning_rate)
+    extras, mlp, exp_a, exp_b = _decoder_modules(num_texels, extra, cfg.num_features, cfg.hidden_units, exposures)
+    opt_sparse = torch.optim.SparseAdam(list(extras.parameters()), lr=cfg.learning_rate)
+    opt_dense = torch.optim.Adam(list(mlp.parameters()) + [exp_a, exp_b], lr=cfg.learning_rate)
 
     ckpt = checkpoint_dir / "appearance.safetensors"
     meta = checkpoint_dir / "appearance.json"
@@ -152,20 +149,8 @@ def train_decoder(
     def save(step: int) -> None:
         _save_training_checkpoint(ckpt, meta, step, extras, mlp, exp_a, exp_b, optimizers)
 
-    losses = _run_steps(
-        samples,
-        base_colour,
-        (extras, mlp, exp_a, exp_b),
-        (opt_sparse, opt_dense),
-        extra,
-        residual_scale,
-        seed,
-        range(start, steps),
-        batch_size,
-        checkpoint_every,
-        save,
-        progress,
-    )
+    training = _Training(extras, mlp, exp_a, exp_b, opt_sparse, opt_dense, extra)
+    losses = _run_steps(samples, base_colour, training, cfg, seed, range(start, cfg.train_steps), save, progress)
     w = {k: v.detach().numpy() for k, v in mlp.state_dict().items()}
     exp = np.concatenate([exp_a.detach().numpy(), exp_b.detach().numpy()[:, :, None]], axis=2)
     decoder = AppearanceDecoder(
@@ -173,7 +158,7 @@ def train_decoder(
         b1=w["0.bias"],
         w2=w["2.weight"].T.copy(),
         b2=w["2.bias"],
-        residual_scale=residual_scale,
+        residual_scale=cfg.residual_scale,
         exposures={name: exp[i] for i, name in enumerate(camera_names)},
     )
     features = np.concatenate([colours.astype(np.float32), extras.weight.detach().numpy()[:, :extra]], axis=1)
@@ -263,25 +248,35 @@ def _load_training_checkpoint(ckpt: Path, meta: Path, extras, mlp, exp_a, exp_b,
     return step
 
 
+@dataclass
+class _Training:
+    """What gradient steps update: per-texel extra channels, the MLP, the exposures, their optimisers."""
+
+    extras: Any  # torch.nn.Embedding (texels, extra channels)
+    mlp: Any  # torch.nn.Sequential
+    exp_a: Any  # (cameras, 3, 3) torch parameter
+    exp_b: Any  # (cameras, 3)
+    opt_sparse: Any
+    opt_dense: Any
+    extra: int  # learned channels per texel
+
+
 def _run_steps(
     samples: PixelSamples,
     base_colour,
-    modules: tuple,
-    optimizers: tuple,
-    extra: int,
-    residual_scale: float,
+    training: _Training,
+    cfg: AppearanceConfig,
     seed: int,
     step_range: range,
-    batch_size: int,
-    checkpoint_every: int,
     save: Callable[[int], None],
     progress: Callable[[int, int], None] | None,
 ) -> list[float]:
     """The gradient steps of ``step_range``; returns the loss of each."""
     import torch
 
-    extras, mlp, exp_a, exp_b = modules
-    opt_sparse, opt_dense = optimizers
+    extras, mlp, exp_a, exp_b = training.extras, training.mlp, training.exp_a, training.exp_b
+    opt_sparse, opt_dense, extra = training.opt_sparse, training.opt_dense, training.extra
+    residual_scale, batch_size, checkpoint_every = cfg.residual_scale, cfg.batch_size, cfg.checkpoint_every
     steps = step_range.stop
     texel_t = torch.from_numpy(samples.texel)
     dirs_t = torch.from_numpy(samples.dirs.astype(np.float32))

@@ -35,6 +35,10 @@ class GeometryConfig:
     inpaint_max_gap_bins: int = 16  # dropped runs up to this many azimuth bins inside a surface are filled
     inpaint_tolerance: float = 0.08  # ... when the bounding returns' ranges agree within this share
 
+    def __post_init__(self) -> None:
+        if not 0.01 <= self.voxel_size_m <= 1.0:
+            raise ValueError(f"geometry.voxel_size_m must lie in [0.01, 1.0] m, got {self.voxel_size_m}")
+
 
 @dataclass(frozen=True)
 class ActorConfig:
@@ -100,6 +104,11 @@ class AppearanceConfig:
     far_field_depth_m: float = 30.0  # pixels that miss the mesh are kept as photos, looked up at this depth (0: off)
     far_field_pixels: int = 12_000_000  # ... at most this many in all (photos are scaled down beyond it)
 
+    def __post_init__(self) -> None:
+        for name in ("train_steps", "batch_size", "num_features", "hidden_units"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"appearance.{name} must be at least 1, got {getattr(self, name)}")
+
 
 @dataclass(frozen=True)
 class LidarFitConfig:
@@ -135,6 +144,13 @@ class ReconConfig:
     holdout_every: int = 5
     holdout_phase: int = 2
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.holdout_every < 2 or not 0 <= self.holdout_phase < self.holdout_every:
+            raise ValueError(
+                f"holdout_every must be >= 2 and 0 <= holdout_phase < holdout_every, "
+                f"got {self.holdout_every} and {self.holdout_phase}"
+            )
 
 
 # Named hold-out protocols: (every, phase). "every-5th" is this project's default; "every-other" is

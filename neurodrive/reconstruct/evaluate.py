@@ -19,6 +19,7 @@ from neurodrive.lidar.sensor import LidarSpec
 from neurodrive.logs.model import CameraSpec, DrivingLog
 from neurodrive.logs.writer import encode_png
 from neurodrive.render.rendering import SceneRenderer
+from neurodrive.scene.meta import SceneMeta
 from neurodrive.scene.model import SceneModel
 from neurodrive.scene.tracks import log_with_scene_tracks
 
@@ -118,9 +119,9 @@ def evaluate_reconstruction(
     """
     note = None
     if frames is None:
-        frames = list(model.meta.get("holdout_frames", []))
+        frames = list(model.meta.holdout_frames)
         if not frames:
-            frames = list(model.meta.get("training_frames", []))
+            frames = list(model.meta.training_frames)
             note = "the log is too short to hold frames out: metrics are on training frames"
     if not frames:
         raise ValueError("no frames to evaluate on")
@@ -177,13 +178,15 @@ def front_camera(log: DrivingLog) -> str | None:
     return max(log.rig.cameras, key=lambda c: float(c.T_ego_camera[0, 2])).name
 
 
-def _protocol(meta: dict, log: DrivingLog, per_camera: dict[str, list[tuple[float, float]]], held_out: bool) -> dict:
+def _protocol(
+    meta: SceneMeta, log: DrivingLog, per_camera: dict[str, list[tuple[float, float]]], held_out: bool
+) -> dict:
     """Which frames and cameras the numbers are over, and the front camera's own (NeuRAD's "FC")."""
     from neurodrive.reconstruct.config import ReconConfig, holdout_protocol
 
-    cfg = meta.get("config", {})
+    cfg = meta.config
     default = ReconConfig()
-    holdout = meta.get("holdout_protocol") or holdout_protocol(
+    holdout = meta.holdout_protocol or holdout_protocol(
         ReconConfig(
             holdout_every=int(cfg.get("holdout_every", default.holdout_every)),
             holdout_phase=int(cfg.get("holdout_phase", default.holdout_phase)),

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from neurodrive.logs.model import DrivingLog
+from neurodrive.logs.model import ActorTrack, DrivingLog
 from neurodrive.reconstruct.actors import fit_actor, gather_actor_returns
 from neurodrive.reconstruct.appearance import (
     PixelSamples,
@@ -51,11 +51,12 @@ from neurodrive.reconstruct.texturing import (
     smooth_sparse_texels,
 )
 from neurodrive.scene.decoder import AppearanceDecoder
+from neurodrive.scene.meta import SceneLogRef, SceneMeta
 from neurodrive.scene.model import SceneModel
 from neurodrive.scene.sky import SkyModel
 from neurodrive.scene.surface import ActorAsset, SurfaceMesh
 from neurodrive.scene.texels import TexelAtlas
-from neurodrive.scene.tracks import log_with_tracks, tracks_to_json
+from neurodrive.scene.tracks import auto_track_entries, log_with_tracks
 
 __all__ = ["ReconConfig", "holdout_frames", "reconstruct", "training_frames"]
 
@@ -129,9 +130,7 @@ def reconstruct(
         )
         for k, aid in enumerate(actor_ids)
     }
-    meta = scene_metadata(log, frames, cfg, look, len(background[1]), actor_points)
-    meta["auto_tracks"] = tracks_to_json(moving)
-    meta["stats"]["moving_objects"] = moving_stats
+    meta = scene_metadata(log, frames, cfg, look, len(background[1]), actor_points, moving, moving_stats)
     model = SceneModel(surface(0), actors, look.decoder, look.sky, lidar_models, meta)
     sky = fit_local_skies(model, log, frames, cfg, progress)
     model = SceneModel(model.background, model.actors, look.decoder, sky, lidar_models, meta)
@@ -227,15 +226,9 @@ def fit_appearance(
         colours,
         exposures,
         cam_names,
-        cfg.appearance.num_features,
-        cfg.appearance.hidden_units,
-        cfg.appearance.residual_scale,
-        cfg.appearance.train_steps,
-        cfg.appearance.batch_size,
-        cfg.appearance.learning_rate,
+        cfg.appearance,
         cfg.seed,
         stage.folder,
-        cfg.appearance.checkpoint_every,
         (lambda d, n: progress("training appearance", d, n)) if progress else None,
     )
     with stage_step(progress, "fitting the sky map"):
@@ -338,19 +331,23 @@ def scene_metadata(
     look: Appearance,
     background_triangles: int,
     actor_points: dict[str, int],
-) -> dict:
-    """scene.json's content besides the format fields: source log, frames, full config, statistics."""
+    moving: list[ActorTrack],
+    moving_stats: dict,
+) -> SceneMeta:
+    """scene.json's content besides what the scene's parts add when it is saved: source log, frames,
+    full config, statistics, the tracks found in the LiDAR."""
     num_texels = int(look.offsets[-1])
-    return {
-        "log": {"name": log.name, "path": str(Path(log.root).resolve()), "num_frames": log.num_frames},
-        "holdout_frames": holdout_frames(log.num_frames, cfg),
-        "holdout_protocol": holdout_protocol(cfg),
-        "training_frames": frames,
-        "training_ego_xy_yaw": [
+    return SceneMeta(
+        log=SceneLogRef(name=log.name, path=str(Path(log.root).resolve()), num_frames=log.num_frames),
+        holdout_frames=holdout_frames(log.num_frames, cfg),
+        holdout_protocol=holdout_protocol(cfg),
+        training_frames=frames,
+        training_ego_xy_yaw=[
             [float(p[0, 3]), float(p[1, 3]), float(np.arctan2(p[1, 0], p[0, 0]))] for p in log.ego_poses[frames]
         ],
-        "config": asdict(cfg),
-        "stats": {
+        config=asdict(cfg),
+        auto_tracks=auto_track_entries(moving),
+        stats={
             "background_triangles": background_triangles,
             "texels": num_texels,
             "observed_texel_share": float((look.count > 0).mean()) if num_texels else 0.0,
@@ -358,5 +355,6 @@ def scene_metadata(
             "training_loss_first": look.losses[0] if look.losses else None,
             "training_loss_last": look.losses[-1] if look.losses else None,
             "actor_lidar_points": actor_points,
+            "moving_objects": moving_stats,
         },
-    }
+    )

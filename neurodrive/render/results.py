@@ -8,6 +8,7 @@ import numpy as np
 
 from neurodrive.geometry import wrap_angle
 from neurodrive.lidar.sensor import LidarSweep
+from neurodrive.scene.meta import SceneMeta
 
 NO_ACTOR = -1
 
@@ -31,8 +32,8 @@ class RealismConfidence:
     score: float  # in [0, 1]; 1: a training view, falls with distance, turn and unseen surface
 
     @staticmethod
-    def assess(meta: dict, T_world_ego: np.ndarray, unseen_share: float) -> RealismConfidence:
-        poses = np.asarray(meta.get("training_ego_xy_yaw", []), float).reshape(-1, 3)
+    def assess(meta: SceneMeta, T_world_ego: np.ndarray, unseen_share: float) -> RealismConfidence:
+        poses = np.asarray(meta.training_ego_xy_yaw, float).reshape(-1, 3)
         if len(poses) == 0:
             dist, turn = float("nan"), float("nan")
             score = 1.0 - unseen_share

@@ -26,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from neurodrive.errors import DataError
@@ -133,3 +134,43 @@ class ActorEdits(_Schema):
         except ValidationError as e:
             field, problem = describe_validation_error(e)
             raise DataError(path, field, problem) from e
+
+    # the viewer's live edits, each a new ActorEdits (the simulator applies it)
+
+    def removing(self, actor_id: str) -> ActorEdits:
+        """Without ``actor_id``: an inserted actor's insert dropped, a logged one removed (and un-posed)."""
+        inserted = [i for i in self.insert if i.id != actor_id]
+        if len(inserted) != len(self.insert):
+            return self.model_copy(update={"insert": inserted})
+        return self.model_copy(
+            update={
+                "remove": [*self.remove, actor_id],
+                "repose": {k: v for k, v in self.repose.items() if k != actor_id},
+            }
+        )
+
+    def moving(self, actor_id: str, dx_m: float, dy_m: float, dyaw_rad: float, yaw_rad: float) -> ActorEdits:
+        """``actor_id``'s whole path shifted by a world-frame offset (m, rad): an inserted actor's
+        waypoints or lane start, a logged actor's re-pose offset (box frame; ``yaw_rad``: its heading now)."""
+        ins = next((i for i in self.insert if i.id == actor_id), None)
+        if ins is None:
+            c, s = float(np.cos(yaw_rad)), float(np.sin(yaw_rad))  # the offset is in the box frame
+            old = self.repose.get(actor_id)
+            base = old.offset if old is not None and old.offset is not None else [0.0, 0.0, 0.0, 0.0]
+            offset = [base[0] + c * dx_m + s * dy_m, base[1] - s * dx_m + c * dy_m, base[2], base[3] + dyaw_rad]
+            return self.model_copy(update={"repose": {**self.repose, actor_id: Repose(offset=offset)}})
+        if ins.waypoints is not None:
+            key = "pose" if ins.pose is not None else "trajectory"
+            rows = [ins.pose] if ins.pose is not None else ins.trajectory
+            start = 0 if ins.pose is not None else 1  # waypoints lead with their time
+            shifted = [
+                [*r[:start], r[start] + dx_m, r[start + 1] + dy_m, *r[start + 2 : -1], r[-1] + dyaw_rad] for r in rows
+            ]
+            new = ins.model_copy(update={key: shifted[0] if ins.pose is not None else shifted})
+        else:
+            lane = ins.behaviour
+            new = ins.model_copy(update={"behaviour": lane.model_copy(update={"start_s_m": lane.start_s_m + dx_m})})
+        return self.model_copy(update={"insert": [new if i.id == actor_id else i for i in self.insert]})
+
+    def inserting(self, ins: InsertActor) -> ActorEdits:
+        return self.model_copy(update={"insert": [*self.insert, ins]})

@@ -21,46 +21,14 @@ from safetensors.numpy import load_file
 from safetensors.numpy import save as save_safetensors
 
 from neurodrive.errors import DataError
-from neurodrive.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_npz, is_safe_name
+from neurodrive.io_utils import atomic_write_bytes, atomic_write_npz
 from neurodrive.lidar.intensity import LidarIntensityModel
 from neurodrive.lidar.ray_drop import RayDropModel
-from neurodrive.logs.io import read_json_file
 from neurodrive.scene.decoder import CAMERA_HEIGHT_M, AppearanceDecoder, bake_colours
 from neurodrive.scene.far_field import FarField
+from neurodrive.scene.meta import DecoderMeta, LidarModelMeta, SceneMeta, SkyMeta
 from neurodrive.scene.sky import SkyModel
 from neurodrive.scene.surface import ActorAsset, SurfaceMesh
-from neurodrive.scene.tracks import check_auto_tracks
-
-SCENE_FORMAT = "neurodrive-scene"
-SCENE_VERSION = 3  # 3: one LiDAR model per LiDAR of the rig (2: per-vertex drop rates, a ray-drop MLP)
-
-
-def read_scene_meta(folder: str | Path) -> dict:
-    """The validated ``scene.json`` of a scene folder (without loading the scene)."""
-    folder = Path(folder)
-    if folder.is_file():
-        raise DataError(folder, None, "is a file, expected a reconstructed scene folder (with scene.json)")
-    if not folder.is_dir():
-        raise DataError(folder, None, "scene folder does not exist")
-    meta_path = folder / "scene.json"
-    meta = read_json_file(meta_path, "missing file (not a reconstructed scene, or reconstruction unfinished)")
-    if not isinstance(meta, dict):
-        raise DataError(meta_path, None, f"expected a JSON object of scene fields, got a {type(meta).__name__}")
-    if meta.get("format") != SCENE_FORMAT or meta.get("version") != SCENE_VERSION:
-        raise DataError(
-            meta_path,
-            "version",
-            f"expected {SCENE_FORMAT} version {SCENE_VERSION}, found {meta.get('format')} "
-            f"version {meta.get('version')}: run `neurodrive reconstruct` again",
-        )
-    actors = meta.get("actors")
-    if not isinstance(actors, list) or not all(isinstance(a, str) for a in actors):
-        raise DataError(meta_path, "actors", "expected a list of actor ids")
-    for i, a in enumerate(actors):
-        if not is_safe_name(a):
-            raise DataError(meta_path, f"actors[{i}]", f"'{a}' is not a valid actor id (it names a file in actors/)")
-    check_auto_tracks(meta.get("auto_tracks", []), meta_path)
-    return meta
 
 
 class SceneModel:
@@ -73,9 +41,9 @@ class SceneModel:
         decoder: AppearanceDecoder,
         sky: SkyModel,
         lidar_models: Mapping[str, LidarIntensityModel],
-        meta: dict,
+        meta: SceneMeta,
     ) -> None:
-        views = np.asarray(meta.get("training_ego_xy_yaw", []), float).reshape(-1, 3)
+        views = np.asarray(meta.training_ego_xy_yaw, float).reshape(-1, 3)
         camera_positions = np.column_stack([views[:, :2], np.full(len(views), CAMERA_HEIGHT_M)]) if len(views) else None
         if background.baked_rgb is None:
             background = replace(background, baked_rgb=bake_colours(decoder, background, camera_positions))
@@ -121,30 +89,34 @@ class SceneModel:
             folder / "appearance.safetensors",
             save_safetensors({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}),
         )
-        meta = dict(self.meta) | {
-            "format": SCENE_FORMAT,
-            "version": SCENE_VERSION,
-            "actors": sorted(self.actors),
-            "cameras": sorted(d.exposures),
-            "decoder": {"residual_scale": d.residual_scale},
-            "sky": {"min_elevation_rad": self.sky.min_elevation_rad, "max_elevation_rad": self.sky.max_elevation_rad},
-            "lidar_models": [
-                {"name": name, "alpha": lm.alpha, "beta_per_m": lm.beta_per_m, "gain": lm.gain}
-                for name, lm in self.lidar_models.items()
-            ],
-        }
+        meta = self.meta.model_copy(
+            update={
+                "actors": sorted(self.actors),
+                "cameras": sorted(d.exposures),
+                "decoder": DecoderMeta(residual_scale=d.residual_scale),
+                "sky": SkyMeta(
+                    min_elevation_rad=self.sky.min_elevation_rad, max_elevation_rad=self.sky.max_elevation_rad
+                ),
+                "lidar_models": [
+                    LidarModelMeta(name=name, alpha=lm.alpha, beta_per_m=lm.beta_per_m, gain=lm.gain)
+                    for name, lm in self.lidar_models.items()
+                ],
+            }
+        )
         far_path = folder / "far_field.npz"
         if self.sky.far_field is not None:
             self.sky.far_field.save(far_path)
         elif far_path.exists():
             far_path.unlink()
-        atomic_write_json(folder / "scene.json", meta)  # written last: marks the scene complete
+        meta.write(folder)  # written last: marks the scene complete
 
     @staticmethod
     def load(folder: str | Path) -> SceneModel:
         folder = Path(folder)
         meta_path = folder / "scene.json"
-        meta = read_scene_meta(folder)
+        meta = SceneMeta.read(folder)
+        if meta.decoder is None or meta.sky is None:
+            raise DataError(meta_path, "decoder" if meta.decoder is None else "sky", "missing entry")
         app_path = folder / "appearance.safetensors"
         if app_path.is_dir():
             raise DataError(app_path, None, "is a folder, expected a safetensors file")
@@ -160,7 +132,7 @@ class SceneModel:
                 t["b1"],
                 t["w2"],
                 t["b2"],
-                float(meta["decoder"]["residual_scale"]),
+                meta.decoder.residual_scale,
                 {k.split(".", 1)[1]: v for k, v in t.items() if k.startswith("exposure.")},
             )
             local = t.get("sky_local")
@@ -177,14 +149,13 @@ class SceneModel:
                 )
             sky = SkyModel(
                 t["sky"],
-                float(meta["sky"]["min_elevation_rad"]),
-                float(meta["sky"]["max_elevation_rad"]),
+                meta.sky.min_elevation_rad,
+                meta.sky.max_elevation_rad,
                 local,
                 t.get("sky_local_xy"),
                 FarField.load(folder / "far_field.npz") if (folder / "far_field.npz").is_file() else None,
             )
             lidar_models = _lidar_models(meta, t, meta_path, app_path)
-            actor_ids = list(meta["actors"])
         except KeyError as e:
             raise DataError(
                 meta_path if str(e).strip("'") not in t else app_path, str(e).strip("'"), "missing entry"
@@ -194,26 +165,21 @@ class SceneModel:
         background = SurfaceMesh.read(folder / "background.npz")
         if background.texels.shape[1] + 3 != decoder.w1.shape[0]:
             raise DataError(app_path, "w1", "decoder input size does not match the texel features")
-        actors = {a: ActorAsset.load(folder / "actors" / f"{a}.npz") for a in actor_ids}
+        actors = {a: ActorAsset.load(folder / "actors" / f"{a}.npz") for a in meta.actors}
         return SceneModel(background, actors, decoder, sky, lidar_models, meta)
 
 
 def _lidar_models(
-    meta: dict, tensors: dict[str, np.ndarray], meta_path: Path, app_path: Path
+    meta: SceneMeta, tensors: dict[str, np.ndarray], meta_path: Path, app_path: Path
 ) -> dict[str, LidarIntensityModel]:
     """The scene's LiDAR models (``scene.json`` ``lidar_models``, ray-drop MLPs in the safetensors file)."""
-    entries = meta["lidar_models"]
-    if not isinstance(entries, list) or not entries:
+    if not meta.lidar_models:
         raise DataError(meta_path, "lidar_models", "expected a non-empty list of LiDAR models")
     models = {}
-    for i, entry in enumerate(entries):
-        values = [entry.get(k) if isinstance(entry, dict) else None for k in ("alpha", "beta_per_m", "gain")]
-        name = entry.get("name") if isinstance(entry, dict) else None
-        if not isinstance(name, str) or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in values):
-            raise DataError(meta_path, f"lidar_models[{i}]", "expected a name and finite alpha, beta_per_m, gain")
+    for entry in meta.lidar_models:
         try:
-            drop = RayDropModel.from_tensors(tensors, f"lidar_drop.{name}")
+            drop = RayDropModel.from_tensors(tensors, f"lidar_drop.{entry.name}")
         except ValueError as e:
-            raise DataError(app_path, f"lidar_drop.{name}", str(e)) from e
-        models[name] = LidarIntensityModel(float(values[0]), float(values[1]), drop, float(values[2]))
+            raise DataError(app_path, f"lidar_drop.{entry.name}", str(e)) from e
+        models[entry.name] = LidarIntensityModel(entry.alpha, entry.beta_per_m, drop, entry.gain)
     return models

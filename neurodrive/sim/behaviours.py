@@ -149,27 +149,42 @@ def leader_on_path(
     return best, speed
 
 
+@dataclass(frozen=True)
+class IDMStart:
+    """Where an IDM follower drives and how it starts.
+
+    Attributes:
+        path: the path it follows (world frame, m).
+        s_m: its arc length on the path at the start.
+        speed_mps: its speed at the start.
+        desired_speed_mps: the speed it drives at on a free road.
+        z_m: the height of its box centre.
+        time_s: before this time it waits at its start.
+    """
+
+    path: Polyline
+    s_m: float
+    speed_mps: float
+    desired_speed_mps: float
+    z_m: float
+    time_s: float = 0.0
+
+
 class IDMFollower:
     """Drives along a path at a desired speed and brakes for the ego and others (reactive)."""
 
     def __init__(
-        self,
-        actor_id: str,
-        category: str,
-        size_m: tuple[float, float, float],
-        path: Polyline,
-        start_s_m: float,
-        start_speed_mps: float,
-        desired_speed_mps: float,
-        z_m: float,
-        start_time_s: float = 0.0,
-        config: IDMConfig = IDMConfig(),
+        self, actor_id: str, category: str, size_m: tuple[float, float, float], start: IDMStart, config: IDMConfig
     ) -> None:
         self.actor_id, self.category, self.size_m = actor_id, category, tuple(float(v) for v in size_m)
-        self.path, self.z_m, self.config = path, z_m, config
-        self.start_s_m, self.start_speed_mps, self.desired_speed_mps = start_s_m, start_speed_mps, desired_speed_mps
-        self.start_time_s = start_time_s  # before it, the actor waits at its start
-        self._s, self._v = start_s_m, start_speed_mps
+        self.path, self.z_m, self.config = start.path, start.z_m, config
+        self.start_s_m, self.start_speed_mps, self.desired_speed_mps = (
+            start.s_m,
+            start.speed_mps,
+            start.desired_speed_mps,
+        )
+        self.start_time_s = start.time_s  # before it, the actor waits at its start
+        self._s, self._v = start.s_m, start.speed_mps
 
     def _state(self) -> ActorState:
         xy = self.path.position(self._s)
@@ -221,15 +236,12 @@ def idm_from_track(
     s0 = float(path.project(track.poses[first, :2, 3])[0])
     speeds = replay.segment_speed_mps
     start_speed = float(speeds[min(int(np.searchsorted(valid, first)), len(speeds) - 1)])
-    return IDMFollower(
-        track.actor_id,
-        track.category,
-        tuple(track.size_m),
+    start = IDMStart(
         path,
         s0,
         start_speed,
         max(float(speeds.max()), 1.0),
         float(track.poses[first, 2, 3]),
-        start_time_s=float(timestamps_s[first] - time_offset_s),
-        config=config,
+        float(timestamps_s[first] - time_offset_s),
     )
+    return IDMFollower(track.actor_id, track.category, tuple(track.size_m), start, config)

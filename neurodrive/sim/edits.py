@@ -4,6 +4,7 @@ replayed, re-posed or scripted (``EditedActors``). What an edit says is ``scenar
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -106,6 +107,12 @@ def _waypoint_arrays(
     return w[:, 0], np.column_stack([w[:, 1], w[:, 2], z]), w[:, -1]
 
 
+def actor_rng(seed: int, actor_id: str) -> np.random.Generator:
+    """The random stream of one actor's jitter: the seed and the actor's id, so that an actor's draws
+    do not depend on which other actors the scenario holds."""
+    return np.random.default_rng([seed, zlib.crc32(actor_id.encode())])
+
+
 def scripted_actor(
     actor_id: str,
     category: str,
@@ -151,7 +158,6 @@ class EditedActors:
         self.log, self.edits = log, edits
         self._times_s = log.timestamps_s - log.timestamps_s[0]
         ground_z = float(log.ego_poses[0, 2, 3])
-        rng = np.random.default_rng(seed)
         self._tracks = {
             t.actor_id: reposed_track(t, edits.repose[t.actor_id], self._times_s, ground_z)
             for t in log.tracks
@@ -163,7 +169,9 @@ class EditedActors:
                 _fail(source, f"insert[{i}].behaviour", "lane behaviours need the simulator: use a scenario and replay")
             asset = self.scene.actors[ins.id]
             size = (float(asset.size_m[0]), float(asset.size_m[1]), float(asset.size_m[2]))
-            self._inserted[ins.id] = scripted_actor(ins.id, asset.category, size, ins, ground_z, rng)
+            self._inserted[ins.id] = scripted_actor(
+                ins.id, asset.category, size, ins, ground_z, actor_rng(seed, ins.id)
+            )
 
     @staticmethod
     def load(log: DrivingLog, scene: SceneModel, path: str | Path) -> EditedActors:
