@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from neurodrive.errors import DataError
 from neurodrive.io_utils import atomic_write_json, is_safe_name
@@ -26,6 +26,15 @@ SCENE_VERSION = 3  # 3: one LiDAR model per LiDAR of the rig (2: per-vertex drop
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Frame = Annotated[int, Field(ge=0)]
+
+
+def _actor_id(name: str) -> str:
+    if not is_safe_name(name):
+        raise ValueError(f"'{name}' is not a valid actor id (it names a file in actors/)")
+    return name
+
+
+ActorId = Annotated[str, AfterValidator(_actor_id)]
 
 
 class _Schema(BaseModel):
@@ -97,19 +106,11 @@ class SceneMeta(_Schema):
     config: dict[str, Any] = {}
     stats: dict[str, Any] = {}
     auto_tracks: list[AutoTrack] = []
-    actors: list[str] = []
+    actors: list[ActorId] = []
     cameras: list[str] = []
     decoder: DecoderMeta | None = None
     sky: SkyMeta | None = None
     lidar_models: list[LidarModelMeta] = []
-
-    @field_validator("actors")
-    @classmethod
-    def _actor_ids_name_files(cls, actors: list[str]) -> list[str]:
-        for a in actors:
-            if not is_safe_name(a):
-                raise ValueError(f"'{a}' is not a valid actor id (it names a file in actors/)")
-        return actors
 
     @staticmethod
     def read(folder: str | Path) -> SceneMeta:
