@@ -32,7 +32,7 @@ def write_render(stage: Path, result, frame: int, lane_shift: float, actor_ids) 
             azimuth_index=sweep.azimuth_index,
             instance=lidar.instance,
         )
-        write_ply(stage / f"{stem}.ply", sweep.xyz_m, sweep.intensity)
+        write_lidar_ply(stage / f"{stem}.ply", sweep.xyz_m, sweep.intensity)
     c = result.confidence
     atomic_write_json(
         stage / "confidence.json",
@@ -48,7 +48,7 @@ def write_render(stage: Path, result, frame: int, lane_shift: float, actor_ids) 
     )
 
 
-def write_ply(path: Path, xyz: np.ndarray, intensity: np.ndarray) -> None:
+def write_lidar_ply(path: Path, xyz: np.ndarray, intensity: np.ndarray) -> None:
     """Binary little-endian PLY with x, y, z, intensity (float32)."""
     from neurodrive.io_utils import atomic_write_bytes
 

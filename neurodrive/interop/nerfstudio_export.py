@@ -167,7 +167,7 @@ def sweep_points(
     return pts[seen] - origin_m, colour[seen]
 
 
-def write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray, voxel_m: float, max_points: int, seed: int) -> int:
+def write_coloured_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray, voxel_m: float, max_points: int, seed: int) -> int:
     """Binary PLY of the points after averaging per ``voxel_m`` voxel and keeping at most ``max_points``."""
     import open3d as o3d
 
@@ -285,7 +285,7 @@ def export_nerfstudio(
                 rgb.append(colours)
         cloud = np.concatenate(xyz) if xyz else np.zeros((0, 3))
         points = (
-            write_ply(stage / "points3D.ply", cloud, np.concatenate(rgb), voxel_m, max_points, seed)
+            write_coloured_ply(stage / "points3D.ply", cloud, np.concatenate(rgb), voxel_m, max_points, seed)
             if len(cloud)
             else 0
         )
