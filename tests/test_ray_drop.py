@@ -44,7 +44,7 @@ def test_vertex_rates_resolve_a_window_edge() -> None:
     vertices = np.array([[-1.0, 0, 0], [1.0, 0, 0], [-0.05, 0, 0], [0.05, 0, 0], [-1.0, 0, 20.0]])
     rates = vertex_drop_rates(vertices, pts, dropped, prior=0.1)
     assert rates.shape == (5, len(DROP_NEIGHBOURS))
-    assert np.all(rates[4] == np.float32(0.1))  # 20 m from every ray: no evidence, the prior
+    assert np.all(rates[4] > 0.65)  # 20 m above the glass: the rates of the rays nearest below it
     assert np.all(rates[0] > 0.65) and np.all(rates[1] < 0.1)  # shrunk towards the prior by two rays
     k4 = DROP_NEIGHBOURS.index(4)
     assert rates[2, k4] > rates[3, k4]  # the smallest neighbourhood still tells the two sides apart

@@ -264,9 +264,7 @@ def test_a_real_scene_runs_in_closed_loop_with_an_auto_actor_removed_and_a_car_i
         "duration_s": 1.0,
         "actors": {
             "remove": [auto[0].id],
-            "insert": [
-                {"id": "parked", "asset": auto[-1].id, "pose": [float(ahead[0, 3]), float(ahead[1, 3]), 0.0]}
-            ],
+            "insert": [{"id": "parked", "asset": auto[-1].id, "pose": [float(ahead[0, 3]), float(ahead[1, 3]), 0.0]}],
         },
         "sensors": {"cameras": [log.rig.cameras[0].name], "lidar": True, "camera_scale": 0.5},
     }

@@ -22,11 +22,11 @@ from scipy.spatial import cKDTree
 
 from neurodrive.lidar.pattern import RayPattern, from_image, to_image
 from neurodrive.lidar.sensor import LidarSpec
-from neurodrive.spatial import near_reference
+from neurodrive.spatial import near_reference, one_per_cell
 
 DROP_NEIGHBOURS = (4, 16, 64)  # training rays behind each vertex's drop rates
-# a vertex with no training ray in its 2 m cell or the 26 around it (none within 2 m; a k-d tree
-# query from there is slow, and what it finds says little) keeps the prior rate
+# a vertex with no training ray in its 2 m cell or the 26 around it (none within 2 m) reads its rates
+# from one ray per such cell: a k-d tree query from far outside the rays is slow
 DROP_EVIDENCE_CELL_M = 2.0
 NUM_FEATURES = len(DROP_NEIGHBOURS) + 6
 _JUMP_MISSING_M = 100.0  # range jump counted towards a neighbour ray that hits nothing
@@ -175,25 +175,38 @@ def vertex_drop_rates(
 ) -> np.ndarray:
     """(V, K) drop rate of the k training rays that hit closest to each vertex, for k in
     ``DROP_NEIGHBOURS``, shrunk towards ``prior`` with the weight of two rays. ``query`` limits
-    the work to those vertex indices; the other rows, and vertices with no training ray in the
-    ``DROP_EVIDENCE_CELL_M`` cells around them (surfaces no LiDAR ray reached), keep the prior."""
+    the work to those vertex indices (the other rows keep the prior). A vertex with no training ray
+    in its ``DROP_EVIDENCE_CELL_M`` cell or the 26 around it takes the rates of the nearest of one
+    ray per such cell (a k-d tree query from far outside the rays is slow; at that distance the
+    coarser set finds the same neighbourhood)."""
     rates = np.full((len(vertices), len(DROP_NEIGHBOURS)), prior, np.float32)
     rows = np.arange(len(vertices)) if query is None else query
     if len(hit_points) == 0 or len(rows) == 0:
         return rates
-    rows = rows[near_reference(vertices[rows], hit_points, DROP_EVIDENCE_CELL_M)]
-    k_max = min(max(DROP_NEIGHBOURS), len(hit_points))
+    near = near_reference(vertices[rows], hit_points, DROP_EVIDENCE_CELL_M)
     tree = cKDTree(hit_points)
-    for start in range(0, len(rows), chunk):  # in chunks: the neighbour lists stay small
-        part = rows[start : start + chunk]
-        _, nn = tree.query(vertices[part], k=k_max, workers=-1)
-        counts = np.cumsum(
-            dropped[nn.reshape(len(part), k_max)], axis=1, dtype=np.float32
-        )  # drops among the nearest 1..k_max
+    rates[rows[near]] = _nearest_ray_rates(tree, dropped, vertices[rows[near]], prior, chunk)
+    far = rows[~near]
+    if len(far):
+        coarse = hit_points[one_per_cell(hit_points, DROP_EVIDENCE_CELL_M)]
+        coarse_rates = _nearest_ray_rates(tree, dropped, coarse, prior, chunk)
+        _, nearest = cKDTree(coarse).query(vertices[far], workers=-1)
+        rates[far] = coarse_rates[nearest]
+    return rates
+
+
+def _nearest_ray_rates(tree: cKDTree, dropped: np.ndarray, points: np.ndarray, prior: float, chunk: int) -> np.ndarray:
+    """(n, K) shrunk drop rates of the k rays (``tree`` of their hit points) nearest each point."""
+    out = np.empty((len(points), len(DROP_NEIGHBOURS)), np.float32)
+    k_max = min(max(DROP_NEIGHBOURS), tree.n)
+    for start in range(0, len(points), chunk):  # in chunks: the neighbour lists stay small
+        part = slice(start, start + chunk)
+        _, nn = tree.query(points[part], k=k_max, workers=-1)
+        counts = np.cumsum(dropped[nn.reshape(-1, k_max)], axis=1, dtype=np.float32)  # drops among the nearest 1..k_max
         for j, k in enumerate(DROP_NEIGHBOURS):
             k = min(k, k_max)
-            rates[part, j] = (counts[:, k - 1] + 2 * prior) / (k + 2)
-    return rates
+            out[part, j] = (counts[:, k - 1] + 2 * prior) / (k + 2)
+    return out
 
 
 def barycentric(corners: np.ndarray, uv: np.ndarray) -> np.ndarray:

@@ -202,18 +202,18 @@ def fit_appearance(
 
     A log without camera images (LiDAR only) gets grey surfaces under a grey sky (reported as its own step)."""
     samples, sky_samples, stride = collect_pixel_samples(log, frames, meshes, actor_ids, cfg, progress)
-    if len(samples["mesh"]) == 0:
+    if len(samples.mesh) == 0:
         return grey_appearance(log, meshes, cfg, progress)
     fx = float(np.mean([c.intrinsics[0, 0] for c in log.rig.cameras]))
     with stage_step(progress, "building texel atlases"):
         atlases = build_atlases(meshes, samples, cfg.appearance.texel_pixel_ratio * stride / fx, cfg)
     offsets = np.concatenate([[0], np.cumsum([a.num_texels for a in atlases])])
-    texel = np.empty(len(samples["mesh"]), np.int64)
+    texel = np.empty(len(samples.mesh), np.int64)
     for m, atlas in enumerate(atlases):
-        sel = samples["mesh"] == m
-        texel[sel] = offsets[m] + atlas.lookup(samples["tri"][sel], samples["uv"][sel])
-    use = usable_samples(texel, samples["edge"], cfg)
-    pixels = PixelSamples(texel[use], samples["dirs"][use], samples["cam"][use], samples["rgb"][use])
+        sel = samples.mesh == m
+        texel[sel] = offsets[m] + atlas.lookup(samples.triangle[sel], samples.uv[sel])
+    use = usable_samples(texel, samples.edge, cfg)
+    pixels = PixelSamples(texel[use], samples.dirs[use], samples.camera[use], samples.rgb[use])
     del samples
     cam_names = exposure_groups(log, frames, cfg)
     with stage_step(progress, "fitting texel colours and exposures"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import numpy as np
 from PIL import Image
@@ -89,6 +90,37 @@ def _rays_towards(origin: np.ndarray, dirs: np.ndarray, centre: np.ndarray, radi
     return np.flatnonzero(dirs @ (offset / distance) >= cos_cone)
 
 
+@dataclass(frozen=True)
+class PixelHits:
+    """The training pixels whose rays hit the reconstruction (n of them)."""
+
+    mesh: np.ndarray  # (n,) int16 mesh index (0: background, k: actor k - 1)
+    triangle: np.ndarray  # (n,) int32
+    uv: np.ndarray  # (n, 2) float32 barycentric coordinates of the hit
+    t_m: np.ndarray  # (n,) float32 distance to the hit
+    dirs: np.ndarray  # (n, 3) float32 ray directions (world)
+    camera: np.ndarray  # (n,) int32 exposure group
+    rgb: np.ndarray  # (n, 3) uint8
+    edge: np.ndarray  # (n,) bool: on an actor's outline or grazing (``actor_edge_or_grazing``)
+
+    @staticmethod
+    def concatenate(parts: list[PixelHits]) -> PixelHits:
+        return PixelHits(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(PixelHits)))
+
+    @staticmethod
+    def empty() -> PixelHits:
+        return PixelHits(
+            np.zeros(0, np.int16),
+            np.zeros(0, np.int32),
+            np.zeros((0, 2), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros((0, 3), np.float32),
+            np.zeros(0, np.int32),
+            np.zeros((0, 3), np.uint8),
+            np.zeros(0, bool),
+        )
+
+
 def collect_pixel_samples(
     log: DrivingLog,
     frames: list[int],
@@ -96,16 +128,13 @@ def collect_pixel_samples(
     actor_ids: list[str],
     cfg: ReconConfig,
     progress: Progress | None = None,
-):
-    """Cast every (strided) training pixel onto the meshes.
-
-    Returns per-sample (mesh index, triangle, uv, distance, direction, camera, rgb, on an actor's
-    outline or grazing: see ``actor_edge_or_grazing``) and sky samples.
-    """
+) -> tuple[PixelHits, SkySamples, int]:
+    """Cast every (strided) training pixel onto the meshes: the pixels that hit, those that miss (sky
+    samples), and the pixel stride."""
     cams = log.rig.cameras
     total = sum(c.width_px * c.height_px for f in frames for c in cams if log.has_image(c.name, f))
     stride = max(1, int(np.ceil(np.sqrt(total / cfg.appearance.max_pixel_samples))))
-    out: dict[str, list[np.ndarray]] = {k: [] for k in ("mesh", "tri", "uv", "t", "dirs", "cam", "rgb", "edge")}
+    out: list[PixelHits] = []
     sky: dict[str, list[np.ndarray]] = {k: [] for k in ("dirs", "cam", "rgb")}
     casters = FrameCasters(meshes)
     for k, f in enumerate(frames):
@@ -123,25 +152,28 @@ def collect_pixel_samples(
             keep = ~behind_actor_boxes(log, f, T[:3, 3], dirs, background, margin) if margin >= 0 else True
             h = hits.hit & keep
             grid = (len(range(0, cam.height_px, stride)), len(range(0, cam.width_px, stride)))
-            out["edge"].append(actor_edge_or_grazing(hits, dirs, grid)[h])
-            out["mesh"].append(geom_to_mesh[hits.geometry[h]].astype(np.int16))
-            out["tri"].append(hits.triangle[h].astype(np.int32))
-            out["uv"].append(hits.uv[h].astype(np.float32))
-            out["t"].append(hits.t_m[h].astype(np.float32))
-            out["dirs"].append(dirs[h].astype(np.float32))
             group = ci * len(frames) + k if cfg.appearance.per_image_exposure else ci
-            out["cam"].append(np.full(h.sum(), group, np.int32))
-            out["rgb"].append(rgb[h])
+            out.append(
+                PixelHits(
+                    geom_to_mesh[hits.geometry[h]].astype(np.int16),
+                    hits.triangle[h].astype(np.int32),
+                    hits.uv[h].astype(np.float32),
+                    hits.t_m[h].astype(np.float32),
+                    dirs[h].astype(np.float32),
+                    np.full(h.sum(), group, np.int32),
+                    rgb[h],
+                    actor_edge_or_grazing(hits, dirs, grid)[h],
+                )
+            )
             m = ~hits.hit & keep
             sky["dirs"].append(dirs[m].astype(np.float32))
             sky["cam"].append(np.full(int(m.sum()), group, np.int32))
             sky["rgb"].append(rgb[m])
         if progress:
             progress("casting training pixels", k + 1, len(frames))
-    if not out["mesh"]:  # no camera image on any training frame (a LiDAR-only log)
-        return {k: np.zeros(0) for k in out}, SkySamples(np.zeros((0, 3)), np.zeros(0, int), np.zeros((0, 3))), stride
-    cat = {k: np.concatenate(v) for k, v in out.items()}
-    return cat, SkySamples(*(np.concatenate(sky[k]) for k in ("dirs", "cam", "rgb"))), stride
+    if not out:  # no camera image on any training frame (a LiDAR-only log)
+        return PixelHits.empty(), SkySamples(np.zeros((0, 3)), np.zeros(0, int), np.zeros((0, 3))), stride
+    return PixelHits.concatenate(out), SkySamples(*(np.concatenate(sky[k]) for k in ("dirs", "cam", "rgb"))), stride
 
 
 def actor_edge_or_grazing(hits, dirs: np.ndarray, grid: tuple[int, int], min_cos: float = 0.25) -> np.ndarray:
@@ -158,13 +190,13 @@ def actor_edge_or_grazing(hits, dirs: np.ndarray, grid: tuple[int, int], min_cos
     return (hits.geometry > 0) & (edge.reshape(-1) | (cos < min_cos))
 
 
-def build_atlases(meshes, samples: dict, pixel_angle_rad: float, cfg: ReconConfig) -> list[TexelAtlas]:
+def build_atlases(meshes, samples: PixelHits, pixel_angle_rad: float, cfg: ReconConfig) -> list[TexelAtlas]:
     """Texel width per triangle = footprint of one pixel at the closest training view."""
     atlases = []
     for m, (v, t) in enumerate(meshes):
-        sel = samples["mesh"] == m
+        sel = samples.mesh == m
         closest = np.full(len(t), np.inf)
-        np.minimum.at(closest, samples["tri"][sel], samples["t"][sel])
+        np.minimum.at(closest, samples.triangle[sel], samples.t_m[sel])
         size = np.where(np.isfinite(closest), np.maximum(cfg.appearance.min_texel_m, closest * pixel_angle_rad), 1e3)
         atlases.append(TexelAtlas.build(v, t, size, cfg.appearance.max_texel_resolution))
     return atlases
