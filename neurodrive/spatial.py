@@ -20,6 +20,13 @@ def _packed_cells(cells: np.ndarray, lo: np.ndarray, dims: np.ndarray) -> np.nda
     return (c[:, 0] * dims[1] + c[:, 1]) * dims[2] + c[:, 2]
 
 
+def _cell_keys(points: np.ndarray, cell_m: float) -> np.ndarray:
+    """(n,) one integer per ``cell_m`` voxel of each point, ordered as the voxels' (x, y, z)."""
+    cells = np.floor(points / cell_m).astype(np.int64)
+    lo = cells.min(axis=0)
+    return _packed_cells(cells, lo, cells.max(axis=0) + 1 - lo)
+
+
 def near_reference(points: np.ndarray, reference: np.ndarray, cell_m: float) -> np.ndarray:
     """(n,) bool: whether the ``cell_m`` voxel holding each point, or one of its 26 neighbours, holds a
     reference point. Every point within ``cell_m`` of a reference point is near; none farther than
@@ -42,10 +49,7 @@ def one_per_cell(points: np.ndarray, cell_m: float) -> np.ndarray:
     """Sorted indices of one point per occupied ``cell_m`` voxel (the first in each, by index)."""
     if len(points) == 0:
         return np.zeros(0, np.int64)
-    cells = np.floor(points / cell_m).astype(np.int64)
-    lo = cells.min(axis=0)
-    dims = cells.max(axis=0) + 1 - lo
-    _, first = np.unique(_packed_cells(cells, lo, dims), return_index=True)
+    _, first = np.unique(_cell_keys(points, cell_m), return_index=True)
     return np.sort(first)
 
 
@@ -54,6 +58,4 @@ def voxel_labels(points: np.ndarray, size_m: float) -> np.ndarray:
     voxels (as ``np.unique(..., axis=0)`` numbers them, on one packed integer: many times faster)."""
     if len(points) == 0:
         return np.zeros(0, np.int64)
-    cells = np.floor(points / size_m).astype(np.int64)
-    lo = cells.min(axis=0)
-    return np.unique(_packed_cells(cells, lo, cells.max(axis=0) + 1 - lo), return_inverse=True)[1].reshape(-1)
+    return np.unique(_cell_keys(points, size_m), return_inverse=True)[1].reshape(-1)
