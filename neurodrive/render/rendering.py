@@ -25,8 +25,7 @@ class SceneRenderer:
     """Cameras and LiDARs of ``scene`` with its actors placed anywhere.
 
     The renderer builds, once each, the background's acceleration structure per ray caster and the
-    baked colours through each camera exposure; a renderer of the same scene with other actors
-    (``with_scene``) shares them.
+    baked colours through each camera exposure; placing actors builds nothing.
     """
 
     def __init__(self, scene: SceneModel, caster: str = "auto") -> None:
@@ -35,14 +34,6 @@ class SceneRenderer:
         self.caster = caster
         self._exposed: dict[tuple[int, bytes], np.ndarray] = {}
         self._background_handles: dict[str, Any] = {}
-
-    def with_scene(self, scene: SceneModel) -> SceneRenderer:
-        """A renderer of ``scene`` sharing this one's caches when the background is the same object
-        (``SceneModel.with_actors``)."""
-        renderer = SceneRenderer(scene, self.caster)
-        if scene.background is self.scene.background:
-            renderer._exposed, renderer._background_handles = self._exposed, self._background_handles
-        return renderer
 
     def background_handle(self, backend: CasterBackend) -> Any:
         """The background mesh in ``backend`` (built once per renderer and backend)."""

@@ -67,8 +67,7 @@ class SceneModel:
         return self.lidar_models.get(name) or next(iter(self.lidar_models.values()))
 
     def with_actors(self, actors: dict[str, ActorAsset]) -> SceneModel:
-        """The same scene (the same background object, decoder, sky, LiDAR models) with other actor
-        assets; a renderer's ``with_scene`` reuses its background structures for it."""
+        """The same scene (the same background object, decoder, sky, LiDAR models) with other actor assets."""
         return SceneModel(self.background, actors, self.decoder, self.sky, self.lidar_models, self.meta)
 
     def save(self, folder: str | Path) -> None:
