@@ -111,6 +111,27 @@ def test_named_holdout_protocols() -> None:
     assert result.exit_code == 2 and "--holdout must be one of every-5th, every-other, got 'half'" in result.output
 
 
+def test_reconstruction_configs_check_their_ranges(tiny_log_dir: Path, tmp_path: Path) -> None:
+    """Python callers get the same range checks as the command line; the command line names its option."""
+    from typer.testing import CliRunner
+
+    from neurodrive.app.cli import app
+    from neurodrive.reconstruct.config import AppearanceConfig, GeometryConfig, ReconConfig
+
+    for make, message in (
+        (lambda: GeometryConfig(voxel_size_m=5.0), r"geometry\.voxel_size_m must lie in \[0\.01, 1\.0\] m, got 5\.0"),
+        (lambda: AppearanceConfig(train_steps=0), r"appearance\.train_steps must be at least 1, got 0"),
+        (lambda: ReconConfig(holdout_every=1), r"holdout_every must be >= 2"),
+        (lambda: ReconConfig(holdout_every=5, holdout_phase=5), r"0 <= holdout_phase < holdout_every"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            make()
+    out = tmp_path / "scene"
+    result = CliRunner().invoke(app, ["reconstruct", str(tiny_log_dir), "--out", str(out), "--steps", "0"])
+    assert result.exit_code == 2 and "--steps: appearance.train_steps must be at least 1" in result.output
+    assert not out.exists()
+
+
 def test_fitting_appearance_reduces_the_error(model: SceneModel, tiny_log_dir: Path) -> None:
     log = load_log(tiny_log_dir)
     frame = model.meta.training_frames[1]
