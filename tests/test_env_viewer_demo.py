@@ -24,9 +24,9 @@ SMALL = {"cameras": ["front"], "lidar": True}
 
 
 @pytest.mark.parametrize(
-    "config", [EnvConfig(), EnvConfig(action_type="waypoints", lidar_format="points", num_lidar_points=512)]
+    "config", [EnvConfig(), {"action_type": "waypoints", "lidar": {"format": "points", "num_points": 512}}]
 )
-def test_env_passes_the_gymnasium_checker(tiny_scene_dir: Path, config: EnvConfig) -> None:
+def test_env_passes_the_gymnasium_checker(tiny_scene_dir: Path, config: EnvConfig | dict) -> None:
     env = gym.make(
         "neurodrive/ClosedLoop-v0",
         scene=tiny_scene_dir,
@@ -36,15 +36,36 @@ def test_env_passes_the_gymnasium_checker(tiny_scene_dir: Path, config: EnvConfi
         render_mode="rgb_array",
     )
     check_env(env.unwrapped, skip_render_check=False)
+    config = env.unwrapped.config
     obs, _ = env.reset(seed=0)
     assert obs["camera_front"].dtype == np.uint8 and obs["camera_front"].shape == (90, 160, 3)
+    if config.lidar.format == "points":
+        assert obs["lidar"].shape == (512, 4) and env.action_space.shape == (5, 2)
     assert (
         obs["lidar"].dtype == np.float32
-        and np.count_nonzero(obs["lidar"][0 if config.lidar_format == "range_image" else slice(None)]) > 100
+        and np.count_nonzero(obs["lidar"][0 if config.lidar.format == "range_image" else slice(None)]) > 100
     )
     frame = env.render()
     assert frame.ndim == 3 and frame.shape[0] == 360 and frame.std() > 10
     env.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"lidar": {"format": "voxels"}}, r"lidar\.format must be 'range_image' or 'points', got 'voxels'"),
+        ({"lidar": {"num_points": 0}}, r"lidar\.num_points must be within 1 \.\. 1000000, got 0"),
+        ({"route": {"spacing_m": -5.0}}, r"route\.spacing_m must be within 0\.1 \.\. 100 m, got -5\.0"),
+        ({"waypoints": {"count": 0}}, r"waypoints\.count must be within 1 \.\. 100, got 0"),
+        ({"continuous": {"max_steering_rad": 3.0}}, r"continuous\.max_steering_rad must be within"),
+        ({"action_type": "teleport"}, r"action_type must be 'continuous' or 'waypoints', got 'teleport'"),
+        ({"lidar_format": "points"}, r"unknown field\(s\) \['lidar_format'\]"),
+        ({"route": {"point": 3}}, r"EnvConfig\.route: .*unexpected keyword argument 'point'"),
+    ],
+)
+def test_env_config_names_the_bad_field(raw: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EnvConfig.from_dict(raw)
 
 
 def test_env_reset_is_deterministic_and_episodes_end(tiny_scene_dir: Path) -> None:

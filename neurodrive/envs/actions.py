@@ -1,9 +1,10 @@
 """Action types of the Gymnasium environment: ``space()`` and ``command(action, observation)`` to
-a simulator command; ``action_factory`` picks one from the config."""
+a simulator command, each configured by its own small frozen config beside it (``setup(params)``
+builds the type); ``action_factory`` picks one by name."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 from gymnasium import spaces
@@ -13,15 +14,28 @@ from neurodrive.sim.controllers import Trajectory
 from neurodrive.sim.types import Observation
 from neurodrive.sim.vehicle import Control, VehicleParameters
 
-if TYPE_CHECKING:
-    from neurodrive.envs.closed_loop import EnvConfig
-
 
 def _finite(action: np.ndarray) -> np.ndarray:
     a = np.asarray(action, float)
     if not np.all(np.isfinite(a)):
         raise ValueError(f"action: contains NaN or infinite values: {a.tolist()}")
     return a
+
+
+@dataclass(frozen=True)
+class ContinuousActionConfig:
+    """Attributes:
+    max_steering_rad: the steering angle of action +1 / -1 (rad).
+    """
+
+    max_steering_rad: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.max_steering_rad <= 1.5:
+            raise ValueError(f"continuous.max_steering_rad must be within (0, 1.5] rad, got {self.max_steering_rad}")
+
+    def setup(self, params: VehicleParameters) -> ContinuousAction:
+        return ContinuousAction(params, self.max_steering_rad)
 
 
 class ContinuousAction:
@@ -37,6 +51,26 @@ class ContinuousAction:
         a = np.clip(_finite(action).reshape(2), -1.0, 1.0)
         accel = a[0] * (self.params.max_accel_mps2 if a[0] >= 0 else self.params.max_decel_mps2)
         return Control(float(accel), float(a[1] * self.max_steering_rad))
+
+
+@dataclass(frozen=True)
+class WaypointActionConfig:
+    """Attributes:
+    count: K, the number of ego-frame waypoints in an action.
+    spacing_s: time between consecutive waypoints (s).
+    """
+
+    count: int = 5
+    spacing_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.count <= 100:
+            raise ValueError(f"waypoints.count must be within 1 .. 100, got {self.count}")
+        if not 0.05 <= self.spacing_s <= 10.0:
+            raise ValueError(f"waypoints.spacing_s must be within 0.05 .. 10 s, got {self.spacing_s}")
+
+    def setup(self, params: VehicleParameters) -> WaypointAction:
+        return WaypointAction(params, self.count, self.spacing_s)
 
 
 class WaypointAction:
@@ -65,9 +99,15 @@ class WaypointAction:
         return Trajectory(xy[keep], speeds[keep])
 
 
-def action_factory(config: EnvConfig, params: VehicleParameters) -> ContinuousAction | WaypointAction:
-    if config.action_type == "continuous":
-        return ContinuousAction(params, config.max_steering_rad)
-    if config.action_type == "waypoints":
-        return WaypointAction(params, config.num_waypoints, config.waypoint_spacing_s)
-    raise ValueError(f"action_type must be 'continuous' or 'waypoints', got {config.action_type!r}")
+def action_factory(
+    action_type: str,
+    continuous: ContinuousActionConfig,
+    waypoints: WaypointActionConfig,
+    params: VehicleParameters,
+) -> ContinuousAction | WaypointAction:
+    """The action type named ``action_type``, built from its config."""
+    if action_type == "continuous":
+        return continuous.setup(params)
+    if action_type == "waypoints":
+        return waypoints.setup(params)
+    raise ValueError(f"action_type must be 'continuous' or 'waypoints', got {action_type!r}")

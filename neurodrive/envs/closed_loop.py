@@ -6,14 +6,14 @@ Observation (Dict):
                        or (N, 4) fixed-size points x, y, z, intensity in the ego frame
     ``ego``            float32 (6,) speed (m/s), acceleration (m/s²), steering (rad),
                        lateral offset from the route (m), heading error to the route (rad), time left (s)
-    ``route``          float32 (K, 2) the next K route points, every 5 m, in the ego frame (m)
+    ``route``          float32 (K, 2) the next K route points (default 10, 5 m apart) in the ego frame (m)
 Actions: ``continuous`` Box(-1, 1, (2,)) scaled to (acceleration, steering), or ``waypoints``
-Box (K, 2) ego-frame points 0.5 s apart, tracked by pure pursuit.
+Box (K, 2) ego-frame points (default 5, 0.5 s apart), tracked by pure pursuit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,8 +21,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from neurodrive.envs.actions import action_factory
-from neurodrive.envs.observations import RoutePosition, observation_factory
+from neurodrive.envs.actions import ContinuousActionConfig, WaypointActionConfig, action_factory
+from neurodrive.envs.observations import (
+    LidarObservationConfig,
+    RouteObservationConfig,
+    RoutePosition,
+    observation_factory,
+)
 from neurodrive.envs.rewards import RewardConfig, reward_terms, weighted_rewards
 from neurodrive.scenarios.scenario import Scenario
 from neurodrive.sim.simulator import SimConfig, Simulator
@@ -32,16 +37,49 @@ from neurodrive.viz.frames import compose_frame
 
 @dataclass(frozen=True)
 class EnvConfig:
+    """The environment's observation, action and reward set-up; each type has its own small config.
+
+    Attributes:
+        action_type: ``continuous`` (``continuous`` config) or ``waypoints`` (``waypoints`` config).
+        lidar: how each LiDAR is observed (range image or fixed-size points).
+        route: how many route points, how far apart.
+        continuous: the continuous action's steering scale.
+        waypoints: the waypoint action's count and spacing.
+        reward: the weights of the reward terms.
+        terminate_off_road: end the episode when the ego leaves the drivable area.
+    """
+
     action_type: Literal["continuous", "waypoints"] = "continuous"
-    lidar_format: Literal["range_image", "points"] = "range_image"
-    num_lidar_points: int = 4096  # with lidar_format "points"
-    route_points: int = 10  # every route_spacing_m
-    route_spacing_m: float = 5.0
-    num_waypoints: int = 5  # with action_type "waypoints", 0.5 s apart
-    waypoint_spacing_s: float = 0.5
-    max_steering_rad: float = 0.5  # continuous action +1 / -1
+    lidar: LidarObservationConfig = field(default_factory=LidarObservationConfig)
+    route: RouteObservationConfig = field(default_factory=RouteObservationConfig)
+    continuous: ContinuousActionConfig = field(default_factory=ContinuousActionConfig)
+    waypoints: WaypointActionConfig = field(default_factory=WaypointActionConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     terminate_off_road: bool = True
+
+    def __post_init__(self) -> None:
+        if self.action_type not in ("continuous", "waypoints"):
+            raise ValueError(f"action_type must be 'continuous' or 'waypoints', got {self.action_type!r}")
+
+    @staticmethod
+    def from_dict(raw: dict[str, Any]) -> EnvConfig:
+        """An ``EnvConfig`` from plain data (e.g. YAML): nested dicts for the sub-configs, e.g.
+        ``{"action_type": "waypoints", "lidar": {"format": "points", "num_points": 512}}``."""
+        known = {f.name: f.type for f in fields(EnvConfig)}
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ValueError(f"EnvConfig: unknown field(s) {unknown}; known: {sorted(known)}")
+        sub = {"lidar": LidarObservationConfig, "route": RouteObservationConfig, "reward": RewardConfig}
+        sub |= {"continuous": ContinuousActionConfig, "waypoints": WaypointActionConfig}
+        values: dict[str, Any] = {}
+        for name, value in raw.items():
+            if name in sub and isinstance(value, dict):
+                try:
+                    value = sub[name](**value)
+                except TypeError as exc:
+                    raise ValueError(f"EnvConfig.{name}: {exc}") from None
+            values[name] = value
+        return EnvConfig(**values)
 
 
 class ClosedLoopEnv(gym.Env):
@@ -52,7 +90,7 @@ class ClosedLoopEnv(gym.Env):
         scenario: str | Path | dict | Scenario | None = None,
         scene: str | Path | None = None,
         log: str | Path | None = None,
-        config: EnvConfig = EnvConfig(),
+        config: EnvConfig | dict[str, Any] | None = None,
         render_mode: str | None = None,
         **scenario_fields: Any,
     ) -> None:
@@ -69,7 +107,7 @@ class ClosedLoopEnv(gym.Env):
             if log is not None:
                 raw["log"] = str(log)
             self.scenario, source = Scenario.parse(raw), "<scenario>"
-        self.config = config
+        self.config = config = EnvConfig.from_dict(config) if isinstance(config, dict) else config or EnvConfig()
         self.render_mode = render_mode
         self.sim = Simulator.from_scenario(self.scenario, source, config=SimConfig(stop_on_collision=True))
         self.sim.set_sensors(self.sim.scene is not None)
@@ -77,8 +115,10 @@ class ClosedLoopEnv(gym.Env):
         rig = self.sim.rig
         cameras = rig.cameras if rig is not None else ()
         lidars = rig.lidars if rig is not None else ()
-        self.observation_types = observation_factory(config, cameras, lidars, self.scenario.duration_s)
-        self.action_type = action_factory(config, self.params)
+        self.observation_types = observation_factory(
+            config.lidar, config.route, cameras, lidars, self.scenario.duration_s
+        )
+        self.action_type = action_factory(config.action_type, config.continuous, config.waypoints, self.params)
         self.observation_space = spaces.Dict({k: v for t in self.observation_types for k, v in t.spaces().items()})
         self.action_space = self.action_type.space()
         self._window = None

@@ -1,11 +1,12 @@
-"""Observation types of the Gymnasium environment: each a small class with a ``space()`` and an
-``observe(observation)`` that fills its keys; ``observation_factory`` picks them from the config
-(as highway-env's ``observation_factory``)."""
+"""Observation types of the Gymnasium environment: each a small class with a ``spaces()`` and an
+``observe(observation, where)`` that fills its keys, configured by its own small frozen config beside
+it (``setup()`` builds the type); ``observation_factory`` picks them (as highway-env's
+``observation_factory``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Literal
 
 import numpy as np
 from gymnasium import spaces
@@ -15,9 +16,6 @@ from neurodrive.lidar.formats import fixed_points, range_intensity_image
 from neurodrive.lidar.sensor import LidarSpec
 from neurodrive.logs.model import CameraSpec
 from neurodrive.sim.types import Observation
-
-if TYPE_CHECKING:
-    from neurodrive.envs.closed_loop import EnvConfig
 
 # |speed| m/s, |accel| m/s², |steering| rad, |lateral offset| m, |heading error| rad, time left s
 EGO_BOUNDS = np.array([60.0, 10.0, 1.1, 50.0, np.pi, 600.0], np.float32)
@@ -60,6 +58,30 @@ class CameraObservation(ObservationType):
 
     def observe(self, obs: Observation, where: RoutePosition) -> dict[str, np.ndarray]:
         return {f"camera_{self.camera.name}": obs.sensors.cameras[self.camera.name].rgb}
+
+
+@dataclass(frozen=True)
+class LidarObservationConfig:
+    """How each LiDAR of the rig is observed.
+
+    Attributes:
+        format: ``range_image`` (2, rows, columns) range and intensity, or ``points`` (N, 4).
+        num_points: N, the fixed number of returns with ``format="points"`` (padded or subsampled).
+    """
+
+    format: Literal["range_image", "points"] = "range_image"
+    num_points: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.format not in ("range_image", "points"):
+            raise ValueError(f"lidar.format must be 'range_image' or 'points', got {self.format!r}")
+        if not 1 <= self.num_points <= 1_000_000:
+            raise ValueError(f"lidar.num_points must be within 1 .. 1000000, got {self.num_points}")
+
+    def setup(self, lidar: LidarSpec, primary: bool) -> ObservationType:
+        if self.format == "range_image":
+            return LidarRangeImageObservation(lidar, primary)
+        return LidarPointsObservation(lidar, self.num_points, primary)
 
 
 def lidar_key(lidar: LidarSpec, primary: bool) -> str:
@@ -118,6 +140,28 @@ class EgoStateObservation(ObservationType):
         return {"ego": np.clip(ego, -EGO_BOUNDS, EGO_BOUNDS)}
 
 
+@dataclass(frozen=True)
+class RouteObservationConfig:
+    """The route ahead of the ego.
+
+    Attributes:
+        points: K, the number of route points observed.
+        spacing_m: distance along the route between consecutive points (m).
+    """
+
+    points: int = 10
+    spacing_m: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.points <= 1000:
+            raise ValueError(f"route.points must be within 1 .. 1000, got {self.points}")
+        if not 0.1 <= self.spacing_m <= 100.0:
+            raise ValueError(f"route.spacing_m must be within 0.1 .. 100 m, got {self.spacing_m}")
+
+    def setup(self) -> RouteObservation:
+        return RouteObservation(self.points, self.spacing_m)
+
+
 class RouteObservation(ObservationType):
     """``route``: float32 (K, 2) the next K route points, ``spacing_m`` apart, in the ego frame."""
 
@@ -135,14 +179,14 @@ class RouteObservation(ObservationType):
 
 
 def observation_factory(
-    config: EnvConfig, cameras: tuple[CameraSpec, ...], lidars: tuple[LidarSpec, ...], duration_s: float
+    lidar: LidarObservationConfig,
+    route: RouteObservationConfig,
+    cameras: tuple[CameraSpec, ...],
+    lidars: tuple[LidarSpec, ...],
+    duration_s: float,
 ) -> list[ObservationType]:
-    """The observation types of ``config``: cameras and each LiDAR when the scenario renders them, then
-    the ego state and the route."""
+    """The observation types: cameras and each LiDAR when the scenario renders them, then the ego state
+    and the route."""
     types: list[ObservationType] = [CameraObservation(c) for c in cameras]
-    for k, lidar in enumerate(lidars):
-        if config.lidar_format == "range_image":
-            types.append(LidarRangeImageObservation(lidar, primary=k == 0))
-        else:
-            types.append(LidarPointsObservation(lidar, config.num_lidar_points, primary=k == 0))
-    return [*types, EgoStateObservation(duration_s), RouteObservation(config.route_points, config.route_spacing_m)]
+    types += [lidar.setup(spec, primary=k == 0) for k, spec in enumerate(lidars)]
+    return [*types, EgoStateObservation(duration_s), route.setup()]
