@@ -83,15 +83,20 @@ def evaluate_recon(
     lane_shift: bool = typer.Option(True, help="Also compare against ground truth 2 m to the side (generated logs)."),
     figures: Path = typer.Option(None, help="Write ground truth | render | error PNGs of the frames to this folder."),
     actor_edits: bool = typer.Option(True, help="Also measure actor removal and close-ups (generated logs)."),
+    appearance: str = typer.Option(
+        "both", help="photos, texels, or both (photo-based, with the texels' image metrics beside it)."
+    ),
     overwrite: bool = typer.Option(False, help="Replace an existing --out file."),
 ) -> None:
     """Metrics on held-out frames: PSNR / SSIM (whole image, outside moving objects, on actors), LiDAR
     depth / intensity / ray drop, Chamfer, lane shift, actor removal and close-up PSNR."""
+    if appearance not in ("photos", "texels", "both"):
+        fail(ValueError(f"--appearance must be photos, texels or both, got '{appearance}'"))
     import json
 
     from neurodrive.io_utils import atomic_write_json, check_output
     from neurodrive.logs.io import load_log
-    from neurodrive.reconstruct.evaluate import evaluate_reconstruction
+    from neurodrive.reconstruct.evaluate import evaluate_appearances
     from neurodrive.scene.model import SceneModel
 
     inputs = [("the scene", scene), ("the log", log)]
@@ -104,9 +109,10 @@ def evaluate_recon(
         drv = load_log(log)
         with progress_bar() as bar:
             task = bar.add_task("evaluating", total=len(model.meta.holdout_frames))
-            metrics = evaluate_reconstruction(
+            metrics = evaluate_appearances(
                 model,
                 drv,
+                appearance,
                 lane_shift=lane_shift,
                 progress=lambda s, d, n: bar.update(task, completed=d),
                 figures=figures,
@@ -121,13 +127,15 @@ def evaluate_recon(
     protocol = metrics["protocol"]
     table = Table(
         title=f"reconstruction of '{drv.name}' on frames {metrics['frames']} (held out: {protocol['holdout']}; "
-        f"psnr_db / ssim over all cameras, *_front: {protocol['front_camera']})"
+        f"psnr_db / ssim over all cameras, *_front: {protocol['front_camera']}; appearance: "
+        f"{metrics['appearance']}{', texels.*: the texels alone' if 'texels' in metrics else ''})"
     )
     table.add_column("metric")
     table.add_column("value")
     skip = ("frames", "protocol", "psnr_db_per_camera", "ssim_per_camera", "actor_removal_views")
-    for key, value in metrics.items():
-        if key in skip or key.endswith("_note"):
+    rows = metrics | {f"texels.{k}": v for k, v in metrics.get("texels", {}).items()}
+    for key, value in rows.items():
+        if key in skip or key == "texels" or key.endswith("_note"):
             continue
         table.add_row(
             key, "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else json.dumps(value))

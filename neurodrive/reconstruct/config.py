@@ -103,6 +103,7 @@ class AppearanceConfig:
     sky_bins_el: int = 60  # ... elevation bins
     far_field_depth_m: float = 30.0  # pixels that miss the mesh are kept as photos, looked up at this depth (0: off)
     far_field_pixels: int = 12_000_000  # ... at most this many in all (photos are scaled down beyond it)
+    keep_photos: bool = True  # the training photos travel with the scene for image-based rendering
 
     def __post_init__(self) -> None:
         for name in ("train_steps", "batch_size", "num_features", "hidden_units"):

@@ -106,6 +106,8 @@ def evaluate_reconstruction(
     supersample: int = 2,
     figures: str | Path | None = None,
     actor_edits: bool = True,
+    appearance: str = "auto",
+    lidar: bool = True,
 ) -> dict:
     """Metrics on held-out frames (default: the scene's held-out frames; a log too short to hold
     any out is evaluated on its training frames, and the result says so).
@@ -115,7 +117,8 @@ def evaluate_reconstruction(
     and SSIM are also given outside moving objects (boxes of the tracks that move) and on actors.
     Frames or cameras without data are skipped. ``figures``: a folder for ground truth | render |
     error PNGs. On logs with a ground-truth world, ``actor_edits`` adds actor removal and close-up
-    PSNR (``actor_quality``).
+    PSNR (``actor_quality``). ``appearance``: the renderer's (``SceneRenderer``: auto, photos, texels).
+    ``lidar``: also score the LiDAR sweeps.
     """
     note = None
     if frames is None:
@@ -126,7 +129,7 @@ def evaluate_reconstruction(
     if not frames:
         raise ValueError("no frames to evaluate on")
     log = log_with_scene_tracks(log, model.meta)
-    renderer = SceneRenderer(model)
+    renderer = SceneRenderer(model, appearance=appearance)
     m: dict[str, list] = {k: [] for k in METRIC_SERIES}
     per_camera: dict[str, list[tuple[float, float]]] = {c: [] for c in log.rig.camera_names}  # (PSNR, SSIM)
     per_lidar: dict[str, dict[str, list]] = {}
@@ -136,14 +139,14 @@ def evaluate_reconstruction(
             if log.has_image(cam.name, f):
                 _camera_metrics(renderer, log, scene, cam, f, supersample, figures, m)
                 per_camera[cam.name].append((m["psnr"][-1], m["ssim"][-1]))
-        for lidar in log.lidars_at(f):
-            sweep_metrics = _lidar_metrics(renderer, log, scene, f, lidar)
-            for series in (m, per_lidar.setdefault(lidar.name, _lidar_series())):  # pooled, and per LiDAR
+        for lidar_spec in log.lidars_at(f) if lidar else ():
+            sweep_metrics = _lidar_metrics(renderer, log, scene, f, lidar_spec)
+            for series in (m, per_lidar.setdefault(lidar_spec.name, _lidar_series())):  # pooled, and per LiDAR
                 for key, value in sweep_metrics.items():
                     series[key].append(value)
         if progress:
             progress("evaluating held-out frames", k + 1, len(frames))
-    result = {"frames": frames, **_summary(m, per_camera, supersample)}
+    result = {"frames": frames, "appearance": renderer.appearance, **_summary(m, per_camera, supersample)}
     if len(log.rig.lidars) > 1:
         result["lidar_per_sensor"] = {
             name: {k: v for k, v in _lidar_summary(series).items() if not k.endswith("_note")}
@@ -159,6 +162,22 @@ def evaluate_reconstruction(
         from neurodrive.reconstruct.actor_quality import actor_edit_quality  # it builds on this module
 
         result |= actor_edit_quality(renderer, log, frames, supersample=supersample, gt=gt)
+    return result
+
+
+APPEARANCE_KEYS = ("psnr_db", "ssim", "psnr_db_static", "ssim_static", "psnr_db_actors", "psnr_db_front", "ssim_front")
+
+
+def evaluate_appearances(model: SceneModel, log: DrivingLog, appearance: str = "both", **kwargs) -> dict:
+    """``evaluate_reconstruction`` in one appearance mode, or (``both``) photo-based with the texels'
+    camera metrics beside it under ``texels`` (on a scene without photos: texels alone)."""
+    if appearance != "both":
+        return evaluate_reconstruction(model, log, appearance=appearance, **kwargs)
+    result = evaluate_reconstruction(model, log, appearance="auto", **kwargs)
+    if result["appearance"] == "photos":
+        kwargs |= {"lane_shift": False, "actor_edits": False, "figures": None, "progress": None}
+        texels = evaluate_reconstruction(model, log, appearance="texels", lidar=False, **kwargs)
+        result["texels"] = {k: texels[k] for k in APPEARANCE_KEYS}
     return result
 
 

@@ -43,6 +43,7 @@ from neurodrive.reconstruct.config import (
 )
 from neurodrive.reconstruct.dynamic import auto_tracks
 from neurodrive.reconstruct.lidar_fit import fit_lidar
+from neurodrive.reconstruct.photo_set import training_photos
 from neurodrive.reconstruct.texturing import (
     build_atlases,
     collect_pixel_samples,
@@ -133,7 +134,8 @@ def reconstruct(
     meta = scene_metadata(log, frames, cfg, look, len(background[1]), actor_points, moving, moving_stats)
     model = SceneModel(surface(0), actors, look.decoder, look.sky, lidar_models, meta)
     sky = fit_local_skies(model, log, frames, cfg, progress)
-    model = SceneModel(model.background, model.actors, look.decoder, sky, lidar_models, meta)
+    photos = training_photos(log, frames, look.decoder, actor_ids) if cfg.appearance.keep_photos else None
+    model = SceneModel(model.background, model.actors, look.decoder, sky, lidar_models, meta, photos)
     with stage_step(progress, "baking colours, writing the scene"):
         model.save(out)
     shutil.rmtree(stage.folder, ignore_errors=True)

@@ -15,25 +15,76 @@ from neurodrive.lidar.sensor import LidarSpec
 from neurodrive.logs.model import CameraSpec
 from neurodrive.raycast import CasterBackend
 from neurodrive.raycast.embree import shade_texels
+from neurodrive.render.photo_blend import PhotoBlendConfig, blend_photos, photo_camera, select_photos
 from neurodrive.render.placement import PlacedScene, single_threaded_blas
 from neurodrive.render.results import NO_ACTOR, CameraRender, FrameRender, LidarRender, RealismConfidence
 from neurodrive.scene.model import SceneModel
 from neurodrive.scene.surface import SurfaceMesh
 
+APPEARANCES = ("auto", "photos", "texels")
+
 
 class SceneRenderer:
     """Cameras and LiDARs of ``scene`` with its actors placed anywhere.
 
-    The renderer builds, once each, the background's acceleration structure per ray caster and the
-    baked colours through each camera exposure; placing actors builds nothing.
+    The renderer builds, once each, the background's acceleration structure per ray caster, the
+    baked colours through each camera exposure and each training photo's depth map; placing actors
+    builds nothing.
     """
 
-    def __init__(self, scene: SceneModel, caster: str = "auto") -> None:
-        """``caster``: the ray caster (``raycast.select_backend``: auto, embree or open3d)."""
+    def __init__(
+        self,
+        scene: SceneModel,
+        caster: str = "auto",
+        appearance: str = "auto",
+        photo_config: PhotoBlendConfig | None = None,
+    ) -> None:
+        """``caster``: the ray caster (``raycast.select_backend``: auto, embree or open3d).
+        ``appearance``: ``photos`` blends the scene's training photos (``render/photo_blend.py``) and
+        keeps texel colours where no photo sees a surface; ``texels`` the texel colours only; ``auto``
+        photos when the scene carries any."""
+        if appearance not in APPEARANCES:
+            raise ValueError(f"appearance must be one of {', '.join(APPEARANCES)}, got {appearance!r}")
+        has_photos = scene.photos is not None and len(scene.photos) > 0
+        if appearance == "photos" and not has_photos:
+            raise ValueError("appearance 'photos': this scene carries no training photos (reconstruct it again)")
         self.scene = scene
         self.caster = caster
+        self.appearance = "photos" if appearance == "auto" and has_photos else appearance.replace("auto", "texels")
+        self.photo_config = photo_config or PhotoBlendConfig()
         self._exposed: dict[tuple[int, bytes], np.ndarray] = {}
         self._background_handles: dict[str, Any] = {}
+        self._photo_depth: dict[int, np.ndarray] = {}
+
+    def photo_depth(self, k: int) -> np.ndarray:
+        """(h, w) float32 z-depth (m, inf: nothing) of training photo ``k`` at the blend config's
+        ``depth_scale``: the scene cast from where the photo was taken, the actors where they were then."""
+        depth = self._photo_depth.get(k)
+        if depth is None:
+            photos = self.scene.photos
+            assert photos is not None
+            cam = photo_camera(photos, k, self.photo_config.depth_scale)
+            placed = self.place({a: p for a, p in photos.frame_actor_poses(k).items() if a in self.scene.actors})
+            T = photos.T_world_camera[k]
+            rays = cam.ray_directions(1).reshape(-1, 3)
+            hits = placed.cast(T[:3, 3], (rays @ T[:3, :3].T).astype(np.float32), normals=False)
+            z = np.where(hits.hit, hits.t_m * rays[:, 2], np.inf)
+            depth = self._photo_depth[k] = z.reshape(cam.height_px, cam.width_px).astype(np.float32)
+        return depth
+
+    def _blend_photos(
+        self, scene: PlacedScene, origin: np.ndarray, dirs: np.ndarray, hits, idx: np.ndarray, T_camera: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scene colours (before exposure) of hit rays ``idx`` from the training photos, and which
+        rays some photo saw."""
+        photos = self.scene.photos
+        assert photos is not None
+        candidates = select_photos(photos, T_camera, self.photo_config)
+        depth_maps = [self.photo_depth(int(k)) for k in candidates]
+        points = origin + hits.t_m[idx, None].astype(np.float64) * dirs[idx]
+        geometry = hits.geometry[idx].astype(np.int64)
+        poses = {g + 1: (a, p) for g, (a, p) in enumerate(zip(scene.actor_ids, scene.poses))}
+        return blend_photos(photos, candidates, depth_maps, points, origin, geometry, poses, self.photo_config)
 
     def background_handle(self, backend: CasterBackend) -> Any:
         """The background mesh in ``backend`` (built once per renderer and backend)."""
@@ -70,8 +121,24 @@ class SceneRenderer:
         ego_xy_m: np.ndarray,
         view_dependent: bool = False,
         grid: tuple[int, int] | None = None,
+        T_camera: np.ndarray | None = None,
     ):
+        """Colours (n, 3) in [0, 1] of rays from ``origin``, their hits, and how many hit surfaces
+        no training pixel saw. ``T_camera``: the camera's pose, for photo-based appearance."""
         hits = scene.cast(origin, dirs, normals=False, grid=grid)
+        rgb, unseen = self._shade_texels(scene, origin, dirs, hits, exposure, ego_xy_m, view_dependent)
+        if self.appearance == "photos" and T_camera is not None:
+            idx = np.flatnonzero(hits.hit)
+            colour, seen = self._blend_photos(scene, np.asarray(origin, float), dirs, hits, idx, T_camera)
+            covered = idx[seen]
+            rgb[covered] = np.clip(colour[seen] @ exposure[:, :3].T.astype(np.float32) + exposure[:, 3], 0, 1)
+            if unseen:
+                rest = idx[~seen]
+                unseen = int(np.sum(~scene.shade(hits, rest, dirs, exposure)[1])) if len(rest) else 0
+        return rgb, hits, unseen
+
+    def _shade_texels(self, scene, origin, dirs, hits, exposure, ego_xy_m, view_dependent):
+        """Texel (or decoder) colours of hits, far field and sky of misses; the count of unseen hits."""
         rgb = np.empty((len(dirs), 3), np.float32)
         miss = np.nonzero(~hits.hit)[0]
         if len(miss):
@@ -82,13 +149,13 @@ class SceneRenderer:
             unseen = shade_texels(
                 hits, [m.atlas.packed for m in meshes], [self.exposed_colours(m, exposure) for m in meshes], rgb
             )
-            return rgb, hits, unseen
+            return rgb, unseen
         idx = np.nonzero(hits.hit)[0]
         unseen = 0
         if len(idx):
             rgb[idx], seen = scene.shade(hits, idx, dirs, exposure, view_dependent)
             unseen = int(np.sum(~seen))
-        return rgb, hits, unseen
+        return rgb, unseen
 
     @single_threaded_blas
     def render_camera(
@@ -111,12 +178,12 @@ class SceneRenderer:
         exposure = self.scene.decoder.exposure(exposure_camera or camera.name)
         dirs_cam = camera.ray_directions(1).reshape(-1, 3)
         dirs = (dirs_cam @ np.ascontiguousarray(T[:3, :3].T)).astype(np.float32)
-        rgb, hits, unseen = self._shade(
-            scene, T[:3, 3], dirs, exposure, T_world_ego[:2, 3], view_dependent, grid=(h, w)
+        rgb, hits, unseen = self._shade(  # photos blended at the finest sampling only
+            scene, T[:3, 3], dirs, exposure, T_world_ego[:2, 3], view_dependent, (h, w), T if supersample == 1 else None
         )
         if supersample > 1:
             fine = camera.ray_directions(supersample).reshape(-1, 3) @ np.ascontiguousarray(T[:3, :3].T)
-            rgb = self._shade(
+            rgb, _, unseen_fine = self._shade(
                 scene,
                 T[:3, 3],
                 fine,
@@ -124,8 +191,11 @@ class SceneRenderer:
                 T_world_ego[:2, 3],
                 view_dependent,
                 grid=(h * supersample, w * supersample),
-            )[0]
+                T_camera=T,
+            )
             rgb = rgb.reshape(h, supersample, w, supersample, 3).mean(axis=(1, 3))
+            if self.appearance == "photos":
+                unseen = unseen_fine / supersample**2
         instance = np.where(hits.hit, hits.geometry - 1, NO_ACTOR).astype(np.int32)
         depth = np.where(hits.hit, hits.t_m * dirs_cam[:, 2], np.inf).reshape(h, w).astype(np.float32)
         img = np.round(rgb.reshape(h, w, 3) * 255).astype(np.uint8)

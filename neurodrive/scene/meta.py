@@ -4,7 +4,8 @@ Fields: the format and version; the log it was made from; held-out and training 
 training ego poses, for the realism confidence); the full reconstruction config and statistics;
 the tracks reconstruction found (``auto_tracks``, ``scene/tracks.py``); the actor ids (each names
 ``actors/<id>.npz``), camera names, decoder, sky and LiDAR-model parameters (their arrays live in
-``appearance.safetensors``). Reading checks every field and names the first wrong one.
+``appearance.safetensors``); how many training photos it carries (``photos/``). Reading checks
+every field and names the first wrong one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from neurodrive.logs.model import CATEGORIES
 from neurodrive.logs.schema import describe_validation_error
 
 SCENE_FORMAT = "neurodrive-scene"
-SCENE_VERSION = 3  # 3: one LiDAR model per LiDAR of the rig (2: per-vertex drop rates, a ray-drop MLP)
+SCENE_VERSION = 4  # 4: training photos travel with the scene (3: one LiDAR model per LiDAR of the rig)
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -84,6 +85,13 @@ class LidarModelMeta(_Schema):
     gain: Finite = 1.0
 
 
+class PhotosMeta(_Schema):
+    """The training photos kept in ``photos/`` (``scene/photos.py``)."""
+
+    count: Annotated[int, Field(ge=0)]
+    disk_bytes: Annotated[int, Field(ge=0)]
+
+
 class SceneMeta(_Schema):
     """Attributes:
     format, version: ``neurodrive-scene`` and ``SCENE_VERSION``; other versions are refused.
@@ -94,10 +102,11 @@ class SceneMeta(_Schema):
     auto_tracks: tracks reconstruction found without labels.
     actors, cameras: actor ids (file names under ``actors/``) and camera names.
     decoder, sky, lidar_models: parameters of the appearance decoder, the sky and each LiDAR.
+    photos: the training photos kept for image-based rendering (None: none kept).
     """
 
     format: Literal["neurodrive-scene"] = "neurodrive-scene"
-    version: Literal[3] = 3
+    version: Literal[4] = 4
     log: SceneLogRef = SceneLogRef()
     holdout_frames: list[Frame] = []
     holdout_protocol: str | None = None
@@ -111,6 +120,7 @@ class SceneMeta(_Schema):
     decoder: DecoderMeta | None = None
     sky: SkyMeta | None = None
     lidar_models: list[LidarModelMeta] = []
+    photos: PhotosMeta | None = None
 
     @staticmethod
     def read(folder: str | Path) -> SceneMeta:

@@ -7,11 +7,13 @@ On disk (all npz / safetensors / JSON, no pickles)::
     background.npz              SurfaceMesh arrays of the static scene
     appearance.safetensors      decoder MLP, per-image and per-camera exposure, sky maps, LiDAR ray-drop MLP
     far_field.npz               optional: training photos of what the mesh misses (scene/far_field.py)
+    photos/                     optional: the training photos themselves (scene/photos.py)
     actors/<actor id>.npz/.json one reusable ActorAsset per tracked actor
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +28,8 @@ from neurodrive.lidar.intensity import LidarIntensityModel
 from neurodrive.lidar.ray_drop import RayDropModel
 from neurodrive.scene.decoder import CAMERA_HEIGHT_M, AppearanceDecoder, bake_colours
 from neurodrive.scene.far_field import FarField
-from neurodrive.scene.meta import DecoderMeta, LidarModelMeta, SceneMeta, SkyMeta
+from neurodrive.scene.meta import DecoderMeta, LidarModelMeta, PhotosMeta, SceneMeta, SkyMeta
+from neurodrive.scene.photos import PhotoSet
 from neurodrive.scene.sky import SkyModel
 from neurodrive.scene.surface import ActorAsset, SurfaceMesh
 
@@ -42,7 +45,9 @@ class SceneModel:
         sky: SkyModel,
         lidar_models: Mapping[str, LidarIntensityModel],
         meta: SceneMeta,
+        photos: PhotoSet | None = None,
     ) -> None:
+        """``photos``: the training photos for image-based rendering (None: texels only)."""
         views = np.asarray(meta.training_ego_xy_yaw, float).reshape(-1, 3)
         camera_positions = np.column_stack([views[:, :2], np.full(len(views), CAMERA_HEIGHT_M)]) if len(views) else None
         if background.baked_rgb is None:
@@ -61,6 +66,7 @@ class SceneModel:
             raise ValueError("a scene needs at least one LiDAR model")
         self.lidar_models = dict(lidar_models)  # by LiDAR name, the rig's primary LiDAR first
         self.meta = meta
+        self.photos = photos
 
     def lidar_model(self, name: str) -> LidarIntensityModel:
         """The model learned for LiDAR ``name``; the primary LiDAR's for one the scene does not know."""
@@ -68,7 +74,7 @@ class SceneModel:
 
     def with_actors(self, actors: dict[str, ActorAsset]) -> SceneModel:
         """The same scene (the same background object, decoder, sky, LiDAR models) with other actor assets."""
-        return SceneModel(self.background, actors, self.decoder, self.sky, self.lidar_models, self.meta)
+        return SceneModel(self.background, actors, self.decoder, self.sky, self.lidar_models, self.meta, self.photos)
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -100,8 +106,15 @@ class SceneModel:
                     LidarModelMeta(name=name, alpha=lm.alpha, beta_per_m=lm.beta_per_m, gain=lm.gain)
                     for name, lm in self.lidar_models.items()
                 ],
+                "photos": None
+                if self.photos is None
+                else PhotosMeta(count=len(self.photos), disk_bytes=self.photos.disk_bytes),
             }
         )
+        if self.photos is not None:
+            self.photos.save(folder)
+        elif (folder / "photos").is_dir():
+            shutil.rmtree(folder / "photos")
         far_path = folder / "far_field.npz"
         if self.sky.far_field is not None:
             self.sky.far_field.save(far_path)
@@ -165,7 +178,10 @@ class SceneModel:
         if background.texels.shape[1] + 3 != decoder.w1.shape[0]:
             raise DataError(app_path, "w1", "decoder input size does not match the texel features")
         actors = {a: ActorAsset.load(folder / "actors" / f"{a}.npz") for a in meta.actors}
-        return SceneModel(background, actors, decoder, sky, lidar_models, meta)
+        photos = PhotoSet.load(folder) if meta.photos is not None else None
+        if photos is not None and len(photos) != meta.photos.count:
+            raise DataError(meta_path, "photos.count", f"says {meta.photos.count} photos, photos/ holds {len(photos)}")
+        return SceneModel(background, actors, decoder, sky, lidar_models, meta, photos)
 
 
 def _lidar_models(
