@@ -14,6 +14,7 @@ from neurodrive.errors import DataError
 from neurodrive.geometry import make_pose, rot_z
 from neurodrive.logs.io import image_path, load_log
 from neurodrive.logs.writer import encode_png
+from neurodrive.raycast import native_photo
 from neurodrive.reconstruct.evaluate import evaluate_appearances
 from neurodrive.reconstruct.pipeline import reconstruct
 from neurodrive.render.photo_blend import PhotoBlendConfig, blend_photos, select_photos
@@ -173,3 +174,23 @@ def test_held_out_photos_never_influence_a_render(tiny_log_dir: Path, tiny_scene
         placed = renderer.place({a: p for a, p in truth.actor_poses_at(f).items() if a in model.actors})
         renders.append(renderer.render_camera(placed, cam, truth.ego_poses[f]).rgb)
     np.testing.assert_array_equal(renders[0], renders[1])
+
+
+@pytest.mark.skipif(not native_photo.available(), reason="the native extension is not built")
+@pytest.mark.parametrize("far", [False, True])
+def test_native_and_numpy_blends_agree(far: bool) -> None:
+    rng = np.random.default_rng(3)
+    poses = [make_pose([rng.uniform(-1, 1), rng.uniform(-1, 1), 0.0], rot_z(rng.uniform(-0.2, 0.2)) @ FORWARD_X)
+             for _ in range(4)]  # fmt: skip
+    images = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(4)]
+    photos = photo_set(poses, images, gains=[1.0, 0.8, 1.2, 0.9])
+    photos.distortion[2] = [0.05, -0.01, 0.001, 0.0, 0.0]
+    points = wall_points(8.0, 30) + rng.normal(0, 0.01, (900, 3))
+    depth = np.full((12, 16), 8.0, np.float32)
+    depth[:, :8] = np.inf if far else 2.0  # the left half: nothing (far: where rays missed) / an occluder
+    args = (points, np.array([0.2, 0.1, 0.0]), np.zeros(len(points), np.int64), {}, PhotoBlendConfig())
+    fast, seen_fast = blend_photos(photos, np.arange(4), [depth] * 4, *args, native=True, far=far)
+    slow, seen_slow = blend_photos(photos, np.arange(4), [depth] * 4, *args, native=False, far=far)
+    assert 0.3 < seen_slow.mean() < 1.0
+    np.testing.assert_array_equal(seen_fast, seen_slow)
+    np.testing.assert_allclose(fast, slow, atol=1e-4)

@@ -46,6 +46,16 @@ def _library() -> ctypes.CDLL | None:
     pp = ctypes.POINTER(ctypes.c_void_p)
     lib.nd_shade_texels.argtypes = [ctypes.c_int64, _I32, _I32, _F32, pp, pp, _F32, ctypes.c_int]
     lib.nd_shade_texels.restype = ctypes.c_int64
+    i32, i64, f32 = ctypes.c_int32, ctypes.c_int64, ctypes.c_float
+    _U8 = np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS")
+    _I64 = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
+    lib.nd_sample_photo.argtypes = [
+        *(i64, _F64, _F64, _F64, _F64, i32, i32, _F32, i32, i32, f32, f32, i32, _F32, _F32, _U8, _F32, _F32, f32, f32),
+        *(_I64, i64, i64, _F32, _F32, _F32, ctypes.c_int),
+    ]
+    lib.nd_sample_photo.restype = None
+    lib.nd_ulr_blend.argtypes = [i64, i64, i64, _F32, _F32, _F32, _F32, _U8, ctypes.c_int]
+    lib.nd_ulr_blend.restype = None
     return lib
 
 

@@ -268,6 +268,94 @@ int64_t nd_shade_texels(int64_t n, const int32_t* geom, const int32_t* prim, con
   return unseen;
 }
 
+// Image-based appearance (neurodrive/render/photo_blend.py, which holds the numpy twin of both
+// functions and says what they compute). nd_sample_photo: for n surface points (world, float64)
+// and one training photo taken from T (4x4 world-from-camera, row-major), writes per point i into
+// column `column` of the (N, m) outputs at row rows[i]: the penalty (inf where the photo does not
+// see the point: behind, outside, or its depth map disagrees), the border ramp and the colour
+// sampled bilinearly with the photo's exposure undone (scene = (photo - offset) @ inverse^T).
+// far != 0: the points stand for rays that missed the mesh, seen where the photo's ray missed too.
+void nd_sample_photo(int64_t n, const double* points, const double* T, const double* intrinsics,
+                     const double* distortion, int32_t width, int32_t height, const float* depth, int32_t dh, int32_t dw,
+                     float tol_rel, float tol_abs, int32_t far, const float* view, const float* view_dist, const uint8_t* image,
+                     const float* inverse, const float* offset, float res_weight, float border_px, const int64_t* rows,
+                     int64_t m, int64_t column, float* penalty, float* ramp, float* rgb, int threads) {
+  const double fx = intrinsics[0], skew = intrinsics[1], cx = intrinsics[2], fy = intrinsics[4], cy = intrinsics[5];
+  const double k1 = distortion[0], k2 = distortion[1], p1 = distortion[2], p2 = distortion[3], k3 = distortion[4];
+  const bool distorted = k1 != 0 || k2 != 0 || p1 != 0 || p2 != 0 || k3 != 0;
+  parallel_chunks(static_cast<size_t>(n), 8192, threads, [&](size_t first, size_t last) {
+    for (size_t i = first; i < last; i++) {
+      const double rx = points[3 * i] - T[3], ry = points[3 * i + 1] - T[7], rz = points[3 * i + 2] - T[11];
+      const double px = rx * T[0] + ry * T[4] + rz * T[8];  // camera frame: R^T (x - c)
+      const double py = rx * T[1] + ry * T[5] + rz * T[9];
+      const double pz = rx * T[2] + ry * T[6] + rz * T[10];
+      if (!(pz > 1e-6)) continue;
+      double x = px / pz, y = py / pz;
+      if (distorted) {
+        const double r2 = x * x + y * y, radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3));
+        const double xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x);
+        const double yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y;
+        x = xd;
+        y = yd;
+      }
+      const double u = fx * x + skew * y + cx, v = fy * y + cy;
+      if (!(u >= 1 && u < width - 1 && v >= 1 && v < height - 1)) continue;
+      const int64_t du = std::min<int64_t>(static_cast<int64_t>(u * (static_cast<double>(dw) / width)), dw - 1);
+      const int64_t dv = std::min<int64_t>(static_cast<int64_t>(v * (static_cast<double>(dh) / height)), dh - 1);
+      const float z = static_cast<float>(pz);
+      const float seen_depth = depth[dv * dw + du];
+      if (far ? std::isfinite(seen_depth) : !(std::fabs(seen_depth - z) <= tol_rel * z + tol_abs)) continue;
+      const double dist = std::sqrt(rx * rx + ry * ry + rz * rz);
+      const double cosine = (rx * view[3 * i] + ry * view[3 * i + 1] + rz * view[3 * i + 2]) / std::max(dist, 1e-9);
+      const double angle = std::acos(std::min(1.0, std::max(-1.0, cosine)));
+      const double farther = std::max(0.0, dist / std::max(static_cast<double>(view_dist[i]), 1e-6) - 1.0);
+      const double border = std::min(std::min(u, v), std::min(width - u, height - v));
+      const int64_t out = rows[i] * m + column;
+      penalty[out] = static_cast<float>(angle + res_weight * farther);
+      ramp[out] = border_px > 0 ? static_cast<float>(std::min(1.0, std::max(0.0, border / border_px))) : 1.f;
+      const double gx = std::min(std::max(u - 0.5, 0.0), width - 1.001), gy = std::min(std::max(v - 0.5, 0.0), height - 1.001);
+      const int64_t x0 = static_cast<int64_t>(gx), y0 = static_cast<int64_t>(gy);
+      const float fxw = static_cast<float>(gx - x0), fyw = static_cast<float>(gy - y0);
+      const uint8_t* a = image + 3 * (y0 * width + x0);
+      const uint8_t* b = a + 3 * width;
+      float c[3];
+      for (int ch = 0; ch < 3; ch++) {
+        const float top = a[ch] * (1 - fxw) + a[3 + ch] * fxw, bottom = b[ch] * (1 - fxw) + b[3 + ch] * fxw;
+        c[ch] = (top * (1 - fyw) + bottom * fyw) * (1.f / 255.f) - offset[ch];
+      }
+      for (int ch = 0; ch < 3; ch++)  // inverse is row-major (3, 3): scene = inverse @ (photo - offset)
+        rgb[3 * out + ch] = inverse[3 * ch] * c[0] + inverse[3 * ch + 1] * c[1] + inverse[3 * ch + 2] * c[2];
+    }
+  });
+}
+
+// Unstructured-Lumigraph weights: per row of the (n, m) penalties, the k best samples weighted by
+// (1 - p / p_next) / (p + eps) times their border ramp (p_next: the (k+1)-th penalty, or 2 p_k + 0.05
+// when fewer photos saw the point); writes the blended colour and whether any weight remained.
+void nd_ulr_blend(int64_t n, int64_t m, int64_t k, const float* penalty, const float* ramp, const float* rgb, float* out,
+                  uint8_t* seen, int threads) {
+  parallel_chunks(static_cast<size_t>(n), 8192, threads, [&](size_t first, size_t last) {
+    std::vector<float> sorted(static_cast<size_t>(m));
+    for (size_t i = first; i < last; i++) {
+      const float* p = penalty + i * m;
+      std::copy(p, p + m, sorted.begin());
+      std::sort(sorted.begin(), sorted.end());
+      float threshold = k < m ? sorted[k] : kInf;
+      const float kth = sorted[k - 1];
+      if (!std::isfinite(threshold)) threshold = std::isfinite(kth) ? 2 * kth + 0.05f : kInf;
+      float total = 0, acc[3] = {0, 0, 0};
+      for (int64_t j = 0; j < m; j++) {
+        if (!(p[j] < threshold)) continue;
+        const float w = (std::isfinite(threshold) ? 1 - p[j] / threshold : 1.f) / (p[j] + 1e-3f) * ramp[i * m + j];
+        total += w;
+        for (int ch = 0; ch < 3; ch++) acc[ch] += w * rgb[3 * (i * m + j) + ch];
+      }
+      seen[i] = total > 1e-6f;
+      for (int ch = 0; ch < 3; ch++) out[3 * i + ch] = seen[i] ? acc[ch] / total : 0.f;
+    }
+  });
+}
+
 }  // extern "C"
 
 // A module object so the library imports as neurodrive._embree_caster (its __file__ is what

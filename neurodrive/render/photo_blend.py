@@ -19,7 +19,9 @@ For one rendered camera:
 5. **Exposure**: each sample's photo exposure is undone before blending (the photos' affine
    exposures, fitted in training), the requested exposure applied after.
 
-Pixels no photo sees keep the texel colour; rays that miss the mesh keep the far field and sky.
+Rays that miss the mesh go through the same blend as points ``far_depth_m`` along them, seen by a
+photo where its own rays missed too. Pixels no photo sees keep the texel colour (hits) or the far
+field and sky map (misses).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neurodrive.logs.model import CameraSpec
+from neurodrive.raycast import native_photo
 from neurodrive.scene.photos import PhotoSet
 
 
@@ -45,9 +48,10 @@ class PhotoBlendConfig:
     depth_tolerance_m: absolute part of that tolerance (m).
     resolution_weight: radians of penalty per unit of relative extra distance (photo farther away).
     border_px: weights ramp from 0 at a photo's border to 1 this many pixels inside it.
+    far_depth_m: rays that miss the mesh are looked up as points this far along them (m).
     """
 
-    candidates: int = 6
+    candidates: int = 4
     per_pixel: int = 3
     axis_weight_m: float = 8.0
     max_axis_angle_rad: float = 1.4
@@ -56,6 +60,7 @@ class PhotoBlendConfig:
     depth_tolerance_m: float = 0.15
     resolution_weight: float = 0.2
     border_px: float = 8.0
+    far_depth_m: float = 50.0
 
 
 def select_photos(photos: PhotoSet, T_world_camera: np.ndarray, cfg: PhotoBlendConfig) -> np.ndarray:
@@ -97,23 +102,30 @@ def blend_photos(
     actor_of_point: np.ndarray,
     actor_pose_now: dict[int, tuple[str, np.ndarray]],
     cfg: PhotoBlendConfig,
+    native: bool | None = None,
+    far: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scene colours (N, 3) float32 of surface points (N, 3) seen from ``camera_centre_m`` and a mask
-    of the points some photo saw (the others: zeros).
+    of the points some photo saw (the others: zeros). ``native``: the compiled kernels
+    (``raycast/native_photo.py``; None: when built), else numpy (same arithmetic).
 
     ``actor_of_point``: (N,) 0 for the background, g > 0 for placed actor g; ``actor_pose_now[g]``:
     that actor's id and its T_world_box now. ``depth_maps[i]``: z-depth map of photo
-    ``candidates[i]`` at ``cfg.depth_scale``.
+    ``candidates[i]`` at ``cfg.depth_scale``. ``far``: the points stand for rays that missed the
+    mesh, put ``far_depth_m`` along them; a photo sees them where its own rays missed.
     """
     n, m = len(points_m), len(candidates)
     samples = _Samples(
         np.full((n, m), np.inf, np.float32), np.zeros((n, m), np.float32), np.zeros((n, m, 3), np.float32)
     )
+    native = native_photo.available() if native is None else native
     view = points_m - camera_centre_m
-    view_dist = np.linalg.norm(view, axis=1)
-    view /= np.maximum(view_dist, 1e-9)[:, None]
+    view_dist = np.sqrt(np.einsum("ij,ij->i", view, view))
+    view = (view / np.maximum(view_dist, 1e-9)[:, None]).astype(np.float32)
+    view_dist = view_dist.astype(np.float32)
     groups = [(0, np.flatnonzero(actor_of_point == 0))]
     groups += [(int(g), np.flatnonzero(actor_of_point == g)) for g in np.unique(actor_of_point) if g > 0]
+    gathered = {g: (points_m[rows], view[rows], view_dist[rows]) for g, rows in groups if len(rows)}
     for column, k in enumerate(candidates):
         for g, rows in groups:
             if len(rows) == 0:
@@ -125,21 +137,33 @@ def blend_photos(
                 if pose_then is None:
                     continue
                 T_cam = pose_now @ np.linalg.inv(pose_then) @ T_cam
-            _sample_photo(
-                photos,
-                int(k),
-                T_cam,
-                depth_maps[column],
-                points_m[rows],
-                view[rows],
-                view_dist[rows],
-                cfg,
-                samples,
-                rows,
-                column,
-            )
-    rgb, seen = _ulr_weights(samples, cfg)
-    return rgb, seen
+            points, unit_view, distance = gathered[g]
+            if native:
+                native_photo.sample_photo(
+                    points,
+                    T_cam,
+                    photos.intrinsics[k],
+                    photos.distortion[k],
+                    (int(photos.size_px[k, 0]), int(photos.size_px[k, 1])),
+                    depth_maps[column],
+                    (cfg.depth_tolerance, cfg.depth_tolerance_m),
+                    unit_view,
+                    distance,
+                    photos.image(int(k)),
+                    photos.exposure[k],
+                    (cfg.resolution_weight, cfg.border_px),
+                    rows,
+                    column,
+                    (samples.penalty, samples.ramp, samples.rgb),
+                    far,
+                )
+            else:
+                sample = (points, unit_view, distance)
+                where = (rows, column)
+                _sample_photo(photos, int(k), T_cam, depth_maps[column], sample, cfg, samples, where, far)
+    if native:
+        return native_photo.ulr_blend(samples.penalty, samples.ramp, samples.rgb, min(cfg.per_pixel, m))
+    return _ulr_weights(samples, cfg)
 
 
 def _sample_photo(
@@ -147,15 +171,15 @@ def _sample_photo(
     k: int,
     T_cam: np.ndarray,
     depth_map: np.ndarray,
-    points: np.ndarray,
-    view: np.ndarray,
-    view_dist: np.ndarray,
+    sample: tuple[np.ndarray, np.ndarray, np.ndarray],
     cfg: PhotoBlendConfig,
     out: _Samples,
-    rows: np.ndarray,
-    column: int,
+    where: tuple[np.ndarray, int],
+    far: bool = False,
 ) -> None:
-    """Fills ``out`` at (rows, column) for photo ``k`` taken from ``T_cam`` (moved with an actor)."""
+    """Fills ``out`` at ``where`` = (rows, column) for photo ``k`` taken from ``T_cam`` (moved with an
+    actor); ``sample``: the points, unit view directions and view distances of those rows."""
+    points, view, view_dist = sample
     cam = photo_camera(photos, k)
     rel = points - T_cam[:3, 3]
     pc = rel @ T_cam[:3, :3]
@@ -170,7 +194,10 @@ def _sample_photo(
     du = np.minimum((uv[:, 0] * (dw / cam.width_px)).astype(np.int64), dw - 1)
     dv = np.minimum((uv[:, 1] * (dh / cam.height_px)).astype(np.int64), dh - 1)
     seen_depth = depth_map[dv, du]
-    visible = np.abs(seen_depth - z) <= cfg.depth_tolerance * z + cfg.depth_tolerance_m
+    if far:
+        visible = ~np.isfinite(seen_depth)
+    else:
+        visible = np.abs(seen_depth - z) <= cfg.depth_tolerance * z + cfg.depth_tolerance_m
     sel, uv, z = sel[visible], uv[visible], z[visible]
     if len(sel) == 0:
         return
@@ -179,6 +206,7 @@ def _sample_photo(
     angle = np.arccos(np.clip(np.sum(photo_dir * view[sel], axis=1), -1.0, 1.0))
     farther = np.maximum(0.0, photo_dist / np.maximum(view_dist[sel], 1e-6) - 1.0)
     border = np.minimum.reduce([uv[:, 0], uv[:, 1], cam.width_px - uv[:, 0], cam.height_px - uv[:, 1]])
+    rows, column = where
     target = rows[sel]
     out.penalty[target, column] = angle + cfg.resolution_weight * farther
     out.ramp[target, column] = np.clip(border / b, 0.0, 1.0) if b > 0 else 1.0

@@ -73,18 +73,28 @@ class SceneRenderer:
         return depth
 
     def _blend_photos(
-        self, scene: PlacedScene, origin: np.ndarray, dirs: np.ndarray, hits, idx: np.ndarray, T_camera: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Scene colours (before exposure) of hit rays ``idx`` from the training photos, and which
-        rays some photo saw."""
+        self, scene: PlacedScene, origin: np.ndarray, dirs: np.ndarray, hits, T_camera: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Rays some training photo saw, their scene colours (before exposure) blended from the
+        photos, and how many hit rays no photo saw. Hits are looked up at their surface point,
+        misses ``far_depth_m`` along the ray."""
         photos = self.scene.photos
         assert photos is not None
-        candidates = select_photos(photos, T_camera, self.photo_config)
+        cfg = self.photo_config
+        candidates = select_photos(photos, T_camera, cfg)
         depth_maps = [self.photo_depth(int(k)) for k in candidates]
-        points = origin + hits.t_m[idx, None].astype(np.float64) * dirs[idx]
-        geometry = hits.geometry[idx].astype(np.int64)
         poses = {g + 1: (a, p) for g, (a, p) in enumerate(zip(scene.actor_ids, scene.poses))}
-        return blend_photos(photos, candidates, depth_maps, points, origin, geometry, poses, self.photo_config)
+        hit, miss = np.flatnonzero(hits.hit), np.flatnonzero(~hits.hit)
+        points = origin + hits.t_m[hit, None].astype(np.float64) * dirs[hit]
+        geometry = hits.geometry[hit].astype(np.int64)
+        rgb, seen = blend_photos(photos, candidates, depth_maps, points, origin, geometry, poses, cfg)
+        far_points = origin + np.float64(cfg.far_depth_m) * dirs[miss]
+        background = np.zeros(len(miss), np.int64)
+        far_rgb, far_seen = blend_photos(
+            photos, candidates, depth_maps, far_points, origin, background, {}, cfg, far=True
+        )
+        covered = np.concatenate([hit[seen], miss[far_seen]])
+        return covered, np.concatenate([rgb[seen], far_rgb[far_seen]]), int(len(hit) - seen.sum())
 
     def background_handle(self, backend: CasterBackend) -> Any:
         """The background mesh in ``backend`` (built once per renderer and backend)."""
@@ -128,13 +138,14 @@ class SceneRenderer:
         hits = scene.cast(origin, dirs, normals=False, grid=grid)
         rgb, unseen = self._shade_texels(scene, origin, dirs, hits, exposure, ego_xy_m, view_dependent)
         if self.appearance == "photos" and T_camera is not None:
-            idx = np.flatnonzero(hits.hit)
-            colour, seen = self._blend_photos(scene, np.asarray(origin, float), dirs, hits, idx, T_camera)
-            covered = idx[seen]
-            rgb[covered] = np.clip(colour[seen] @ exposure[:, :3].T.astype(np.float32) + exposure[:, 3], 0, 1)
-            if unseen:
-                rest = idx[~seen]
-                unseen = int(np.sum(~scene.shade(hits, rest, dirs, exposure)[1])) if len(rest) else 0
+            covered, colour, uncovered_hits = self._blend_photos(scene, np.asarray(origin, float), dirs, hits, T_camera)
+            rgb[covered] = np.clip(colour @ exposure[:, :3].T.astype(np.float32) + exposure[:, 3], 0, 1)
+            if unseen and uncovered_hits:  # hits no photo saw, on texels training did not see either
+                rest = np.flatnonzero(hits.hit)
+                rest = rest[~np.isin(rest, covered, assume_unique=True)]
+                unseen = int(np.sum(~scene.shade(hits, rest, dirs, exposure)[1]))
+            elif not uncovered_hits:
+                unseen = 0
         return rgb, hits, unseen
 
     def _shade_texels(self, scene, origin, dirs, hits, exposure, ego_xy_m, view_dependent):

@@ -43,7 +43,8 @@ class PhotoSet:
         distortion: (K, 5) Brown-Conrady coefficients (zeros: none).
         exposure: (K, 3, 4) the affine exposure fitted to each photo (scene colour -> photo colour).
         actor_ids: (A,) actors that can be looked up in the photos.
-        actor_poses: (K, A, 4, 4) T_world_box of each actor at each photo's instant, NaN where absent.
+        actor_poses: (K, A, 4, 4) T_world_box of each actor at each photo's instant, NaN where absent
+            (on disk: zeros there, and an ``actor_present`` mask).
         encoded: (K,) the photos' encoded bytes (PNG or JPEG).
     """
 
@@ -123,7 +124,8 @@ class PhotoSet:
             distortion=self.distortion.astype(np.float64),
             exposure=self.exposure.astype(np.float64),
             actor_ids=np.array(self.actor_ids, dtype=np.str_).reshape(-1),
-            actor_poses=self.actor_poses.astype(np.float64),
+            actor_poses=np.nan_to_num(self.actor_poses.astype(np.float64), nan=0.0),
+            actor_present=np.all(np.isfinite(self.actor_poses), axis=(2, 3)),
             suffix=np.array(suffixes, dtype=np.str_).reshape(-1),
         )
 
@@ -145,6 +147,7 @@ class PhotoSet:
                 "exposure": (k_, 3, 4),
                 "actor_ids": (a_,),
                 "actor_poses": (k_, a_, 4, 4),
+                "actor_present": (k_, a_),
                 "suffix": (k_,),
             },
         )
@@ -154,6 +157,8 @@ class PhotoSet:
                 raise DataError(path, name, f"expected {count} entries (one per photo), got {len(a[name])}")
         if a["actor_poses"].shape[:2] != (count, len(a["actor_ids"])):
             raise DataError(path, "actor_poses", f"expected ({count}, {len(a['actor_ids'])}, 4, 4)")
+        if a["actor_present"].shape != a["actor_poses"].shape[:2] or a["actor_present"].dtype != bool:
+            raise DataError(path, "actor_present", f"expected ({count}, {len(a['actor_ids'])}) bool")
         for name in ("T_world_camera", "intrinsics", "distortion", "exposure"):
             if not np.all(np.isfinite(a[name])):
                 raise DataError(path, name, "contains NaN or infinite values")
@@ -177,7 +182,7 @@ class PhotoSet:
             a["distortion"].astype(np.float64),
             a["exposure"].astype(np.float64),
             tuple(str(x) for x in a["actor_ids"]),
-            a["actor_poses"].astype(np.float64),
+            np.where(a["actor_present"][..., None, None], a["actor_poses"].astype(np.float64), np.nan),
             tuple(encoded),
         )
 
