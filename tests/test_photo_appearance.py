@@ -182,15 +182,22 @@ def test_native_and_numpy_blends_agree(far: bool) -> None:
     rng = np.random.default_rng(3)
     poses = [make_pose([rng.uniform(-1, 1), rng.uniform(-1, 1), 0.0], rot_z(rng.uniform(-0.2, 0.2)) @ FORWARD_X)
              for _ in range(4)]  # fmt: skip
+    poses[0] = make_pose([0.0, 0.0, 0.0], FORWARD_X)  # the two whose depth maps see the wall at 8 m
+    poses[1] = make_pose([0.0, 0.5, 0.0], rot_z(0.1) @ FORWARD_X)
     images = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(4)]
     photos = photo_set(poses, images, gains=[1.0, 0.8, 1.2, 0.9])
     photos.distortion[2] = [0.05, -0.01, 0.001, 0.0, 0.0]
     points = wall_points(8.0, 30) + rng.normal(0, 0.01, (900, 3))
-    depth = np.full((12, 16), 8.0, np.float32)
-    depth[:, :8] = np.inf if far else 2.0  # the left half: nothing (far: where rays missed) / an occluder
+    unseen = 8.0 if far else 2.0  # far: where rays hit something; else: an occluder
+    depth = np.full((12, 16), unseen, np.float32)
+    seen = np.inf if far else 8.0
+    right, bottom = depth.copy(), depth.copy()
+    right[:, 8:] = seen  # photo 0 sees the points on its right half, photo 1 on its bottom half
+    bottom[6:] = seen
+    maps = [right, bottom] + [depth] * 2
     args = (points, np.array([0.2, 0.1, 0.0]), np.zeros(len(points), np.int64), {}, PhotoBlendConfig())
-    fast, seen_fast = blend_photos(photos, np.arange(4), [depth] * 4, *args, native=True, far=far)
-    slow, seen_slow = blend_photos(photos, np.arange(4), [depth] * 4, *args, native=False, far=far)
+    fast, seen_fast = blend_photos(photos, np.arange(4), maps, *args, native=True, far=far)
+    slow, seen_slow = blend_photos(photos, np.arange(4), maps, *args, native=False, far=far)
     assert 0.3 < seen_slow.mean() < 1.0
     np.testing.assert_array_equal(seen_fast, seen_slow)
     np.testing.assert_allclose(fast, slow, atol=1e-4)
