@@ -201,3 +201,19 @@ def test_native_and_numpy_blends_agree(far: bool) -> None:
     assert 0.3 < seen_slow.mean() < 1.0
     np.testing.assert_array_equal(seen_fast, seen_slow)
     np.testing.assert_allclose(fast, slow, atol=1e-4)
+
+
+def test_photos_do_not_pop_as_the_ego_creeps_forward(tiny_scene_dir: Path) -> None:
+    """2 m in 5 cm steps: the photos chosen change on the way, yet no step changes the image much
+    more than a typical one (Unstructured Lumigraph weights fade a photo out before it is dropped)."""
+    model = SceneModel.load(tiny_scene_dir)
+    log = load_log(model.meta.log.path)
+    renderer = SceneRenderer(model, appearance="photos")
+    placed = renderer.place({a: p for a, p in log.actor_poses_at(2).items() if a in model.actors})
+    cam = log.rig.cameras[0]
+    poses = [log.ego_poses[2] @ make_pose([0.05 * i, 0.0, 0.0]) for i in range(40)]
+    chosen = {tuple(select_photos(model.photos, p @ cam.T_ego_camera, renderer.photo_config)) for p in poses}
+    assert len(chosen) > 1
+    images = [renderer.render_camera(placed, cam, p).rgb.astype(float) for p in poses]
+    steps = np.array([np.abs(a - b).mean() for a, b in zip(images, images[1:])])
+    assert steps.max() < 2.5 * np.median(steps), steps.round(2)

@@ -69,9 +69,13 @@ def reconstruct(
             "(--restart to start over)"
         )
     stats = model.meta.stats
+    photos = model.meta.photos
+    size_mb = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file()) / 1e6
     console.print(
         f"wrote scene to {out}: {stats['background_triangles']} background triangles, "
-        f"{len(model.actors)} actors, {stats['texels']} texels"
+        f"{len(model.actors)} actors, {stats['texels']} texels, "
+        + (f"{photos.count} training photos ({photos.disk_bytes / 1e6:.1f} MB), " if photos else "")
+        + f"{size_mb:.1f} MB on disk"
     )
 
 
@@ -155,6 +159,9 @@ def render(
         None, help="Edits YAML: remove / repose / insert actors (see neurodrive.scenarios.edits)."
     ),
     scale: float = typer.Option(1.0, help="Render cameras at this multiple of the log's resolution."),
+    appearance: str = typer.Option(
+        "auto", help="Camera appearance: photos (blended training photos), texels, or auto (photos when kept)."
+    ),
     overwrite: bool = typer.Option(False, help="Replace earlier renders in --out."),
 ) -> None:
     """Render camera images (+ depth, actor masks) and a LiDAR sweep of a scene from any ego pose."""
@@ -198,7 +205,7 @@ def render(
             raise ValueError(f"--lane-shift must lie within ±{WORLD_MARGIN_M:.0f} m, got {lane_shift:g}")
         ego = ego @ make_pose([0.0, lane_shift, 0.0])
         check_output(out, overwrite, "folder", [("the scene", scene), ("the log", drv.root)])
-        renderer = SceneRenderer(edited.scene)
+        renderer = SceneRenderer(edited.scene, appearance=appearance)
         placed = renderer.place(edited.poses_at(frame))
         cams = tuple(c.scaled(scale) if scale != 1 else c for c in drv.rig.cameras)
         result = renderer.render_frame(placed, ego, cams, drv.rig.lidars, rng=np.random.default_rng(frame))

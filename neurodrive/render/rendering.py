@@ -67,7 +67,8 @@ class SceneRenderer:
             placed = self.place({a: p for a, p in photos.frame_actor_poses(k).items() if a in self.scene.actors})
             T = photos.T_world_camera[k]
             rays = cam.ray_directions(1).reshape(-1, 3)
-            hits = placed.cast(T[:3, 3], (rays @ T[:3, :3].T).astype(np.float32), normals=False)
+            dirs = (rays @ T[:3, :3].T).astype(np.float32)
+            hits = placed.cast(T[:3, 3], dirs, normals=False, grid=(cam.height_px, cam.width_px))
             z = np.where(hits.hit, hits.t_m * rays[:, 2], np.inf)
             depth = self._photo_depth[k] = z.reshape(cam.height_px, cam.width_px).astype(np.float32)
         return depth

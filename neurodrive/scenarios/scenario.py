@@ -28,7 +28,7 @@ Example (all lengths in m, angles in rad, times in s)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -67,6 +67,8 @@ class Sensors(_Schema):
     cameras: list[str] | None = None  # None: every camera of the log's rig
     lidar: bool = True
     camera_scale: Annotated[float, Field(gt=0, le=4)] = 1.0
+    # camera appearance: photos (blended training photos), texels, or auto (photos when the scene has them)
+    appearance: Literal["auto", "photos", "texels"] = "auto"
 
 
 class Scenario(_Schema):

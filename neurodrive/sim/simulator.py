@@ -66,6 +66,15 @@ class SimConfig:
 class Simulator:
     """One scenario, stepped by an agent's actions."""
 
+    @staticmethod
+    def _renderer(scene: SceneModel | None, scenario: Scenario, source: str) -> SceneRenderer | None:
+        if scene is None:
+            return None
+        try:
+            return SceneRenderer(scene, appearance=scenario.sensors.appearance)
+        except ValueError as e:
+            raise DataError(source, "sensors.appearance", str(e)) from e
+
     def __init__(
         self,
         scenario: Scenario,
@@ -87,7 +96,7 @@ class Simulator:
             if scene is not None
             else None
         )
-        self.renderer = SceneRenderer(self.scene) if self.scene is not None else None
+        self.renderer = self._renderer(self.scene, scenario, self.source)
         self.rig = sensor_rig(scenario, log) if self.scene is not None else None
         self.start_frame, start_ego = start_state(scenario, log)
         self.route, self.goal_s_m = route_of(scenario, log, start_ego, params)
