@@ -48,14 +48,11 @@ def _library() -> ctypes.CDLL | None:
     lib.nd_shade_texels.restype = ctypes.c_int64
     i32, i64, f32 = ctypes.c_int32, ctypes.c_int64, ctypes.c_float
     _U8 = np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS")
-    _I64 = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
-    lib.nd_sample_photo.argtypes = [
-        *(i64, _F64, _F64, _F64, _F64, i32, i32, _F32, i32, i32, f32, f32, i32, _F32, _F32, _U8, _F32, _F32, f32, f32),
-        *(_I64, i64, i64, _F32, _F32, _F32, ctypes.c_int),
+    lib.nd_blend_photos.argtypes = [
+        *(i64, _F64, _F64, _I32, i64, i64, _F64, _F64, _F64, _I32, pp, _I32, pp, _F32, _F32),
+        *(f32, f32, f32, f32, i64, i32, _F32, _U8, ctypes.c_int),
     ]
-    lib.nd_sample_photo.restype = None
-    lib.nd_ulr_blend.argtypes = [i64, i64, i64, _F32, _F32, _F32, _F32, _U8, ctypes.c_int]
-    lib.nd_ulr_blend.restype = None
+    lib.nd_blend_photos.restype = None
     return lib
 
 

@@ -268,90 +268,109 @@ int64_t nd_shade_texels(int64_t n, const int32_t* geom, const int32_t* prim, con
   return unseen;
 }
 
-// Image-based appearance (neurodrive/render/photo_blend.py, which holds the numpy twin of both
-// functions and says what they compute). nd_sample_photo: for n surface points (world, float64)
-// and one training photo taken from T (4x4 world-from-camera, row-major), writes per point i into
-// column `column` of the (N, m) outputs at row rows[i]: the penalty (inf where the photo does not
-// see the point: behind, outside, or its depth map disagrees), the border ramp and the colour
-// sampled bilinearly with the photo's exposure undone (scene = (photo - offset) @ inverse^T).
-// far != 0: the points stand for rays that missed the mesh, seen where the photo's ray missed too.
-void nd_sample_photo(int64_t n, const double* points, const double* T, const double* intrinsics,
-                     const double* distortion, int32_t width, int32_t height, const float* depth, int32_t dh, int32_t dw,
-                     float tol_rel, float tol_abs, int32_t far, const float* view, const float* view_dist, const uint8_t* image,
-                     const float* inverse, const float* offset, float res_weight, float border_px, const int64_t* rows,
-                     int64_t m, int64_t column, float* penalty, float* ramp, float* rgb, int threads) {
-  const double fx = intrinsics[0], skew = intrinsics[1], cx = intrinsics[2], fy = intrinsics[4], cy = intrinsics[5];
-  const double k1 = distortion[0], k2 = distortion[1], p1 = distortion[2], p2 = distortion[3], k3 = distortion[4];
-  const bool distorted = k1 != 0 || k2 != 0 || p1 != 0 || p2 != 0 || k3 != 0;
-  parallel_chunks(static_cast<size_t>(n), 8192, threads, [&](size_t first, size_t last) {
-    for (size_t i = first; i < last; i++) {
-      const double rx = points[3 * i] - T[3], ry = points[3 * i + 1] - T[7], rz = points[3 * i + 2] - T[11];
-      const double px = rx * T[0] + ry * T[4] + rz * T[8];  // camera frame: R^T (x - c)
-      const double py = rx * T[1] + ry * T[5] + rz * T[9];
-      const double pz = rx * T[2] + ry * T[6] + rz * T[10];
-      if (!(pz > 1e-6)) continue;
-      double x = px / pz, y = py / pz;
-      if (distorted) {
-        const double r2 = x * x + y * y, radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3));
-        const double xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x);
-        const double yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y;
-        x = xd;
-        y = yd;
-      }
-      const double u = fx * x + skew * y + cx, v = fy * y + cy;
-      if (!(u >= 1 && u < width - 1 && v >= 1 && v < height - 1)) continue;
-      const int64_t du = std::min<int64_t>(static_cast<int64_t>(u * (static_cast<double>(dw) / width)), dw - 1);
-      const int64_t dv = std::min<int64_t>(static_cast<int64_t>(v * (static_cast<double>(dh) / height)), dh - 1);
-      const float z = static_cast<float>(pz);
-      const float seen_depth = depth[dv * dw + du];
-      if (far ? std::isfinite(seen_depth) : !(std::fabs(seen_depth - z) <= tol_rel * z + tol_abs)) continue;
-      const double dist = std::sqrt(rx * rx + ry * ry + rz * rz);
-      const double cosine = (rx * view[3 * i] + ry * view[3 * i + 1] + rz * view[3 * i + 2]) / std::max(dist, 1e-9);
-      const double angle = std::acos(std::min(1.0, std::max(-1.0, cosine)));
-      const double farther = std::max(0.0, dist / std::max(static_cast<double>(view_dist[i]), 1e-6) - 1.0);
-      const double border = std::min(std::min(u, v), std::min(width - u, height - v));
-      const int64_t out = rows[i] * m + column;
-      penalty[out] = static_cast<float>(angle + res_weight * farther);
-      ramp[out] = border_px > 0 ? static_cast<float>(std::min(1.0, std::max(0.0, border / border_px))) : 1.f;
-      const double gx = std::min(std::max(u - 0.5, 0.0), width - 1.001), gy = std::min(std::max(v - 0.5, 0.0), height - 1.001);
-      const int64_t x0 = static_cast<int64_t>(gx), y0 = static_cast<int64_t>(gy);
-      const float fxw = static_cast<float>(gx - x0), fyw = static_cast<float>(gy - y0);
-      const uint8_t* a = image + 3 * (y0 * width + x0);
-      const uint8_t* b = a + 3 * width;
-      float c[3];
-      for (int ch = 0; ch < 3; ch++) {
-        const float top = a[ch] * (1 - fxw) + a[3 + ch] * fxw, bottom = b[ch] * (1 - fxw) + b[3 + ch] * fxw;
-        c[ch] = (top * (1 - fyw) + bottom * fyw) * (1.f / 255.f) - offset[ch];
-      }
-      for (int ch = 0; ch < 3; ch++)  // inverse is row-major (3, 3): scene = inverse @ (photo - offset)
-        rgb[3 * out + ch] = inverse[3 * ch] * c[0] + inverse[3 * ch + 1] * c[1] + inverse[3 * ch + 2] * c[2];
-    }
-  });
-}
+// Image-based appearance (neurodrive/render/photo_blend.py holds the numpy twin and says what it
+// computes). For each of n surface points (world, float64) and each of m candidate photos: the
+// photo's pose for the point's group (transforms[(j * groups + group[i]) * 12], a row-major 3x4
+// world-from-camera; NaN first entry: the photo does not see that group), projection with
+// Brown-Conrady distortion, the depth test against the photo's depth map (far != 0: the points
+// stand for rays that missed the mesh and are seen where the photo's rays missed too), the penalty
+// (angle between the rays, as the chord of unit vectors + res_weight x relative extra distance), the border ramp and the bilinear colour with
+// the photo's exposure undone. Then the Unstructured-Lumigraph blend of the k best: weights
+// (1 - p / p_next) / (p + 1e-3) x ramp (p_next: the (k+1)-th penalty, or 2 p_k + 0.05 when fewer
+// photos saw the point). Writes rgb (n, 3) and seen (n,) (any weight left).
+struct PhotoView {
+  const double* intrinsics;  // fx, skew, cx, fy, cy
+  const double* distortion;  // k1, k2, p1, p2, k3
+  int32_t width, height;
+  const float* depth;
+  int32_t dh, dw;
+  const uint8_t* image;   // (height, width, 3)
+  const float* inverse;   // (3, 3) row-major: scene = inverse @ (photo - offset)
+  const float* offset;    // (3,)
+  double depth_scale_u, depth_scale_v;  // depth-map cells per photo pixel
+};
 
-// Unstructured-Lumigraph weights: per row of the (n, m) penalties, the k best samples weighted by
-// (1 - p / p_next) / (p + eps) times their border ramp (p_next: the (k+1)-th penalty, or 2 p_k + 0.05
-// when fewer photos saw the point); writes the blended colour and whether any weight remained.
-void nd_ulr_blend(int64_t n, int64_t m, int64_t k, const float* penalty, const float* ramp, const float* rgb, float* out,
-                  uint8_t* seen, int threads) {
-  parallel_chunks(static_cast<size_t>(n), 8192, threads, [&](size_t first, size_t last) {
-    std::vector<float> sorted(static_cast<size_t>(m));
+void nd_blend_photos(int64_t n, const double* points, const double* centre, const int32_t* group, int64_t m,
+                     int64_t groups, const double* transforms, const double* intrinsics, const double* distortion,
+                     const int32_t* sizes, const void* const* depths, const int32_t* depth_sizes,
+                     const void* const* images, const float* inverses, const float* offsets, float tol_rel,
+                     float tol_abs, float res_weight, float border_px, int64_t k, int32_t far, float* rgb,
+                     uint8_t* seen, int threads) {
+  std::vector<PhotoView> views(static_cast<size_t>(m));
+  for (int64_t j = 0; j < m; j++)
+    views[j] = {intrinsics + 5 * j, distortion + 5 * j, sizes[2 * j], sizes[2 * j + 1],
+                static_cast<const float*>(depths[j]), depth_sizes[2 * j], depth_sizes[2 * j + 1],
+                static_cast<const uint8_t*>(images[j]), inverses + 9 * j, offsets + 3 * j,
+                static_cast<double>(depth_sizes[2 * j + 1]) / sizes[2 * j],
+                static_cast<double>(depth_sizes[2 * j]) / sizes[2 * j + 1]};
+  parallel_chunks(static_cast<size_t>(n), 4096, threads, [&](size_t first, size_t last) {
+    std::vector<float> pen(m), ramp(m), col(3 * m), sorted(m);
     for (size_t i = first; i < last; i++) {
-      const float* p = penalty + i * m;
-      std::copy(p, p + m, sorted.begin());
+      const double qx = points[3 * i], qy = points[3 * i + 1], qz = points[3 * i + 2];
+      const double vx = qx - centre[0], vy = qy - centre[1], vz = qz - centre[2];
+      const double view_dist = std::sqrt(vx * vx + vy * vy + vz * vz);
+      const double inv_view = 1.0 / std::max(view_dist, 1e-9);
+      const float view_dist_f = static_cast<float>(std::max(view_dist, 1e-6));
+      for (int64_t j = 0; j < m; j++) {
+        pen[j] = kInf;
+        const double* T = transforms + (j * groups + group[i]) * 12;
+        if (std::isnan(T[0])) continue;
+        const PhotoView& ph = views[j];
+        const double rx = qx - T[3], ry = qy - T[7], rz = qz - T[11];
+        const double pz = rx * T[2] + ry * T[6] + rz * T[10];
+        if (!(pz > 1e-6)) continue;
+        const double inv_z = 1.0 / pz;
+        double x = (rx * T[0] + ry * T[4] + rz * T[8]) * inv_z, y = (rx * T[1] + ry * T[5] + rz * T[9]) * inv_z;
+        const double* d = ph.distortion;
+        if (d[0] != 0 || d[1] != 0 || d[2] != 0 || d[3] != 0 || d[4] != 0) {
+          const double r2 = x * x + y * y, radial = 1 + r2 * (d[0] + r2 * (d[1] + r2 * d[4]));
+          const double xd = x * radial + 2 * d[2] * x * y + d[3] * (r2 + 2 * x * x);
+          y = y * radial + d[2] * (r2 + 2 * y * y) + 2 * d[3] * x * y;
+          x = xd;
+        }
+        const double* K = ph.intrinsics;
+        const double u = K[0] * x + K[1] * y + K[2], v = K[3] * y + K[4];
+        if (!(u >= 1 && u < ph.width - 1 && v >= 1 && v < ph.height - 1)) continue;
+        const int64_t du = std::min<int64_t>(static_cast<int64_t>(u * ph.depth_scale_u), ph.dw - 1);
+        const int64_t dv = std::min<int64_t>(static_cast<int64_t>(v * ph.depth_scale_v), ph.dh - 1);
+        const float seen_depth = ph.depth[dv * ph.dw + du], z = static_cast<float>(pz);
+        if (far ? std::isfinite(seen_depth) : !(std::fabs(seen_depth - z) <= tol_rel * z + tol_abs)) continue;
+        const float fx_ = static_cast<float>(rx), fy_ = static_cast<float>(ry), fz_ = static_cast<float>(rz);
+        const float dist = std::sqrt(fx_ * fx_ + fy_ * fy_ + fz_ * fz_);
+        const float cosine = static_cast<float>((rx * vx + ry * vy + rz * vz) * inv_view) / std::max(dist, 1e-9f);
+        const float angle = std::sqrt(std::max(0.f, 2.f - 2.f * cosine));  // chord: the angle for small angles
+        const float farther = std::max(0.f, dist / view_dist_f - 1.f);
+        const float border = static_cast<float>(std::min(std::min(u, v), std::min(ph.width - u, ph.height - v)));
+        pen[j] = angle + res_weight * farther;
+        ramp[j] = border_px > 0 ? std::min(1.f, std::max(0.f, border / border_px)) : 1.f;
+        const double gx = std::min(std::max(u - 0.5, 0.0), ph.width - 1.001);
+        const double gy = std::min(std::max(v - 0.5, 0.0), ph.height - 1.001);
+        const int64_t x0 = static_cast<int64_t>(gx), y0 = static_cast<int64_t>(gy);
+        const float fx = static_cast<float>(gx - x0), fy = static_cast<float>(gy - y0);
+        const uint8_t* a = ph.image + 3 * (y0 * ph.width + x0);
+        const uint8_t* b = a + 3 * ph.width;
+        float c[3];
+        for (int ch = 0; ch < 3; ch++) {
+          const float top = a[ch] * (1 - fx) + a[3 + ch] * fx, bottom = b[ch] * (1 - fx) + b[3 + ch] * fx;
+          c[ch] = (top * (1 - fy) + bottom * fy) * (1.f / 255.f) - ph.offset[ch];
+        }
+        for (int ch = 0; ch < 3; ch++)
+          col[3 * j + ch] = ph.inverse[3 * ch] * c[0] + ph.inverse[3 * ch + 1] * c[1] + ph.inverse[3 * ch + 2] * c[2];
+      }
+      std::copy(pen.begin(), pen.end(), sorted.begin());
       std::sort(sorted.begin(), sorted.end());
-      float threshold = k < m ? sorted[k] : kInf;
       const float kth = sorted[k - 1];
+      float threshold = k < m ? std::max(sorted[k], kth + 1e-3f) : kInf;  // ties at the k-th: still weighted
       if (!std::isfinite(threshold)) threshold = std::isfinite(kth) ? 2 * kth + 0.05f : kInf;
       float total = 0, acc[3] = {0, 0, 0};
       for (int64_t j = 0; j < m; j++) {
-        if (!(p[j] < threshold)) continue;
-        const float w = (std::isfinite(threshold) ? 1 - p[j] / threshold : 1.f) / (p[j] + 1e-3f) * ramp[i * m + j];
+        if (!(pen[j] < threshold)) continue;
+        const float w = (std::isfinite(threshold) ? 1 - pen[j] / threshold : 1.f) / (pen[j] + 1e-3f) * ramp[j];
         total += w;
-        for (int ch = 0; ch < 3; ch++) acc[ch] += w * rgb[3 * (i * m + j) + ch];
+        for (int ch = 0; ch < 3; ch++) acc[ch] += w * col[3 * j + ch];
       }
       seen[i] = total > 1e-6f;
-      for (int ch = 0; ch < 3; ch++) out[3 * i + ch] = seen[i] ? acc[ch] / total : 0.f;
+      for (int ch = 0; ch < 3; ch++) rgb[3 * i + ch] = seen[i] ? acc[ch] / total : 0.f;
     }
   });
 }

@@ -1,8 +1,13 @@
-"""The native twins of ``render/photo_blend.py``'s per-sample work (``nd_sample_photo``,
-``nd_ulr_blend`` in ``embree_caster.cpp``): one photo's samples for many surface points, and the
-per-pixel blend. Same arithmetic as the numpy code (tested to agree), several times faster."""
+"""The native twin of ``render/photo_blend.py``'s blend (``nd_blend_photos`` in
+``embree_caster.cpp``): every candidate photo's sample of every surface point and their
+Unstructured-Lumigraph blend in one pass, without per-photo intermediate arrays. Same arithmetic as
+the numpy code (tested to agree), several times faster."""
 
 from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -11,81 +16,83 @@ from neurodrive.raycast.embree import _library, _threads
 
 def available() -> bool:
     lib = _library()
-    return lib is not None and hasattr(lib, "nd_sample_photo")
+    return lib is not None and hasattr(lib, "nd_blend_photos")
 
 
-def _c(array: np.ndarray, dtype) -> np.ndarray:
-    return np.ascontiguousarray(array, dtype)
+@dataclass(frozen=True)
+class Candidates:
+    """The candidate photos of one render, as the kernel reads them.
+
+    Attributes:
+        transforms: (m, G, 3, 4) world-from-camera pose of photo j for points of group g (the
+            background, or an actor moved with its box); NaN where photo j does not see group g.
+        intrinsics: (m, 3, 3); distortion: (m, 5); sizes: (m, 2) width, height.
+        depth_maps: m float32 (h, w) z-depth maps; images: m uint8 (H, W, 3) photos.
+        exposures: (m, 3, 4) each photo's affine exposure (photo = scene @ A.T + b).
+    """
+
+    transforms: np.ndarray
+    intrinsics: np.ndarray
+    distortion: np.ndarray
+    sizes: np.ndarray
+    depth_maps: Sequence[np.ndarray]
+    images: Sequence[np.ndarray]
+    exposures: np.ndarray
 
 
-def sample_photo(
+def blend(
     points: np.ndarray,
-    T_world_camera: np.ndarray,
-    intrinsics: np.ndarray,
-    distortion: np.ndarray,
-    size_px: tuple[int, int],
-    depth_map: np.ndarray,
+    centre: np.ndarray,
+    group: np.ndarray,
+    photos: Candidates,
     tolerance: tuple[float, float],
-    view: np.ndarray,
-    view_dist: np.ndarray,
-    image: np.ndarray,
-    exposure: np.ndarray,
     weights: tuple[float, float],
-    rows: np.ndarray,
-    column: int,
-    out: tuple[np.ndarray, np.ndarray, np.ndarray],
-    far: bool = False,
-) -> None:
-    """Fills ``out`` = (penalty (N, m), ramp (N, m), rgb (N, m, 3)) float32 at (rows, column);
-    ``far``: the points stand for rays that missed the mesh (seen where the photo's rays missed)."""
-    penalty, ramp, rgb = out
-    n, m = len(points), penalty.shape[1]
-    for array in out:
-        if array.dtype != np.float32 or not array.flags.c_contiguous:
-            raise ValueError("penalty, ramp and rgb must be contiguous float32 arrays")
-    if len(rows) != n or (n and (rows.min() < 0 or rows.max() >= len(penalty))):
-        raise ValueError("rows must name one row of the outputs per point")
-    h, w = image.shape[:2]
-    if (w, h) != tuple(size_px):
-        raise ValueError(f"photo is {w}x{h}, expected {size_px[0]}x{size_px[1]}")
-    _library().nd_sample_photo(
+    k: int,
+    far: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blended scene colours (n, 3) float32 of ``points`` (n, 3) seen from ``centre``, and which
+    points any photo saw. ``group``: (n,) each point's row of ``photos.transforms``;
+    ``tolerance``: relative and absolute depth tolerance; ``weights``: resolution weight, border ramp (px)."""
+    n, m = len(points), len(photos.depth_maps)
+    groups = photos.transforms.shape[1] if m else 1
+    rgb = np.zeros((n, 3), np.float32)
+    seen = np.zeros(n, np.uint8)
+    if n == 0 or m == 0:
+        return rgb, seen.astype(bool)
+    if group.min() < 0 or group.max() >= groups:
+        raise ValueError(f"group indices must lie in [0, {groups})")
+    depths = [np.ascontiguousarray(d, np.float32) for d in photos.depth_maps]  # referenced until the call returns
+    images = [np.ascontiguousarray(im, np.uint8) for im in photos.images]
+    for j, (im, size) in enumerate(zip(images, photos.sizes)):
+        if im.shape != (int(size[1]), int(size[0]), 3):
+            raise ValueError(f"photo {j} is {im.shape[1]}x{im.shape[0]}, expected {size[0]}x{size[1]}")
+    K = photos.intrinsics
+    lib = _library()
+    assert lib is not None
+    lib.nd_blend_photos(
         n,
-        _c(points, np.float64),
-        _c(T_world_camera, np.float64),
-        _c(intrinsics, np.float64),
-        _c(distortion, np.float64),
-        w,
-        h,
-        _c(depth_map, np.float32),
-        depth_map.shape[0],
-        depth_map.shape[1],
+        np.ascontiguousarray(points, np.float64),
+        np.ascontiguousarray(centre, np.float64).reshape(3),
+        np.ascontiguousarray(group, np.int32),
+        m,
+        groups,
+        np.ascontiguousarray(photos.transforms, np.float64),
+        np.ascontiguousarray(np.stack([K[:, 0, 0], K[:, 0, 1], K[:, 0, 2], K[:, 1, 1], K[:, 1, 2]], 1), np.float64),
+        np.ascontiguousarray(photos.distortion, np.float64),
+        np.ascontiguousarray(photos.sizes, np.int32),
+        (ctypes.c_void_p * m)(*[d.ctypes.data for d in depths]),
+        np.ascontiguousarray([d.shape for d in depths], np.int32),
+        (ctypes.c_void_p * m)(*[im.ctypes.data for im in images]),
+        np.ascontiguousarray(np.linalg.inv(photos.exposures[:, :, :3]), np.float32),
+        np.ascontiguousarray(photos.exposures[:, :, 3], np.float32),
         tolerance[0],
         tolerance[1],
-        int(far),
-        _c(view, np.float32),
-        _c(view_dist, np.float32),
-        _c(image, np.uint8),
-        _c(np.linalg.inv(exposure[:, :3]), np.float32),
-        _c(exposure[:, 3], np.float32),
         weights[0],
         weights[1],
-        _c(rows, np.int64),
-        m,
-        column,
-        penalty,
-        ramp,
+        k,
+        int(far),
         rgb,
+        seen,
         _threads(),
     )
-
-
-def ulr_blend(penalty: np.ndarray, ramp: np.ndarray, rgb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Blended colours (n, 3) float32 and a mask of rows with any weight (see ``photo_blend``)."""
-    n, m = penalty.shape
-    out = np.zeros((n, 3), np.float32)
-    seen = np.zeros(n, np.uint8)
-    if n and m:
-        _library().nd_ulr_blend(
-            n, m, k, _c(penalty, np.float32), _c(ramp, np.float32), _c(rgb, np.float32), out, seen, _threads()
-        )
-    return out, seen.astype(bool)
+    return rgb, seen.astype(bool)

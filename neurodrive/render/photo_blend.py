@@ -13,6 +13,7 @@ For one rendered camera:
    from the photo's pose with the actors where they were, at ``depth_scale`` of its resolution,
    computed on first use and cached by the renderer).
 4. **Weights** per pixel: penalty = angle between the rendered ray and the photo's ray to the point
+   (as the chord between their unit vectors, which is the angle for small angles)
    + ``resolution_weight`` x how much farther the photo was from the point than the rendered camera;
    the ``per_pixel`` best photos get ``(1 - p / p_next) / p`` (``p_next``: the next photo's penalty,
    so a photo's weight reaches 0 before it drops out: no popping), times a ramp near the photo's border.
@@ -115,55 +116,56 @@ def blend_photos(
     mesh, put ``far_depth_m`` along them; a photo sees them where its own rays missed.
     """
     n, m = len(points_m), len(candidates)
+    native = native_photo.available() if native is None else native
+    transforms = _photo_poses(photos, candidates, actor_pose_now)
+    if native:
+        views = native_photo.Candidates(
+            transforms[:, :, :3],
+            photos.intrinsics[candidates],
+            photos.distortion[candidates],
+            photos.size_px[candidates],
+            depth_maps,
+            [photos.image(int(k)) for k in candidates],
+            photos.exposure[candidates],
+        )
+        tolerance = (cfg.depth_tolerance, cfg.depth_tolerance_m)
+        weights = (cfg.resolution_weight, cfg.border_px)
+        k = min(cfg.per_pixel, m)
+        return native_photo.blend(points_m, camera_centre_m, actor_of_point, views, tolerance, weights, k, far)
     samples = _Samples(
         np.full((n, m), np.inf, np.float32), np.zeros((n, m), np.float32), np.zeros((n, m, 3), np.float32)
     )
-    native = native_photo.available() if native is None else native
     view = points_m - camera_centre_m
     view_dist = np.sqrt(np.einsum("ij,ij->i", view, view))
-    view = (view / np.maximum(view_dist, 1e-9)[:, None]).astype(np.float32)
-    view_dist = view_dist.astype(np.float32)
-    groups = [(0, np.flatnonzero(actor_of_point == 0))]
-    groups += [(int(g), np.flatnonzero(actor_of_point == g)) for g in np.unique(actor_of_point) if g > 0]
-    gathered = {g: (points_m[rows], view[rows], view_dist[rows]) for g, rows in groups if len(rows)}
-    for column, k in enumerate(candidates):
-        for g, rows in groups:
-            if len(rows) == 0:
-                continue
-            T_cam = photos.T_world_camera[k]
-            if g > 0:  # the photo's camera moved into the actor's box frame now
-                actor_id, pose_now = actor_pose_now[g]
-                pose_then = photos.actor_pose(int(k), actor_id)
-                if pose_then is None:
-                    continue
-                T_cam = pose_now @ np.linalg.inv(pose_then) @ T_cam
-            points, unit_view, distance = gathered[g]
-            if native:
-                native_photo.sample_photo(
-                    points,
-                    T_cam,
-                    photos.intrinsics[k],
-                    photos.distortion[k],
-                    (int(photos.size_px[k, 0]), int(photos.size_px[k, 1])),
-                    depth_maps[column],
-                    (cfg.depth_tolerance, cfg.depth_tolerance_m),
-                    unit_view,
-                    distance,
-                    photos.image(int(k)),
-                    photos.exposure[k],
-                    (cfg.resolution_weight, cfg.border_px),
-                    rows,
-                    column,
-                    (samples.penalty, samples.ramp, samples.rgb),
-                    far,
-                )
-            else:
-                sample = (points, unit_view, distance)
+    view = view / np.maximum(view_dist, 1e-9)[:, None]
+    for g in np.unique(actor_of_point):
+        rows = np.flatnonzero(actor_of_point == g)
+        sample = (points_m[rows], view[rows], view_dist[rows])
+        for column, k in enumerate(candidates):
+            if not np.isnan(transforms[column, g, 0, 0]):
                 where = (rows, column)
-                _sample_photo(photos, int(k), T_cam, depth_maps[column], sample, cfg, samples, where, far)
-    if native:
-        return native_photo.ulr_blend(samples.penalty, samples.ramp, samples.rgb, min(cfg.per_pixel, m))
+                _sample_photo(
+                    photos, int(k), transforms[column, g], depth_maps[column], sample, cfg, samples, where, far
+                )
     return _ulr_weights(samples, cfg)
+
+
+def _photo_poses(
+    photos: PhotoSet, candidates: np.ndarray, actor_pose_now: dict[int, tuple[str, np.ndarray]]
+) -> np.ndarray:
+    """(m, G, 4, 4): candidate j's camera pose for points of group g (0: the background; g > 0: actor
+    g, the camera moved into the actor's box frame now: ``P_now inv(P_then) T``), NaN where the
+    actor was not there when the photo was taken."""
+    groups = 1 + max(actor_pose_now, default=0)
+    poses = np.full((len(candidates), groups, 4, 4), np.nan)
+    for column, k in enumerate(candidates):
+        T = photos.T_world_camera[k]
+        poses[column, 0] = T
+        for g, (actor_id, pose_now) in actor_pose_now.items():
+            pose_then = photos.actor_pose(int(k), actor_id)
+            if pose_then is not None:
+                poses[column, g] = pose_now @ np.linalg.inv(pose_then) @ T
+    return poses
 
 
 def _sample_photo(
@@ -203,7 +205,7 @@ def _sample_photo(
         return
     photo_dist = np.linalg.norm(rel[sel], axis=1)
     photo_dir = rel[sel] / np.maximum(photo_dist, 1e-9)[:, None]
-    angle = np.arccos(np.clip(np.sum(photo_dir * view[sel], axis=1), -1.0, 1.0))
+    angle = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * np.sum(photo_dir * view[sel], axis=1)))  # chord ~ angle
     farther = np.maximum(0.0, photo_dist / np.maximum(view_dist[sel], 1e-6) - 1.0)
     border = np.minimum.reduce([uv[:, 0], uv[:, 1], cam.width_px - uv[:, 0], cam.height_px - uv[:, 1]])
     rows, column = where
@@ -242,9 +244,10 @@ def _ulr_weights(s: _Samples, cfg: PhotoBlendConfig) -> tuple[np.ndarray, np.nda
         return rgb, np.zeros(n, bool)
     k = min(cfg.per_pixel, m)
     ordered = np.sort(s.penalty, axis=1)
-    threshold = ordered[:, k] if k < m else np.full(n, np.inf, np.float32)
-    # no (k+1)-th photo: the k-th one's penalty, doubled, is where weights would reach 0
     kth = ordered[:, k - 1]
+    # ties at the k-th penalty are still weighted; no (k+1)-th photo: the k-th one's penalty, doubled,
+    # is where weights would reach 0
+    threshold = np.maximum(ordered[:, k], kth + np.float32(1e-3)) if k < m else np.full(n, np.inf, np.float32)
     threshold = np.where(np.isfinite(threshold), threshold, np.where(np.isfinite(kth), 2 * kth + 0.05, np.inf))
     eps = np.float32(1e-3)
     p = s.penalty

@@ -27,7 +27,7 @@ from neurodrive.io_utils import atomic_write_bytes, atomic_write_npz
 from neurodrive.logs.io import read_npz
 
 PHOTO_SUFFIXES = (".png", ".jpg")
-DECODED_CACHE = 24  # decoded photos kept in memory (most recently used)
+DECODED_CACHE = 48  # decoded photos kept in memory (most recently used): 4 per camera of a 6-camera rig, twice
 
 
 @dataclass(frozen=True)
