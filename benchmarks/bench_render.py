@@ -1,7 +1,8 @@
 """Benchmark: rendering a reconstructed scene vs raw ray casting, measured in one run.
 
 Target: one 640x360 camera + one 64x1024 LiDAR render at >= 50 % of the raw open3d ray-cast
-throughput on the same scene and rays.
+throughput on the same scene and rays. Measured with the scene's default appearance (photo-based when
+it carries photos) and, in the same run, with the texels alone.
 Run: python benchmarks/bench_render.py SCENE [--log LOG] [--repeats 20]
 """
 
@@ -70,6 +71,14 @@ def main() -> None:
     poses = dict(zip(placed.actor_ids, placed.poses))
     replace_s = timed(lambda: renderer.place(poses))
     ours = timed(lambda: (renderer.render_camera(placed, camera, ego), renderer.render_lidar(placed, lidar, ego)))
+    texel_renderer = SceneRenderer(model, appearance="texels")
+    placed_texels = texel_renderer.place(poses)
+    texels = timed(
+        lambda: (
+            texel_renderer.render_camera(placed_texels, camera, ego),
+            texel_renderer.render_lidar(placed_texels, lidar, ego),
+        )
+    )
     caster = "native Embree packets" if native_available() else "open3d"
     os.environ[ENV_VAR] = "open3d"  # the same renderer on the open3d fallback caster
     placed_o3d = renderer.place(poses)
@@ -79,10 +88,14 @@ def main() -> None:
     tris = len(model.background.triangles) + sum(len(model.actors[a].mesh.triangles) for a in placed.actor_ids)
     print(f"scene: {tris} triangles ({len(placed.actor_ids)} actors placed); 640x360 camera + 64x1024 LiDAR per frame")
     print(f"raw open3d ray casting:      {raw * 1000:7.1f} ms/frame  ({1 / raw:5.1f} frames/s)")
-    print(f"neurodrive camera + LiDAR:   {ours * 1000:7.1f} ms/frame  ({1 / ours:5.1f} frames/s)  caster: {caster}")
+    print(
+        f"neurodrive camera + LiDAR:   {ours * 1000:7.1f} ms/frame  ({1 / ours:5.1f} frames/s)  caster: {caster}, "
+        f"appearance: {renderer.appearance}"
+    )
     print(
         f"throughput ratio (ours/raw): {raw / ours:.2f}   target >= 0.50  {'met' if raw / ours >= 0.5 else 'NOT met'}"
     )
+    print(f"  texels only:               {texels * 1000:7.1f} ms/frame  ratio {raw / texels:.2f}")
     print(f"  on the open3d fallback:    {fallback * 1000:7.1f} ms/frame  ratio {raw / fallback:.2f}")
     print(
         f"re-placing all actors (moving them) costs {replace_s * 1000:.2f} ms: "

@@ -48,6 +48,14 @@ def photo_set(poses: list[np.ndarray], images: list[np.ndarray], gains=None, act
     )
 
 
+def rays(points: np.ndarray, origin: np.ndarray, geometry: int) -> tuple[np.ndarray, ...]:
+    """The rays from ``origin`` through ``points`` as ``blend_photos`` takes them: origin, unit
+    directions, distances, and what each hit (``geometry``: 0 the background, g an actor, -1 nothing)."""
+    offset = points - origin
+    t = np.linalg.norm(offset, axis=1)
+    return origin, (offset / t[:, None]).astype(np.float32), t.astype(np.float32), np.full(len(points), geometry)
+
+
 def gradient_image() -> np.ndarray:
     u, v = np.meshgrid(np.arange(W), np.arange(H))
     return np.stack([u * 3, v * 4, np.full_like(u, 100)], axis=-1).astype(np.uint8)
@@ -80,8 +88,7 @@ def test_blend_undoes_each_photos_exposure_and_respects_visibility() -> None:
     points = wall_points(10.0)
     cfg = PhotoBlendConfig(border_px=0.0)
     depth = np.full((12, 16), 10.0, np.float32)
-    n = len(points)
-    args = (points, np.zeros(3), np.zeros(n, np.int64), {}, cfg)
+    args = (*rays(points, np.zeros(3), 0), {}, cfg)
     one, seen_one = blend_photos(photos, np.array([0]), [depth], *args)
     both, seen_both = blend_photos(photos, np.array([0, 1]), [depth, depth], *args)
     assert seen_one.all() and seen_both.all()
@@ -102,20 +109,18 @@ def test_actor_points_are_looked_up_in_the_box_frame() -> None:
     box_points = wall_points(0.0)  # the actor's face, in its box frame
     depth = np.full((12, 16), 10.0, np.float32)
     cfg = PhotoBlendConfig(border_px=0.0)
-    n = len(box_points)
     at_then, seen = blend_photos(
-        photos, np.array([0]), [depth], box_points + [10.0, 0, 0], np.zeros(3), np.ones(n, np.int64),
-        {1: ("car", then)}, cfg,
-    )  # fmt: skip
+        photos, np.array([0]), [depth], *rays(box_points + [10.0, 0, 0], np.zeros(3), 1), {1: ("car", then)}, cfg
+    )
     moved = box_points @ now[:3, :3].T + now[:3, 3]
     camera_now = now @ np.linalg.inv(then) @ pose  # the same view of the actor
     at_now, seen_now = blend_photos(
-        photos, np.array([0]), [depth], moved, camera_now[:3, 3], np.ones(n, np.int64), {1: ("car", now)}, cfg
+        photos, np.array([0]), [depth], *rays(moved, camera_now[:3, 3], 1), {1: ("car", now)}, cfg
     )
     assert seen.all() and seen_now.all()
     np.testing.assert_allclose(at_now, at_then, atol=1e-4)
     _, seen_absent = blend_photos(
-        photos, np.array([0]), [depth], moved, np.zeros(3), np.ones(n, np.int64), {1: ("other", now)}, cfg
+        photos, np.array([0]), [depth], *rays(moved, np.zeros(3), 1), {1: ("other", now)}, cfg
     )
     assert not seen_absent.any()  # an actor the photo did not record is never looked up there
 
@@ -195,12 +200,13 @@ def test_native_and_numpy_blends_agree(far: bool) -> None:
     right[:, 8:] = seen  # photo 0 sees the points on its right half, photo 1 on its bottom half
     bottom[6:] = seen
     maps = [right, bottom] + [depth] * 2
-    args = (points, np.array([0.2, 0.1, 0.0]), np.zeros(len(points), np.int64), {}, PhotoBlendConfig())
-    fast, seen_fast = blend_photos(photos, np.arange(4), maps, *args, native=True, far=far)
-    slow, seen_slow = blend_photos(photos, np.arange(4), maps, *args, native=False, far=far)
+    origin = np.array([0.2, 0.1, 0.0])
+    args = (*rays(points, origin, -1 if far else 0), {}, PhotoBlendConfig(far_depth_m=8.0))
+    fast, seen_fast = blend_photos(photos, np.arange(4), maps, *args, native=True)
+    slow, seen_slow = blend_photos(photos, np.arange(4), maps, *args, native=False)
     assert 0.3 < seen_slow.mean() < 1.0
     np.testing.assert_array_equal(seen_fast, seen_slow)
-    np.testing.assert_allclose(fast, slow, atol=1e-4)
+    np.testing.assert_allclose(fast, slow, atol=5e-4)  # float32 against float64 penalties: < 0.2 of a grey level
 
 
 def test_photos_do_not_pop_as_the_ego_creeps_forward(tiny_scene_dir: Path) -> None:
@@ -217,3 +223,16 @@ def test_photos_do_not_pop_as_the_ego_creeps_forward(tiny_scene_dir: Path) -> No
     images = [renderer.render_camera(placed, cam, p).rgb.astype(float) for p in poses]
     steps = np.array([np.abs(a - b).mean() for a, b in zip(images, images[1:])])
     assert steps.max() < 2.5 * np.median(steps), steps.round(2)
+
+
+def test_a_corrupt_photo_names_its_file(tiny_scene_dir: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(tiny_scene_dir, tmp_path / "copy")
+    photo = copy / "photos" / "000001.png"
+    photo.write_bytes(photo.read_bytes()[:200])  # truncated
+    photos = SceneModel.load(copy).photos
+    assert photos is not None
+    with pytest.raises(DataError, match=r"000001\.png.*corrupt or truncated photo"):
+        photos.image(1)
+    (copy / "photos" / "index.npz").write_bytes(b"not an npz")
+    with pytest.raises(DataError, match=r"index\.npz"):
+        SceneModel.load(copy)

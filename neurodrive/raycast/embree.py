@@ -46,11 +46,11 @@ def _library() -> ctypes.CDLL | None:
     pp = ctypes.POINTER(ctypes.c_void_p)
     lib.nd_shade_texels.argtypes = [ctypes.c_int64, _I32, _I32, _F32, pp, pp, _F32, ctypes.c_int]
     lib.nd_shade_texels.restype = ctypes.c_int64
-    i32, i64, f32 = ctypes.c_int32, ctypes.c_int64, ctypes.c_float
+    i64, f32 = ctypes.c_int64, ctypes.c_float
     _U8 = np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS")
     lib.nd_blend_photos.argtypes = [
-        *(i64, _F64, _F64, _I32, i64, i64, _F64, _F64, _F64, _I32, pp, _I32, pp, _F32, _F32),
-        *(f32, f32, f32, f32, i64, i32, _F32, _U8, ctypes.c_int),
+        *(i64, _F64, _F32, _F32, _I32, f32, i64, i64, _F64, _F64, _F64, _I32, pp, _I32, pp, _F32, _F32),
+        *(f32, f32, f32, f32, i64, _F32, _F32, _U8, ctypes.c_int),
     ]
     lib.nd_blend_photos.restype = None
     return lib

@@ -269,15 +269,17 @@ int64_t nd_shade_texels(int64_t n, const int32_t* geom, const int32_t* prim, con
 }
 
 // Image-based appearance (neurodrive/render/photo_blend.py holds the numpy twin and says what it
-// computes). For each of n surface points (world, float64) and each of m candidate photos: the
-// photo's pose for the point's group (transforms[(j * groups + group[i]) * 12], a row-major 3x4
-// world-from-camera; NaN first entry: the photo does not see that group), projection with
-// Brown-Conrady distortion, the depth test against the photo's depth map (far != 0: the points
-// stand for rays that missed the mesh and are seen where the photo's rays missed too), the penalty
+// computes). For each of n rays from centre (unit dirs, float32) and each of m candidate photos: the
+// ray's point (t along it where it hit geometry[i] >= 0: the background 0 or actor g; far_depth along
+// it on a miss, geometry -1), the photo's pose for that geometry (transforms[(j * groups + g) * 12],
+// a row-major 3x4 world-from-camera; NaN first entry: the photo does not see it), projection with
+// Brown-Conrady distortion, the depth test against the photo's depth map (a miss is seen where the
+// photo's rays missed too), the penalty
 // (angle between the rays, as the chord of unit vectors + res_weight x relative extra distance), the border ramp and the bilinear colour with
 // the photo's exposure undone. Then the Unstructured-Lumigraph blend of the k best: weights
 // (1 - p / p_next) / (p + 1e-3) x ramp (p_next: the (k+1)-th penalty, or 2 p_k + 0.05 when fewer
-// photos saw the point). Writes rgb (n, 3) and seen (n,) (any weight left).
+// photos saw the point), through the requested exposure (3x4), clipped to [0, 1]. Writes rgb (n, 3)
+// where seen (n,) (any weight left) and leaves the other rows as they are.
 struct PhotoView {
   const double* intrinsics;  // fx, skew, cx, fy, cy
   const double* distortion;  // k1, k2, p1, p2, k3
@@ -290,12 +292,12 @@ struct PhotoView {
   double depth_scale_u, depth_scale_v;  // depth-map cells per photo pixel
 };
 
-void nd_blend_photos(int64_t n, const double* points, const double* centre, const int32_t* group, int64_t m,
-                     int64_t groups, const double* transforms, const double* intrinsics, const double* distortion,
+void nd_blend_photos(int64_t n, const double* centre, const float* dirs, const float* t, const int32_t* geometry,
+                     float far_depth, int64_t m, int64_t groups, const double* transforms, const double* intrinsics, const double* distortion,
                      const int32_t* sizes, const void* const* depths, const int32_t* depth_sizes,
                      const void* const* images, const float* inverses, const float* offsets, float tol_rel,
-                     float tol_abs, float res_weight, float border_px, int64_t k, int32_t far, float* rgb,
-                     uint8_t* seen, int threads) {
+                     float tol_abs, float res_weight, float border_px, int64_t k, const float* exposure,
+                     float* rgb, uint8_t* seen, int threads) {
   std::vector<PhotoView> views(static_cast<size_t>(m));
   for (int64_t j = 0; j < m; j++)
     views[j] = {intrinsics + 5 * j, distortion + 5 * j, sizes[2 * j], sizes[2 * j + 1],
@@ -306,14 +308,17 @@ void nd_blend_photos(int64_t n, const double* points, const double* centre, cons
   parallel_chunks(static_cast<size_t>(n), 4096, threads, [&](size_t first, size_t last) {
     std::vector<float> pen(m), ramp(m), col(3 * m), sorted(m);
     for (size_t i = first; i < last; i++) {
-      const double qx = points[3 * i], qy = points[3 * i + 1], qz = points[3 * i + 2];
-      const double vx = qx - centre[0], vy = qy - centre[1], vz = qz - centre[2];
+      const bool far = geometry[i] < 0;  // a miss: looked up far_depth along the ray
+      const int32_t g = far ? 0 : geometry[i];
+      const double along = far ? far_depth : t[i];
+      const double vx = along * dirs[3 * i], vy = along * dirs[3 * i + 1], vz = along * dirs[3 * i + 2];
+      const double qx = centre[0] + vx, qy = centre[1] + vy, qz = centre[2] + vz;
       const double view_dist = std::sqrt(vx * vx + vy * vy + vz * vz);
       const double inv_view = 1.0 / std::max(view_dist, 1e-9);
       const float view_dist_f = static_cast<float>(std::max(view_dist, 1e-6));
       for (int64_t j = 0; j < m; j++) {
         pen[j] = kInf;
-        const double* T = transforms + (j * groups + group[i]) * 12;
+        const double* T = transforms + (j * groups + g) * 12;
         if (std::isnan(T[0])) continue;
         const PhotoView& ph = views[j];
         const double rx = qx - T[3], ry = qy - T[7], rz = qz - T[11];
@@ -370,7 +375,12 @@ void nd_blend_photos(int64_t n, const double* points, const double* centre, cons
         for (int ch = 0; ch < 3; ch++) acc[ch] += w * col[3 * j + ch];
       }
       seen[i] = total > 1e-6f;
-      for (int ch = 0; ch < 3; ch++) rgb[3 * i + ch] = seen[i] ? acc[ch] / total : 0.f;
+      if (!seen[i]) continue;
+      for (int ch = 0; ch < 3; ch++) acc[ch] /= total;
+      for (int ch = 0; ch < 3; ch++) {  // the requested exposure (3x4 row-major), clipped to [0, 1]
+        const float* e = exposure + 4 * ch;
+        rgb[3 * i + ch] = std::min(1.f, std::max(0.f, e[0] * acc[0] + e[1] * acc[1] + e[2] * acc[2] + e[3]));
+      }
     }
   });
 }

@@ -41,26 +41,30 @@ class Candidates:
 
 
 def blend(
-    points: np.ndarray,
-    centre: np.ndarray,
-    group: np.ndarray,
+    origin: np.ndarray,
+    dirs: np.ndarray,
+    t_m: np.ndarray,
+    geometry: np.ndarray,
     photos: Candidates,
+    far_depth_m: float,
     tolerance: tuple[float, float],
     weights: tuple[float, float],
     k: int,
-    far: bool,
+    exposure: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Blended scene colours (n, 3) float32 of ``points`` (n, 3) seen from ``centre``, and which
-    points any photo saw. ``group``: (n,) each point's row of ``photos.transforms``;
-    ``tolerance``: relative and absolute depth tolerance; ``weights``: resolution weight, border ramp (px)."""
-    n, m = len(points), len(photos.depth_maps)
+    """Blended colours (n, 3) float32 through ``exposure`` (3x4: scene -> image colour, clipped to
+    [0, 1]; zeros where no photo saw the ray) of n rays from ``origin`` (unit ``dirs``), and which rays
+    any photo saw. A ray that hit ``geometry`` g >= 0 (the row of ``photos.transforms``) is looked
+    up at ``t_m`` along it; a miss (-1) ``far_depth_m`` along it. ``tolerance``: relative and
+    absolute depth tolerance; ``weights``: resolution weight, border ramp (px)."""
+    n, m = len(dirs), len(photos.depth_maps)
     groups = photos.transforms.shape[1] if m else 1
     rgb = np.zeros((n, 3), np.float32)
     seen = np.zeros(n, np.uint8)
     if n == 0 or m == 0:
         return rgb, seen.astype(bool)
-    if group.min() < 0 or group.max() >= groups:
-        raise ValueError(f"group indices must lie in [0, {groups})")
+    if geometry.min() < -1 or geometry.max() >= groups:
+        raise ValueError(f"geometry indices must lie in [-1, {groups})")
     depths = [np.ascontiguousarray(d, np.float32) for d in photos.depth_maps]  # referenced until the call returns
     images = [np.ascontiguousarray(im, np.uint8) for im in photos.images]
     for j, (im, size) in enumerate(zip(images, photos.sizes)):
@@ -71,9 +75,11 @@ def blend(
     assert lib is not None
     lib.nd_blend_photos(
         n,
-        np.ascontiguousarray(points, np.float64),
-        np.ascontiguousarray(centre, np.float64).reshape(3),
-        np.ascontiguousarray(group, np.int32),
+        np.ascontiguousarray(origin, np.float64).reshape(3),
+        np.ascontiguousarray(dirs, np.float32),
+        np.ascontiguousarray(t_m, np.float32),
+        np.ascontiguousarray(geometry, np.int32),
+        far_depth_m,
         m,
         groups,
         np.ascontiguousarray(photos.transforms, np.float64),
@@ -90,7 +96,7 @@ def blend(
         weights[0],
         weights[1],
         k,
-        int(far),
+        np.ascontiguousarray(exposure, np.float32).reshape(3, 4),
         rgb,
         seen,
         _threads(),

@@ -98,26 +98,30 @@ def blend_photos(
     photos: PhotoSet,
     candidates: np.ndarray,
     depth_maps: list[np.ndarray],
-    points_m: np.ndarray,
-    camera_centre_m: np.ndarray,
-    actor_of_point: np.ndarray,
+    origin: np.ndarray,
+    dirs: np.ndarray,
+    t_m: np.ndarray,
+    geometry: np.ndarray,
     actor_pose_now: dict[int, tuple[str, np.ndarray]],
     cfg: PhotoBlendConfig,
+    exposure: np.ndarray | None = None,
     native: bool | None = None,
-    far: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scene colours (N, 3) float32 of surface points (N, 3) seen from ``camera_centre_m`` and a mask
-    of the points some photo saw (the others: zeros). ``native``: the compiled kernels
-    (``raycast/native_photo.py``; None: when built), else numpy (same arithmetic).
+    """Colours (n, 3) float32 of n rays from ``origin`` (unit ``dirs``) and a mask of the rays some
+    photo saw (the others: zeros): scene colours, or through ``exposure`` (3x4, scene -> image), clipped
+    to [0, 1]. ``native``: the compiled kernel (``raycast/native_photo.py``;
+    None: when built), else numpy (same arithmetic).
 
-    ``actor_of_point``: (N,) 0 for the background, g > 0 for placed actor g; ``actor_pose_now[g]``:
-    that actor's id and its T_world_box now. ``depth_maps[i]``: z-depth map of photo
-    ``candidates[i]`` at ``cfg.depth_scale``. ``far``: the points stand for rays that missed the
-    mesh, put ``far_depth_m`` along them; a photo sees them where its own rays missed.
+    ``geometry``: (n,) what each ray hit, ``t_m`` along it: 0 the background, g > 0 placed actor g
+    (``actor_pose_now[g]``: its id and its T_world_box now), -1 nothing (looked up
+    ``cfg.far_depth_m`` along the ray; a photo sees it where its own rays missed).
+    ``depth_maps[i]``: z-depth map of photo ``candidates[i]`` at ``cfg.depth_scale``.
     """
-    n, m = len(points_m), len(candidates)
+    n, m = len(dirs), len(candidates)
     native = native_photo.available() if native is None else native
     transforms = _photo_poses(photos, candidates, actor_pose_now)
+    tolerance = (cfg.depth_tolerance, cfg.depth_tolerance_m)
+    weights = (cfg.resolution_weight, cfg.border_px)
     if native:
         views = native_photo.Candidates(
             transforms[:, :, :3],
@@ -128,26 +132,28 @@ def blend_photos(
             [photos.image(int(k)) for k in candidates],
             photos.exposure[candidates],
         )
-        tolerance = (cfg.depth_tolerance, cfg.depth_tolerance_m)
-        weights = (cfg.resolution_weight, cfg.border_px)
         k = min(cfg.per_pixel, m)
-        return native_photo.blend(points_m, camera_centre_m, actor_of_point, views, tolerance, weights, k, far)
+        exposed = np.column_stack([np.eye(3), np.zeros(3)]) if exposure is None else exposure
+        return native_photo.blend(origin, dirs, t_m, geometry, views, cfg.far_depth_m, tolerance, weights, k, exposed)
     samples = _Samples(
         np.full((n, m), np.inf, np.float32), np.zeros((n, m), np.float32), np.zeros((n, m, 3), np.float32)
     )
-    view = points_m - camera_centre_m
+    along = np.where(geometry < 0, cfg.far_depth_m, t_m).astype(np.float64)
+    view = along[:, None] * dirs.astype(np.float64)
+    points = np.asarray(origin, np.float64) + view
     view_dist = np.sqrt(np.einsum("ij,ij->i", view, view))
-    view = view / np.maximum(view_dist, 1e-9)[:, None]
-    for g in np.unique(actor_of_point):
-        rows = np.flatnonzero(actor_of_point == g)
-        sample = (points_m[rows], view[rows], view_dist[rows])
+    view /= np.maximum(view_dist, 1e-9)[:, None]
+    for g in np.unique(geometry):
+        rows = np.flatnonzero(geometry == g)
+        sample = (points[rows], view[rows], view_dist[rows])
         for column, k in enumerate(candidates):
-            if not np.isnan(transforms[column, g, 0, 0]):
-                where = (rows, column)
-                _sample_photo(
-                    photos, int(k), transforms[column, g], depth_maps[column], sample, cfg, samples, where, far
-                )
-    return _ulr_weights(samples, cfg)
+            pose = transforms[column, max(int(g), 0)]
+            if not np.isnan(pose[0, 0]):
+                _sample_photo(photos, int(k), pose, depth_maps[column], sample, cfg, samples, (rows, column), g < 0)
+    rgb, seen = _ulr_weights(samples, cfg)
+    exposed = np.column_stack([np.eye(3), np.zeros(3)]) if exposure is None else exposure
+    rgb[seen] = np.clip(rgb[seen] @ exposed[:, :3].T.astype(np.float32) + exposed[:, 3].astype(np.float32), 0, 1)
+    return rgb, seen
 
 
 def _photo_poses(

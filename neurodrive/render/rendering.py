@@ -74,28 +74,24 @@ class SceneRenderer:
         return depth
 
     def _blend_photos(
-        self, scene: PlacedScene, origin: np.ndarray, dirs: np.ndarray, hits, T_camera: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, int]:
-        """Rays some training photo saw, their scene colours (before exposure) blended from the
-        photos, and how many hit rays no photo saw. Hits are looked up at their surface point,
-        misses ``far_depth_m`` along the ray."""
+        self,
+        scene: PlacedScene,
+        origin: np.ndarray,
+        dirs: np.ndarray,
+        hits,
+        T_camera: np.ndarray,
+        exposure: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Colours (through ``exposure``) of every ray blended from the training photos, and which
+        rays some photo saw. Hits are looked up at their surface point, misses ``far_depth_m`` along
+        the ray."""
         photos = self.scene.photos
         assert photos is not None
-        cfg = self.photo_config
-        candidates = select_photos(photos, T_camera, cfg)
+        candidates = select_photos(photos, T_camera, self.photo_config)
         depth_maps = [self.photo_depth(int(k)) for k in candidates]
         poses = {g + 1: (a, p) for g, (a, p) in enumerate(zip(scene.actor_ids, scene.poses))}
-        hit, miss = np.flatnonzero(hits.hit), np.flatnonzero(~hits.hit)
-        points = origin + hits.t_m[hit, None].astype(np.float64) * dirs[hit]
-        geometry = hits.geometry[hit].astype(np.int64)
-        rgb, seen = blend_photos(photos, candidates, depth_maps, points, origin, geometry, poses, cfg)
-        far_points = origin + np.float64(cfg.far_depth_m) * dirs[miss]
-        background = np.zeros(len(miss), np.int64)
-        far_rgb, far_seen = blend_photos(
-            photos, candidates, depth_maps, far_points, origin, background, {}, cfg, far=True
-        )
-        covered = np.concatenate([hit[seen], miss[far_seen]])
-        return covered, np.concatenate([rgb[seen], far_rgb[far_seen]]), int(len(hit) - seen.sum())
+        geometry = np.where(hits.hit, hits.geometry, -1)
+        return blend_photos(photos, candidates, depth_maps, origin, dirs, hits.t_m, geometry, poses, self.photo_config)
 
     def background_handle(self, backend: CasterBackend) -> Any:
         """The background mesh in ``backend`` (built once per renderer and backend)."""
@@ -137,32 +133,37 @@ class SceneRenderer:
         """Colours (n, 3) in [0, 1] of rays from ``origin``, their hits, and how many hit surfaces
         no training pixel saw. ``T_camera``: the camera's pose, for photo-based appearance."""
         hits = scene.cast(origin, dirs, normals=False, grid=grid)
-        rgb, unseen = self._shade_texels(scene, origin, dirs, hits, exposure, ego_xy_m, view_dependent)
-        if self.appearance == "photos" and T_camera is not None:
-            covered, colour, uncovered_hits = self._blend_photos(scene, np.asarray(origin, float), dirs, hits, T_camera)
-            rgb[covered] = np.clip(colour @ exposure[:, :3].T.astype(np.float32) + exposure[:, 3], 0, 1)
-            if unseen and uncovered_hits:  # hits no photo saw, on texels training did not see either
-                rest = np.flatnonzero(hits.hit)
-                rest = rest[~np.isin(rest, covered, assume_unique=True)]
-                unseen = int(np.sum(~scene.shade(hits, rest, dirs, exposure)[1]))
-            elif not uncovered_hits:
-                unseen = 0
+        if self.appearance != "photos" or T_camera is None:
+            rgb, unseen = self._shade_texels(scene, origin, dirs, hits, exposure, ego_xy_m, view_dependent)
+            return rgb, hits, unseen
+        colour, covered = self._blend_photos(scene, np.asarray(origin, float), dirs, hits, T_camera, exposure)
+        # texels where no photo saw a surface; the far field and sky where no photo saw past the mesh
+        rgb, unseen = self._shade_texels(scene, origin, dirs, hits, exposure, ego_xy_m, view_dependent, covered)
+        np.copyto(rgb, colour, where=covered[:, None])
+        if unseen and self._texels_native(scene, view_dependent):  # counted over every hit: keep those no photo saw
+            rest = np.flatnonzero(hits.hit & ~covered)
+            unseen = int(np.sum(~scene.shade(hits, rest, dirs, exposure)[1])) if len(rest) else 0
         return rgb, hits, unseen
 
-    def _shade_texels(self, scene, origin, dirs, hits, exposure, ego_xy_m, view_dependent):
-        """Texel (or decoder) colours of hits, far field and sky of misses; the count of unseen hits."""
+    @staticmethod
+    def _texels_native(scene: PlacedScene, view_dependent: bool) -> bool:
+        return scene.backend.shades_texels and not view_dependent
+
+    def _shade_texels(self, scene, origin, dirs, hits, exposure, ego_xy_m, view_dependent, skip=None):
+        """Texel (or decoder) colours of hits, far field and sky of misses (except rays ``skip``); the
+        count of hits on texels training did not see (natively: of every hit; else: of those not skipped)."""
         rgb = np.empty((len(dirs), 3), np.float32)
-        miss = np.nonzero(~hits.hit)[0]
+        miss = np.nonzero(~hits.hit if skip is None else ~hits.hit & ~skip)[0]
         if len(miss):
             sky = self.scene.sky.lookup(dirs[miss], ego_xy_m, origin)
             rgb[miss] = np.clip(sky @ exposure[:, :3].T.astype(np.float32) + exposure[:, 3].astype(np.float32), 0, 1)
-        if scene.backend.shades_texels and not view_dependent:  # baked texels read natively
+        if self._texels_native(scene, view_dependent):  # baked texels read natively
             meshes = scene.meshes
             unseen = shade_texels(
                 hits, [m.atlas.packed for m in meshes], [self.exposed_colours(m, exposure) for m in meshes], rgb
             )
             return rgb, unseen
-        idx = np.nonzero(hits.hit)[0]
+        idx = np.nonzero(hits.hit if skip is None else hits.hit & ~skip)[0]
         unseen = 0
         if len(idx):
             rgb[idx], seen = scene.shade(hits, idx, dirs, exposure, view_dependent)

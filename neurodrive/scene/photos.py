@@ -58,6 +58,7 @@ class PhotoSet:
     actor_ids: tuple[str, ...]
     actor_poses: np.ndarray
     encoded: tuple[bytes, ...]
+    files: tuple[Path, ...] = ()  # where each photo was read from (named in errors); empty: built in memory
     _decoded: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -83,8 +84,14 @@ class PhotoSet:
         if cached is not None:
             self._decoded.move_to_end(k)
             return cached
-        with Image.open(io.BytesIO(self.encoded[k])) as im:
-            rgb = np.asarray(im.convert("RGB"))
+        where = self.files[k] if self.files else Path(f"photo {k}")
+        try:
+            with Image.open(io.BytesIO(self.encoded[k])) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as e:
+            raise DataError(where, "pixels", f"corrupt or truncated photo: {e}") from e
+        if rgb.shape[:2] != (int(self.size_px[k, 1]), int(self.size_px[k, 0])):
+            raise DataError(where, "size_px", f"photo is {rgb.shape[1]}x{rgb.shape[0]}, index says {self.size_px[k]}")
         self._decoded[k] = rgb
         while len(self._decoded) > DECODED_CACHE:
             self._decoded.popitem(last=False)
@@ -164,7 +171,7 @@ class PhotoSet:
                 raise DataError(path, name, "contains NaN or infinite values")
         if count and (a["size_px"].min() < 1 or a["size_px"].max() > 20000):
             raise DataError(path, "size_px", "photo sizes must lie in 1..20000 pixels")
-        encoded = []
+        encoded, files = [], []
         for k, suffix in enumerate(a["suffix"]):
             if str(suffix) not in PHOTO_SUFFIXES:
                 raise DataError(path, f"suffix[{k}]", f"expected one of {PHOTO_SUFFIXES}, got {suffix!r}")
@@ -173,6 +180,7 @@ class PhotoSet:
                 encoded.append(photo.read_bytes())
             except (FileNotFoundError, IsADirectoryError) as e:
                 raise DataError(photo, None, "missing photo file") from e
+            files.append(photo)
         return PhotoSet(
             tuple(str(c) for c in a["camera"]),
             a["frame"].astype(np.int64),
@@ -184,6 +192,7 @@ class PhotoSet:
             tuple(str(x) for x in a["actor_ids"]),
             np.where(a["actor_present"][..., None, None], a["actor_poses"].astype(np.float64), np.nan),
             tuple(encoded),
+            tuple(files),
         )
 
 
