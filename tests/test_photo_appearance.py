@@ -236,3 +236,25 @@ def test_a_corrupt_photo_names_its_file(tiny_scene_dir: Path, tmp_path: Path) ->
     (copy / "photos" / "index.npz").write_bytes(b"not an npz")
     with pytest.raises(DataError, match=r"index\.npz"):
         SceneModel.load(copy)
+
+
+def test_the_requested_exposure_is_applied_to_the_blend(tiny_scene_dir: Path) -> None:
+    """Photo colours are scene colours with each photo's exposure undone: rendered through a
+    brighter exposure, every pixel follows that exposure's affine map (none keeps a photo's own)."""
+    model = SceneModel.load(tiny_scene_dir)
+    log = load_log(model.meta.log.path)
+    cam = log.rig.cameras[0]
+    base = model.decoder.exposure(cam.name)
+    bright = base.copy()
+    bright[:, :3] *= 1.25
+    model.decoder.exposures["bright"] = bright
+    renderer = SceneRenderer(model, appearance="photos")
+    f = model.meta.holdout_frames[0]
+    placed = renderer.place({a: p for a, p in log.actor_poses_at(f).items() if a in model.actors})
+    normal = renderer.render_camera(placed, cam, log.ego_poses[f]).rgb.reshape(-1, 3) / 255.0
+    brighter = renderer.render_camera(placed, cam, log.ego_poses[f], exposure_camera="bright").rgb.reshape(-1, 3)
+    scene = (normal - base[:, 3]) @ np.linalg.inv(base[:, :3]).T
+    expected = np.clip(scene @ bright[:, :3].T + bright[:, 3], 0, 1) * 255
+    mid = np.all((normal > 0.05) & (normal < 0.7), axis=1)
+    assert mid.mean() > 0.5
+    assert np.abs(expected[mid] - brighter[mid]).mean() < 1.5

@@ -91,7 +91,8 @@ class SceneRenderer:
         depth_maps = [self.photo_depth(int(k)) for k in candidates]
         poses = {g + 1: (a, p) for g, (a, p) in enumerate(zip(scene.actor_ids, scene.poses))}
         geometry = np.where(hits.hit, hits.geometry, -1)
-        return blend_photos(photos, candidates, depth_maps, origin, dirs, hits.t_m, geometry, poses, self.photo_config)
+        cfg = self.photo_config
+        return blend_photos(photos, candidates, depth_maps, origin, dirs, hits.t_m, geometry, poses, cfg, exposure)
 
     def background_handle(self, backend: CasterBackend) -> Any:
         """The background mesh in ``backend`` (built once per renderer and backend)."""
