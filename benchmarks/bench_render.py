@@ -86,11 +86,26 @@ def main() -> None:
         lambda: (renderer.render_camera(placed_o3d, camera, ego), renderer.render_lidar(placed_o3d, lidar, ego))
     )
     tris = len(model.background.triangles) + sum(len(model.actors[a].mesh.triangles) for a in placed.actor_ids)
-    print(f"scene: {tris} triangles ({len(placed.actor_ids)} actors placed); 640x360 camera + 64x1024 LiDAR per frame")
+    report(tris, len(placed.actor_ids), raw, ours, texels, fallback, replace_s, caster, renderer.appearance)
+
+
+def report(
+    tris: int,
+    actors: int,
+    raw: float,
+    ours: float,
+    texels: float,
+    fallback: float,
+    replace_s: float,
+    caster: str,
+    appearance: str,
+) -> None:
+    """Prints the run's timings (s per frame) and their ratios to the raw ray casting."""
+    print(f"scene: {tris} triangles ({actors} actors placed); 640x360 camera + 64x1024 LiDAR per frame")
     print(f"raw open3d ray casting:      {raw * 1000:7.1f} ms/frame  ({1 / raw:5.1f} frames/s)")
     print(
         f"neurodrive camera + LiDAR:   {ours * 1000:7.1f} ms/frame  ({1 / ours:5.1f} frames/s)  caster: {caster}, "
-        f"appearance: {renderer.appearance}"
+        f"appearance: {appearance}"
     )
     print(
         f"throughput ratio (ours/raw): {raw / ours:.2f}   target >= 0.50  {'met' if raw / ours >= 0.5 else 'NOT met'}"
