@@ -80,6 +80,20 @@ def test_views_are_selected_by_position_and_direction_not_frame() -> None:
     assert 1 not in select_photos(photos, query, PhotoBlendConfig(candidates=5)).tolist()
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"per_pixel": 5}, r"1 <= per_pixel <= candidates <= 64, got 5 and 4"),
+        ({"depth_scale": 0.0}, r"photos\.depth_scale must lie in \(0, 1\], got 0\.0"),
+        ({"depth_tolerance_m": float("nan")}, r"photos\.depth_tolerance_m must be a finite value >= 0, got nan"),
+        ({"far_depth_m": -1.0}, r"photos\.far_depth_m must lie in \(0, 10000\] m"),
+    ],
+)
+def test_photo_blend_config_names_the_bad_field(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PhotoBlendConfig(**fields)
+
+
 def test_blend_undoes_each_photos_exposure_and_respects_visibility() -> None:
     image = gradient_image()
     darker = np.round(image * 0.5).astype(np.uint8)

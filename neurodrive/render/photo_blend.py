@@ -63,6 +63,19 @@ class PhotoBlendConfig:
     border_px: float = 8.0
     far_depth_m: float = 50.0
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.per_pixel <= self.candidates <= 64:
+            raise ValueError(
+                f"photos: need 1 <= per_pixel <= candidates <= 64, got {self.per_pixel} and {self.candidates}"
+            )
+        if not 0.0 < self.depth_scale <= 1.0:
+            raise ValueError(f"photos.depth_scale must lie in (0, 1], got {self.depth_scale}")
+        for name in ("axis_weight_m", "depth_tolerance", "depth_tolerance_m", "resolution_weight", "border_px"):
+            if not 0.0 <= getattr(self, name) < 1e6:
+                raise ValueError(f"photos.{name} must be a finite value >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.far_depth_m <= 10_000.0:
+            raise ValueError(f"photos.far_depth_m must lie in (0, 10000] m, got {self.far_depth_m}")
+
 
 def select_photos(photos: PhotoSet, T_world_camera: np.ndarray, cfg: PhotoBlendConfig) -> np.ndarray:
     """Indices of the ``cfg.candidates`` photos nearest the camera at ``T_world_camera`` in position
