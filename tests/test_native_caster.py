@@ -90,9 +90,12 @@ def test_native_shading_reads_the_same_texels_as_numpy() -> None:
     assert unseen == int(np.sum(packed[:, 3] == 0))
 
 
+@pytest.mark.parametrize(("appearance", "share"), [("texels", 0.002), ("photos", 0.01)])
 def test_scene_renders_agree_between_casters(
-    tiny_scene_dir: Path, tiny_log_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_scene_dir: Path, tiny_log_dir: Path, monkeypatch: pytest.MonkeyPatch, appearance: str, share: float
 ) -> None:
+    """Both casters give the same images up to rays grazing an edge (with photos, an edge ray of a
+    photo's quarter-resolution depth map decides a whole cell's visibility: a looser share)."""
     from neurodrive.logs.io import load_log
     from neurodrive.render.rendering import SceneRenderer
     from neurodrive.scene.model import SceneModel
@@ -105,14 +108,14 @@ def test_scene_renders_agree_between_casters(
     renders = {}
     for caster in ("embree", "open3d"):
         monkeypatch.setenv(native.ENV_VAR, caster)
-        renderer = SceneRenderer(model)
+        renderer = SceneRenderer(model, appearance=appearance)
         placed = renderer.place(poses)
         assert isinstance(placed.caster, native.NativePlacement) == (caster == "embree")
         renders[caster] = renderer.render_frame(placed, log.ego_poses[frame], log.rig.cameras, log.rig.lidars)
     a, b = renders["embree"], renders["open3d"]
     for name, cam in a.cameras.items():
         other = b.cameras[name]
-        assert np.mean(np.any(cam.rgb != other.rgb, axis=-1)) < 0.002  # rays grazing an edge may differ
+        assert np.mean(np.any(cam.rgb != other.rgb, axis=-1)) < share  # rays grazing an edge may differ
         assert np.mean(cam.instance != other.instance) < 0.002
         assert abs(cam.unseen_share - other.unseen_share) < 0.002
     assert abs(len(a.lidar.sweep.xyz_m) - len(b.lidar.sweep.xyz_m)) <= len(b.lidar.sweep.xyz_m) // 500 + 2
